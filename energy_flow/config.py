@@ -1,0 +1,306 @@
+"""EnergyConfig: every knob of the lattice, the flows, the model and training, in one place.
+
+Validation happens on construction (``__post_init__``) so an invalid configuration can never
+reach the model: each error names the field, the value and what is allowed. Configs are saved
+and loaded as TOML or JSON; unknown keys are rejected by name so a typo is never silently
+ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+START_MODES = ("center", "input_face")
+TIMEOUT_POLICIES = ("drop", "project")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class EnergyConfig:
+    """Configuration of one energy-flow model and its training run.
+
+    Geometry: the lattice has ``lattice_width`` × ``lattice_height`` cells in x/y and
+    ``lattice_depth`` cells along z; positions are normalised to [-1, 1] on every axis.
+    ``start_mode="center"`` starts flows on the plane z = 0 with output planes at z = -1 and
+    z = +1; ``"input_face"`` starts them at z = -1 with one output plane at z = +1 and z may
+    only increase.
+    """
+
+    # lattice
+    lattice_width: int = 20
+    lattice_height: int = 20
+    lattice_depth: int = 10
+    start_mode: str = "center"
+    # flows
+    max_active_flows: int = 16_000
+    energy_threshold: float = 0.05
+    spawn_threshold: float = 0.5
+    max_spawn_per_step: int = 1
+    max_steps: int = 16
+    timeout_policy: str = "project"
+    displacement_scale: float = 0.25
+    # model
+    carrier_hidden_size: int = 64
+    carrier_num_layers: int = 2
+    neuron_hidden_dim: int = 32
+    neuron_output_dim: int = 32
+    energy_dim: int = 8
+    mapper_grid: int = 8
+    teacher_dim: int = 384
+    # training
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 16
+    grad_accumulation_steps: int = 1
+    grad_clip: float = 1.0
+    mse_weight: float = 1.0
+    cosine_weight: float = 1.0
+    lr_patience: int = 4
+    lr_factor: float = 0.5
+    plateau_interval: int = 25
+    seed: int = 0
+    device: str = "auto"
+    # telemetry
+    trace_enabled: bool = True
+    trace_max_flows: int = 20_000
+    energy_hist_bins: int = 32
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # ------------------------------------------------------------------ derived geometry
+    @property
+    def cells_per_plane(self) -> int:
+        return self.lattice_width * self.lattice_height
+
+    @property
+    def num_output_planes(self) -> int:
+        return 2 if self.start_mode == "center" else 1
+
+    @property
+    def output_plane_z(self) -> tuple[float, ...]:
+        """z coordinate of each output plane, in the order planes are stored everywhere."""
+        return (-1.0, 1.0) if self.start_mode == "center" else (1.0,)
+
+    @property
+    def start_plane_z(self) -> float:
+        return 0.0 if self.start_mode == "center" else -1.0
+
+    @property
+    def initial_flows_per_batch(self) -> int:
+        return self.batch_size * self.cells_per_plane
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "EnergyConfig":
+        """A copy with ``changes`` applied (validated like any new config)."""
+        _reject_unknown(changes, source="replace()")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "EnergyConfig":
+        _reject_unknown(data, source=source)
+        typed = {}
+        by_name = {f.name: f for f in fields(cls)}
+        for key, value in data.items():
+            typed[key] = _coerce(key, value, by_name[key].type, source)
+        return cls(**typed)
+
+    def save(self, path: str | Path) -> None:
+        """Write as TOML (``.toml``) or JSON (anything else)."""
+        path = Path(path)
+        if path.suffix.lower() == ".toml":
+            text = tomli_w.dumps(self.to_dict())
+        else:
+            text = json.dumps(self.to_dict(), indent=2) + "\n"
+        path.write_text(text, encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EnergyConfig":
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read config file ({exc.strerror})") from exc
+        try:
+            if path.suffix.lower() == ".toml":
+                data = tomllib.loads(raw.decode("utf-8"))
+            else:
+                data = json.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: not a valid config file: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a config file must hold a table of fields, got {type(data).__name__}")
+        return cls.from_dict(data, source=str(path))
+
+
+def field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(EnergyConfig))
+
+
+def _reject_unknown(data: dict[str, Any], source: str) -> None:
+    known = set(field_names())
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown config field(s) {', '.join(map(repr, unknown))}")
+
+
+def _coerce(name: str, value: Any, annotation: Any, source: str) -> Any:
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{source}: field {name!r} must be true or false, got {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{source}: field {name!r} must be an integer, got {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{source}: field {name!r} must be a number, got {value!r}")
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"{source}: field {name!r} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"EnergyConfig.{name} = {value!r} is invalid: {allowed}")
+
+
+def _validate(c: EnergyConfig) -> None:
+    for name in ("lattice_width", "lattice_height"):
+        v = getattr(c, name)
+        if not isinstance(v, int) or v < 2:
+            _fail(name, v, "must be an integer ≥ 2")
+    if not isinstance(c.lattice_depth, int) or c.lattice_depth < 2:
+        _fail("lattice_depth", c.lattice_depth, "must be an integer ≥ 2")
+    if c.start_mode not in START_MODES:
+        _fail("start_mode", c.start_mode, f"must be one of {START_MODES}")
+    if c.timeout_policy not in TIMEOUT_POLICIES:
+        _fail("timeout_policy", c.timeout_policy, f"must be one of {TIMEOUT_POLICIES}")
+    if c.device not in DEVICES and not c.device.startswith("cuda:"):
+        _fail("device", c.device, f"must be one of {DEVICES} or 'cuda:N'")
+    for name in ("carrier_hidden_size", "carrier_num_layers", "neuron_hidden_dim",
+                 "neuron_output_dim", "energy_dim", "teacher_dim", "batch_size",
+                 "grad_accumulation_steps", "max_steps", "trace_max_flows",
+                 "energy_hist_bins", "plateau_interval", "mapper_grid"):
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            _fail(name, v, "must be a positive integer")
+    if c.mapper_grid > min(c.lattice_width, c.lattice_height):
+        _fail("mapper_grid", c.mapper_grid,
+              f"must be ≤ min(lattice_width, lattice_height) = {min(c.lattice_width, c.lattice_height)}")
+    if c.batch_size % c.grad_accumulation_steps != 0:
+        _fail("grad_accumulation_steps", c.grad_accumulation_steps,
+              f"must divide batch_size = {c.batch_size}")
+    if isinstance(c.max_spawn_per_step, bool) or not isinstance(c.max_spawn_per_step, int) \
+            or not 0 <= c.max_spawn_per_step <= 8:
+        _fail("max_spawn_per_step", c.max_spawn_per_step, "must be an integer in [0, 8]")
+    for name in ("energy_threshold", "spawn_threshold"):
+        v = getattr(c, name)
+        if not _finite(v) or not 0.0 <= v < 1.0:
+            _fail(name, v, "must be in [0, 1) (energies live in (0, 1])")
+    if c.spawn_threshold <= c.energy_threshold and c.max_spawn_per_step > 0:
+        _fail("spawn_threshold", c.spawn_threshold,
+              f"must be greater than energy_threshold = {c.energy_threshold} (children would fade at birth)")
+    if not _finite(c.displacement_scale) or not 0.0 < c.displacement_scale <= 2.0:
+        _fail("displacement_scale", c.displacement_scale, "must be in (0, 2] (normalised units per step)")
+    for name in ("learning_rate", "grad_clip", "lr_factor"):
+        v = getattr(c, name)
+        if not _finite(v) or v <= 0:
+            _fail(name, v, "must be a positive number")
+    if c.lr_factor >= 1:
+        _fail("lr_factor", c.lr_factor, "must be in (0, 1)")
+    if isinstance(c.lr_patience, bool) or not isinstance(c.lr_patience, int) or c.lr_patience < 0:
+        _fail("lr_patience", c.lr_patience, "must be an integer ≥ 0")
+    for name in ("weight_decay", "mse_weight", "cosine_weight"):
+        v = getattr(c, name)
+        if not _finite(v) or v < 0:
+            _fail(name, v, "must be a number ≥ 0")
+    if c.mse_weight == 0 and c.cosine_weight == 0:
+        _fail("cosine_weight", c.cosine_weight, "mse_weight and cosine_weight cannot both be 0")
+    if isinstance(c.seed, bool) or not isinstance(c.seed, int):
+        _fail("seed", c.seed, "must be an integer")
+    if not isinstance(c.trace_enabled, bool):
+        _fail("trace_enabled", c.trace_enabled, "must be true or false")
+    if isinstance(c.max_active_flows, bool) or not isinstance(c.max_active_flows, int):
+        _fail("max_active_flows", c.max_active_flows, "must be an integer")
+    micro = c.initial_flows_per_batch // c.grad_accumulation_steps
+    if c.max_active_flows < micro:
+        _fail("max_active_flows", c.max_active_flows,
+              f"must be ≥ the initial flows of one (micro-)batch = batch_size/grad_accumulation_steps × "
+              f"width × height = {micro}")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# ---------------------------------------------------------------------------------- presets
+def create_tiny_config(**overrides: Any) -> EnergyConfig:
+    """6×6×5 lattice and a small model: for tests, runs in well under a second per batch."""
+    base = dict(lattice_width=6, lattice_height=6, lattice_depth=5, max_active_flows=400,
+                carrier_hidden_size=24, carrier_num_layers=1, neuron_hidden_dim=16,
+                neuron_output_dim=16, energy_dim=4, mapper_grid=3, batch_size=4, max_steps=10,
+                displacement_scale=0.4, spawn_threshold=0.3, trace_max_flows=2_000,
+                energy_hist_bins=16, learning_rate=5e-3)
+    base.update(overrides)
+    return EnergyConfig(**base)
+
+
+def create_debug_config(**overrides: Any) -> EnergyConfig:
+    """20×20×10: the app's default. Small enough to train live on two CPU cores."""
+    base = dict(lattice_width=20, lattice_height=20, lattice_depth=10, batch_size=16,
+                max_active_flows=16_000, carrier_hidden_size=64, carrier_num_layers=2)
+    base.update(overrides)
+    return EnergyConfig(**base)
+
+
+def create_experiment_config(**overrides: Any) -> EnergyConfig:
+    """50×50×20: the research configuration; comfortable on a GPU, slow on a laptop CPU."""
+    base = dict(lattice_width=50, lattice_height=50, lattice_depth=20, batch_size=16,
+                max_active_flows=80_000, max_steps=24, displacement_scale=0.15,
+                carrier_hidden_size=128, carrier_num_layers=2, neuron_hidden_dim=32,
+                energy_dim=16, mapper_grid=10, learning_rate=1e-3)
+    base.update(overrides)
+    return EnergyConfig(**base)
+
+
+def create_optimized_config(**overrides: Any) -> EnergyConfig:
+    """100×100×50 with a 3×1024 GRU (≈10M carrier parameters): for a large GPU."""
+    base = dict(lattice_width=100, lattice_height=100, lattice_depth=50, batch_size=8,
+                max_active_flows=120_000, max_steps=40, displacement_scale=0.08,
+                carrier_hidden_size=1024, carrier_num_layers=3, neuron_hidden_dim=64,
+                neuron_output_dim=64, energy_dim=16, mapper_grid=16, learning_rate=5e-4,
+                trace_max_flows=20_000)
+    base.update(overrides)
+    return EnergyConfig(**base)
+
+
+PRESETS = {
+    "tiny": create_tiny_config,
+    "debug": create_debug_config,
+    "experiment": create_experiment_config,
+    "optimized": create_optimized_config,
+}
+
+
+def create_preset(name: str, **overrides: Any) -> EnergyConfig:
+    try:
+        factory = PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+    return factory(**overrides)

@@ -1,0 +1,74 @@
+"""EnergyCarrier: the GRU shared by all flows, and its three heads.
+
+Every active flow is one row of a batched GRU step. The heads read the top layer's output:
+
+- energy head → how much energy the flow keeps (a retention factor in (0, 1), so energy only
+  fades) and the payload it now carries (what it will deposit on an output plane);
+- displacement head → Δx, Δy, Δz, bounded by ``displacement_scale`` (in ``input_face`` mode
+  Δz ≥ 0: flows may only move towards the output plane). It also reads the current cell's part
+  of the input embedding, so the input itself steers each flow; in ``center`` mode Δz starts out
+  driven by that part's first channel, which sends about half the cells towards each output
+  plane before anything is learned (a GRU-only head sends nearly all flows one way);
+- spawn head → the share of energy the flow hands to children, which also sets how many it asks
+  for. Because the split moves energy, the spawn head gets a gradient through the deposit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from energy_flow.config import EnergyConfig
+
+
+@dataclass
+class CarrierOutput:
+    hidden: torch.Tensor          # [n, L, H] new GRU state
+    retention: torch.Tensor       # [n] in (0, 1): energy kept this step
+    payload: torch.Tensor         # [n, E] in (−1, 1)
+    displacement: torch.Tensor    # [n, 3], |Δ| ≤ displacement_scale per axis
+    spawn_fraction: torch.Tensor  # [n] in (0, 1): energy share offered to children
+
+
+class EnergyCarrier(nn.Module):
+    def __init__(self, config: EnergyConfig, input_dim: int):
+        super().__init__()
+        self.config = config
+        self.gru = nn.GRU(input_dim, config.carrier_hidden_size, num_layers=config.carrier_num_layers)
+        h = config.carrier_hidden_size
+        self.energy_head = nn.Linear(h, 1 + config.energy_dim)
+        self.displacement_head = nn.Linear(h + config.energy_dim, 3)
+        self.spawn_head = nn.Linear(h, 1)
+        with torch.no_grad():
+            # Start by keeping most energy (sigmoid(2.5) ≈ 0.92 per step), so flows live long
+            # enough to reach an output plane before the model has learned anything.
+            self.energy_head.bias[0].fill_(2.5)
+            # Start at an even split share, so about half the eligible flows ask for children.
+            self.spawn_head.bias.zero_()
+            # Δz follows the cell's part at first (see module docstring), and strongly enough
+            # that flows commit to a direction instead of dithering around the start plane.
+            self.displacement_head.weight[2, h:].zero_()
+            self.displacement_head.weight[2, h].fill_(3.0)
+            self.displacement_head.bias[2].zero_()
+        self.input_face = config.start_mode == "input_face"
+
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor, cell_part: torch.Tensor) -> CarrierOutput:
+        """x [n, input_dim], hidden [n, L, H], cell_part [n, E] → CarrierOutput for those n flows."""
+        out, h_n = self.gru(x.unsqueeze(0), hidden.transpose(0, 1).contiguous())
+        top = out.squeeze(0)
+        e = self.energy_head(top).float()  # heads may run in bf16 under autocast; state stays float32
+        raw = self.displacement_head(torch.cat([top, cell_part.to(top.dtype)], dim=1)).float()
+        scale = self.config.displacement_scale
+        if self.input_face:
+            delta = torch.cat([torch.tanh(raw[:, :2]), torch.sigmoid(raw[:, 2:])], dim=1) * scale
+        else:
+            delta = torch.tanh(raw) * scale
+        return CarrierOutput(
+            hidden=h_n.transpose(0, 1).float(),
+            retention=torch.sigmoid(e[:, 0]),
+            payload=torch.tanh(e[:, 1:]),
+            displacement=delta,
+            spawn_fraction=torch.sigmoid(self.spawn_head(top).float().squeeze(1)),
+        )

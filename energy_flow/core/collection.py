@@ -1,0 +1,67 @@
+"""Collection of landed flows onto the output planes.
+
+A landing flow splats its energy bilinearly onto the four cells around its (x, y), so the
+deposit — and through it the loss — is differentiable in x and y and the displacement head
+learns where to land. Positions are clamped to the lattice, so an out-of-range x/y lands on the
+nearest edge cell. Per cell, payloads of several flows are combined by an energy-weighted
+average: ``payload = Σ w·e·p / Σ w·e``; the cell's energy is ``Σ w·e``.
+
+The sums are kept as autograd-tracked tensors replaced out of place at each deposit, so every
+step's landings stay in the graph until backward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from energy_flow.core.lattice import EnergyLattice
+
+
+class OutputCollector:
+    """Accumulates deposits for one batch: [B, P, H·W] energy and energy-weighted payload sums."""
+
+    def __init__(self, lattice: EnergyLattice, batch: int, payload_dim: int,
+                 device: torch.device, dtype: torch.dtype):
+        self.lattice = lattice
+        self.batch = batch
+        self.cells = lattice.width * lattice.height
+        rows = batch * lattice.num_planes * self.cells
+        self.energy = torch.zeros(rows, device=device, dtype=dtype)
+        self.weighted_payload = torch.zeros(rows, payload_dim, device=device, dtype=dtype)
+
+    def deposit(self, sample: torch.Tensor, plane: torch.Tensor, xy: torch.Tensor,
+                energy: torch.Tensor, payload: torch.Tensor, mask: torch.Tensor) -> None:
+        """Deposit the flows where ``mask`` is set (others contribute zero weight)."""
+        lat = self.lattice
+        g = lat.to_grid(xy)
+        x0 = g[:, 0].detach().floor().clamp(0, lat.width - 2)
+        y0 = g[:, 1].detach().floor().clamp(0, lat.height - 2)
+        fx = (g[:, 0] - x0).clamp(0.0, 1.0)
+        fy = (g[:, 1] - y0).clamp(0.0, 1.0)
+        x0 = x0.long()
+        y0 = y0.long()
+        base = (sample * lat.num_planes + plane.clamp(min=0)) * self.cells
+        e = energy * mask.to(energy.dtype)
+        corners = (
+            (y0 * lat.width + x0, (1 - fx) * (1 - fy)),
+            (y0 * lat.width + x0 + 1, fx * (1 - fy)),
+            ((y0 + 1) * lat.width + x0, (1 - fx) * fy),
+            ((y0 + 1) * lat.width + x0 + 1, fx * fy),
+        )
+        rows = torch.cat([base + cell for cell, _ in corners])
+        weights = torch.cat([w * e for _, w in corners])
+        self.energy = self.energy.index_add(0, rows, weights)
+        self.weighted_payload = self.weighted_payload.index_add(
+            0, rows, weights.unsqueeze(1) * payload.repeat(4, 1))
+
+    # ------------------------------------------------------------------ results
+    def surfaces(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(payload [B, P, H·W, E] energy-weighted mean, energy [B, P, H·W])."""
+        shape = (self.batch, self.lattice.num_planes, self.cells)
+        energy = self.energy.view(shape)
+        payload = self.weighted_payload.view(*shape, -1) / (energy.unsqueeze(-1) + 1e-6)
+        return payload, energy
+
+    def reached(self, eps: float = 1e-6) -> torch.Tensor:
+        """[B, P, H·W] bool: cells that received any energy."""
+        return (self.energy.detach() > eps).view(self.batch, self.lattice.num_planes, self.cells)

@@ -1,0 +1,184 @@
+"""FlowProcessor: the whole model, and one batched propagation step for all active flows.
+
+A forward pass over a batch of input embeddings:
+
+1. the input mapper spreads each embedding over the start plane (energy + the cell's part);
+2. the lattice places one flow per (sample, cell);
+3. each propagation step moves *all* active flows in one batched call (no per-flow Python,
+   no ``.item()``): SimpleNeuron → carrier GRU → heads → move and clamp → terminate (landed /
+   faded / timed out) → deposit landings → spawn within the flow budget → telemetry;
+4. the output mapper turns the collected output planes into an output embedding.
+
+The only host synchronisation per step is ``nonzero`` on the alive mask, which both compacts
+the work to the live flows and tells the loop when every flow has ended.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from energy_flow.config import EnergyConfig
+from energy_flow.core.carrier import EnergyCarrier
+from energy_flow.core.collection import OutputCollector
+from energy_flow.core.lattice import EnergyLattice, FlowState
+from energy_flow.core.mappers import InputMapper, OutputMapper
+from energy_flow.core.neuron import SimpleNeuron
+from energy_flow.core.tracing import StepTracer
+from energy_flow.trace.telemetry import (REASON_ACTIVE, REASON_FADED, REASON_LANDED,
+                                         REASON_TIMED_OUT, BatchTelemetry, FlowStats)
+
+
+@dataclass
+class PropagationResult:
+    outputs: torch.Tensor               # [B, D] output embeddings (in the autograd graph)
+    flow_stats: FlowStats
+    telemetry: BatchTelemetry | None
+
+
+class FlowProcessor(nn.Module):
+    """Owns every learned part: input mapper, SimpleNeuron, EnergyCarrier, output mapper."""
+
+    def __init__(self, lattice: EnergyLattice, neuron: SimpleNeuron, config: EnergyConfig):
+        super().__init__()
+        if lattice.config is not config and lattice.config != config:
+            raise ValueError("FlowProcessor: lattice and processor were built from different configs")
+        if neuron.output_dim != config.neuron_output_dim:
+            raise ValueError(f"FlowProcessor: neuron output dim {neuron.output_dim} != "
+                             f"config.neuron_output_dim {config.neuron_output_dim}")
+        self.config = config
+        self.lattice = lattice
+        self.input_mapper = InputMapper(config)
+        self.neuron = neuron
+        self.carrier = EnergyCarrier(config, input_dim=neuron.output_dim + config.energy_dim + 1)
+        self.output_mapper = OutputMapper(config)
+        self.trace_enabled = config.trace_enabled
+        k = config.max_spawn_per_step
+        angles = torch.arange(max(k, 1), dtype=torch.float32) * (2 * math.pi / max(k, 1)) + math.pi / 4
+        # Children start half a step away from their parent, each in its own direction, so
+        # siblings (which inherit the parent's GRU state) do not follow identical paths.
+        offsets = torch.stack([angles.cos(), angles.sin(), torch.zeros_like(angles)], dim=1)
+        self.register_buffer("child_offsets", offsets * 0.5 * config.displacement_scale, persistent=False)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, embeddings: torch.Tensor) -> PropagationResult:
+        c = self.config
+        if embeddings.dim() != 2 or embeddings.shape[1] != c.teacher_dim:
+            raise ValueError(f"input embeddings must be [B, {c.teacher_dim}] (config.teacher_dim), "
+                             f"got {tuple(embeddings.shape)}")
+        batch = embeddings.shape[0]
+        device = embeddings.device
+        energy0, cell_parts = self.input_mapper(embeddings)
+        energy0, cell_parts = energy0.float(), cell_parts.float()  # flow state is float32 even under autocast
+        state = self.lattice.place(energy0, cell_parts, (c.carrier_num_layers, c.carrier_hidden_size),
+                                   traced_samples=0)
+        tracer = StepTracer(c, self.lattice, batch, detailed=self.trace_enabled, device=device)
+        state.traced = state.alive & (state.sample < tracer.traced_samples)
+        collector = OutputCollector(self.lattice, batch, c.energy_dim, device, energy0.dtype)
+        field = cell_parts.reshape(-1, c.energy_dim)  # [B·H·W, E]: the cell's part, per sample
+        tracer.record_placement(state, collector)
+        for step in range(1, c.max_steps + 1):
+            active = torch.nonzero(state.alive).squeeze(1)
+            if active.numel() == 0:
+                break
+            state = self.step(state, active, field, collector, tracer, step)
+        payload, energy = collector.surfaces()
+        outputs = self.output_mapper(payload, energy)
+        stats, telemetry = tracer.finish(collector, state.next_id)
+        return PropagationResult(outputs=outputs, flow_stats=stats, telemetry=telemetry)
+
+    # ------------------------------------------------------------------ one step
+    def step(self, state: FlowState, active: torch.Tensor, field: torch.Tensor,
+             collector: OutputCollector, tracer: StepTracer, step: int) -> FlowState:
+        """Advance the flows in slots ``active`` by one step; returns the new state."""
+        c, lat = self.config, self.lattice
+        cells = lat.width * lat.height
+        pos = state.pos[active]
+        energy = state.energy[active]
+        payload = state.payload[active]
+        sample = state.sample[active]
+
+        cell_part = field[sample * cells + lat.nearest_cell(pos[:, :2])]
+        x = self.neuron(pos, cell_part)
+        out = self.carrier(torch.cat([x, payload, energy.unsqueeze(1)], dim=1), state.hidden[active], cell_part)
+
+        moved = pos + out.displacement
+        new_pos = moved.clamp(-1.0, 1.0)
+        clamped = (moved != new_pos).any(dim=1)
+        new_energy = energy * out.retention
+
+        # termination, in order of precedence: landed, faded, timed out
+        plane = lat.landing_plane(new_pos[:, 2])
+        landed = plane >= 0
+        faded = ~landed & (new_energy < c.energy_threshold)
+        timed_out = ~landed & ~faded & (step >= c.max_steps)
+        reason = torch.full_like(plane, REASON_ACTIVE)
+        reason = torch.where(landed, REASON_LANDED, reason)
+        reason = torch.where(faded, REASON_FADED, reason)
+        reason = torch.where(timed_out, REASON_TIMED_OUT, reason)
+        deposit = landed | (timed_out & (c.timeout_policy == "project"))
+        deposit_plane = torch.where(landed, plane, lat.nearest_plane(new_pos[:, 2]))
+        collector.deposit(sample, deposit_plane, new_pos[:, :2], new_energy, out.payload, deposit)
+        still = reason == REASON_ACTIVE
+
+        # spawning: requests ranked against the free slots, all on the device
+        alive = state.alive.index_put((active,), still)
+        frac = out.spawn_fraction
+        k = c.max_spawn_per_step
+        eligible = still & (new_energy > c.spawn_threshold)
+        requested = torch.where(eligible, (frac.detach() * (k + 1)).floor().long().clamp(max=k),
+                                torch.zeros_like(plane))
+        free = ~alive
+        free_count = free.sum()
+        before = torch.cumsum(requested, 0) - requested
+        granted = (free_count - before).clamp(min=0).minimum(requested)
+        kept_energy = torch.where(granted > 0, new_energy * (1 - frac), new_energy)
+
+        capacity = state.capacity
+        dump = capacity  # an extra row that absorbs writes of non-children
+        rank = torch.cumsum(free.long(), 0) - 1
+        slot_of_rank = torch.full((capacity + 1,), dump, device=alive.device, dtype=torch.long)
+        slot_of_rank = slot_of_rank.scatter(0, torch.where(free, rank, dump),
+                                            torch.arange(capacity, device=alive.device))
+        kid_k = torch.arange(max(k, 1), device=alive.device)
+        is_kid = kid_k.unsqueeze(0) < granted.unsqueeze(1)                    # [n, K]
+        kid_rank = (before.unsqueeze(1) + kid_k).clamp(max=capacity)
+        kid_slot = torch.where(is_kid, slot_of_rank[kid_rank], dump).reshape(-1)
+        kid_parent = torch.arange(active.numel(), device=alive.device).repeat_interleave(max(k, 1))
+        kid_energy = (new_energy * frac / granted.clamp(min=1)).repeat_interleave(max(k, 1))
+        kid_pos = (new_pos.repeat_interleave(max(k, 1), 0)
+                   + self.child_offsets.to(new_pos.dtype).repeat(active.numel(), 1)).clamp(-1.0, 1.0)
+
+        def write(full: torch.Tensor, parents: torch.Tensor, kids: torch.Tensor) -> torch.Tensor:
+            """Parents' new values at ``active``, children's at their slots (dump row dropped)."""
+            grown = torch.cat([full, full[:1]])
+            grown = grown.index_put((active,), parents)
+            return grown.index_put((kid_slot,), kids)[:capacity]
+
+        hidden = out.hidden
+        processed_ids = state.flow_id[active]
+        processed_traced = state.traced[active]
+        new_ids = state.next_id + kid_rank.reshape(-1)
+        state = FlowState(
+            pos=write(state.pos, new_pos, kid_pos),
+            energy=write(state.energy, kept_energy, kid_energy),
+            payload=write(state.payload, out.payload, out.payload[kid_parent]),
+            hidden=write(state.hidden, hidden, hidden[kid_parent]),
+            sample=write(state.sample, sample, sample[kid_parent]),
+            flow_id=write(state.flow_id, state.flow_id[active], new_ids),
+            parent_id=write(state.parent_id, state.parent_id[active], state.flow_id[active][kid_parent]),
+            age=write(state.age, state.age[active] + 1, torch.zeros_like(kid_slot)),
+            birth_step=write(state.birth_step, state.birth_step[active], torch.full_like(kid_slot, step)),
+            alive=write(alive, still, torch.ones_like(kid_slot, dtype=torch.bool)),
+            traced=write(state.traced, state.traced[active], state.traced[active][kid_parent]),
+            next_id=state.next_id + granted.sum(),
+        )
+        tracer.record_step(step, state=state, processed_ids=processed_ids,
+                           processed_traced=processed_traced, new_pos=new_pos, new_energy=new_energy,
+                           delta=out.displacement, clamped=clamped, reason=reason, landed_plane=plane,
+                           requested=requested.sum(), granted=granted.sum(), kid_slots=kid_slot,
+                           collector=collector)
+        return state

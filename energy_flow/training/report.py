@@ -1,0 +1,61 @@
+"""TrainReport: what one ``EnergyTrainer.train_step`` did, as plain read-only data.
+
+The worker thread hands these to the GUI; the headless runner prints and summarises them.
+Every number is measured from the step it describes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from energy_flow.trace.telemetry import BatchTelemetry, FlowStats
+
+
+@dataclass(frozen=True)
+class DataProvenance:
+    """Where a run's data came from; recorded in every report, summary and recording."""
+
+    source: str          # file path, or "bundled corpus (resources/corpus/pairs.jsonl)"
+    num_pairs: int
+    teacher: str         # teacher model name/path, or "precomputed embeddings"
+    dim: int
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "num_pairs": self.num_pairs, "teacher": self.teacher, "dim": self.dim}
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    step: int                       # optimisation steps taken so far, this one included
+    loss: float                     # total = mse_weight·mse + cosine_weight·(1 − cos)
+    mse: float
+    cosine_loss: float              # mean(1 − cosine(output, target))
+    learning_rate: float
+    grad_norm: float                # total norm before clipping (NaN if non-finite)
+    grad_norms: dict[str, float]    # per top-level module
+    params_without_grad: tuple[str, ...]  # trainable parameters whose gradient was None or all zero
+    timings: dict[str, float]       # seconds per phase: forward, backward, optimizer, telemetry, total
+    flow_stats: FlowStats
+    telemetry: BatchTelemetry | None  # None when tracing is off
+    skipped: bool                   # True when the update was skipped (non-finite loss/gradient)
+    nonfinite: str | None           # what was non-finite, named; None when all was finite
+    outputs: np.ndarray = field(repr=False)         # [B, D] float32 output embeddings
+    sample_indices: np.ndarray = field(repr=False)  # [B] int64 dataset indices of the batch
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.outputs.flags.writeable = False
+        self.sample_indices.flags.writeable = False
+
+    def summary_dict(self) -> dict:
+        fs = self.flow_stats
+        return {
+            "step": self.step, "loss": self.loss, "mse": self.mse, "cosine_loss": self.cosine_loss,
+            "learning_rate": self.learning_rate, "grad_norm": self.grad_norm,
+            "landed_fraction": fs.landed_fraction, "coverage": list(fs.coverage),
+            "spawned": fs.spawned, "faded": fs.faded, "timed_out": fs.timed_out,
+            "landed": list(fs.landed), "steps": fs.steps, "skipped": self.skipped,
+            "nonfinite": self.nonfinite, "seconds": self.timings.get("total"),
+        }
