@@ -1,0 +1,1 @@
+"""pyqtgraph panels, one module each. Every panel has ``set_snapshot`` and ``set_step``."""

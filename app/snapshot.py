@@ -1,0 +1,77 @@
+"""What the GUI draws: the newest batch plus the run's history, as read-only copies.
+
+The worker builds a :class:`Snapshot` after every batch (from a live ``TrainReport``) and the
+replay source builds one per recorded batch; views and panels only ever read them. A panel
+has two entry points: ``set_snapshot(snapshot)`` (a new batch arrived — rebuild data) and
+``set_step(step)`` (the step slider moved — cheap update of what is highlighted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from energy_flow.trace.telemetry import BatchTelemetry
+from energy_flow.training.report import TrainReport
+
+
+@dataclass(frozen=True)
+class DecodedSample:
+    """One sample of the batch, decoded by the text bridge."""
+
+    input_text: str
+    target_text: str
+    decoded: tuple[tuple[str, float], ...]  # nearest corpus sentences with cosine, best first
+    target_similarity: float                # cosine(output, target embedding)
+
+
+@dataclass
+class RunHistory:
+    """Per-batch scalars over the whole run (grows; the worker hands out copies)."""
+
+    step: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    mse: list[float] = field(default_factory=list)
+    cosine_loss: list[float] = field(default_factory=list)
+    learning_rate: list[float] = field(default_factory=list)
+    landed_fraction: list[float] = field(default_factory=list)
+    batches_per_second: list[float] = field(default_factory=list)
+    spawn_requested: list[int] = field(default_factory=list)
+    spawn_granted: list[int] = field(default_factory=list)
+    spawn_denied: list[int] = field(default_factory=list)
+
+    def append(self, report: TrainReport, batches_per_second: float) -> None:
+        self.step.append(report.step)
+        self.loss.append(report.loss)
+        self.mse.append(report.mse)
+        self.cosine_loss.append(report.cosine_loss)
+        self.learning_rate.append(report.learning_rate)
+        self.landed_fraction.append(report.flow_stats.landed_fraction)
+        self.batches_per_second.append(batches_per_second)
+        agg = report.telemetry.aggregates if report.telemetry is not None else None
+        self.spawn_requested.append(int(agg.spawn_requested.sum()) if agg is not None else 0)
+        self.spawn_granted.append(report.flow_stats.spawned)
+        self.spawn_denied.append(int(agg.spawn_denied.sum()) if agg is not None else 0)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Read-only numpy copies of every series, for drawing."""
+        out = {}
+        for name, values in self.__dict__.items():
+            arr = np.asarray(values, dtype=np.float64)
+            arr.flags.writeable = False
+            out[name] = arr
+        return out
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    telemetry: BatchTelemetry
+    history: dict[str, np.ndarray]        # RunHistory.arrays() at the time of the batch
+    report: TrainReport | None = None     # None when replaying a recording
+    decoded: tuple[DecodedSample, ...] = ()
+    source: str = "live"                  # "live" or the recording's path
+    batch_label: str = ""                 # e.g. "batch 12" or "recording batch 3/10"

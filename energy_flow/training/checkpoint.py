@@ -1,0 +1,60 @@
+"""Checkpoints: atomic writes and a compatibility check that names what differs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from energy_flow.config import EnergyConfig
+
+CHECKPOINT_VERSION = 1
+
+#: Fields that decide the shapes of the model's parameters: a checkpoint can only be loaded
+#: into a model that agrees on all of them.
+SHAPE_FIELDS = ("lattice_width", "lattice_height", "start_mode", "carrier_hidden_size",
+                "carrier_num_layers", "neuron_hidden_dim", "neuron_output_dim", "energy_dim",
+                "mapper_grid", "teacher_dim", "max_spawn_per_step")
+
+
+def incompatible_fields(saved: dict[str, Any], config: EnergyConfig) -> list[str]:
+    current = config.to_dict()
+    return [f"{name} (checkpoint {saved.get(name)!r}, model {current[name]!r})"
+            for name in SHAPE_FIELDS if saved.get(name) != current[name]]
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over ``path``:
+    a crash mid-write never leaves a half-written checkpoint under the real name."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise OSError(f"cannot write checkpoint {path}: directory {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise ValueError(f"checkpoint {path} does not exist") from None
+    except Exception as exc:  # torch raises many types for a damaged file; name the file
+        raise ValueError(f"checkpoint {path} cannot be read: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != "energy-flow-checkpoint":
+        raise ValueError(f"{path} is not an energy-flow checkpoint")
+    if data.get("version", 0) > CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint {path} has version {data['version']}, newer than this "
+                         f"program's {CHECKPOINT_VERSION}")
+    return data
