@@ -87,7 +87,8 @@ def _load_jsonl(path: Path) -> list[TextPair]:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise DataFileError(path, f"invalid JSON ({exc.msg} at column {exc.colno})", lineno) from None
+                raise DataFileError(path, f"invalid JSON ({exc.msg} at column {exc.colno}); each line "
+                                          "must be one JSON object (JSON Lines)", lineno) from None
             if not isinstance(obj, dict):
                 raise DataFileError(path, f"expected a JSON object per line (JSON Lines), got "
                                           f"{type(obj).__name__}", lineno)
