@@ -1,0 +1,113 @@
+"""Energy Flow Studio: ``python main.py`` opens the app; ``--headless`` trains without a window;
+``--open PATH.h5`` replays a recording. With no display the app is not started: main.py says so
+in one line and runs the headless trainer instead."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+FALLBACK_BATCHES = 60
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments end with one line naming the problem (and exit status 2)."""
+
+    def error(self, message: str) -> None:  # argparse's default prints the whole usage first
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = OneLineParser(prog="main.py", description=__doc__)
+    p.add_argument("--headless", action="store_true", help="train without a window")
+    p.add_argument("--open", metavar="PATH.h5", help="replay a recording in the app")
+    p.add_argument("--preset", default="debug", help="tiny | debug | experiment | optimized (default debug)")
+    p.add_argument("--config", metavar="FILE", help="a config file (.toml or .json); overrides --preset")
+    p.add_argument("--batches", type=_positive, default=None,
+                   help=f"headless: number of training batches (default {FALLBACK_BATCHES})")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: the config's (auto)")
+    p.add_argument("--data", metavar="PATH", help="pairs (.jsonl/.csv) or embeddings (.npz/.npy/.pt); "
+                   "default: the bundled corpus")
+    p.add_argument("--teacher", metavar="DIR", help="a local sentence-transformers model directory "
+                   "(default: the bundled all-MiniLM-L6-v2)")
+    p.add_argument("--checkpoint", metavar="PATH", help="headless: write a checkpoint here at the end")
+    p.add_argument("--resume", metavar="PATH", help="headless: continue from this checkpoint")
+    p.add_argument("--summary", metavar="PATH.json", help="headless: write a JSON summary here")
+    p.add_argument("--record", metavar="PATH.h5", help="headless: record batches to this file")
+    p.add_argument("--record-every", type=_positive, default=1, metavar="K", help="record every K-th batch")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true", help="headless: plain lines, no progress bar")
+    return p.parse_args(argv)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_config(args: argparse.Namespace):
+    from energy_flow.config import EnergyConfig, create_preset
+
+    config = EnergyConfig.load(args.config) if args.config else create_preset(args.preset)
+    changes = {}
+    if args.device:
+        changes["device"] = args.device
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    return config.replace(**changes) if changes else config
+
+
+def has_display() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = build_config(args)
+    except ValueError as exc:
+        print(f"main.py: error: {exc}", file=sys.stderr)
+        return 2
+    headless = args.headless
+    if not headless and not has_display():
+        if args.open:
+            print("main.py: error: no display found (DISPLAY is unset), so a recording cannot be shown; "
+                  "inspect it with: python -m energy_flow.trace inspect " + args.open, file=sys.stderr)
+            return 2
+        print("main.py: no display found (DISPLAY is unset) — running headless training instead "
+              "(run under a desktop or xvfb-run for the window; see --help)", file=sys.stderr)
+        headless = True
+    if headless:
+        return run_headless(args, config)
+    from app.main import run_gui
+
+    return run_gui(config, data_source=args.data, teacher_path=args.teacher, open_path=args.open)
+
+
+def run_headless(args: argparse.Namespace, config) -> int:
+    from energy_flow.headless import HeadlessOptions, run
+
+    opts = HeadlessOptions(config=config, batches=args.batches or FALLBACK_BATCHES, data=args.data,
+                           teacher=args.teacher, checkpoint=args.checkpoint, resume=args.resume,
+                           summary=args.summary, record=args.record, record_every=args.record_every,
+                           progress=not args.no_progress)
+    try:
+        return run(opts)
+    except (ValueError, OSError) as exc:
+        print(f"main.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("main.py: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Shared fixtures for the library tests (GUI fixtures live in tests/gui/conftest.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+
+def unit_rows(n: int, dim: int = 384, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, dim, generator=g), dim=1)
+
+
+@pytest.fixture
+def pairs8() -> tuple[torch.Tensor, torch.Tensor]:
+    return unit_rows(8, seed=1), unit_rows(8, seed=2)

@@ -1,0 +1,93 @@
+import json
+
+import pytest
+
+from energy_flow.config import (PRESETS, EnergyConfig, create_debug_config, create_experiment_config,
+                                create_optimized_config, create_preset, create_tiny_config)
+from energy_flow.training import build_model
+
+
+@pytest.mark.parametrize("field,value,fragment", [
+    ("lattice_width", 0, "lattice_width"),
+    ("energy_threshold", 1.5, "energy_threshold"),
+    ("spawn_threshold", -0.1, "spawn_threshold"),
+    ("start_mode", "sideways", "start_mode"),
+    ("carrier_hidden_size", -4, "carrier_hidden_size"),
+    ("max_active_flows", 10, "max_active_flows"),
+    ("mapper_grid", 50, "mapper_grid"),
+    ("learning_rate", float("nan"), "learning_rate"),
+    ("device", "tpu", "device"),
+])
+def test_invalid_values_name_field_and_value(field, value, fragment):
+    with pytest.raises(ValueError) as err:
+        create_tiny_config(**{field: value})
+    msg = str(err.value)
+    assert fragment in msg and repr(value) in msg
+
+
+def test_budget_smaller_than_one_batch_is_refused_with_the_numbers():
+    with pytest.raises(ValueError, match=r"max_active_flows.*6400"):
+        create_debug_config(max_active_flows=6000)
+
+
+def test_spawn_threshold_must_exceed_energy_threshold():
+    with pytest.raises(ValueError, match="spawn_threshold"):
+        create_tiny_config(energy_threshold=0.4, spawn_threshold=0.3)
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_save_load_round_trip(tmp_path, suffix):
+    c = create_tiny_config(start_mode="input_face", seed=7, trace_enabled=False)
+    path = tmp_path / f"cfg{suffix}"
+    c.save(path)
+    assert EnergyConfig.load(path) == c
+
+
+def test_unknown_keys_rejected_by_name(tmp_path):
+    path = tmp_path / "cfg.json"
+    data = create_tiny_config().to_dict() | {"lattice_widht": 5}
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="lattice_widht"):
+        EnergyConfig.load(path)
+
+
+def test_wrong_type_in_file_names_field(tmp_path):
+    path = tmp_path / "cfg.toml"
+    path.write_text('batch_size = "eight"\n')
+    with pytest.raises(ValueError, match="batch_size"):
+        EnergyConfig.load(path)
+
+
+def test_malformed_file_names_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("batch_size = = 3\n")
+    with pytest.raises(ValueError, match="broken.toml"):
+        EnergyConfig.load(path)
+
+
+def test_presets_have_the_documented_sizes():
+    assert create_debug_config().cells_per_plane == 20 * 20 and create_debug_config().lattice_depth == 10
+    e = create_experiment_config()
+    assert (e.lattice_width, e.lattice_height, e.lattice_depth) == (50, 50, 20)
+    o = create_optimized_config()
+    assert (o.lattice_width, o.lattice_height, o.lattice_depth) == (100, 100, 50)
+    assert set(PRESETS) == {"tiny", "debug", "experiment", "optimized"}
+    with pytest.raises(ValueError, match="unknown preset"):
+        create_preset("huge")
+
+
+def test_optimized_preset_carrier_is_a_3x1024_gru_with_its_analytic_parameter_count():
+    c = create_optimized_config()
+    model = build_model(c)
+    h, e = c.carrier_hidden_size, c.energy_dim
+    first_in = c.neuron_output_dim + e + 1
+    gru = 3 * (first_in * h + h * h + 2 * h) + (c.carrier_num_layers - 1) * 3 * (2 * h * h + 2 * h)
+    heads = (h + 1) * (1 + e) + (h + e + 1) * 3 + (h + 1)
+    assert (h, c.carrier_num_layers) == (1024, 3)
+    assert sum(p.numel() for p in model.carrier.parameters()) == gru + heads  # ≈16.0M
+
+
+def test_simple_neuron_is_a_few_thousand_parameters():
+    model = build_model(create_debug_config())
+    n = sum(p.numel() for p in model.neuron.parameters())
+    assert 500 < n < 10_000, n

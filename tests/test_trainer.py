@@ -1,0 +1,159 @@
+"""The trainer: one step per batch, learning, gradients, non-finite handling, checkpoints."""
+
+from __future__ import annotations
+
+import gc
+import math
+
+import pytest
+import torch
+
+from energy_flow.config import create_tiny_config
+from energy_flow.training import BatchSampler, EnergyTrainer, build_model
+from tests.conftest import unit_rows
+
+
+def make(config=None, **overrides):
+    c = config or create_tiny_config(batch_size=8, max_active_flows=800, **overrides)
+    return EnergyTrainer(build_model(c), c)
+
+
+def test_overfitting_eight_pairs_halves_the_loss(pairs8):
+    trainer = make()
+    first = trainer.train_step(pairs8).loss
+    losses = [trainer.train_step(pairs8).loss for _ in range(60)]
+    assert min(losses[-5:]) < first / 2, (first, losses[-5:])
+
+
+def test_every_trainable_parameter_gets_a_finite_nonzero_gradient(pairs8):
+    trainer = make()
+    report = trainer.train_step(pairs8)
+    assert report.flow_stats.spawned > 0  # the spawn head only learns through a split
+    assert report.params_without_grad == ()
+    # and independently of the report's bookkeeping:
+    model, c = trainer.processor, trainer.config
+    model.zero_grad()
+    result = model(pairs8[0])
+    (result.outputs - pairs8[1]).pow(2).mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    assert math.isfinite(report.grad_norm) and set(report.grad_norms) == {
+        "input_mapper", "neuron", "carrier", "output_mapper"}
+
+
+def test_train_step_is_exactly_one_optimizer_step(pairs8):
+    trainer = make()
+    before = [p.detach().clone() for p in trainer.processor.parameters()]
+    report = trainer.train_step(pairs8)
+    assert report.step == trainer.step_count == 1
+    assert trainer.optimizer.state_dict()["state"][0]["step"] == 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.processor.parameters()))
+    assert report.outputs.shape == (8, 384) and not report.skipped
+    assert set(report.timings) >= {"forward", "backward", "optimizer", "total"}
+
+
+def test_a_nonfinite_loss_skips_the_update_and_says_so(pairs8):
+    trainer = make()
+    inputs, targets = pairs8
+    targets = targets.clone()
+    targets[3, 5] = float("nan")
+    before = [p.detach().clone() for p in trainer.processor.parameters()]
+    report = trainer.train_step((inputs, targets))
+    assert report.skipped and "loss" in report.nonfinite
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.processor.parameters()))
+    ok = trainer.train_step(pairs8)  # and the trainer carries on from the kept state
+    assert not ok.skipped and ok.nonfinite is None
+
+
+def test_gradient_accumulation_matches_the_full_batch_gradient(pairs8):
+    full = make()
+    accum = make(grad_accumulation_steps=2)
+    r_full = full.train_step(pairs8)
+    r_acc = accum.train_step(pairs8)
+    # losses are per-sample means, so the accumulated loss equals the full-batch loss
+    assert r_acc.loss == pytest.approx(r_full.loss, rel=1e-4)
+    assert r_acc.flow_stats.initial_flows == r_full.flow_stats.initial_flows
+
+
+def test_no_graph_survives_a_step_and_memory_stays_flat(pairs8):
+    trainer = make()
+    for _ in range(10):
+        trainer.train_step(pairs8)
+    gc.collect()
+    tensors_at_10 = sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
+    for _ in range(40):
+        report = trainer.train_step(pairs8)
+    gc.collect()
+    tensors_at_50 = sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
+    assert tensors_at_50 <= tensors_at_10 + 5, (tensors_at_10, tensors_at_50)
+    assert not report.outputs.flags.writeable
+
+
+def test_resumed_run_continues_exactly_as_the_original(tmp_path):
+    c = create_tiny_config(batch_size=4, seed=3)
+    inputs, targets = unit_rows(12, seed=5), unit_rows(12, seed=6)
+    sampler = BatchSampler(12, c.batch_size, c.seed)
+    original = EnergyTrainer(build_model(c), c)
+    original.run_steps(inputs, targets, sampler, 4, progress=False)
+    original.save_checkpoint(tmp_path / "ck.pt")
+    expected = original.run_steps(inputs, targets, sampler, 4, progress=False).loss
+
+    resumed = EnergyTrainer(build_model(c.replace(seed=99)), c)  # different initial weights
+    resumed.load_checkpoint(tmp_path / "ck.pt")
+    got = resumed.run_steps(inputs, targets, BatchSampler(12, c.batch_size, c.seed), 4, progress=False).loss
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_loading_an_incompatible_checkpoint_names_the_fields(tmp_path):
+    make().save_checkpoint(tmp_path / "ck.pt")
+    other = make(create_tiny_config(batch_size=8, max_active_flows=800, carrier_hidden_size=32, energy_dim=6))
+    with pytest.raises(ValueError) as err:
+        other.load_checkpoint(tmp_path / "ck.pt")
+    assert "carrier_hidden_size" in str(err.value) and "energy_dim" in str(err.value)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    trainer = make()
+    path = tmp_path / "ck.pt"
+    trainer.save_checkpoint(path)
+    good = path.read_bytes()
+
+    def broken_save(obj, fh):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save_checkpoint(path)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temp file left behind
+
+
+def test_corrupt_checkpoint_is_named(tmp_path):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        make().load_checkpoint(path)
+
+
+def test_train_runs_the_design_example():
+    from energy_flow.config import create_experiment_config
+    from energy_flow.core import EnergyLattice, FlowProcessor, SimpleNeuron
+    from energy_flow.training import EnergyTrainer as Trainer
+
+    config = create_experiment_config(lattice_width=10, lattice_height=10, lattice_depth=6,
+                                      mapper_grid=4, batch_size=4, max_active_flows=1000,
+                                      carrier_hidden_size=16)
+    lattice = EnergyLattice(config)
+    neuron = SimpleNeuron(config)
+    processor = FlowProcessor(lattice, neuron, config)
+    trainer = Trainer(processor, config)
+    history = trainer.train(unit_rows(6), unit_rows(6, seed=9), epochs=2, progress=False)
+    assert len(history.loss) == 4 and all(math.isfinite(v) for v in history.loss)
+
+
+def test_wrong_embedding_dim_is_refused():
+    with pytest.raises(ValueError, match="teacher_dim"):
+        make().train_step((torch.zeros(2, 100), torch.zeros(2, 100)))
