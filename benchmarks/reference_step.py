@@ -1,0 +1,98 @@
+"""A straightforward per-flow implementation of FlowProcessor.step, for benchmarks only.
+
+It walks the live flows one by one in Python — the way the original research code updated its
+flows — using the same modules and the same rules (termination precedence, spawn ranking
+against free slots, energy split, bilinear deposit). ``bench_step.py`` checks it reaches the
+same state as the batched step before it compares their speed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from energy_flow.core.collection import OutputCollector
+from energy_flow.core.lattice import FlowState
+from energy_flow.core.processor import FlowProcessor
+
+REASON_ACTIVE, REASON_LANDED, REASON_FADED, REASON_TIMED_OUT = 0, 1, 2, 3
+
+
+@torch.no_grad()
+def reference_step(model: FlowProcessor, state: FlowState, field: torch.Tensor,
+                   collector: OutputCollector, step: int) -> FlowState:
+    c, lat = model.config, model.lattice
+    cells = lat.width * lat.height
+    s = FlowState(**{k: v.clone() for k, v in vars(state).items()})
+    capacity = s.capacity
+    results = []
+    for i in range(capacity):
+        if not bool(s.alive[i]):
+            continue
+        pos = s.pos[i:i + 1]
+        sample = int(s.sample[i])
+        cell = int(lat.nearest_cell(pos[:, :2])[0])
+        part = field[sample * cells + cell].unsqueeze(0)
+        x = model.neuron(pos, part)
+        x = torch.cat([x, s.payload[i:i + 1], s.energy[i:i + 1].unsqueeze(1)], dim=1)
+        out = model.carrier(x, s.hidden[i:i + 1], part)
+        moved = pos + out.displacement
+        new_pos = moved.clamp(-1.0, 1.0)
+        energy = float(s.energy[i]) * float(out.retention[0])
+        z = float(new_pos[0, 2])
+        plane = -1
+        if lat.num_planes == 2:
+            plane = 0 if z <= -1 + 1e-6 else (1 if z >= 1 - 1e-6 else -1)
+        elif z >= 1 - 1e-6:
+            plane = 0
+        if plane >= 0:
+            reason = REASON_LANDED
+        elif energy < c.energy_threshold:
+            reason = REASON_FADED
+        elif step >= c.max_steps:
+            reason = REASON_TIMED_OUT
+        else:
+            reason = REASON_ACTIVE
+        if reason == REASON_LANDED or (reason == REASON_TIMED_OUT and c.timeout_policy == "project"):
+            target = plane if plane >= 0 else (int(z >= 0) if lat.num_planes == 2 else 0)
+            collector.deposit(s.sample[i:i + 1], torch.tensor([target]), new_pos[:, :2],
+                              torch.tensor([energy]), out.payload, torch.tensor([True]))
+        results.append((i, new_pos[0], energy, out, reason))
+
+    for i, new_pos, energy, out, reason in results:
+        s.pos[i] = new_pos
+        s.energy[i] = energy
+        s.payload[i] = out.payload[0]
+        s.hidden[i] = out.hidden[0]
+        s.age[i] += 1
+        s.alive[i] = reason == REASON_ACTIVE
+    free = [j for j in range(capacity) if not bool(s.alive[j])]
+    k = c.max_spawn_per_step
+    next_rank = created = 0
+    for i, new_pos, energy, out, reason in results:
+        if reason != REASON_ACTIVE or energy <= c.spawn_threshold:
+            continue
+        frac = float(out.spawn_fraction[0])
+        want = min(k, math.floor(frac * (k + 1)))
+        grant = max(0, min(want, len(free) - next_rank))
+        if grant == 0:
+            continue
+        s.energy[i] = energy * (1 - frac)
+        for kid in range(grant):
+            slot = free[next_rank + kid]
+            s.pos[slot] = (new_pos + model.child_offsets[kid]).clamp(-1.0, 1.0)
+            s.energy[slot] = energy * frac / grant
+            s.payload[slot] = out.payload[0]
+            s.hidden[slot] = out.hidden[0]
+            s.sample[slot] = s.sample[i]
+            s.parent_id[slot] = s.flow_id[i]
+            s.flow_id[slot] = int(s.next_id) + next_rank + kid
+            s.age[slot] = 0
+            s.birth_step[slot] = step
+            s.alive[slot] = True
+            s.traced[slot] = s.traced[i]
+        next_rank += want  # ranks count requests, granted or not, like the batched step
+        created += grant
+    s.next_id = s.next_id + created
+    return s
