@@ -74,6 +74,7 @@ def run(opts: HeadlessOptions, out=sys.stdout) -> int:
         print(f"teacher_dim set to {dataset.dim} to match the data ({dataset.provenance.source})", file=out)
     train_set, val_set = dataset.split(opts.val_fraction, seed=cfg.seed) if len(dataset) >= 10 else (dataset, None)
     trainer = EnergyTrainer(build_model(cfg), cfg)
+    trainer.provenance = dataset.provenance
     if opts.resume:
         trainer.load_checkpoint(opts.resume)
         print(f"resumed from {opts.resume} at step {trainer.step_count}", file=out)

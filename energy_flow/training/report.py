@@ -44,6 +44,7 @@ class TrainReport:
     outputs: np.ndarray = field(repr=False)         # [B, D] float32 output embeddings
     sample_indices: np.ndarray = field(repr=False)  # [B] int64 dataset indices of the batch
     device: str = "cpu"
+    provenance: DataProvenance | None = None  # where the batch's data came from (None: raw tensors)
 
     def __post_init__(self) -> None:
         self.outputs.flags.writeable = False
@@ -58,4 +59,5 @@ class TrainReport:
             "spawned": fs.spawned, "faded": fs.faded, "timed_out": fs.timed_out,
             "landed": list(fs.landed), "steps": fs.steps, "skipped": self.skipped,
             "nonfinite": self.nonfinite, "seconds": self.timings.get("total"),
+            "provenance": self.provenance.to_dict() if self.provenance else None,
         }

@@ -30,7 +30,7 @@ from energy_flow.device import resolve_device
 from energy_flow.trace.telemetry import FlowStats
 from energy_flow.training.checkpoint import (CHECKPOINT_VERSION, atomic_torch_save,
                                              incompatible_fields, read_checkpoint)
-from energy_flow.training.report import TrainReport
+from energy_flow.training.report import DataProvenance, TrainReport
 from energy_flow.training.sampler import BatchSampler
 
 #: The model's top-level parts, for per-module gradient norms.
@@ -97,6 +97,8 @@ class EnergyTrainer:
             self.optimizer, factor=self.config.lr_factor, patience=self.config.lr_patience)
         self.step_count = 0
         self._plateau_window: list[float] = []
+        #: Set by whoever supplies the data; copied into every report.
+        self.provenance: DataProvenance | None = None
         self.use_autocast = self.device.type == "cuda"
 
     # ------------------------------------------------------------------ one step
@@ -176,7 +178,7 @@ class EnergyTrainer:
             flow_stats=merge_flow_stats(stats_parts, sizes), telemetry=telemetry,
             skipped=nonfinite is not None, nonfinite=nonfinite,
             outputs=torch.cat(outputs).cpu().numpy(), sample_indices=indices.cpu().numpy().astype(np.int64),
-            device=str(self.device),
+            device=str(self.device), provenance=self.provenance,
         )
 
     def _gradient_summary(self) -> dict:
