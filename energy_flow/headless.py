@@ -9,6 +9,7 @@ with the reason and exits with status 3: a run never carries on from a broken st
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import torch
 
 from energy_flow.config import EnergyConfig
 from energy_flow.device import describe_device
+from energy_flow.trace.recording import RecordingWriter, report_fields_from
 from energy_flow.training.data import PairDataset, build_dataset
 from energy_flow.training.embedding_cache import default_cache_dir
 from energy_flow.training.report import TrainReport
@@ -83,7 +85,13 @@ def run(opts: HeadlessOptions, out=sys.stdout) -> int:
           f"teacher {prov.teacher}); {len(train_set)} train / {len(val_set) if val_set else 0} validation; "
           f"loaded in {time.perf_counter() - t0:.1f}s", file=out)
 
-    recorder = _open_recorder(opts, cfg, prov, trainer) if opts.record else None
+    recorder = None
+    if opts.record:
+        if not cfg.trace_enabled:
+            raise ValueError("--record needs telemetry, but the config has trace_enabled = false")
+        recorder = RecordingWriter(opts.record, cfg.to_dict(), {
+            "teacher": prov.teacher, "data_source": prov.source, "num_pairs": prov.num_pairs,
+            "device": describe_device(trainer.device), "model": "energy_flow.FlowProcessor"})
     sampler = BatchSampler(len(train_set), cfg.batch_size, cfg.seed)
     failure: TrainReport | None = None
     recorded_bytes: list[int] = []
@@ -99,7 +107,9 @@ def run(opts: HeadlessOptions, out=sys.stdout) -> int:
             failure = report
             raise _Stop()
         if recorder is not None and report.telemetry is not None and report.step % opts.record_every == 0:
-            recorded_bytes.append(recorder.append_report(report))
+            size = os.path.getsize(opts.record)
+            recorder.append_batch(report.telemetry, report_fields_from(report))
+            recorded_bytes.append(os.path.getsize(opts.record) - size)
 
     history = None
     try:
@@ -159,7 +169,3 @@ def _bridge_for(subset: PairDataset) -> TextBridge | None:
     target among this split's targets?" (None for precomputed embeddings, which have no texts)."""
     return TextBridge.from_dataset(subset) if subset.target_texts is not None else None
 
-
-def _open_recorder(opts: HeadlessOptions, cfg: EnergyConfig, prov, trainer: EnergyTrainer):
-    from energy_flow.trace.live import LiveRecorder
-    return LiveRecorder(opts.record, cfg, prov, str(trainer.device))

@@ -77,3 +77,20 @@ def test_no_display_falls_back_to_headless_and_says_so(tmp_path):
                     "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "no display found" in proc.stderr and "headless" in proc.stderr
+
+
+def test_headless_record_writes_a_readable_recording_and_reports_bytes(tmp_path):
+    from energy_flow.trace import open_recording
+
+    rec, summary = tmp_path / "run.h5", tmp_path / "s.json"
+    proc = run_main("--headless", "--preset", "tiny", "--batches", "4", "--record-every", "2",
+                    "--data", str(embeddings_file(tmp_path)), "--record", str(rec),
+                    "--summary", str(summary), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(summary.read_text())
+    assert s["record"]["batches"] == 2 and s["record"]["bytes_per_batch"] > 0
+    with open_recording(rec) as r:
+        assert r.num_batches == 2
+        assert [r.batch_info(i).step for i in range(2)] == [2, 4]
+        assert r.provenance["num_pairs"] == 16
+        assert r.batch(1).flows.num_flows > 0
