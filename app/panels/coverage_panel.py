@@ -1,0 +1,165 @@
+"""Coverage: where on each output plane the batch landed, and how coverage grew over the steps.
+
+One heatmap per output plane — planes are kept apart, never summed — showing either the energy
+deposited per cell (summed over the batch) or the share of samples that reached the cell.
+Images are row-major float32 [H, W] with fixed levels shared by all planes, so colours compare
+across planes; cell (i, j) is drawn centred on its lattice coordinate (x, y in [-1, 1]).
+Each title gives the plane's z, the share of cells reached by any sample, and the
+mean-over-samples coverage at the selected step. Below, coverage per step for every plane.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtCore import QRectF, Qt
+from PyQt6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QStackedLayout, QVBoxLayout, QWidget
+
+from app.colormaps import COVERAGE_LUT, pg_colormap
+from app.panels.energy_panel import STEP_LINE_PEN
+from app.snapshot import Snapshot
+
+MODES = ("energy deposited", "share of samples reaching")
+PLANE_COLORS = ((255, 150, 80), (110, 190, 255), (180, 255, 140))
+
+
+def _signed(z: float) -> str:
+    return "0" if z == 0 else f"{z:+g}".replace("-", "−")
+
+
+class CoveragePanel(QWidget):
+    """Per-plane heatmaps (energy deposited / share of samples reaching) and coverage per step."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._snapshot: Snapshot | None = None
+        self._step: int | None = None
+        self._stack = QStackedLayout(self)
+        self.empty_label = QLabel("no batch yet")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._stack.addWidget(self.empty_label)
+
+        page = QWidget()
+        controls = QHBoxLayout()
+        controls.addWidget(QLabel("Show:"))
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(MODES)
+        self.mode_combo.currentIndexChanged.connect(lambda _i: self._update_images())
+        controls.addWidget(self.mode_combo)
+        self.log_check = QCheckBox("log scale (energy)")
+        self.log_check.setToolTip("Colour by ln(1 + energy): busy edge cells would otherwise hide the rest.")
+        self.log_check.setChecked(True)
+        self.log_check.toggled.connect(lambda _on: self._update_images())
+        controls.addWidget(self.log_check)
+        controls.addStretch(1)
+        self.graphics = pg.GraphicsLayoutWidget()
+        layout = QVBoxLayout(page)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(controls)
+        layout.addWidget(self.graphics, 1)
+        self._stack.addWidget(page)
+        self._page = page
+
+        self.plane_plots: list[pg.PlotItem] = []
+        self.images: list[pg.ImageItem] = []
+        self.colorbar = pg.ColorBarItem(colorMap=pg_colormap(COVERAGE_LUT), interactive=False, width=12)
+        self.step_plot: pg.PlotItem | None = None
+        self.coverage_curves: list[pg.PlotDataItem] = []
+        self.step_line = pg.InfiniteLine(angle=90, movable=False, pen=STEP_LINE_PEN)
+
+    # ------------------------------------------------------------------ layout per plane count
+    def _build_plots(self, num_planes: int) -> None:
+        """(Re)create one image plot per output plane plus the per-step curve."""
+        self.graphics.clear()
+        self.plane_plots, self.images, self.coverage_curves = [], [], []
+        for p in range(num_planes):
+            plot = self.graphics.addPlot(row=0, col=p)
+            plot.setAspectLocked(True)
+            plot.setLabel("bottom", "x")
+            plot.setLabel("left", "y")
+            image = pg.ImageItem(axisOrder="row-major")
+            plot.addItem(image)
+            self.plane_plots.append(plot)
+            self.images.append(image)
+        self.graphics.addItem(self.colorbar, row=0, col=num_planes)
+        self.colorbar.setImageItem(self.images)
+        self.step_plot = self.graphics.addPlot(row=1, col=0, colspan=num_planes + 1)
+        self.step_plot.setLabel("bottom", "propagation step")
+        self.step_plot.setLabel("left", "cells reached", units="%")
+        self.step_plot.setYRange(0, 100, padding=0.02)
+        self.step_plot.addLegend(offset=(10, 10))
+        self.step_plot.addItem(self.step_line)
+        self.graphics.ci.layout.setRowStretchFactor(0, 3)
+        self.graphics.ci.layout.setRowStretchFactor(1, 2)
+
+    # ------------------------------------------------------------------ contract
+    def set_snapshot(self, snapshot: Snapshot) -> None:
+        """New batch: images, titles and per-step coverage curves."""
+        old = self._snapshot
+        self._snapshot = snapshot
+        tel = snapshot.telemetry
+        if old is None or old.telemetry.plane_z != tel.plane_z:
+            self._build_plots(tel.num_planes)
+            self.coverage_curves = [
+                self.step_plot.plot(pen=pg.mkPen(PLANE_COLORS[p % len(PLANE_COLORS)], width=1),
+                                    name=f"z={_signed(z)} (mean over samples)")
+                for p, z in enumerate(tel.plane_z)]
+        steps = np.arange(tel.num_steps + 1, dtype=np.float64)
+        for p, curve in enumerate(self.coverage_curves):
+            curve.setData(steps, 100.0 * tel.aggregates.coverage[:, p].astype(np.float64))
+        self.step_plot.setXRange(0, max(tel.num_steps, 1), padding=0.02)
+        self._update_images()
+        self._stack.setCurrentWidget(self._page)
+        self._show_step(tel.num_steps if self._step is None else self._step)
+
+    def set_step(self, step: int) -> None:
+        """Titles give the mean-over-samples coverage at the selected step; move the marker."""
+        self._step = int(step)
+        if self._snapshot is not None:
+            self._show_step(self._step)
+
+    @property
+    def mode(self) -> str:
+        return MODES[self.mode_combo.currentIndex()]
+
+    def set_mode(self, mode: str) -> None:
+        self.mode_combo.setCurrentIndex(MODES.index(mode))
+
+    # ------------------------------------------------------------------ updates
+    def _update_images(self) -> None:
+        """Image data and the shared fixed levels for the selected quantity."""
+        if self._snapshot is None:
+            return
+        tel = self._snapshot.telemetry
+        if self.mode == MODES[0]:
+            data = tel.plane_energy.astype(np.float32)
+            log = self.log_check.isChecked()
+            if log:
+                data = np.log1p(np.maximum(data, 0.0)).astype(np.float32)
+            top = float(data.max()) if data.size else 0.0
+            levels = (0.0, top if top > 0 else 1.0)
+            label = "ln(1 + energy deposited)" if log else "energy deposited"
+        else:
+            data = tel.plane_reached.astype(np.float32)
+            levels, label = (0.0, 1.0), "share of samples reaching the cell"
+        self.log_check.setEnabled(self.mode == MODES[0])
+        w, h = tel.lattice_shape[0], tel.lattice_shape[1]
+        dx, dy = 2.0 / (w - 1), 2.0 / (h - 1)   # cell centres sit on linspace(-1, 1, W)
+        rect = QRectF(-1 - dx / 2, -1 - dy / 2, w * dx, h * dy)
+        for image, plane in zip(self.images, data):
+            image.setImage(np.ascontiguousarray(plane), autoLevels=False, levels=levels)
+            image.setRect(rect)   # after setImage: the rect maps the image's current pixel size
+        self.colorbar.setLevels(levels)
+        self.colorbar.setLabel("right", label)
+
+    def _show_step(self, step: int) -> None:
+        tel = self._snapshot.telemetry
+        t = int(np.clip(step, 0, tel.num_steps))
+        self.step_line.setValue(t)
+        for p, (plot, z) in enumerate(zip(self.plane_plots, tel.plane_z)):
+            any_sample = float(np.mean(tel.plane_reached[p] > 0))
+            per_sample = float(tel.aggregates.coverage[t, p])
+            plot.setTitle(f"plane z={_signed(z)} · {any_sample:.0%} of cells reached by any sample"
+                          f"<br>mean per sample at step {t}: {per_sample:.0%}", size="9pt")
+        self.step_plot.setTitle(f"coverage per propagation step (share of cells reached so far) — step {t}",
+                                size="9pt")

@@ -1,0 +1,122 @@
+"""Energy: how the flows' energy is distributed, at one step and over all steps of the batch.
+
+Top: the histogram of the energies of the flows processed at the selected step (fixed bins over
+[0, 1], from the model's device-side histogram), with the input energy range — the energies
+the input mapper gave the flows at placement — shaded, so drift away from it is visible.
+Bottom: the distribution over steps as TensorBoard-style percentile bands (p5–p95, p25–p75,
+median) with the selected step marked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtCore import Qt
+from PyQt6.QtWidgets import QLabel, QStackedLayout, QWidget
+
+from app.colormaps import ENERGY_LUT, ENERGY_RANGE, qcolor
+from app.snapshot import Snapshot
+
+STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
+HIST_COLOR = qcolor(tuple(ENERGY_LUT[170]))
+BAND_COLOR = qcolor(tuple(ENERGY_LUT[150]))
+INPUT_RANGE_BRUSH = (90, 160, 255, 45)
+
+
+def add_percentile_bands(plot: pg.PlotItem, color: tuple[int, ...]) -> dict[str, pg.PlotDataItem]:
+    """p5–p95 and p25–p75 filled bands plus a median line; returns the five curves by name.
+
+    The bands are FillBetweenItems over invisible edge curves, so updating a curve's data is
+    enough to move its band.
+    """
+    rgb = color[:3]
+    names = ("p5", "p25", "p50", "p75", "p95")
+    curves = {n: plot.plot(pen=pg.mkPen((*rgb, 90), width=1)) for n in names if n != "p50"}
+    plot.addItem(pg.FillBetweenItem(curves["p5"], curves["p95"], brush=(*rgb, 45)))
+    plot.addItem(pg.FillBetweenItem(curves["p25"], curves["p75"], brush=(*rgb, 90)))
+    curves["p50"] = plot.plot(pen=pg.mkPen(rgb, width=1), name="median")
+    return curves
+
+
+def set_percentile_bands(curves: dict[str, pg.PlotDataItem], x: np.ndarray, pct: np.ndarray) -> None:
+    """Give the five curves their columns of ``pct`` [n, 5] at ``x``, dropping non-finite rows.
+
+    Steps with no flow (or nothing moved, at step 0) are NaN in the telemetry; they are left
+    out rather than drawn, so the bands never pass through a NaN.
+    """
+    keep = np.all(np.isfinite(pct), axis=1)
+    for i, name in enumerate(("p5", "p25", "p50", "p75", "p95")):
+        curves[name].setData(x[keep], pct[keep, i].astype(np.float64))
+
+
+class EnergyPanel(QWidget):
+    """Energy histogram at the selected step, and percentile bands over the steps."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._snapshot: Snapshot | None = None
+        self._step: int | None = None
+        self._stack = QStackedLayout(self)
+        self.empty_label = QLabel("no batch yet")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._stack.addWidget(self.empty_label)
+        self.graphics = pg.GraphicsLayoutWidget()
+        self._stack.addWidget(self.graphics)
+
+        self.hist_plot = self.graphics.addPlot(row=0, col=0)
+        self.hist_plot.setLabel("bottom", "energy")
+        self.hist_plot.setLabel("left", "flows")
+        self.hist_plot.setXRange(*ENERGY_RANGE, padding=0.02)
+        self.hist_plot.addLegend(offset=(-10, 10))
+        self.input_range = pg.LinearRegionItem(values=(0.0, 0.0), movable=False, brush=INPUT_RANGE_BRUSH,
+                                               pen=pg.mkPen((90, 160, 255, 160), width=1))
+        self.input_range.setZValue(-10)
+        self.hist_plot.addItem(self.input_range)
+        self.hist_curve = self.hist_plot.plot(stepMode="center", fillLevel=0, brush=(*HIST_COLOR[:3], 110),
+                                              pen=pg.mkPen(HIST_COLOR, width=1), name="energy at step")
+        # A legend swatch for the shaded region (LinearRegionItem has no legend entry of its own).
+        self.hist_plot.legend.addItem(pg.BarGraphItem(x=[0], height=[0], width=0, brush=INPUT_RANGE_BRUSH),
+                                      "input energy range")
+
+        self.band_plot = self.graphics.addPlot(row=1, col=0, title="energy over propagation steps (all flows)")
+        self.band_plot.setLabel("bottom", "propagation step")
+        self.band_plot.setLabel("left", "energy")
+        self.band_plot.setYRange(*ENERGY_RANGE, padding=0.02)
+        self.band_plot.addLegend(offset=(-10, 10))
+        self.band_curves = add_percentile_bands(self.band_plot, BAND_COLOR)
+        self.band_plot.legend.addItem(pg.BarGraphItem(x=[0], height=[0], width=0, brush=(*BAND_COLOR[:3], 90)),
+                                      "p25–p75 (p5–p95 lighter)")
+        self.step_line = pg.InfiniteLine(angle=90, movable=False, pen=STEP_LINE_PEN)
+        self.band_plot.addItem(self.step_line)
+
+    def set_snapshot(self, snapshot: Snapshot) -> None:
+        """New batch: percentile bands and input range; the histogram follows the step."""
+        self._snapshot = snapshot
+        tel = snapshot.telemetry
+        agg = tel.aggregates
+        self.input_range.setRegion(tel.input_energy_range)
+        steps = np.arange(agg.num_steps + 1, dtype=np.float64)
+        set_percentile_bands(self.band_curves, steps, agg.energy_percentiles)
+        self.band_plot.setXRange(0, max(agg.num_steps, 1), padding=0.02)
+        self._stack.setCurrentWidget(self.graphics)
+        self._show_step(agg.num_steps if self._step is None else self._step)
+
+    def set_step(self, step: int) -> None:
+        """Histogram of the selected step; move the marker on the bands."""
+        self._step = int(step)
+        if self._snapshot is not None:
+            self._show_step(self._step)
+
+    def _show_step(self, step: int) -> None:
+        tel = self._snapshot.telemetry
+        agg = tel.aggregates
+        t = int(np.clip(step, 0, agg.num_steps))
+        counts = agg.energy_hist[t]
+        self.hist_curve.setData(agg.energy_bin_edges.astype(np.float64), counts.astype(np.float64))
+        self.step_line.setValue(t)
+        median = agg.energy_percentiles[t, 2]
+        what = "placement" if t == 0 else f"step {t}"
+        median_text = f"median {median:.3f}" if np.isfinite(median) else "no flow processed"
+        lo, hi = tel.input_energy_range
+        self.hist_plot.setTitle(f"energy at {what}: {int(counts.sum()):,} flows, {median_text} "
+                                f"· input range [{lo:.3f}, {hi:.3f}]")

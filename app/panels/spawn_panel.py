@@ -1,0 +1,94 @@
+"""Spawns: how many children the spawn head asked for, how many the flow budget allowed.
+
+Top: per propagation step of the newest batch, requested / granted / denied-by-budget as step
+lines (counts over all flows of the batch), with the selected step marked. Bottom: the same
+three totals per batch over the whole run, from the snapshot's history, so a researcher sees
+whether the budget starts to bind as training goes on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtCore import Qt
+from PyQt6.QtWidgets import QLabel, QStackedLayout, QWidget
+
+from app.colormaps import SPAWN_SERIES_COLORS
+from app.snapshot import Snapshot
+
+STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
+
+
+class SpawnPanel(QWidget):
+    """Spawn requests, grants and budget denials: per step of the batch and per batch of the run."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._snapshot: Snapshot | None = None
+        self._step: int | None = None   # last requested step; None shows the batch's last step
+        self._stack = QStackedLayout(self)
+        self.empty_label = QLabel("no batch yet")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._stack.addWidget(self.empty_label)
+
+        self.graphics = pg.GraphicsLayoutWidget()
+        self._stack.addWidget(self.graphics)
+        self.step_plot = self.graphics.addPlot(row=0, col=0)
+        self.step_plot.setLabel("bottom", "propagation step")
+        self.step_plot.setLabel("left", "flows")
+        self.step_plot.addLegend(offset=(-10, 10))
+        self.step_curves: dict[str, pg.PlotDataItem] = {}
+        # Granted (filled) first, requested dashed over it: they coincide whenever the budget
+        # does not bind, and both must stay visible.
+        for name in ("granted", "requested", "denied"):
+            color = SPAWN_SERIES_COLORS[name]
+            filled = name == "granted"
+            style = Qt.PenStyle.DashLine if name == "requested" else Qt.PenStyle.SolidLine
+            self.step_curves[name] = self.step_plot.plot(
+                stepMode="center", pen=pg.mkPen(color, width=1, style=style), name=name,
+                fillLevel=0 if filled else None, brush=(*color, 50) if filled else None)
+        self.step_line = pg.InfiniteLine(angle=90, movable=False, pen=STEP_LINE_PEN)
+        self.step_plot.addItem(self.step_line)
+
+        self.history_plot = self.graphics.addPlot(row=1, col=0, title="spawns per batch over the run")
+        self.history_plot.setLabel("bottom", "training step (batch)")
+        self.history_plot.setLabel("left", "flows (sum over steps)")
+        self.history_plot.addLegend(offset=(-10, 10))
+        self.history_curves = {
+            name: self.history_plot.plot(pen=pg.mkPen(SPAWN_SERIES_COLORS[name], width=1,
+                                                      style=Qt.PenStyle.DashLine if name == "requested"
+                                                      else Qt.PenStyle.SolidLine), name=name)
+            for name in ("granted", "requested", "denied")
+        }
+        for curve in self.history_curves.values():
+            curve.setClipToView(True)
+            curve.setDownsampling(auto=True, method="peak")
+
+    def set_snapshot(self, snapshot: Snapshot) -> None:
+        """New batch: per-step counts and the run's per-batch totals."""
+        self._snapshot = snapshot
+        agg = snapshot.telemetry.aggregates
+        counts = {"requested": agg.spawn_requested, "granted": agg.spawn_granted, "denied": agg.spawn_denied}
+        edges = np.arange(agg.num_steps + 2, dtype=np.float64) - 0.5
+        for name, curve in self.step_curves.items():
+            curve.setData(edges, counts[name].astype(np.float64))
+        hist = snapshot.history
+        x = hist.get("step", np.zeros(0))
+        for name, curve in self.history_curves.items():
+            curve.setData(x, hist.get(f"spawn_{name}", np.zeros(0)))
+        self._stack.setCurrentWidget(self.graphics)
+        self._show_step(agg.num_steps if self._step is None else self._step)
+
+    def set_step(self, step: int) -> None:
+        """Move the step marker and name the selected step's counts in the title."""
+        self._step = int(step)
+        if self._snapshot is not None:
+            self._show_step(self._step)
+
+    def _show_step(self, step: int) -> None:
+        agg = self._snapshot.telemetry.aggregates
+        t = int(np.clip(step, 0, agg.num_steps))
+        self.step_line.setValue(t)
+        self.step_plot.setTitle(
+            f"spawns per propagation step — step {t}: requested {int(agg.spawn_requested[t]):,}, "
+            f"granted {int(agg.spawn_granted[t]):,}, denied by budget {int(agg.spawn_denied[t]):,}")

@@ -1,0 +1,195 @@
+"""Frame rate of the 3D lattice view for several display budgets, idle and while training runs.
+
+Run under a virtual display (software OpenGL, as on the build machines):
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python -m benchmarks.bench_view
+
+What it does, all with real data:
+
+* one real forward pass of the debug preset (20×20×10) at a batch large enough that the traced
+  flow sample holds more than 20k flows gives the telemetry drawn;
+* for each display budget the LatticeView (1000×700 canvas) draws the batch at its last step
+  (every trajectory segment and every termination marker: the heaviest step for lines) and at
+  the step with the most live heads, redrawing continuously while the turntable camera turns
+  one degree per frame, for a few seconds: frames are counted from the canvas's draw events;
+* the same while a Python thread runs ``EnergyTrainer.train_step`` on the debug preset in a
+  loop with ``torch.set_num_threads(1)`` (the app leaves one core to the GUI the same way),
+  also recording the longest gap between ticks of a 10 ms QTimer (the worst GUI stall).
+
+It prints a table; ``app.lattice_view.DEFAULT_DISPLAY_BUDGET`` is the largest budget whose
+frame rate stays above 20 fps while training, on these machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PyQt6.QtCore import QElapsedTimer, QTimer
+from PyQt6.QtWidgets import QApplication
+
+from app.lattice_view import DEFAULT_DISPLAY_BUDGET, LatticeView
+from app.snapshot import RunHistory, Snapshot
+from energy_flow.config import create_debug_config
+from energy_flow.trace.telemetry import BatchTelemetry
+from energy_flow.training import EnergyTrainer, build_model
+
+
+def unit_rows(n: int, dim: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, dim, generator=g), dim=1)
+
+
+def big_telemetry(min_flows: int) -> BatchTelemetry:
+    """Telemetry of one real forward pass whose traced sample has at least ``min_flows`` flows."""
+    base = create_debug_config()
+    batch = int(np.ceil(min_flows / base.cells_per_plane))
+    c = create_debug_config(batch_size=batch, max_active_flows=4 * batch * base.cells_per_plane,
+                            trace_max_flows=4 * batch * base.cells_per_plane)
+    model = build_model(c)
+    with torch.no_grad():
+        result = model(unit_rows(batch, c.teacher_dim, seed=0))
+    tel = result.telemetry
+    assert tel is not None and tel.flows is not None and tel.flows.num_flows >= min_flows
+    return tel
+
+
+class TrainingLoad:
+    """Background thread running real debug-preset training steps until stopped."""
+
+    def __init__(self) -> None:
+        c = create_debug_config()
+        self.trainer = EnergyTrainer(build_model(c), c)
+        self.batch = (unit_rows(c.batch_size, c.teacher_dim, 1), unit_rows(c.batch_size, c.teacher_dim, 2))
+        self.trainer.train_step(self.batch)   # warm-up: the first step is slower than the rest
+        self.steps = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "TrainingLoad":
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        time.sleep(0.5)    # let the first step get going
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.trainer.train_step(self.batch)
+            self.steps += 1
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def measure(app: QApplication, view: LatticeView, seconds: float) -> tuple[float, float]:
+    """(frames per second, longest 10 ms-timer gap in ms) while redrawing continuously."""
+    frames = 0
+    last_tick = [time.perf_counter()]
+    worst_gap = [0.0]
+
+    def on_draw(_event) -> None:
+        nonlocal frames
+        frames += 1
+
+    def next_frame() -> None:
+        # Turn the camera and ask for a frame on every event-loop pass; Qt coalesces the
+        # requests, so one frame is drawn as soon as the previous one is done.
+        view.view.camera.azimuth = view.view.camera.azimuth + 1.0
+        view.canvas.update()
+
+    def on_tick() -> None:
+        now = time.perf_counter()
+        worst_gap[0] = max(worst_gap[0], now - last_tick[0])
+        last_tick[0] = now
+
+    ticker = QTimer()
+    ticker.setInterval(10)
+    ticker.timeout.connect(on_tick)
+    driver = QTimer()
+    driver.setInterval(0)
+    driver.timeout.connect(next_frame)
+    view.canvas.events.draw.connect(on_draw)
+    driver.start()
+    app.processEvents()
+    frames = 0
+    clock = QElapsedTimer()
+    clock.start()
+    last_tick[0] = time.perf_counter()
+    ticker.start()
+    while clock.elapsed() < seconds * 1000:
+        app.processEvents()
+    elapsed = clock.elapsed() / 1000.0
+    ticker.stop()
+    driver.stop()
+    view.canvas.events.draw.disconnect(on_draw)
+    return frames / elapsed, worst_gap[0] * 1000.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[1000, 2000, 5000, 10000, 20000])
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per cell")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    app = QApplication.instance() or QApplication([])
+    t0 = time.perf_counter()
+    tel = big_telemetry(max(args.budgets))
+    print(f"telemetry: debug preset, {tel.flows.num_flows:,} traced flows of {tel.total_flows:,}, "
+          f"{tel.num_steps} steps (one forward pass, {time.perf_counter() - t0:.1f} s)")
+    snapshot = Snapshot(telemetry=tel, history=RunHistory().arrays(), batch_label="benchmark batch")
+    busiest = int(np.argmax(tel.aggregates.active[:-1]))
+
+    view = LatticeView()
+    view.resize(1000, 760)
+    view.show()
+    for _ in range(20):
+        app.processEvents()
+    view.set_snapshot(snapshot)
+    print(f"canvas {view.canvas.size[0]}×{view.canvas.size[1]}, GL: software (Mesa llvmpipe) under Xvfb; "
+          f"torch threads {torch.get_num_threads()}; current default budget {DEFAULT_DISPLAY_BUDGET:,}")
+
+    rows = []
+    train = TrainingLoad()
+    train_time = 0.0
+    for budget in args.budgets:
+        view.set_display_budget(budget)
+        for label, step in (("last step", tel.num_steps), (f"step {busiest}", busiest)):
+            view.set_step(step)
+            geo = view._geometry
+            segments = int(geo.segments_until[step])
+            idle_fps, idle_gap = measure(app, view, args.seconds)
+            t_train = time.perf_counter()
+            with train:
+                busy_fps, busy_gap = measure(app, view, args.seconds)
+            train_time += time.perf_counter() - t_train
+            rows.append((budget, view.shown_flows, label, segments, view.head_count,
+                         idle_fps, idle_gap, busy_fps, busy_gap))
+            print(f"  measured budget {budget:>6,} {label:>9}: idle {idle_fps:5.1f} fps, "
+                  f"training {busy_fps:5.1f} fps, max stall {busy_gap:5.0f} ms", flush=True)
+    print(f"training thread: {train.steps} debug-preset steps in {train_time:.0f} s "
+          f"({train.steps / train_time:.2f} steps/s while the view redrew)")
+
+    header = ("| budget | drawn flows | step shown | line segments | heads | idle fps | idle max gap (ms) "
+              "| training fps | training max gap (ms) |")
+    print()
+    print(header)
+    print("|" + "|".join("---" for _ in range(9)) + "|")
+    for budget, shown, label, segments, heads, fi, gi, fb, gb in rows:
+        print(f"| {budget:,} | {shown:,} | {label} | {segments:,} | {heads:,} | {fi:.1f} | {gi:.0f} "
+              f"| {fb:.1f} | {gb:.0f} |")
+    ok = [b for b in args.budgets if all(r[7] > 20.0 for r in rows if r[0] == b)]
+    print()
+    print(f"largest budget above 20 fps while training (both steps): {max(ok):,}" if ok
+          else "no budget stays above 20 fps while training")
+    view.close()
+
+
+if __name__ == "__main__":
+    main()

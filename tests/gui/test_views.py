@@ -1,0 +1,329 @@
+"""The 3D lattice view and the pyqtgraph panels draw what the telemetry says.
+
+Telemetry comes from real training steps of the tiny preset (a fresh model spawns, is denied
+by the budget, lands on both planes and times out), so every assertion compares a widget's
+plotted data with the arrays of a real batch. Runs under Xvfb (pytest-xvfb); OpenGL is real.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from app.lattice_view import LAYERS, LatticeView, build_geometry, sample_flows
+from app.panels.coverage_panel import CoveragePanel
+from app.panels.displacement_panel import DisplacementPanel
+from app.panels.energy_panel import EnergyPanel
+from app.panels.spawn_panel import SpawnPanel
+from app.panels.training_panel import TrainingPanel, debiased_ema
+from app.snapshot import RunHistory, Snapshot
+from energy_flow.config import create_tiny_config
+from energy_flow.trace.telemetry import REASON_ACTIVE
+from energy_flow.training import EnergyTrainer, build_model
+
+RENDER_SIZE = (480, 320)
+
+
+@pytest.fixture(scope="module")
+def snapshot() -> Snapshot:
+    """A snapshot of the third real batch of a fresh tiny model, with its run history."""
+    c = create_tiny_config()
+    trainer = EnergyTrainer(build_model(c), c)
+    g = torch.Generator().manual_seed(0)
+    inputs = F.normalize(torch.randn(c.batch_size, c.teacher_dim, generator=g), dim=1)
+    targets = F.normalize(torch.randn(c.batch_size, c.teacher_dim, generator=g), dim=1)
+    history = RunHistory()
+    for _ in range(3):
+        report = trainer.train_step((inputs, targets))
+        history.append(report, 1.0 / report.timings["total"])
+    snap = Snapshot(telemetry=report.telemetry, history=history.arrays(), report=report,
+                    batch_label=f"batch {report.step}")
+    flows = snap.telemetry.flows
+    assert flows is not None and flows.num_flows > 100
+    assert snap.telemetry.aggregates.spawn_granted.sum() > 0
+    return snap
+
+
+def _y(item) -> np.ndarray:
+    """The data given to a curve (before clip-to-view and downsampling for display)."""
+    return np.asarray(item.yData)
+
+
+def _x(item) -> np.ndarray:
+    return np.asarray(item.xData)
+
+
+def _alive_in_sample(flows, rows: np.ndarray, t: int) -> int:
+    pos = flows.positions[rows, t, 0]
+    return int(((flows.birth_step[rows] <= t) & (t < flows.end_step[rows]) & np.isfinite(pos)).sum())
+
+
+# ------------------------------------------------------------------------------ empty state
+@pytest.mark.parametrize("cls", [SpawnPanel, EnergyPanel, DisplacementPanel, CoveragePanel, TrainingPanel])
+def test_panels_say_no_batch_yet_before_the_first_snapshot(qtbot, cls, snapshot):
+    panel = cls()
+    qtbot.addWidget(panel)
+    assert panel._stack.currentWidget() is panel.empty_label
+    assert panel.empty_label.text() == "no batch yet"
+    panel.set_step(3)                                  # no snapshot yet: must not fail
+    panel.set_snapshot(snapshot)
+    assert panel._stack.currentWidget() is not panel.empty_label
+
+
+def test_lattice_view_empty_state_then_data(qtbot, snapshot):
+    view = LatticeView()
+    qtbot.addWidget(view)
+    view.resize(640, 480)
+    view.show()
+    qtbot.waitExposed(view)
+    assert view.is_empty and view.empty_message == "no batch yet"
+    assert view.shown_flows == 0 and view.head_count == 0
+    view.set_step(2)
+    blank = view.render_image(RENDER_SIZE)
+    assert blank.shape == (RENDER_SIZE[1], RENDER_SIZE[0], 4) and blank.dtype == np.uint8
+    view.set_snapshot(snapshot)
+    assert not view.is_empty and view.empty_message is None
+    assert view.step == 2                              # the step asked for before the data arrived
+
+
+# ------------------------------------------------------------------------------ lattice view
+@pytest.fixture
+def view(qtbot, snapshot) -> LatticeView:
+    v = LatticeView()
+    qtbot.addWidget(v)
+    v.resize(800, 600)
+    v.show()
+    qtbot.waitExposed(v)
+    v.set_snapshot(snapshot)
+    return v
+
+
+def test_showing_n_of_m_follows_budget_and_batch_total(view, snapshot):
+    flows = snapshot.telemetry.flows
+    assert view.total_flows == flows.total_flows == snapshot.telemetry.total_flows
+    assert view.shown_flows == min(flows.num_flows, view.budget_spin.value())
+    assert f"showing {view.shown_flows:,} of {flows.total_flows:,} flows" in view.info_text
+    view.set_display_budget(100)
+    assert view.shown_flows == 100
+    assert f"showing 100 of {flows.total_flows:,} flows" in view.info_text
+    assert view.budget_spin.value() == 100
+
+
+def test_heads_are_the_flows_alive_at_the_step(view, snapshot):
+    agg = snapshot.telemetry.aggregates
+    flows = snapshot.telemetry.flows
+    assert flows.traced_samples == create_tiny_config().batch_size   # whole batch traced
+    counts = []
+    for t in range(agg.num_steps + 1):
+        view.set_step(t)
+        assert view.head_count == int(agg.active[t])   # every flow drawn: heads = active flows
+        counts.append(view.head_count)
+    assert len(set(counts)) > 2
+    view.set_display_budget(120)
+    rows = sample_flows(flows, 120)
+    view.set_step(1)
+    assert view.head_count == _alive_in_sample(flows, rows, 1)
+
+
+def test_render_shows_trajectories_and_toggles_hide_layers(view, snapshot):
+    view.set_step(snapshot.telemetry.num_steps)
+    full = view.render_image(RENDER_SIZE).astype(np.int16)
+    assert full.shape == (RENDER_SIZE[1], RENDER_SIZE[0], 4)
+    background = full[2, RENDER_SIZE[0] // 2, :3]       # top strip between info text and colour bar
+    assert (np.abs(full[..., :3] - background).sum(axis=2) > 30).mean() > 0.05, "render looks blank"
+
+    for name in LAYERS:
+        if name != "trajectories":
+            view.set_layer_visible(name, False)
+    lines_only = view.render_image(RENDER_SIZE).astype(np.int16)
+    view.set_layer_visible("trajectories", False)
+    nothing = view.render_image(RENDER_SIZE).astype(np.int16)
+    assert not view.checkboxes["trajectories"].isChecked()
+    assert not view._trajectories.visible and not view._heads.visible
+    changed = (np.abs(lines_only[..., :3] - nothing[..., :3]).sum(axis=2) > 20).sum()
+    assert changed > 500, f"only {changed} pixels differ with trajectories on vs off"
+
+    view.set_layer_visible("trajectories", True)
+    view.set_step(0)                                   # no segment ends at step 0
+    assert not view._trajectories.visible
+    view.set_step(snapshot.telemetry.num_steps)
+    assert view._trajectories.visible
+
+
+def test_colour_modes_change_only_colours(view, snapshot):
+    for name in LAYERS:
+        view.set_layer_visible(name, name == "trajectories")
+    by_energy = view.render_image(RENDER_SIZE).astype(np.int16)
+    segments = view._trajectories.connect
+    view.set_color_mode("sample")
+    by_sample = view.render_image(RENDER_SIZE).astype(np.int16)
+    assert view._trajectories.connect is segments      # geometry untouched
+    assert (np.abs(by_energy - by_sample).sum(axis=2) > 20).sum() > 300
+
+
+def test_geometry_steps_are_prefixes_and_events_match_reasons(snapshot):
+    flows = snapshot.telemetry.flows
+    geo = build_geometry(flows, budget=10**9)
+    t_max = snapshot.telemetry.num_steps
+    assert geo.num_flows == flows.num_flows
+    assert np.isfinite(geo.vertices).all()
+    assert geo.segments_until[0] == 0 and geo.segments_until[t_max] == geo.segments.shape[0]
+    assert np.all(np.diff(geo.segments_until) >= 0)
+    children = int((flows.parent_id >= 0).sum())
+    assert geo.spawns_until[t_max] == children == int(snapshot.telemetry.aggregates.spawn_granted.sum())
+    assert geo.ends_until[t_max] == int((flows.reason != REASON_ACTIVE).sum()) == flows.num_flows
+    for code in np.unique(flows.reason):
+        assert (geo.end_reason == code).sum() == (flows.reason == code).sum()
+    end_steps = flows.end_step[geo.rows][np.isin(flows.reason[geo.rows], list(np.unique(geo.end_reason)))]
+    np.testing.assert_array_equal(np.diff(geo.ends_until), np.bincount(end_steps, minlength=t_max + 1)[1:])
+    assert not (flows.reason == REASON_ACTIVE).any()
+
+
+def test_budget_sampling_is_deterministic_exact_and_keeps_parents(snapshot):
+    flows = snapshot.telemetry.flows
+    budget = flows.num_flows // 3
+    rows = sample_flows(flows, budget)
+    assert rows.shape[0] == budget
+    np.testing.assert_array_equal(rows, sample_flows(flows, budget))
+    assert np.all(np.diff(rows) > 0)
+    drawn = set(flows.flow_id[rows].tolist())
+    child = flows.parent_id[rows] >= 0
+    assert all(p in drawn for p in flows.parent_id[rows][child].tolist()), "a drawn child lost its parent"
+    samples = np.unique(flows.sample_index[rows])
+    assert samples.shape[0] == flows.traced_samples   # spread over every traced sample
+
+
+# ------------------------------------------------------------------------------ panels
+def test_spawn_panel_plots_the_batch_and_the_run(qtbot, snapshot):
+    panel = SpawnPanel()
+    qtbot.addWidget(panel)
+    panel.set_snapshot(snapshot)
+    agg = snapshot.telemetry.aggregates
+    for name, values in (("requested", agg.spawn_requested), ("granted", agg.spawn_granted),
+                         ("denied", agg.spawn_denied)):
+        np.testing.assert_array_equal(_y(panel.step_curves[name]), values)
+        np.testing.assert_array_equal(_y(panel.history_curves[name]), snapshot.history[f"spawn_{name}"])
+    np.testing.assert_array_equal(_x(panel.history_curves["granted"]), snapshot.history["step"])
+    t = int(np.argmax(agg.spawn_requested))
+    panel.set_step(t)
+    assert panel.step_line.value() == t
+    assert f"requested {int(agg.spawn_requested[t]):,}" in panel.step_plot.titleLabel.text
+
+
+def test_energy_panel_histogram_follows_the_step(qtbot, snapshot):
+    panel = EnergyPanel()
+    qtbot.addWidget(panel)
+    panel.set_snapshot(snapshot)
+    agg = snapshot.telemetry.aggregates
+    np.testing.assert_allclose(_x(panel.hist_curve), agg.energy_bin_edges)
+    panel.set_step(0)
+    np.testing.assert_array_equal(_y(panel.hist_curve), agg.energy_hist[0])
+    panel.set_step(3)
+    np.testing.assert_array_equal(_y(panel.hist_curve), agg.energy_hist[3])
+    assert not np.array_equal(agg.energy_hist[0], agg.energy_hist[3])
+    assert panel.step_line.value() == 3
+    np.testing.assert_allclose(panel.input_range.getRegion(), snapshot.telemetry.input_energy_range, rtol=1e-6)
+    finite = np.all(np.isfinite(agg.energy_percentiles), axis=1)
+    np.testing.assert_allclose(_y(panel.band_curves["p50"]), agg.energy_percentiles[finite, 2], rtol=1e-6)
+    np.testing.assert_allclose(_y(panel.band_curves["p95"]), agg.energy_percentiles[finite, 4], rtol=1e-6)
+
+
+def test_displacement_panel_skips_placement_without_warnings(qtbot, snapshot):
+    agg = snapshot.telemetry.aggregates
+    assert np.isnan(agg.delta_percentiles[0]).all()
+    panel = DisplacementPanel()
+    qtbot.addWidget(panel)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        panel.set_snapshot(snapshot)
+        panel.set_step(0)
+        panel.set_step(2)
+        qtbot.wait(10)
+    steps = np.arange(1, agg.num_steps + 1)
+    for axis in range(3):
+        np.testing.assert_array_equal(_x(panel.band_curves[axis]["p50"]), steps)
+        np.testing.assert_allclose(_y(panel.band_curves[axis]["p5"]), agg.delta_percentiles[1:, axis, 0], rtol=1e-6)
+        np.testing.assert_allclose(_y(panel.band_curves[axis]["p75"]), agg.delta_percentiles[1:, axis, 3], rtol=1e-6)
+        np.testing.assert_allclose(_y(panel.min_curves[axis]), agg.delta_min[1:, axis], rtol=1e-6)
+        np.testing.assert_allclose(_y(panel.max_curves[axis]), agg.delta_max[1:, axis], rtol=1e-6)
+    np.testing.assert_allclose(_y(panel.clamp_curve), agg.clamp_fraction[1:], rtol=1e-6)
+    panel.set_step(0)
+    assert "nothing moved" in panel.axis_plots[0].titleLabel.text
+    assert all(line.value() == 0 for line in panel.step_lines)
+
+
+def test_coverage_panel_one_image_per_plane_with_fixed_levels(qtbot, snapshot):
+    tel = snapshot.telemetry
+    panel = CoveragePanel()
+    qtbot.addWidget(panel)
+    panel.log_check.setChecked(False)
+    panel.set_snapshot(snapshot)
+    assert len(panel.images) == tel.num_planes == 2
+    for p, image in enumerate(panel.images):
+        assert image.image.dtype == np.float32 and image.image.shape == tel.plane_energy[p].shape
+        np.testing.assert_array_equal(image.image, tel.plane_energy[p])
+        assert tuple(image.getLevels()) == (0.0, pytest.approx(float(tel.plane_energy.max())))
+    panel.set_mode("share of samples reaching")
+    for p, image in enumerate(panel.images):
+        np.testing.assert_array_equal(image.image, tel.plane_reached[p])
+        assert tuple(image.getLevels()) == (0.0, 1.0)
+    t = 4
+    panel.set_step(t)
+    for p, (plot, z) in enumerate(zip(panel.plane_plots, tel.plane_z)):
+        title = plot.titleLabel.text
+        assert f"{np.mean(tel.plane_reached[p] > 0):.0%} of cells" in title
+        assert f"step {t}: {tel.aggregates.coverage[t, p]:.0%}" in title
+        np.testing.assert_allclose(_y(panel.coverage_curves[p]), 100 * tel.aggregates.coverage[:, p], rtol=1e-6)
+
+
+def _tensorboard_smooth(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's scalar smoothing, written as its plain loop (the reference)."""
+    out, last, n = [], 0.0, 0
+    for v in values:
+        last = last * weight + (1 - weight) * v
+        n += 1
+        out.append(last / (1 - weight ** n))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.6, 0.9, 0.99])
+def test_debiased_ema_matches_tensorboard(weight):
+    values = np.random.default_rng(0).lognormal(size=3000)
+    np.testing.assert_allclose(debiased_ema(values, weight), _tensorboard_smooth(values, weight), rtol=1e-9)
+
+
+def test_training_panel_raw_and_smoothed_curves(qtbot, snapshot):
+    panel = TrainingPanel()
+    qtbot.addWidget(panel)
+    panel.set_snapshot(snapshot)
+    hist = snapshot.history
+    for key in ("loss", "mse", "cosine_loss"):
+        np.testing.assert_allclose(_y(panel.raw_curves[key]), hist[key])
+        np.testing.assert_allclose(_y(panel.smooth_curves[key]), _tensorboard_smooth(hist[key], 0.6), rtol=1e-9)
+    np.testing.assert_allclose(_y(panel.landed_curve), hist["landed_fraction"])
+    np.testing.assert_allclose(_y(panel.speed_curve), hist["batches_per_second"])
+    np.testing.assert_allclose(_y(panel.lr_curve), hist["learning_rate"])
+    panel.set_smoothing(0.9)
+    np.testing.assert_allclose(_y(panel.smooth_curves["loss"]), _tensorboard_smooth(hist["loss"], 0.9), rtol=1e-9)
+
+
+def test_training_panel_takes_a_long_run(qtbot, snapshot):
+    """20k batches of history (a long run), with a skipped non-finite batch, in one update."""
+    n = 20_000
+    rng = np.random.default_rng(1)
+    loss = np.exp(-np.arange(n) / 5000) + 0.05 * rng.random(n)
+    loss[123] = np.nan
+    hist = {key: np.asarray(v, dtype=np.float64) for key, v in {
+        "step": np.arange(1, n + 1), "loss": loss, "mse": loss / 2, "cosine_loss": loss / 2,
+        "learning_rate": np.full(n, 1e-3), "landed_fraction": rng.random(n), "batches_per_second": rng.random(n) + 1,
+        "spawn_requested": np.zeros(n), "spawn_granted": np.zeros(n), "spawn_denied": np.zeros(n)}.items()}
+    panel = TrainingPanel()
+    qtbot.addWidget(panel)
+    panel.log_check.setChecked(True)
+    panel.set_snapshot(Snapshot(telemetry=snapshot.telemetry, history=hist))
+    assert _y(panel.raw_curves["loss"]).shape[0] == n - 1
+    assert np.isfinite(_y(panel.smooth_curves["loss"])).all()
