@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from energy_flow.config import create_tiny_config
-from energy_flow.core import EnergyLattice, FlowProcessor, SimpleNeuron
+from energy_flow.core import EnergyCarrier, EnergyLattice, FlowProcessor, SimpleNeuron
 from energy_flow.core import processor as processor_module
-from energy_flow.core.tracing import StepTracer
 from energy_flow.trace.telemetry import REASON_ACTIVE, REASON_LANDED, REASON_NAMES
 from energy_flow.training import build_model
 from tests.conftest import unit_rows
@@ -94,20 +93,39 @@ def test_active_counts_follow_terminations_and_spawns(observed):
 
 
 def test_energy_is_conserved_when_flows_split(monkeypatch):
-    records = []
-    original = StepTracer.record_step
+    """Σ energy of live flows after a step (parents' kept share + children) equals Σ of what
+    the surviving flows had after fading, before any split."""
+    retentions = []
+    original = EnergyCarrier.forward
 
-    def spy(self, step, **kw):
-        records.append((kw["new_energy"].detach().clone(), kw["reason"].clone(),
-                        (kw["state"].energy.detach() * kw["state"].alive).sum()))
-        return original(self, step, **kw)
+    def spy(self, *args):
+        out = original(self, *args)
+        retentions.append(out.retention.detach().clone())
+        return out
 
-    monkeypatch.setattr(StepTracer, "record_step", spy)
-    _, result = run(create_tiny_config(max_active_flows=400))
+    monkeypatch.setattr(EnergyCarrier, "forward", spy)
+    model, result = run(create_tiny_config(max_active_flows=400))
     assert result.flow_stats.spawned > 0
-    for new_energy, reason, alive_energy in records:
-        carried = new_energy[reason == REASON_ACTIVE].sum()
-        torch.testing.assert_close(alive_energy, carried, rtol=1e-5, atol=1e-5)
+    for (before, active, after), retention in zip(model.steps, retentions):
+        faded_energy = before["energy"][active] * retention
+        same = after["flow_id"][active] == before["flow_id"][active]
+        survived = after["alive"][active] & same
+        torch.testing.assert_close(after["energy"][after["alive"]].sum(), faded_energy[survived].sum(),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_trajectory_sample_keeps_whole_families_within_the_cap():
+    c = create_tiny_config(trace_max_flows=200, max_active_flows=400)  # 4 samples × 36 = 144 placed
+    _, result = run(c)
+    fl = result.telemetry.flows
+    assert fl.num_flows <= 200
+    assert (fl.parent_id >= 0).any()  # children are in the sample
+    assert set(fl.parent_id[fl.parent_id >= 0].tolist()) <= set(fl.flow_id.tolist())
+    assert set(np.unique(fl.sample_index).tolist()) == set(range(fl.traced_samples))
+    # the sample holds every flow of its samples: compare with a run that traces everything
+    full = run(c.replace(trace_max_flows=10_000))[1].telemetry.flows
+    kept = np.isin(full.sample_index, np.arange(fl.traced_samples))
+    assert np.array_equal(np.sort(full.flow_id[kept]), fl.flow_id)
 
 
 def test_flows_reach_output_planes_and_cover_them():

@@ -177,7 +177,7 @@ class FlowProcessor(nn.Module):
             next_id=state.next_id + granted.sum(),
         )
         tracer.record_step(step, state=state, processed_ids=processed_ids,
-                           processed_traced=processed_traced, new_pos=new_pos, new_energy=new_energy,
+                           processed_traced=processed_traced, new_pos=new_pos, new_energy=kept_energy,
                            delta=out.displacement, clamped=clamped, reason=reason, landed_plane=plane,
                            requested=requested.sum(), granted=granted.sum(), kid_slots=kid_slot,
                            collector=collector)

@@ -18,8 +18,9 @@ import torch
 from energy_flow.config import EnergyConfig
 from energy_flow.core.collection import OutputCollector
 from energy_flow.core.lattice import EnergyLattice, FlowState
-from energy_flow.trace.telemetry import (PERCENTILES, REASON_ACTIVE, BatchTelemetry, FlowSample,
-                                         FlowStats, StepAggregates)
+from energy_flow.trace.telemetry import (PERCENTILES, REASON_ACTIVE, REASON_FADED, REASON_LANDED,
+                                         REASON_TIMED_OUT, BatchTelemetry, FlowSample, FlowStats,
+                                         StepAggregates)
 
 
 class StepTracer:
@@ -94,15 +95,15 @@ class StepTracer:
         """Called once per step, after the update, terminations and spawns are applied.
 
         The flows stepped this time are described by their ids (taken before the update, since
-        a child may reuse the slot of a flow that just ended), new position, energy,
-        displacement, clamp flag and termination reason; ``kid_slots`` are the slots children
+        a child may reuse the slot of a flow that just ended), new position, the energy they
+        carry on with (after fading and after handing a share to children), displacement,
+        clamp flag and termination reason; ``kid_slots`` are the slots children
         were written to (``state.capacity`` marks "no child").
         """
         landed = torch.zeros(self.planes, device=self.device, dtype=torch.long)
-        landed = landed.index_add(0, landed_plane.clamp(min=0),
-                                  (reason == 1).long())
-        faded = (reason == 2).sum()
-        timed_out = (reason == 3).sum()
+        landed = landed.index_add(0, landed_plane.clamp(min=0), (reason == REASON_LANDED).long())
+        faded = (reason == REASON_FADED).sum()
+        timed_out = (reason == REASON_TIMED_OUT).sum()
         active = state.alive.sum()
         active_energy = (state.energy.detach() * state.alive).sum()
         row = self._counts(active, requested, granted, landed, faded, timed_out, collector, active_energy)
@@ -210,9 +211,13 @@ class StepTracer:
         )
 
     def _flow_sample(self, meta: np.ndarray, points: np.ndarray, steps: int, total: int) -> FlowSample:
-        ids = meta[:, 0].astype(np.int64)
-        order = np.argsort(ids, kind="stable")
-        meta = meta[order][: self.config.trace_max_flows]
+        # Keep whole samples, so every kept flow's parent and children are kept too: the first
+        # samples whose flows (children included) fit in trace_max_flows, and at least one.
+        per_sample = np.bincount(meta[:, 2].astype(np.int64), minlength=self.traced_samples)
+        fits = np.cumsum(per_sample) <= self.config.trace_max_flows
+        kept_samples = max(1, int(fits.sum()))
+        meta = meta[meta[:, 2] < kept_samples]
+        meta = meta[np.argsort(meta[:, 0], kind="stable")]
         ids = meta[:, 0].astype(np.int64)
         f = ids.shape[0]
         pid = points[:, 0].astype(np.int64)
@@ -238,5 +243,5 @@ class StepTracer:
             positions=positions,
             energy=energy,
             total_flows=total,
-            traced_samples=self.traced_samples,
+            traced_samples=kept_samples,
         )

@@ -35,7 +35,7 @@ def _freeze(obj) -> None:
             value.flags.writeable = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: numpy arrays have no boolean ==
 class StepAggregates:
     """Per-step statistics over *all* flows of one batch; arrays have T + 1 rows."""
 
@@ -46,7 +46,7 @@ class StepAggregates:
     landed: np.ndarray            # [T+1, P] int64: flows that reached output plane p at step t
     faded: np.ndarray             # [T+1] int64: flows whose energy fell below energy_threshold
     timed_out: np.ndarray         # [T+1] int64: flows still alive when max_steps ran out
-    energy_hist: np.ndarray       # [T+1, bins] int64: energies of the flows processed at step t
+    energy_hist: np.ndarray       # [T+1, bins] int64: energies the flows stepped at t carry on with
     energy_bin_edges: np.ndarray  # [bins+1] float32: fixed edges over [0, 1]
     energy_percentiles: np.ndarray  # [T+1, len(PERCENTILES)] float32 (NaN where no flow)
     delta_min: np.ndarray         # [T+1, 3] float32: smallest Δx, Δy, Δz of the step
@@ -66,12 +66,15 @@ class StepAggregates:
         return int(self.active.shape[0]) - 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: numpy arrays have no boolean ==
 class FlowSample:
     """A capped sample of flows with their whole trajectories, for drawing.
 
     The sample holds every flow (children included) of the first ``traced_samples`` samples
-    of the batch, so trajectories and family trees are complete within the sample.
+    of the batch, so trajectories and family trees are complete within the sample; as many
+    whole samples are kept as fit in ``trace_max_flows`` (at least one). ``energy`` is what a
+    flow carries after each step: after fading and, at a step where it spawned, after handing
+    its children their share.
     """
 
     flow_id: np.ndarray       # [F] int64, unique within the batch
@@ -93,7 +96,7 @@ class FlowSample:
         return int(self.flow_id.shape[0])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: numpy arrays have no boolean ==
 class BatchTelemetry:
     """Everything the app draws about one batch's propagation."""
 
@@ -119,7 +122,7 @@ class BatchTelemetry:
         return len(self.plane_z)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: numpy arrays have no boolean ==
 class FlowStats:
     """Batch-level flow counts from the real run, summed over micro-batches."""
 
