@@ -1,0 +1,92 @@
+"""Start the GUI: QApplication, torch thread budget, the main window and its training worker.
+
+Order matters for start-up time: the window is shown before anything heavy happens; the
+teacher, the corpus embeddings and the model are created afterwards in the worker thread
+while the window says what it is loading.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import traceback
+from types import TracebackType
+
+import torch
+
+from energy_flow.config import EnergyConfig
+
+log = logging.getLogger(__name__)
+
+#: How often the Qt event loop hands control back to Python so Ctrl+C (SIGINT) is noticed.
+SIGNAL_POLL_MS = 200
+
+_threads_configured = False
+
+
+def configure_torch_threads() -> int:
+    """Leave one core to the GUI: torch gets ``cpu_count - 1`` threads (at least 1).
+
+    ``torch.set_num_threads`` is process-wide and meant to be set once, at start-up; later
+    calls are ignored here so the budget never changes under a running worker.
+    """
+    global _threads_configured
+    if not _threads_configured:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
+        _threads_configured = True
+    return torch.get_num_threads()
+
+
+def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: str | None = None,
+            open_path: str | None = None) -> int:
+    """Run Energy Flow Studio until the window closes; returns the process exit code."""
+    if open_path is not None:
+        print(f"main.py: error: --open {open_path}: replaying a recording in the window is not wired into "
+              "this build of the GUI yet; inspect it with: python -m energy_flow.trace inspect "
+              f"{open_path}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    threads = configure_torch_threads()
+
+    import vispy
+    from PyQt6.QtCore import QTimer
+    from PyQt6.QtWidgets import QApplication
+
+    vispy.use("pyqt6")
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Energy Flow Studio")
+
+    from app.main_window import MainWindow
+    from app.worker import TrainingWorker
+
+    worker = TrainingWorker(config, data_source=data_source, teacher_path=teacher_path)
+    window = MainWindow(worker)
+    window.resize(1600, 1000)
+    window.show()
+    log.info("window shown; torch uses %d thread(s); loading in the worker thread", threads)
+
+    def on_exception(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        # PyQt aborts the process on an unhandled exception in a slot unless a hook is set:
+        # report it in the window instead and carry on.
+        text = "".join(traceback.format_exception(kind, exc, tb))
+        log.error("unhandled exception:\n%s", text)
+        window.show_error(f"Internal error: {kind.__name__}: {exc} (details in the terminal)")
+
+    sys.excepthook = on_exception
+    # Ctrl+C: Python runs signal handlers only when it gets control, so a timer gives it some.
+    signal.signal(signal.SIGINT, lambda *_: window.close())
+    keepalive = QTimer()
+    keepalive.timeout.connect(lambda: None)
+    keepalive.start(SIGNAL_POLL_MS)
+
+    window.start()
+    code = app.exec()
+    keepalive.stop()
+    if not window.shutdown(timeout_ms=1000):
+        # A thread still running when Qt tears down aborts the process; exit without teardown.
+        log.error("exiting with the training thread still busy")
+        sys.stderr.flush()
+        os._exit(code or 1)
+    return code

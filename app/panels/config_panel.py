@@ -1,0 +1,184 @@
+"""ConfigPanel: edit the main fields of the run's EnergyConfig and rebuild the model with it.
+
+Validation is the library's, not the panel's: Apply builds the new config with
+``EnergyConfig.replace`` and shows the ``ValueError`` it raises word for word, so the panel can
+never accept a config the model would reject, nor reject one it would accept. A valid change
+is confirmed first (it discards the current weights), then sent as ``config_requested``; the
+worker rebuilds the model and the window calls :meth:`set_config` with what is now in effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, Callable
+
+from PyQt6.QtCore import pyqtSignal
+from PyQt6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
+                             QPushButton, QVBoxLayout, QWidget)
+
+from energy_flow.config import DEVICES, PRESETS, START_MODES, EnergyConfig
+
+#: Editable fields, in display order, with their labels.
+FIELDS: tuple[tuple[str, str], ...] = (
+    ("lattice_width", "Lattice width (W)"),
+    ("lattice_height", "Lattice height (H)"),
+    ("lattice_depth", "Lattice depth (D)"),
+    ("start_mode", "Start mode"),
+    ("batch_size", "Batch size"),
+    ("energy_threshold", "Energy threshold"),
+    ("spawn_threshold", "Spawn threshold"),
+    ("max_spawn_per_step", "Max spawn / step"),
+    ("max_active_flows", "Max active flows"),
+    ("max_steps", "Max steps"),
+    ("displacement_scale", "Displacement scale"),
+    ("learning_rate", "Learning rate"),
+    ("device", "Device"),
+)
+_CHOICES = {"start_mode": START_MODES, "device": DEVICES}
+_TYPES = {f.name: f.type for f in fields(EnergyConfig)}
+
+#: Asks the user to confirm a change; returns True to go ahead. Replaceable (tests, scripts).
+Confirm = Callable[[str], bool]
+
+
+class ConfigPanel(QWidget):
+    #: A validated, confirmed EnergyConfig the model should be rebuilt with.
+    config_requested = pyqtSignal(object)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.current: EnergyConfig | None = None   # the config in effect in the worker
+        self._base: EnergyConfig | None = None     # current config, or the picked preset
+        self.confirm: Confirm = self._ask
+        self.preset = QComboBox()
+        self.preset.addItem("(current run)")
+        self.preset.addItems(list(PRESETS))
+        self.preset.setToolTip("Load a preset's values into the fields (nothing changes until Apply)")
+        self.preset.currentTextChanged.connect(self._preset_picked)
+        self.editors: dict[str, QLineEdit | QComboBox] = {}
+        form = QFormLayout()
+        form.setVerticalSpacing(3)
+        form.addRow("Preset", self.preset)
+        for name, label in FIELDS:
+            if name in _CHOICES:
+                editor = QComboBox()
+                editor.addItems(list(_CHOICES[name]))
+                editor.setEditable(name == "device")  # "cuda:N" is allowed too
+            else:
+                editor = QLineEdit()
+            editor.setToolTip(f"EnergyConfig.{name}")
+            self.editors[name] = editor
+            form.addRow(label, editor)
+        self.apply_button = QPushButton("Apply…")
+        self.apply_button.setToolTip("Validate, confirm, and rebuild the model with these values "
+                                     "(training restarts at batch 0)")
+        self.revert_button = QPushButton("Revert")
+        self.revert_button.setToolTip("Show the config in effect again")
+        self.apply_button.clicked.connect(self.apply)
+        self.revert_button.clicked.connect(self.revert)
+        self.message = QLabel("waiting for the model to load")
+        self.message.setWordWrap(True)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.apply_button)
+        buttons.addWidget(self.revert_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.message)
+        layout.addStretch(1)
+        self.setEnabled(False)
+
+    # ------------------------------------------------------------------ public
+    def set_config(self, config: EnergyConfig) -> None:
+        """The config now in effect (after load, reset or a successful apply)."""
+        self.current = config
+        self._base = config
+        self.setEnabled(True)
+        self.preset.blockSignals(True)
+        self.preset.setCurrentIndex(0)
+        self.preset.blockSignals(False)
+        self._fill(config)
+        self._say(f"In effect: {config.lattice_width}×{config.lattice_height}×{config.lattice_depth} "
+                  f"lattice, batch {config.batch_size}, device {config.device}", ok=True)
+
+    def edited_config(self) -> EnergyConfig:
+        """The config the fields describe; raises ValueError (the library's) if it is invalid."""
+        if self._base is None:
+            raise ValueError("no config loaded yet")
+        changes = {name: self._parse(name) for name, _ in FIELDS}
+        return self._base.replace(**changes)
+
+    def apply(self) -> None:
+        """Validate → confirm → emit ``config_requested``; an invalid value changes nothing."""
+        if self.current is None:
+            return
+        try:
+            new = self.edited_config()
+        except ValueError as exc:
+            self._say(str(exc), ok=False)
+            return
+        diff = _differences(self.current, new)
+        if not diff:
+            self._say("No change: the fields match the config in effect.", ok=True)
+            return
+        text = ("Rebuild the model with this config?\nThe current weights and the run's history are "
+                "discarded; training restarts at batch 0.\n\n" + "\n".join(diff))
+        if not self.confirm(text):
+            self._say("Not applied (cancelled).", ok=True)
+            return
+        self._say("Applying: the worker is rebuilding the model…", ok=True)
+        self.config_requested.emit(new)
+
+    def revert(self) -> None:
+        if self.current is not None:
+            self.set_config(self.current)
+
+    # ------------------------------------------------------------------ internals
+    def _ask(self, text: str) -> bool:
+        answer = QMessageBox.question(self, "Apply config", text,
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _preset_picked(self, name: str) -> None:
+        if name in PRESETS:
+            device = self.current.device if self.current is not None else "auto"
+            self._base = PRESETS[name](device=device)
+            self._fill(self._base)
+            self._say(f"Preset {name!r} loaded into the fields — Apply to use it.", ok=True)
+        elif self.current is not None:
+            self._base = self.current
+            self._fill(self.current)
+
+    def _fill(self, config: EnergyConfig) -> None:
+        for name, editor in self.editors.items():
+            value = getattr(config, name)
+            if isinstance(editor, QComboBox):
+                editor.setCurrentText(str(value))
+            else:
+                editor.setText(repr(value) if isinstance(value, float) else str(value))
+
+    def _parse(self, name: str) -> Any:
+        editor = self.editors[name]
+        text = (editor.currentText() if isinstance(editor, QComboBox) else editor.text()).strip()
+        kind = _TYPES[name]
+        try:
+            if kind in ("int", int):
+                return int(text)
+            if kind in ("float", float):
+                return float(text)
+        except ValueError:
+            raise ValueError(f"EnergyConfig.{name} = {text!r} is invalid: not a "
+                             f"{'whole number' if kind in ('int', int) else 'number'}") from None
+        return text
+
+    def _say(self, text: str, ok: bool) -> None:
+        colour = "#9ad0a6" if ok else "#ff6b6b"
+        self.message.setStyleSheet(f"color: {colour};")
+        self.message.setText(text)
+
+
+def _differences(old: EnergyConfig, new: EnergyConfig) -> list[str]:
+    return [f"  {f.name}: {getattr(old, f.name)!r} → {getattr(new, f.name)!r}"
+            for f in fields(EnergyConfig) if getattr(old, f.name) != getattr(new, f.name)]

@@ -1,0 +1,422 @@
+"""TrainingWorker: the object that owns training and lives in its own QThread.
+
+Why a worker object with one unit of work per slot call (VisPy's ``realtime_data/ex03c``
+pattern) rather than a ``while`` loop: while running, every batch ends by re-scheduling the
+next one through the thread's event loop, so queued ``pause`` / ``step`` / ``stop`` / ``reset``
+/ ``apply_config`` calls are handled between batches and never wait for a whole run.
+
+Everything heavy — the teacher (``sentence_transformers`` costs ~4 s to import), the dataset
+embeddings, the text bridge, the model and its optimiser — is created by :meth:`load`, which
+runs *in the worker thread*, so the window is on screen while it happens. The GUI thread only
+ever receives read-only :class:`~app.snapshot.Snapshot` objects and plain dicts.
+
+Errors never escape: a non-finite loss (the trainer already skipped the update), an exception
+in a step (``torch.OutOfMemoryError`` included) or bad data pauses training, emits ``error``
+with the reason and keeps the model as it was; Run or Step may be tried again.
+
+Closing the app must not wait for a long batch: :meth:`cancel` (thread-safe, called directly
+from the GUI thread) sets a flag that forward/backward pre-hooks on the model check once per
+propagation step, so the batch in flight is abandoned within one step and the thread can be
+joined. The abandoned batch leaves no trace: the trainer counts a step only after it finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PyQt6.QtCore import QObject, QTimer, pyqtSignal, pyqtSlot
+
+from app.snapshot import DecodedSample, RunHistory, Snapshot
+from energy_flow.config import EnergyConfig
+from energy_flow.device import describe_device
+from energy_flow.training.data import EMBEDDING_SUFFIXES, PairDataset, build_dataset
+from energy_flow.training.report import TrainReport
+from energy_flow.training.sampler import BatchSampler
+from energy_flow.training.text_bridge import TextBridge
+from energy_flow.training.trainer import EnergyTrainer, build_model
+
+log = logging.getLogger(__name__)
+
+#: A callable that returns the dataset to train on (tests inject a small, pre-encoded one).
+DatasetFactory = Callable[[], PairDataset]
+
+#: How many samples of each batch are decoded by the text bridge for the Text bridge panel.
+DECODED_SAMPLES = 3
+#: Nearest corpus sentences shown per decoded sample.
+DECODE_TOP_K = 3
+
+STATES = ("loading", "idle", "running", "paused", "stopped", "error")
+
+
+class BatchCancelled(Exception):
+    """Raised inside the model by the cancellation hooks; never leaves the worker."""
+
+
+class TrainingWorker(QObject):
+    """Owns teacher, dataset, text bridge and trainer; trains one batch per slot call.
+
+    Construct it in the GUI thread (cheap: nothing is loaded), ``moveToThread`` a QThread,
+    then invoke :meth:`load` in that thread (e.g. from ``QThread.started``). All other slots are
+    meant to be called through queued signals.
+    """
+
+    #: A new :class:`Snapshot` after every batch (also after a batch with a non-finite loss).
+    snapshot_ready = pyqtSignal(object)
+    #: One of :data:`STATES`.
+    state_changed = pyqtSignal(str)
+    #: A one-line progress or outcome message for the status bar.
+    status = pyqtSignal(str)
+    #: A message that must be shown prominently (training was paused, or loading failed).
+    error = pyqtSignal(str)
+    #: After the model was (re)built: device, data provenance, config, text-bridge state, step.
+    loaded = pyqtSignal(dict)
+    #: After each batch: device description and, on CUDA, allocated/reserved memory in bytes.
+    resources = pyqtSignal(dict)
+
+    def __init__(self, config: EnergyConfig, data_source: str | None = None,
+                 teacher_path: str | None = None, dataset_factory: DatasetFactory | None = None,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._config = config
+        self._data_source = data_source
+        self._teacher_path = teacher_path
+        self._dataset_factory = dataset_factory
+        self._dataset: PairDataset | None = None
+        self._bridge: TextBridge | None = None
+        self._bridge_note = "not loaded yet"
+        self._trainer: EnergyTrainer | None = None
+        self._sampler: BatchSampler | None = None
+        self._history = RunHistory()
+        self._state = "loading"
+        self._running = False
+        self._tick_pending = False
+        self._cancel = threading.Event()
+
+    # ------------------------------------------------------------------ read-only views
+    @property
+    def config(self) -> EnergyConfig:
+        """The config of the current model (unchanged by a rejected apply_config)."""
+        return self._config
+
+    @property
+    def trainer(self) -> EnergyTrainer | None:
+        """The live trainer; read it from another thread only while the worker is idle."""
+        return self._trainer
+
+    @property
+    def dataset(self) -> PairDataset | None:
+        return self._dataset
+
+    @property
+    def text_bridge(self) -> TextBridge | None:
+        return self._bridge
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    # ------------------------------------------------------------------ thread-safe control
+    def cancel(self) -> None:
+        """Abandon the batch in flight and refuse further batches (call from any thread).
+
+        Used when the app closes: the model hooks raise within one propagation step, so the
+        thread can be joined quickly even on a configuration with multi-second batches.
+        """
+        self._cancel.set()
+        self._running = False
+
+    # ------------------------------------------------------------------ slots
+    @pyqtSlot()
+    def load(self) -> None:
+        """Create teacher, dataset, text bridge and trainer (in the worker thread)."""
+        self._set_state("loading")
+        try:
+            dataset = self._load_dataset()
+            config = self._config
+            if dataset.dim != config.teacher_dim:
+                self.status.emit(f"config.teacher_dim changed from {config.teacher_dim} to {dataset.dim} "
+                                 f"to match the data ({dataset.provenance.source})")
+                config = config.replace(teacher_dim=dataset.dim)
+            self._dataset = dataset
+            self._bridge, self._bridge_note = _make_bridge(dataset)
+            if self._bridge is None:
+                self.status.emit(f"text bridge unavailable: {self._bridge_note}")
+            self._install_trainer(config)
+        except Exception as exc:  # noqa: BLE001 - any failure must reach the user, not kill the thread
+            log.error("loading failed:\n%s", traceback.format_exc())
+            self._fail(f"Loading failed: {type(exc).__name__}: {exc}")
+            return
+        self._set_state("idle")
+
+    @pyqtSlot()
+    def run(self) -> None:
+        """Train continuously, one batch per event-loop turn, until pause/stop/step/error."""
+        if not self._ready("run"):
+            return
+        self._running = True
+        self._set_state("running")
+        self._schedule()
+
+    @pyqtSlot()
+    def pause(self) -> None:
+        """Stop after the batch in flight; the next Run continues from the same step."""
+        if self._running:
+            self._running = False
+            self._set_state("paused")
+
+    @pyqtSlot()
+    def step(self) -> None:
+        """Exactly one batch, then paused (also when called while running)."""
+        if not self._ready("step"):
+            return
+        self._running = False
+        if self._one_batch():
+            self._set_state("paused")
+
+    @pyqtSlot()
+    def stop(self) -> None:
+        """End the run after the batch in flight; the model and history are kept."""
+        if self._trainer is None:
+            return
+        self._running = False
+        self._set_state("stopped")
+        self.status.emit(f"stopped at batch {self._trainer.step_count}")
+
+    @pyqtSlot()
+    def reset(self) -> None:
+        """Rebuild the model from the current config: fresh weights, step 0, empty history."""
+        self._running = False
+        if self._dataset is None:
+            self.load()
+            return
+        try:
+            self._install_trainer(self._config)
+        except Exception as exc:  # noqa: BLE001
+            log.error("reset failed:\n%s", traceback.format_exc())
+            self._fail(f"Reset failed: {type(exc).__name__}: {exc}")
+            return
+        self.status.emit("model reset: fresh weights, batch 0")
+        self._set_state("idle")
+
+    @pyqtSlot(object)
+    def apply_config(self, config: EnergyConfig) -> None:
+        """Rebuild the model from ``config``; on failure the old model and config stay."""
+        self._running = False
+        if not isinstance(config, EnergyConfig):
+            self._fail(f"apply_config needs an EnergyConfig, got {type(config).__name__}")
+            return
+        if self._dataset is None:
+            self._config = config
+            self.load()
+            return
+        if config.teacher_dim != self._dataset.dim:
+            self._fail(f"config.teacher_dim = {config.teacher_dim} does not match the data's "
+                       f"embedding dimension {self._dataset.dim}; config not applied")
+            return
+        try:
+            self._install_trainer(config)
+        except Exception as exc:  # noqa: BLE001
+            log.error("apply_config failed:\n%s", traceback.format_exc())
+            self._fail(f"Config not applied ({type(exc).__name__}: {exc}); the previous model is kept")
+            return
+        self.status.emit("new config applied: model rebuilt, batch 0")
+        self._set_state("idle")
+
+    # ------------------------------------------------------------------ internals
+    def _set_state(self, state: str) -> None:
+        self._state = state
+        self.state_changed.emit(state)
+
+    def _fail(self, message: str) -> None:
+        self._running = False
+        self._set_state("error")
+        self.error.emit(message)
+
+    def _ready(self, what: str) -> bool:
+        if self._cancel.is_set():
+            return False
+        if self._trainer is None:
+            self.error.emit(f"cannot {what}: the model is not loaded"
+                            + (" (loading is still in progress)" if self._state == "loading" else ""))
+            return False
+        return True
+
+    def _schedule(self) -> None:
+        """Queue the next batch behind whatever control calls are already waiting."""
+        if not self._tick_pending:
+            self._tick_pending = True
+            QTimer.singleShot(0, self._tick)
+
+    def _tick(self) -> None:
+        self._tick_pending = False
+        if not self._running or self._cancel.is_set():
+            return
+        self._one_batch()
+        if self._running:
+            self._schedule()
+
+    def _load_dataset(self) -> PairDataset:
+        if self._dataset_factory is not None:
+            self.status.emit("loading data (injected dataset)…")
+            return self._dataset_factory()
+        source = self._data_source
+        if source is not None and Path(source).suffix.lower() in EMBEDDING_SUFFIXES:
+            self.status.emit(f"loading precomputed embeddings from {source}…")
+            return build_dataset(source)
+        from energy_flow.training.embedding_cache import default_cache_dir
+        from energy_flow.training.teacher import TeacherEncoder
+
+        self.status.emit("loading teacher model…")
+        teacher = TeacherEncoder(self._teacher_path, device="cpu", cache_dir=default_cache_dir())
+        self.status.emit(f"embedding corpus… ({source or 'bundled corpus'}; texts not in the cache "
+                         f"{teacher.cache.directory if teacher.cache else ''} are run through "
+                         f"{teacher.name})")
+        dataset = build_dataset(source, teacher=teacher)
+        stats = teacher.last_stats
+        if stats is not None:
+            self.status.emit(f"embedded {stats.unique} distinct texts: {stats.from_cache} from the cache, "
+                             f"{stats.encoded} by the teacher")
+        return dataset
+
+    def _install_trainer(self, config: EnergyConfig) -> None:
+        """Build model + trainer for ``config`` and swap them in only if that succeeded."""
+        assert self._dataset is not None
+        self.status.emit("building the model…")
+        trainer = EnergyTrainer(build_model(config), config)
+        sampler = BatchSampler(len(self._dataset), config.batch_size, config.seed)
+        self._add_cancel_hooks(trainer)
+        self._trainer, self._sampler, self._config = trainer, sampler, config
+        self._history = RunHistory()
+        self.loaded.emit({
+            "device": describe_device(trainer.device),
+            "data": self._dataset.provenance.to_dict(),
+            "config": config,
+            "text_bridge": self._bridge_note,
+            "text_bridge_available": self._bridge is not None,
+            "step": trainer.step_count,
+            "batches_per_epoch": sampler.batches_per_epoch,
+        })
+
+    def _add_cancel_hooks(self, trainer: EnergyTrainer) -> None:
+        """Forward and backward pre-hooks that abandon the batch once :meth:`cancel` was called.
+
+        The carrier runs once per propagation step in the forward pass and the neuron's backward
+        once per step in the backward pass, so cancellation takes effect within one step.
+        """
+        def check(*_: object) -> None:
+            if self._cancel.is_set():
+                raise BatchCancelled("batch abandoned: the worker was cancelled")
+
+        trainer.processor.carrier.register_forward_pre_hook(check)
+        trainer.processor.neuron.register_full_backward_pre_hook(check)
+
+    def _one_batch(self) -> bool:
+        """One optimisation step, its snapshot, and the reaction to anything that went wrong.
+
+        Returns True when the batch trained with finite values (False: paused with an error, or
+        abandoned by :meth:`cancel`).
+        """
+        trainer, sampler, dataset = self._trainer, self._sampler, self._dataset
+        assert trainer is not None and sampler is not None and dataset is not None
+        t0 = time.perf_counter()
+        try:
+            idx = sampler.indices(trainer.step_count)
+            report = trainer.train_step((dataset.inputs[idx], dataset.targets[idx], idx))
+        except BatchCancelled:
+            self.status.emit("batch abandoned (shutting down)")
+            return False
+        except torch.OutOfMemoryError as exc:
+            if trainer.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self._fail(f"Out of memory on {trainer.device} at batch {trainer.step_count + 1}: {exc}. "
+                       "Training paused; lower batch_size, max_active_flows or the lattice size.")
+            return False
+        except Exception as exc:  # noqa: BLE001
+            log.error("training step failed:\n%s", traceback.format_exc())
+            self._fail(f"Training step {trainer.step_count + 1} failed: {type(exc).__name__}: {exc}. "
+                       "Training paused; the model is as it was before this batch.")
+            return False
+        try:
+            snapshot = self._snapshot(report, t0)
+        except Exception as exc:  # noqa: BLE001
+            log.error("building the snapshot failed:\n%s", traceback.format_exc())
+            self._fail(f"Batch {report.step} trained, but its snapshot could not be built: "
+                       f"{type(exc).__name__}: {exc}. Training paused.")
+            return False
+        if snapshot is not None:
+            self.snapshot_ready.emit(snapshot)
+        self.resources.emit(_resources(trainer.device))
+        if report.skipped:
+            self._fail(f"Batch {report.step}: {report.nonfinite} — the update was skipped, the model "
+                       "is unchanged. Training paused (check the data, or lower the learning rate).")
+            return False
+        return True
+
+    def _snapshot(self, report: TrainReport, t0: float) -> Snapshot | None:
+        assert self._sampler is not None
+        seconds = time.perf_counter() - t0
+        # batches/s of the whole unit of work (sampling + step), before the snapshot is built.
+        self._history.append(report, 1.0 / seconds if seconds > 0 else math.inf)
+        if report.telemetry is None:
+            self.status.emit(f"batch {report.step}: loss {report.loss:.4f} — tracing is off "
+                             "(config.trace_enabled = False), so there is nothing to draw")
+            return None
+        epoch, k = divmod(report.step - 1, self._sampler.batches_per_epoch)
+        label = f"batch {report.step} (epoch {epoch + 1}, {k + 1}/{self._sampler.batches_per_epoch})"
+        return Snapshot(telemetry=report.telemetry, history=self._history.arrays(), report=report,
+                        decoded=self._decode(report), source="live", batch_label=label)
+
+    def _decode(self, report: TrainReport) -> tuple[DecodedSample, ...]:
+        """The first samples of the batch: texts, nearest corpus sentences, cos(output, target)."""
+        dataset = self._dataset
+        assert dataset is not None
+        n = min(DECODED_SAMPLES, report.outputs.shape[0])
+        outputs = report.outputs[:n]
+        rows = [int(i) for i in report.sample_indices[:n]]
+        finite = bool(np.all(np.isfinite(outputs)))
+        decoded: list[tuple[tuple[str, float], ...]] = [() for _ in rows]
+        if self._bridge is not None and finite:
+            decoded = [tuple(d) for d in self._bridge.decode(outputs, k=DECODE_TOP_K)]
+        samples = []
+        for j, row in enumerate(rows):
+            target = dataset.targets[row].numpy()
+            out = outputs[j]
+            denom = float(np.linalg.norm(out) * np.linalg.norm(target))
+            cos = float(out @ target) / denom if finite and denom > 0 else math.nan
+            samples.append(DecodedSample(
+                input_text=_text(dataset.input_texts, row),
+                target_text=_text(dataset.target_texts, row),
+                decoded=decoded[j], target_similarity=cos))
+        return tuple(samples)
+
+
+def _text(texts: list[str] | None, row: int) -> str:
+    if texts is None:
+        return f"(no text: precomputed embedding, dataset row {row})"
+    return texts[row]
+
+
+def _make_bridge(dataset: PairDataset) -> tuple[TextBridge | None, str]:
+    """The text bridge over the dataset's targets, or None with the reason (shown in the UI)."""
+    try:
+        bridge = TextBridge.from_dataset(dataset)
+    except ValueError as exc:
+        return None, str(exc)
+    return bridge, f"nearest of {len(bridge)} distinct target texts of {dataset.provenance.source}"
+
+
+def _resources(device: torch.device) -> dict:
+    info: dict = {"device": describe_device(device), "cuda_memory_allocated": None,
+                  "cuda_memory_reserved": None}
+    if device.type == "cuda":
+        info["cuda_memory_allocated"] = int(torch.cuda.memory_allocated(device))
+        info["cuda_memory_reserved"] = int(torch.cuda.memory_reserved(device))
+    return info

@@ -1,0 +1,296 @@
+"""The whole app under Xvfb: window, worker thread, controls, panels, errors, shutdown.
+
+Every window trains a real tiny model on real teacher embeddings of corpus pairs (see
+conftest.py). Assertions compare what the widgets show with the snapshot the worker built
+from the real batch — not merely that a signal fired.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from PyQt6.QtCore import Qt, QTimer
+
+from app.health import STUCK_DISPLACEMENT, compute_health
+from app.lattice_view import LAYERS, LatticeView
+from app.main_window import WINDOW_TITLE, UnavailableWidget
+from app.snapshot import Snapshot
+
+SNAPSHOT_TIMEOUT_MS = 15_000
+
+
+def _y(item) -> np.ndarray:
+    return np.asarray(item.yData)
+
+
+def _step_once(qtbot, window) -> Snapshot:
+    with qtbot.waitSignal(window.snapshot_shown, timeout=SNAPSHOT_TIMEOUT_MS) as shown:
+        window.step_action.trigger()
+    qtbot.waitUntil(lambda: window.worker_state == "paused")
+    return shown.args[0]
+
+
+def _pixels_differing(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.any(np.abs(a[..., :3].astype(int) - b[..., :3].astype(int)) > 24, axis=-1).sum())
+
+
+# --------------------------------------------------------------------------- opening
+def test_window_opens_with_the_lattice_and_every_panel(qtbot, make_window):
+    window = make_window()
+    assert window.windowTitle().startswith(WINDOW_TITLE)
+    assert isinstance(window.lattice_view, LatticeView) and window.lattice_view.isVisible()
+    expected = {"Health", "Config", "Training", "Text bridge", "Spawn", "Energy", "Displacement", "Coverage"}
+    assert set(window.docks) == expected
+    for title, dock in window.docks.items():
+        assert dock.isVisible(), title
+        assert not isinstance(dock.widget(), UnavailableWidget), f"{title}: {dock.widget().text()}"
+    assert window.lattice_view.is_empty                    # nothing drawn before the first batch
+    assert window.status_labels["data"].text().startswith("data: bundled corpus")
+    assert "cpu" in window.status_labels["device"].text()
+    assert window.run_action.isEnabled() and not window.pause_action.isEnabled()
+    assert window.config_panel.current is window.worker.config
+
+
+# --------------------------------------------------------------------------- step
+def test_step_runs_exactly_one_batch_and_every_panel_shows_it(qtbot, make_window):
+    window = make_window()
+    trainer = window.worker.trainer
+    emitted: list[Snapshot] = []
+    window.worker.snapshot_ready.connect(emitted.append)
+    panels = window.panels
+    for title in ("Spawn", "Energy", "Displacement", "Coverage", "Training"):
+        assert panels[title]._stack.currentWidget() is panels[title].empty_label, title
+    assert not window.health_panel.badges
+    assert window.text_bridge_panel.view.toPlainText() == "no batch yet"
+
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5000)    # shortcuts need the active window
+    with qtbot.waitSignal(window.snapshot_shown, timeout=SNAPSHOT_TIMEOUT_MS) as shown:
+        qtbot.keyClick(window.lattice_view, Qt.Key.Key_S)      # the Step shortcut
+    qtbot.waitUntil(lambda: window.worker_state == "paused")
+    qtbot.wait(400)                                            # room for a second batch, if any
+    assert trainer.step_count == 1
+    assert len(emitted) == 1 and window.snapshots_received == 1
+    snap = shown.args[0]
+    assert snap is emitted[0] and snap.report.step == 1
+    tel, agg, hist = snap.telemetry, snap.telemetry.aggregates, snap.history
+    last = tel.num_steps
+    assert window.step_slider.maximum() == last and window.step_slider.value() == last
+
+    # the 3D view
+    view = window.lattice_view
+    assert not view.is_empty and view.step == last
+    assert view.total_flows == tel.flows.total_flows and 0 < view.shown_flows <= tel.flows.num_flows
+    assert snap.batch_label in view.info_text
+    # pyqtgraph panels written elsewhere: their plotted arrays are the batch's arrays
+    for title in ("Spawn", "Energy", "Displacement", "Coverage", "Training"):
+        assert panels[title]._stack.currentWidget() is not panels[title].empty_label, title
+    np.testing.assert_array_equal(_y(panels["Spawn"].step_curves["requested"]), agg.spawn_requested)
+    np.testing.assert_array_equal(_y(panels["Spawn"].step_curves["denied"]), agg.spawn_denied)
+    np.testing.assert_array_equal(_y(panels["Energy"].hist_curve), agg.energy_hist[last])
+    np.testing.assert_allclose(_y(panels["Displacement"].band_curves[2]["p50"]), agg.delta_percentiles[1:, 2, 2],
+                               rtol=1e-6)
+    coverage = panels["Coverage"]
+    for p, image in enumerate(coverage.images):
+        expected = tel.plane_energy[p]
+        if coverage.log_check.isChecked():
+            expected = np.log1p(np.maximum(expected, 0.0))
+        np.testing.assert_allclose(image.image, expected, rtol=1e-6)
+    np.testing.assert_allclose(_y(panels["Training"].raw_curves["loss"]), hist["loss"])
+    assert hist["loss"][-1] == pytest.approx(snap.report.loss)
+    # text bridge: the batch's first samples, their nearest sentences and cos(output, target)
+    text = window.text_bridge_panel.plain_text()
+    assert len(snap.decoded) == 3
+    for sample, row in zip(snap.decoded, snap.report.sample_indices):
+        assert sample.input_text == window.worker.dataset.input_texts[row]
+        assert sample.input_text in text and sample.target_text in text
+        assert sample.decoded[0][0] in text and f"{sample.target_similarity:+.3f}" in text
+        out, target = snap.report.outputs[list(snap.report.sample_indices).index(row)], \
+            window.worker.dataset.targets[row].numpy()
+        cos = float(out @ target / (np.linalg.norm(out) * np.linalg.norm(target)))
+        assert sample.target_similarity == pytest.approx(cos, abs=1e-5)
+    # health badges: exactly the checks computed from this snapshot
+    checks = compute_health(snap)
+    assert [b.check for b in window.health_panel.badges.values()] == list(checks)
+    for check in checks:
+        assert window.health_panel.badges[check.key].detail.text() == check.detail
+    # status bar
+    status = window.status_labels
+    assert status["batch"].text() == snap.batch_label
+    assert status["loss"].text() == f"loss {snap.report.loss:.4f}"
+    assert status["active"].text() == f"active flows: {int(agg.active[last])}"
+
+    # the step slider moves every step-aware panel (coalesced into the next frame)
+    t = 2
+    window.step_slider.setValue(t)
+    qtbot.waitUntil(lambda: view.step == t, timeout=2000)
+    np.testing.assert_array_equal(_y(panels["Energy"].hist_curve), agg.energy_hist[t])
+    assert panels["Energy"].step_line.value() == t
+    assert panels["Spawn"].step_line.value() == t
+    assert all(line.value() == t for line in panels["Displacement"].step_lines)
+    assert f"step {t}: {agg.coverage[t, 0]:.0%}" in coverage.plane_plots[0].titleLabel.text
+    assert status["step"].text() == f"step {t}/{last}"
+    assert status["active"].text() == f"active flows: {int(agg.active[t])}"
+
+
+# --------------------------------------------------------------------------- run / pause
+def test_run_then_pause_stops_within_one_batch(qtbot, make_window):
+    window = make_window()
+    trainer = window.worker.trainer
+    window.run_action.trigger()
+    qtbot.waitUntil(lambda: window.snapshots_received >= 3, timeout=SNAPSHOT_TIMEOUT_MS)
+    assert window.worker_state == "running" and window.pause_action.isEnabled()
+    at_pause = trainer.step_count
+    window.pause_action.trigger()
+    qtbot.waitUntil(lambda: window.worker_state == "paused", timeout=5000)
+    stopped_at = trainer.step_count
+    assert stopped_at - at_pause <= 1          # at most the batch that was in flight
+    qtbot.wait(500)
+    assert trainer.step_count == stopped_at    # and nothing after it
+    assert window.run_action.isEnabled() and not window.pause_action.isEnabled()
+
+
+def test_closing_during_run_leaves_no_running_thread(qtbot, make_window, small_config):
+    # A bigger lattice than "tiny" so a batch is long enough to be caught in flight.
+    window = make_window(small_config(lattice_width=20, lattice_height=20, max_active_flows=4000))
+    window.run_action.trigger()
+    qtbot.waitUntil(lambda: window.snapshots_received >= 1, timeout=SNAPSHOT_TIMEOUT_MS)
+    assert window.thread.isRunning()
+    t0 = time.perf_counter()
+    window.close()
+    elapsed = time.perf_counter() - t0
+    print(f"\nclose during Run joined the training thread in {elapsed * 1000:.0f} ms")
+    assert not window.thread.isRunning()
+    assert elapsed < 5.0
+
+
+# --------------------------------------------------------------------------- rendering
+def test_rendered_lattice_is_not_blank_and_shows_trajectories(qtbot, make_window):
+    window = make_window()
+    _step_once(qtbot, window)
+    view = window.lattice_view
+    size = (640, 400)
+    full = view.render_image(size)
+    assert full.shape == (400, 640, 4)
+    assert full[..., :3].std() > 5                         # not a flat image
+    for name in LAYERS:
+        view.set_layer_visible(name, name == "trajectories")
+    only_trajectories = view.render_image(size)
+    view.set_layer_visible("trajectories", False)
+    nothing = view.render_image(size)                      # overlay text and legend only
+    trajectory_pixels = _pixels_differing(only_trajectories, nothing)
+    print(f"\ntrajectory pixels in a {size[0]}×{size[1]} render: {trajectory_pixels}")
+    assert trajectory_pixels > 500
+
+
+# --------------------------------------------------------------------------- config
+def test_invalid_config_shows_the_error_and_changes_nothing(qtbot, make_window):
+    window = make_window()
+    worker, panel = window.worker, window.config_panel
+    config, trainer = worker.config, worker.trainer
+    asked: list[str] = []
+    panel.confirm = lambda text: asked.append(text) or True
+    with qtbot.assertNotEmitted(window.config_requested, wait=300):
+        panel.editors["lattice_width"].setText("1")
+        panel.apply_button.click()
+    assert "EnergyConfig.lattice_width = 1 is invalid: must be an integer ≥ 2" in panel.message.text()
+    panel.revert()
+    with qtbot.assertNotEmitted(window.config_requested, wait=100):
+        panel.editors["spawn_threshold"].setText("0.01")     # below energy_threshold: a cross-field rule
+        panel.apply_button.click()
+    assert "spawn_threshold" in panel.message.text() and "energy_threshold" in panel.message.text()
+    assert not asked
+    assert worker.config is config and worker.trainer is trainer and worker.state == "idle"
+
+    # a valid change is confirmed, then the worker rebuilds the model with it
+    panel.revert()
+    panel.editors["lattice_width"].setText("7")
+    panel.apply_button.click()
+    assert len(asked) == 1 and "lattice_width: 6 → 7" in asked[0]
+    qtbot.waitUntil(lambda: worker.config.lattice_width == 7, timeout=10_000)
+    assert worker.trainer is not trainer and worker.trainer.step_count == 0
+    qtbot.waitUntil(lambda: panel.current is worker.config, timeout=2000)
+    snap = _step_once(qtbot, window)
+    assert snap.telemetry.lattice_shape == (7, 6, 5)
+
+
+# --------------------------------------------------------------------------- responsiveness
+def test_gui_event_loop_keeps_ticking_while_training(qtbot, make_window):
+    window = make_window()
+    _step_once(qtbot, window)          # first draw (shader compilation) is not part of training
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(10)
+    drawn_before = window.snapshots_drawn
+    window.run_action.trigger()
+    qtbot.wait(3000)
+    window.pause_action.trigger()
+    timer.stop()
+    qtbot.waitUntil(lambda: window.worker_state == "paused", timeout=5000)
+    longest = max(gaps)
+    drawn = window.snapshots_drawn - drawn_before
+    print(f"\nGUI timer over 3 s of Run: longest gap {longest * 1000:.0f} ms, median "
+          f"{np.median(gaps) * 1000:.1f} ms; {window.worker.trainer.step_count} batches trained, "
+          f"{drawn} snapshots drawn of {window.snapshots_received} received")
+    assert drawn >= 2                  # it really drew while training
+    assert longest < 0.5
+
+
+# --------------------------------------------------------------------------- errors
+def test_nonfinite_loss_pauses_and_the_window_stays_usable(qtbot, make_window, nan_dataset):
+    window = make_window(dataset=nan_dataset)
+    worker = window.worker
+    trainer = worker.trainer
+    # a NaN target has no direction: the text bridge is unavailable, and the panel says why
+    assert worker.text_bridge is None
+    assert "unavailable" in window.text_bridge_panel.plain_text()
+    weights = {k: v.clone() for k, v in trainer.processor.state_dict().items()}
+
+    window.run_action.trigger()
+    qtbot.waitUntil(lambda: worker.state == "error", timeout=SNAPSHOT_TIMEOUT_MS)
+    assert trainer.step_count == 1                        # paused after the first bad batch
+    assert window.banner.isVisible() and window.banner.kind == "error"
+    assert "loss is nan" in window.banner.label.text() and "paused" in window.banner.label.text()
+    for key, value in trainer.processor.state_dict().items():
+        assert torch.equal(value, weights[key]), key      # the update was skipped
+    qtbot.waitUntil(lambda: "finite" in window.health_panel.badges, timeout=2000)
+    badge = window.health_panel.badges["finite"]
+    assert badge.check.ok is False and "loss is nan" in badge.detail.text()
+
+    # still usable: the slider drives the view, Step trains again (and pauses again), Run is offered
+    assert window.run_action.isEnabled() and window.step_action.isEnabled()
+    window.step_slider.setValue(0)
+    qtbot.waitUntil(lambda: window.lattice_view.step == 0, timeout=2000)
+    window.banner.dismiss.click()
+    assert not window.banner.isVisible()
+    window.step_action.trigger()
+    qtbot.waitUntil(lambda: trainer.step_count == 2 and window.banner.isVisible(), timeout=SNAPSHOT_TIMEOUT_MS)
+    assert worker.state == "error"
+
+
+# --------------------------------------------------------------------------- health (pure)
+def test_health_checks_read_the_real_snapshot(qtbot, make_window):
+    window = make_window()
+    snap = _step_once(qtbot, window)
+    checks = {c.key: c for c in compute_health(snap)}
+    agg = snap.telemetry.aggregates
+    assert checks["finite"].ok is True
+    assert checks["landed"].ok is (int(agg.landed.sum()) > 0)
+    assert checks["spawn_budget"].ok is (int(agg.spawn_denied.sum()) == 0)
+    assert checks["gradients"].ok is (not snap.report.params_without_grad)
+    moved = float(np.nanmax(np.abs(agg.delta_percentiles[1:])))
+    assert checks["moving"].ok is (moved >= STUCK_DISPLACEMENT)
+    # a replayed batch has no report: gradient health cannot be judged, and says so
+    replay = Snapshot(telemetry=snap.telemetry, history=snap.history, report=None)
+    assert {c.key: c for c in compute_health(replay)}["gradients"].ok is None
