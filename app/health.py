@@ -84,8 +84,9 @@ def _landed(snapshot: Snapshot) -> HealthCheck:
                            f"0 of {flows} flows reached an output plane: the output is empty",
                            "Nothing was deposited on the output planes, so the output embedding carries "
                            "no information from the flows.")
-    return HealthCheck("landed", "Flows landed", True,
-                       f"{total} of {flows} flows landed ({per_plane})")
+    share = f" ({total / flows:.0%})" if flows else ""
+    return HealthCheck("landed", "Flows landed", True, f"{total} of {flows} flows landed{share}",
+                       f"Landed per output plane: {per_plane}")
 
 
 def _moving(snapshot: Snapshot) -> HealthCheck:

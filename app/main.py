@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 #: How often the Qt event loop hands control back to Python so Ctrl+C (SIGINT) is noticed.
 SIGNAL_POLL_MS = 200
 
+#: Exit status after Ctrl+C (the shell convention, 128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
 _threads_configured = False
 
 
@@ -76,7 +79,13 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
 
     sys.excepthook = on_exception
     # Ctrl+C: Python runs signal handlers only when it gets control, so a timer gives it some.
-    signal.signal(signal.SIGINT, lambda *_: window.close())
+    interrupted: list[bool] = []
+
+    def on_sigint(*_: object) -> None:
+        interrupted.append(True)
+        window.close()   # stops the worker and joins its thread, like closing with the mouse
+
+    signal.signal(signal.SIGINT, on_sigint)
     keepalive = QTimer()
     keepalive.timeout.connect(lambda: None)
     keepalive.start(SIGNAL_POLL_MS)
@@ -89,4 +98,4 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
         log.error("exiting with the training thread still busy")
         sys.stderr.flush()
         os._exit(code or 1)
-    return code
+    return EXIT_INTERRUPTED if interrupted else code

@@ -166,10 +166,10 @@ class MainWindow(QMainWindow):
         self.docks["Health"].setTitleBarWidget(QWidget())  # a strip, not a captioned panel
         bottom = [self.docks[t] for t in ("Spawn", "Energy", "Displacement", "Coverage")]
         self.resizeDocks(bottom, [1] * len(bottom), Qt.Orientation.Horizontal)
-        self.resizeDocks([bottom[0]], [300], Qt.Orientation.Vertical)
+        self.resizeDocks([bottom[0]], [320], Qt.Orientation.Vertical)
         self.resizeDocks([self.docks["Config"]], [270], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["Training"]], [430], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Training"], self.docks["Text bridge"]], [1, 1], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["Training"], self.docks["Text bridge"]], [330, 270], Qt.Orientation.Vertical)
 
     def _add_dock(self, title: str, widget: QWidget, area: str) -> None:
         dock = QDockWidget(title, self)
@@ -311,22 +311,30 @@ class MainWindow(QMainWindow):
         self.step_action.setEnabled(loaded)
         self.stop_action.setEnabled(loaded and state in ("running", "paused"))
         self.reset_action.setEnabled(state != "loading")
+        if state == "error" and not loaded and self.worker.dataset is not None:
+            # The data loaded but no model could be built: let the user fix the config.
+            self.config_panel.set_config(self.worker.config, in_effect=False)
         self.toggle_run_action.setEnabled(loaded)
         self.notice.setVisible(state == "loading")
         if state == "loading" and not self.notice.text():
             self.notice.setText("Loading — starting the training worker…")
         if running and self.banner.kind == "error":
             self.banner.hide()
-        colour = {"running": "#3ddc84", "error": "#ff6b6b", "loading": "#6ba8ff"}.get(state, "#d0d0d0")
-        self.status_labels["state"].setText(f"<b style='color:{colour}'>{state}</b>")
+        colour = {"running": "#1f8f4e", "error": "#b03030", "loading": "#2f5f9f"}.get(state, "#55555c")
+        label = self.status_labels["state"]
+        label.setText(state)
+        label.setStyleSheet(f"background: {colour}; color: white; font-weight: bold; border-radius: 3px; "
+                            "padding: 0 6px;")
 
     @pyqtSlot(dict)
     def _on_loaded(self, info: dict) -> None:
         self._device_text = f"device: {info['device']}"
         self.status_labels["device"].setText(self._device_text)
         data = info["data"]
-        self.status_labels["data"].setText(f"data: {data['source']} ({data['num_pairs']} pairs, "
-                                           f"{data['teacher']}, D={data['dim']})")
+        full = f"data: {data['source']} ({data['num_pairs']} pairs, {data['teacher']}, D={data['dim']})"
+        self.status_labels["data"].setText(f"data: {_short_source(data['source'])} ({data['num_pairs']} pairs, "
+                                           f"D={data['dim']})")
+        self.status_labels["data"].setToolTip(full)
         self.config_panel.set_config(info["config"])
         self.text_bridge_panel.set_bridge_info(info["text_bridge"], info["text_bridge_available"])
         self.setWindowTitle(f"{WINDOW_TITLE} — {info['config'].lattice_width}×{info['config'].lattice_height}"
@@ -458,6 +466,15 @@ class MainWindow(QMainWindow):
     def _update_fps(self) -> None:
         fps = getattr(self.lattice_view, "fps", None)
         self.status_labels["fps"].setText(f"view {fps:.0f} fps" if isinstance(fps, float) else "view fps: –")
+
+
+def _short_source(source: str, limit: int = 48) -> str:
+    """A data source short enough for the status bar (the full text is the tooltip)."""
+    if len(source) <= limit:
+        return source
+    if source.startswith("bundled corpus"):
+        return "bundled corpus"
+    return "…" + source[-(limit - 1):]
 
 
 class UnavailableWidget(QLabel):

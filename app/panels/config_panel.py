@@ -90,8 +90,12 @@ class ConfigPanel(QWidget):
         self.setEnabled(False)
 
     # ------------------------------------------------------------------ public
-    def set_config(self, config: EnergyConfig) -> None:
-        """The config now in effect (after load, reset or a successful apply)."""
+    def set_config(self, config: EnergyConfig, in_effect: bool = True) -> None:
+        """The config now in effect (after load, reset or a successful apply).
+
+        ``in_effect=False``: the model could not be built from ``config`` (e.g. CUDA asked for
+        on a machine without it); the fields show it so the user can fix it and Apply.
+        """
         self.current = config
         self._base = config
         self.setEnabled(True)
@@ -99,8 +103,12 @@ class ConfigPanel(QWidget):
         self.preset.setCurrentIndex(0)
         self.preset.blockSignals(False)
         self._fill(config)
-        self._say(f"In effect: {config.lattice_width}×{config.lattice_height}×{config.lattice_depth} "
-                  f"lattice, batch {config.batch_size}, device {config.device}", ok=True)
+        if in_effect:
+            self._say(f"In effect: {config.lattice_width}×{config.lattice_height}×{config.lattice_depth} "
+                      f"lattice, batch {config.batch_size}, device {config.device}", ok=True)
+        else:
+            self._say("Not in effect: no model could be built from this config (see the message "
+                      "above the view). Change a field and Apply.", ok=False)
 
     def edited_config(self) -> EnergyConfig:
         """The config the fields describe; raises ValueError (the library's) if it is invalid."""

@@ -1,0 +1,104 @@
+"""Render the whole app after a few real training batches to a PNG (docs/screenshot.png).
+
+Usage (no display needed):
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshot.py
+
+Everything in the picture is real: the bundled corpus through the teacher (embeddings cached
+on disk), the debug preset trained for ``--batches`` Step presses, the panels drawn from the
+last snapshot. The image is ``QWidget.grab()`` of the window, which captures the OpenGL view
+under Xvfb too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+#: Give up (and say so) if loading plus training takes longer than this.
+TIMEOUT_S = 540
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="debug", help="config preset (default: debug)")
+    parser.add_argument("--batches", type=int, default=6, help="training batches before the picture")
+    parser.add_argument("--step", default="middle",
+                        help="propagation step to show: a number, 'middle' (default: flows still in "
+                             "flight) or 'last'")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "screenshot.png"))
+    parser.add_argument("--size", default="1600x1000", help="window size WxH")
+    args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+
+    from app.main import configure_torch_threads
+
+    configure_torch_threads()
+    import vispy
+    from PyQt6.QtCore import QTimer
+    from PyQt6.QtWidgets import QApplication
+
+    vispy.use("pyqt6")
+    app = QApplication(sys.argv[:1])
+
+    from app.main_window import MainWindow
+    from app.worker import TrainingWorker
+    from energy_flow.config import create_preset
+
+    window = MainWindow(TrainingWorker(create_preset(args.preset)))
+    window.resize(width, height)
+    window.show()
+    outcome: dict[str, object] = {"code": 1}
+    received: list[object] = []
+
+    def finish(code: int, message: str) -> None:
+        outcome["code"] = code
+        print(message, flush=True)
+        window.close()
+        app.quit()
+
+    def on_state(state: str) -> None:
+        if state == "idle" and not received:
+            print(f"loaded; training {args.batches} batches…", flush=True)
+            for _ in range(args.batches):
+                window.step_requested.emit()
+
+    def on_error(message: str) -> None:
+        finish(1, f"screenshot: the worker reported an error: {message}")
+
+    def on_snapshot(snapshot) -> None:
+        received.append(snapshot)
+        print(f"  {snapshot.batch_label}: loss {snapshot.report.loss:.4f}", flush=True)
+
+    def on_shown(snapshot) -> None:
+        if len(received) < args.batches or snapshot is not received[-1]:
+            return
+        steps = snapshot.telemetry.num_steps
+        chosen = {"middle": steps // 2, "last": steps}.get(args.step)
+        window.step_slider.setValue(int(args.step) if chosen is None else chosen)
+        QTimer.singleShot(1500, grab)   # let the last repaint and the FPS readout settle
+
+    def grab() -> None:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        image = window.grab()
+        if not image.save(str(out)):
+            finish(1, f"screenshot: could not write {out}")
+            return
+        finish(0, f"wrote {out} ({image.width()}×{image.height()})")
+
+    window.worker.state_changed.connect(on_state)
+    window.worker.error.connect(on_error)
+    window.worker.snapshot_ready.connect(on_snapshot)
+    window.snapshot_shown.connect(on_shown)
+    QTimer.singleShot(TIMEOUT_S * 1000, lambda: finish(1, f"screenshot: gave up after {TIMEOUT_S} s"))
+    window.start()
+    app.exec()
+    return int(outcome["code"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
