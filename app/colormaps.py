@@ -29,6 +29,9 @@ REASON_STYLE: dict[int, tuple[str, tuple[float, float, float, float], str]] = {
 SPAWN_COLOR = (0.2, 0.82, 1.0, 1.0)
 SPAWN_SYMBOL = "star"
 
+#: Font size of plot titles and legends: panels live in docks a few hundred pixels wide.
+TITLE_SIZE = "8pt"
+
 #: Step-line colours of the spawn panel: requested / granted / denied by budget.
 SPAWN_SERIES_COLORS = {"requested": (120, 170, 255), "granted": (61, 220, 132), "denied": (255, 90, 90)}
 

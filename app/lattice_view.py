@@ -49,9 +49,12 @@ from app.colormaps import (COVERAGE_LUT, ENERGY_LUT, ENERGY_RANGE, REASON_STYLE,
 from app.snapshot import Snapshot  # noqa: E402
 from energy_flow.trace.telemetry import BatchTelemetry, FlowSample  # noqa: E402
 
-#: Flows drawn by default. Chosen from benchmarks/bench_view.py: the largest budget that keeps
-#: the view above 20 fps (Mesa llvmpipe, 2 cores) while training runs in the background.
-DEFAULT_DISPLAY_BUDGET = 5_000
+#: Flows drawn by default. Chosen with benchmarks/bench_view.py: the largest measured budget that
+#: kept a ~900×530 canvas above 20 fps (median of repeated runs) in every run while debug-preset
+#: training ran in a background thread, on the shared 2-core Mesa llvmpipe build machines; 1,500
+#: and 2,000 fell to ~16 fps at the last step (every trajectory segment drawn) in some runs.
+#: Trajectory lines dominate the frame on software GL; on a real GPU raise it freely.
+DEFAULT_DISPLAY_BUDGET = 1_000
 
 BACKGROUND = "#16181d"
 TEXT_COLOR = (0.88, 0.9, 0.94, 1.0)
@@ -439,8 +442,8 @@ class LatticeView(QWidget):
 
     Public: ``set_snapshot``, ``set_step``, ``set_layer_visible``, ``set_color_mode``,
     ``set_display_budget``, ``reset_view``, ``render_image``, and the read-only ``fps``,
-    ``shown_flows``, ``total_flows``, ``head_count``, ``step``, ``info_text``, ``is_empty``,
-    ``empty_message``.
+    ``shown_flows``, ``total_flows``, ``head_count``, ``segment_count``, ``step``, ``info_text``,
+    ``is_empty``, ``empty_message``.
     """
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -543,8 +546,10 @@ class LatticeView(QWidget):
         view_row.addStretch(1)
         view_row.addWidget(self.fps_label)
 
+        for row in (layer_row, view_row):
+            row.setContentsMargins(4, 0, 6, 0)
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setContentsMargins(0, 2, 0, 0)
         layout.setSpacing(2)
         layout.addLayout(layer_row)
         layout.addLayout(view_row)
@@ -589,6 +594,9 @@ class LatticeView(QWidget):
         self.color_combo.setCurrentIndex(COLOR_MODES.index(mode))
         if self._geometry is not None and self._geometry.vertices.shape[0]:
             self._trajectories.set_data(color=self._geometry.vertex_colors[mode])
+        if self._snapshot is not None:
+            self._overlay.info_lines = self._info_lines(self._snapshot.telemetry)
+            self._refresh_overlay()
 
     def set_display_budget(self, budget: int) -> None:
         """Draw at most ``budget`` flows (a data change: the drawn sample is rebuilt)."""
@@ -654,6 +662,11 @@ class LatticeView(QWidget):
     def head_count(self) -> int:
         """Heads drawn at the selected step."""
         return self._head_count
+
+    @property
+    def segment_count(self) -> int:
+        """Trajectory line segments drawn at the selected step."""
+        return self._segments_shown
 
     @property
     def step(self) -> int:
@@ -753,7 +766,8 @@ class LatticeView(QWidget):
         if tel.flows is None:
             flows_line = f"trajectories not traced (tracing off) · {tel.total_flows:,} flows in batch"
         else:
-            flows_line = f"showing {self.shown_flows:,} of {self.total_flows:,} flows"
+            flows_line = (f"showing {self.shown_flows:,} of {self.total_flows:,} flows "
+                          f"(trajectories coloured by {self._color_mode})")
         return (f"{label} · lattice {w} × {h} × {d} · start: {tel.start_mode} · output planes z = {planes}",
                 f"{flows_line} · step {self._step}/{tel.num_steps} · heads {self._head_count:,} · "
                 f"active in batch {int(tel.aggregates.active[self._step]):,}")

@@ -8,7 +8,8 @@ What it does, all with real data:
 
 * one real forward pass of the debug preset (20×20×10) at a batch large enough that the traced
   flow sample holds more than 20k flows gives the telemetry drawn;
-* for each display budget the LatticeView (1000×700 canvas) draws the batch at its last step
+* for each display budget the LatticeView (widget 900×580, a canvas of about 900×525: the
+  central area the main window gives it in a 1600×1000 window) draws the batch at its last step
   (every trajectory segment and every termination marker: the heaviest step for lines) and at
   the step with the most live heads, redrawing continuously while the turntable camera turns
   one degree per frame, for a few seconds: frames are counted from the canvas's draw events;
@@ -23,13 +24,14 @@ frame rate stays above 20 fps while training, on these machines.
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PyQt6.QtCore import QElapsedTimer, QTimer
+from PyQt6.QtCore import QElapsedTimer, QEventLoop, QTimer
 from PyQt6.QtWidgets import QApplication
 
 from app.lattice_view import DEFAULT_DISPLAY_BUDGET, LatticeView
@@ -87,8 +89,11 @@ class TrainingLoad:
         self._thread.join()
 
 
-def measure(app: QApplication, view: LatticeView, seconds: float) -> tuple[float, float]:
-    """(frames per second, longest 10 ms-timer gap in ms) while redrawing continuously."""
+def measure(app: QApplication, view: LatticeView | None, seconds: float) -> tuple[float, float]:
+    """(frames per second, longest 10 ms-timer gap in ms) while redrawing continuously.
+
+    With ``view`` None nothing is redrawn: the gap is then the stall training alone causes.
+    """
     frames = 0
     last_tick = [time.perf_counter()]
     worst_gap = [0.0]
@@ -98,6 +103,8 @@ def measure(app: QApplication, view: LatticeView, seconds: float) -> tuple[float
         frames += 1
 
     def next_frame() -> None:
+        if view is None:
+            return
         # Turn the camera and ask for a frame on every event-loop pass; Qt coalesces the
         # requests, so one frame is drawn as soon as the previous one is done.
         view.view.camera.azimuth = view.view.camera.azimuth + 1.0
@@ -114,7 +121,8 @@ def measure(app: QApplication, view: LatticeView, seconds: float) -> tuple[float
     driver = QTimer()
     driver.setInterval(0)
     driver.timeout.connect(next_frame)
-    view.canvas.events.draw.connect(on_draw)
+    if view is not None:
+        view.canvas.events.draw.connect(on_draw)
     driver.start()
     app.processEvents()
     frames = 0
@@ -122,53 +130,63 @@ def measure(app: QApplication, view: LatticeView, seconds: float) -> tuple[float
     clock.start()
     last_tick[0] = time.perf_counter()
     ticker.start()
-    while clock.elapsed() < seconds * 1000:
-        app.processEvents()
+    loop = QEventLoop()                       # a real event loop, idle when there is nothing to do
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
     elapsed = clock.elapsed() / 1000.0
     ticker.stop()
     driver.stop()
-    view.canvas.events.draw.disconnect(on_draw)
+    if view is not None:
+        view.canvas.events.draw.disconnect(on_draw)
     return frames / elapsed, worst_gap[0] * 1000.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budgets", type=int, nargs="+", default=[1000, 2000, 5000, 10000, 20000])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[1000, 1500, 2000, 5000, 20000])
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per cell")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="measurements per cell; the median is reported (other processes share the cores)")
+    parser.add_argument("--size", type=int, nargs=2, default=[900, 580], metavar=("W", "H"),
+                        help="size of the LatticeView widget (its canvas is a little shorter)")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
     app = QApplication.instance() or QApplication([])
     t0 = time.perf_counter()
-    tel = big_telemetry(max(args.budgets))
+    tel = big_telemetry(max(20_000, *args.budgets))   # the same batch whatever budgets are measured
     print(f"telemetry: debug preset, {tel.flows.num_flows:,} traced flows of {tel.total_flows:,}, "
           f"{tel.num_steps} steps (one forward pass, {time.perf_counter() - t0:.1f} s)")
     snapshot = Snapshot(telemetry=tel, history=RunHistory().arrays(), batch_label="benchmark batch")
     busiest = int(np.argmax(tel.aggregates.active[:-1]))
 
     view = LatticeView()
-    view.resize(1000, 760)
+    view.resize(*args.size)
     view.show()
     for _ in range(20):
         app.processEvents()
     view.set_snapshot(snapshot)
     print(f"canvas {view.canvas.size[0]}×{view.canvas.size[1]}, GL: software (Mesa llvmpipe) under Xvfb; "
-          f"torch threads {torch.get_num_threads()}; current default budget {DEFAULT_DISPLAY_BUDGET:,}")
+          f"torch threads {torch.get_num_threads()}; current default budget {DEFAULT_DISPLAY_BUDGET:,}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
     rows = []
     train = TrainingLoad()
+    with train:
+        quiet_gap = float(np.median([measure(app, None, args.seconds)[1] for _ in range(args.repeat)]))
+    print(f"longest GUI stall while training with no redraw (median of {args.repeat}): {quiet_gap:.0f} ms")
     train_time = 0.0
     for budget in args.budgets:
         view.set_display_budget(budget)
         for label, step in (("last step", tel.num_steps), (f"step {busiest}", busiest)):
             view.set_step(step)
-            geo = view._geometry
-            segments = int(geo.segments_until[step])
-            idle_fps, idle_gap = measure(app, view, args.seconds)
+            segments = view.segment_count
+            idle = [measure(app, view, args.seconds) for _ in range(args.repeat)]
             t_train = time.perf_counter()
             with train:
-                busy_fps, busy_gap = measure(app, view, args.seconds)
+                busy = [measure(app, view, args.seconds) for _ in range(args.repeat)]
             train_time += time.perf_counter() - t_train
+            (idle_fps, idle_gap), (busy_fps, busy_gap) = np.median(idle, axis=0), np.median(busy, axis=0)
             rows.append((budget, view.shown_flows, label, segments, view.head_count,
                          idle_fps, idle_gap, busy_fps, busy_gap))
             print(f"  measured budget {budget:>6,} {label:>9}: idle {idle_fps:5.1f} fps, "
@@ -176,14 +194,15 @@ def main() -> None:
     print(f"training thread: {train.steps} debug-preset steps in {train_time:.0f} s "
           f"({train.steps / train_time:.2f} steps/s while the view redrew)")
 
+    print(f"\nmedian of {args.repeat} runs of {args.seconds:g} s per cell")
     header = ("| budget | drawn flows | step shown | line segments | heads | idle fps | idle max gap (ms) "
               "| training fps | training max gap (ms) |")
-    print()
     print(header)
     print("|" + "|".join("---" for _ in range(9)) + "|")
     for budget, shown, label, segments, heads, fi, gi, fb, gb in rows:
         print(f"| {budget:,} | {shown:,} | {label} | {segments:,} | {heads:,} | {fi:.1f} | {gi:.0f} "
               f"| {fb:.1f} | {gb:.0f} |")
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f} (other processes share these cores)")
     ok = [b for b in args.budgets if all(r[7] > 20.0 for r in rows if r[0] == b)]
     print()
     print(f"largest budget above 20 fps while training (both steps): {max(ok):,}" if ok

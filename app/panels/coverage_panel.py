@@ -15,7 +15,7 @@ import pyqtgraph as pg
 from PyQt6.QtCore import QRectF, Qt
 from PyQt6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QStackedLayout, QVBoxLayout, QWidget
 
-from app.colormaps import COVERAGE_LUT, pg_colormap
+from app.colormaps import COVERAGE_LUT, TITLE_SIZE, pg_colormap
 from app.panels.energy_panel import STEP_LINE_PEN
 from app.snapshot import Snapshot
 
@@ -75,8 +75,6 @@ class CoveragePanel(QWidget):
         for p in range(num_planes):
             plot = self.graphics.addPlot(row=0, col=p)
             plot.setAspectLocked(True)
-            plot.setLabel("bottom", "x")
-            plot.setLabel("left", "y")
             image = pg.ImageItem(axisOrder="row-major")
             plot.addItem(image)
             self.plane_plots.append(plot)
@@ -85,9 +83,9 @@ class CoveragePanel(QWidget):
         self.colorbar.setImageItem(self.images)
         self.step_plot = self.graphics.addPlot(row=1, col=0, colspan=num_planes + 1)
         self.step_plot.setLabel("bottom", "propagation step")
-        self.step_plot.setLabel("left", "cells reached", units="%")
+        self.step_plot.setLabel("left", "%")
         self.step_plot.setYRange(0, 100, padding=0.02)
-        self.step_plot.addLegend(offset=(10, 10))
+        self.step_plot.addLegend(offset=(10, 10), labelTextSize=TITLE_SIZE)
         self.step_plot.addItem(self.step_line)
         self.graphics.ci.layout.setRowStretchFactor(0, 3)
         self.graphics.ci.layout.setRowStretchFactor(1, 2)
@@ -102,7 +100,7 @@ class CoveragePanel(QWidget):
             self._build_plots(tel.num_planes)
             self.coverage_curves = [
                 self.step_plot.plot(pen=pg.mkPen(PLANE_COLORS[p % len(PLANE_COLORS)], width=1),
-                                    name=f"z={_signed(z)} (mean over samples)")
+                                    name=f"z={_signed(z)}")
                 for p, z in enumerate(tel.plane_z)]
         steps = np.arange(tel.num_steps + 1, dtype=np.float64)
         for p, curve in enumerate(self.coverage_curves):
@@ -159,7 +157,6 @@ class CoveragePanel(QWidget):
         for p, (plot, z) in enumerate(zip(self.plane_plots, tel.plane_z)):
             any_sample = float(np.mean(tel.plane_reached[p] > 0))
             per_sample = float(tel.aggregates.coverage[t, p])
-            plot.setTitle(f"plane z={_signed(z)} · {any_sample:.0%} of cells reached by any sample"
-                          f"<br>mean per sample at step {t}: {per_sample:.0%}", size="9pt")
-        self.step_plot.setTitle(f"coverage per propagation step (share of cells reached so far) — step {t}",
-                                size="9pt")
+            plot.setTitle(f"z={_signed(z)}: {any_sample:.0%} of cells reached<br>"
+                          f"{per_sample:.0%} per sample at step {t}", size=TITLE_SIZE)
+        self.step_plot.setTitle(f"share of cells reached so far, mean per sample — step {t}", size=TITLE_SIZE)

@@ -13,6 +13,7 @@ import pyqtgraph as pg
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QLabel, QStackedLayout, QWidget
 
+from app.colormaps import TITLE_SIZE
 from app.panels.energy_panel import STEP_LINE_PEN, add_percentile_bands, set_percentile_bands
 from app.snapshot import Snapshot
 
@@ -95,11 +96,12 @@ class DisplacementPanel(QWidget):
         for axis, (name, plot) in enumerate(zip(AXES, self.axis_plots)):
             pct = agg.delta_percentiles[t, axis]
             if np.all(np.isfinite(pct)):
-                plot.setTitle(f"{name} at step {t}: median {pct[2]:+.3f}, p5–p95 [{pct[0]:+.3f}, {pct[4]:+.3f}], "
-                              f"min/max [{agg.delta_min[t, axis]:+.3f}, {agg.delta_max[t, axis]:+.3f}]", size="9pt")
+                plot.setTitle(f"{name} step {t}: median {pct[2]:+.3f} · p5–p95 [{pct[0]:+.3f}, {pct[4]:+.3f}] · "
+                              f"min/max [{agg.delta_min[t, axis]:+.3f}, {agg.delta_max[t, axis]:+.3f}]",
+                              size=TITLE_SIZE)
             else:
                 plot.setTitle(f"{name} at step {t}: nothing moved" + (" (placement)" if t == 0 else ""),
-                              size="9pt")
+                              size=TITLE_SIZE)
         clamp = agg.clamp_fraction[t]
         clamp_text = f"{clamp:.1%}" if np.isfinite(clamp) else "–"
-        self.clamp_plot.setTitle(f"share of moved flows clamped into [−1, 1] — step {t}: {clamp_text}", size="9pt")
+        self.clamp_plot.setTitle(f"moved flows clamped into [−1, 1] — step {t}: {clamp_text}", size=TITLE_SIZE)

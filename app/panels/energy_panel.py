@@ -14,7 +14,7 @@ import pyqtgraph as pg
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QLabel, QStackedLayout, QWidget
 
-from app.colormaps import ENERGY_LUT, ENERGY_RANGE, qcolor
+from app.colormaps import ENERGY_LUT, ENERGY_RANGE, TITLE_SIZE, qcolor
 from app.snapshot import Snapshot
 
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
@@ -67,25 +67,23 @@ class EnergyPanel(QWidget):
         self.hist_plot.setLabel("bottom", "energy")
         self.hist_plot.setLabel("left", "flows")
         self.hist_plot.setXRange(*ENERGY_RANGE, padding=0.02)
-        self.hist_plot.addLegend(offset=(-10, 10))
         self.input_range = pg.LinearRegionItem(values=(0.0, 0.0), movable=False, brush=INPUT_RANGE_BRUSH,
                                                pen=pg.mkPen((90, 160, 255, 160), width=1))
         self.input_range.setZValue(-10)
         self.hist_plot.addItem(self.input_range)
         self.hist_curve = self.hist_plot.plot(stepMode="center", fillLevel=0, brush=(*HIST_COLOR[:3], 110),
-                                              pen=pg.mkPen(HIST_COLOR, width=1), name="energy at step")
-        # A legend swatch for the shaded region (LinearRegionItem has no legend entry of its own).
-        self.hist_plot.legend.addItem(pg.BarGraphItem(x=[0], height=[0], width=0, brush=INPUT_RANGE_BRUSH),
-                                      "input energy range")
+                                              pen=pg.mkPen(HIST_COLOR, width=1))
 
-        self.band_plot = self.graphics.addPlot(row=1, col=0, title="energy over propagation steps (all flows)")
+
+        self.band_plot = self.graphics.addPlot(row=1, col=0)
+        self.band_plot.setTitle("energy over propagation steps (all flows)", size=TITLE_SIZE)
         self.band_plot.setLabel("bottom", "propagation step")
         self.band_plot.setLabel("left", "energy")
         self.band_plot.setYRange(*ENERGY_RANGE, padding=0.02)
-        self.band_plot.addLegend(offset=(-10, 10))
+        self.band_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
         self.band_curves = add_percentile_bands(self.band_plot, BAND_COLOR)
         self.band_plot.legend.addItem(pg.BarGraphItem(x=[0], height=[0], width=0, brush=(*BAND_COLOR[:3], 90)),
-                                      "p25–p75 (p5–p95 lighter)")
+                                      "p25–p75, p5–p95")
         self.step_line = pg.InfiniteLine(angle=90, movable=False, pen=STEP_LINE_PEN)
         self.band_plot.addItem(self.step_line)
 
@@ -118,5 +116,5 @@ class EnergyPanel(QWidget):
         what = "placement" if t == 0 else f"step {t}"
         median_text = f"median {median:.3f}" if np.isfinite(median) else "no flow processed"
         lo, hi = tel.input_energy_range
-        self.hist_plot.setTitle(f"energy at {what}: {int(counts.sum()):,} flows, {median_text} "
-                                f"· input range [{lo:.3f}, {hi:.3f}]")
+        self.hist_plot.setTitle(f"energy at {what}: {int(counts.sum()):,} flows, {median_text}"
+                                f"<br>input energy range [{lo:.3f}, {hi:.3f}] (shaded)", size=TITLE_SIZE)

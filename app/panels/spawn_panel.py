@@ -13,7 +13,7 @@ import pyqtgraph as pg
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QLabel, QStackedLayout, QWidget
 
-from app.colormaps import SPAWN_SERIES_COLORS
+from app.colormaps import SPAWN_SERIES_COLORS, TITLE_SIZE
 from app.snapshot import Snapshot
 
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
@@ -36,7 +36,7 @@ class SpawnPanel(QWidget):
         self.step_plot = self.graphics.addPlot(row=0, col=0)
         self.step_plot.setLabel("bottom", "propagation step")
         self.step_plot.setLabel("left", "flows")
-        self.step_plot.addLegend(offset=(-10, 10))
+        self.step_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
         self.step_curves: dict[str, pg.PlotDataItem] = {}
         # Granted (filled) first, requested dashed over it: they coincide whenever the budget
         # does not bind, and both must stay visible.
@@ -50,10 +50,11 @@ class SpawnPanel(QWidget):
         self.step_line = pg.InfiniteLine(angle=90, movable=False, pen=STEP_LINE_PEN)
         self.step_plot.addItem(self.step_line)
 
-        self.history_plot = self.graphics.addPlot(row=1, col=0, title="spawns per batch over the run")
+        self.history_plot = self.graphics.addPlot(row=1, col=0)
+        self.history_plot.setTitle("spawns per batch over the run", size=TITLE_SIZE)
         self.history_plot.setLabel("bottom", "training step (batch)")
-        self.history_plot.setLabel("left", "flows (sum over steps)")
-        self.history_plot.addLegend(offset=(-10, 10))
+        self.history_plot.setLabel("left", "flows / batch")
+        self.history_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
         self.history_curves = {
             name: self.history_plot.plot(pen=pg.mkPen(SPAWN_SERIES_COLORS[name], width=1,
                                                       style=Qt.PenStyle.DashLine if name == "requested"
@@ -90,5 +91,5 @@ class SpawnPanel(QWidget):
         t = int(np.clip(step, 0, agg.num_steps))
         self.step_line.setValue(t)
         self.step_plot.setTitle(
-            f"spawns per propagation step — step {t}: requested {int(agg.spawn_requested[t]):,}, "
-            f"granted {int(agg.spawn_granted[t]):,}, denied by budget {int(agg.spawn_denied[t]):,}")
+            f"spawns per propagation step — step {t}:<br>requested {int(agg.spawn_requested[t]):,} · "
+            f"granted {int(agg.spawn_granted[t]):,} · denied by budget {int(agg.spawn_denied[t]):,}", size=TITLE_SIZE)

@@ -16,6 +16,7 @@ from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import (QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QStackedLayout, QVBoxLayout,
                              QWidget)
 
+from app.colormaps import TITLE_SIZE
 from app.snapshot import Snapshot
 
 LOSS_SERIES = (("loss", "total", (240, 240, 240)), ("mse", "MSE", (110, 170, 255)),
@@ -96,7 +97,7 @@ class TrainingPanel(QWidget):
         # Stacked vertically with linked x: pyqtgraph links x in screen space, which only lines
         # up for plots above one another.
         self.loss_plot = self.graphics.addPlot(row=0, col=0)
-        self.loss_plot.addLegend(offset=(-10, 10))
+        self.loss_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
         self.raw_curves: dict[str, pg.PlotDataItem] = {}
         self.smooth_curves: dict[str, pg.PlotDataItem] = {}
         for key, label, color in LOSS_SERIES:
@@ -144,10 +145,10 @@ class TrainingPanel(QWidget):
         self._stack.setCurrentWidget(self._page)
         if len(x):
             self.loss_plot.setTitle(f"loss per batch — step {int(x[-1])}: total {hist['loss'][-1]:.4g}, "
-                                    f"MSE {hist['mse'][-1]:.4g}, 1 − cos {hist['cosine_loss'][-1]:.4g}", size="9pt")
+                                    f"MSE {hist['mse'][-1]:.4g}, 1 − cos {hist['cosine_loss'][-1]:.4g}", size=TITLE_SIZE)
             self.lr_plot.setTitle(f"learning rate {hist['learning_rate'][-1]:.3g} · landed fraction "
                                   f"{hist['landed_fraction'][-1]:.1%} · {hist['batches_per_second'][-1]:.2f} batches/s",
-                                  size="9pt")
+                                  size=TITLE_SIZE)
 
     def set_step(self, step: int) -> None:
         """Nothing to do: these curves are per batch, not per propagation step.
