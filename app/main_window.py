@@ -80,8 +80,8 @@ class MessageBanner(QFrame):
 class MainWindow(QMainWindow):
     """Hosts the worker's thread; see the module docstring for the drawing policy.
 
-    ``worker`` must not be started yet; :meth:`start` moves nothing — the constructor already
-    moved it to :attr:`thread` — and starts the thread, which runs ``worker.load`` first.
+    The constructor moves ``worker`` to :attr:`worker_thread` (not started yet); :meth:`start`
+    starts that thread, which runs ``worker.load`` first.
     """
 
     #: The snapshot the window just drew (after coalescing): hook exports/recordings here.
@@ -98,10 +98,10 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.setWindowTitle(WINDOW_TITLE)
         self.worker = worker
-        self.thread = QThread(self)
-        self.thread.setObjectName("training-worker")
-        worker.moveToThread(self.thread)
-        self.thread.started.connect(worker.load)
+        self.worker_thread = QThread(self)
+        self.worker_thread.setObjectName("training-worker")
+        worker.moveToThread(self.worker_thread)
+        self.worker_thread.started.connect(worker.load)
         self.worker_state = "loading"
         self._latest: Snapshot | None = None      # newest snapshot received
         self._shown: Snapshot | None = None       # snapshot the panels currently show
@@ -111,7 +111,6 @@ class MainWindow(QMainWindow):
         self._follow_last_step = True
         self.snapshots_received = 0
         self.snapshots_drawn = 0
-        self._device_text = "device: –"
         self._panel_failures: set[str] = set()
 
         self._build_central()
@@ -263,17 +262,17 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Start the worker thread (it loads data and model, then waits for commands)."""
-        self.thread.start()
+        self.worker_thread.start()
 
     def shutdown(self, timeout_ms: int = SHUTDOWN_TIMEOUT_MS) -> bool:
         """Stop training and join the worker thread; True if it ended within ``timeout_ms``."""
         self._frame_timer.stop()
         self._play_timer.stop()
-        if not self.thread.isRunning():
+        if not self.worker_thread.isRunning():
             return True
         self.worker.cancel()
-        self.thread.quit()
-        if self.thread.wait(timeout_ms):
+        self.worker_thread.quit()
+        if self.worker_thread.wait(timeout_ms):
             return True
         log.error("the training thread did not stop within %d ms (state %s)", timeout_ms, self.worker_state)
         return False
@@ -328,8 +327,7 @@ class MainWindow(QMainWindow):
 
     @pyqtSlot(dict)
     def _on_loaded(self, info: dict) -> None:
-        self._device_text = f"device: {info['device']}"
-        self.status_labels["device"].setText(self._device_text)
+        self.status_labels["device"].setText(f"device: {info['device']}")
         data = info["data"]
         full = f"data: {data['source']} ({data['num_pairs']} pairs, {data['teacher']}, D={data['dim']})"
         self.status_labels["data"].setText(f"data: {_short_source(data['source'])} ({data['num_pairs']} pairs, "
@@ -347,7 +345,6 @@ class MainWindow(QMainWindow):
         if info.get("cuda_memory_allocated") is not None:
             text += (f", GPU mem {info['cuda_memory_allocated'] / 2**20:.0f} MiB allocated / "
                      f"{info['cuda_memory_reserved'] / 2**20:.0f} MiB reserved")
-        self._device_text = text
         self.status_labels["device"].setText(text)
 
     # ------------------------------------------------------------------ controls
@@ -454,14 +451,13 @@ class MainWindow(QMainWindow):
         s["batch"].setText(snap.batch_label or "–")
         s["step"].setText(f"step {step}/{snap.telemetry.num_steps}")
         s["active"].setText(f"active flows: {int(agg.active[min(step, agg.active.shape[0] - 1)])}")
-        if snap.report is not None:
-            s["loss"].setText(f"loss {snap.report.loss:.4f}")
+        # A replayed batch has no report (and recordings keep no training speed): say so.
+        s["loss"].setText(f"loss {snap.report.loss:.4f}" if snap.report is not None else "loss –")
         rates = snap.history.get("batches_per_second")
-        if rates is not None and rates.size:
-            recent = rates[-10:]
-            recent = recent[np.isfinite(recent) & (recent > 0)]
-            if recent.size:
-                s["rate"].setText(f"{recent.size / np.sum(1.0 / recent):.2f} batches/s")
+        recent = np.asarray(rates[-10:] if rates is not None else [], dtype=np.float64)
+        recent = recent[np.isfinite(recent) & (recent > 0)]
+        # Harmonic mean of the last 10 batches: batches over the time they took.
+        s["rate"].setText(f"{recent.size / np.sum(1.0 / recent):.2f} batches/s" if recent.size else "– batches/s")
 
     def _update_fps(self) -> None:
         fps = getattr(self.lattice_view, "fps", None)

@@ -145,6 +145,7 @@ class TrainingWorker(QObject):
                 self.status.emit(f"config.teacher_dim changed from {config.teacher_dim} to {dataset.dim} "
                                  f"to match the data ({dataset.provenance.source})")
                 config = config.replace(teacher_dim=dataset.dim)
+            self._config = config
             self._dataset = dataset
             self._bridge, self._bridge_note = _make_bridge(dataset)
             if self._bridge is None:

@@ -132,7 +132,7 @@ def test_step_runs_exactly_one_batch_and_every_panel_shows_it(qtbot, make_window
     assert panels["Energy"].step_line.value() == t
     assert panels["Spawn"].step_line.value() == t
     assert all(line.value() == t for line in panels["Displacement"].step_lines)
-    assert f"step {t}: {agg.coverage[t, 0]:.0%}" in coverage.plane_plots[0].titleLabel.text
+    assert coverage.step_line.value() == t
     assert status["step"].text() == f"step {t}/{last}"
     assert status["active"].text() == f"active flows: {int(agg.active[t])}"
 
@@ -159,12 +159,12 @@ def test_closing_during_run_leaves_no_running_thread(qtbot, make_window, small_c
     window = make_window(small_config(lattice_width=20, lattice_height=20, max_active_flows=4000))
     window.run_action.trigger()
     qtbot.waitUntil(lambda: window.snapshots_received >= 1, timeout=SNAPSHOT_TIMEOUT_MS)
-    assert window.thread.isRunning()
+    assert window.worker_thread.isRunning()
     t0 = time.perf_counter()
     window.close()
     elapsed = time.perf_counter() - t0
     print(f"\nclose during Run joined the training thread in {elapsed * 1000:.0f} ms")
-    assert not window.thread.isRunning()
+    assert not window.worker_thread.isRunning()
     assert elapsed < 5.0
 
 
@@ -323,3 +323,19 @@ def test_a_model_that_cannot_be_built_is_reported_and_fixable_from_the_config_pa
     _step_once(qtbot, window)
     assert worker.trainer.step_count == 1
     window.shutdown()
+
+
+def test_a_snapshot_without_report_is_drawn_like_a_replayed_batch(qtbot, make_window):
+    """``MainWindow.show_snapshot`` is the entry point for replayed batches too (report=None)."""
+    window = make_window()
+    live = _step_once(qtbot, window)
+    replayed = Snapshot(telemetry=live.telemetry, history=live.history, report=None,
+                        source="run.h5", batch_label="recording batch 1/1")
+    with qtbot.waitSignal(window.snapshot_shown, timeout=5000) as shown:
+        window.show_snapshot(replayed)
+    assert shown.args[0] is replayed
+    assert window.status_labels["batch"].text() == "recording batch 1/1"
+    assert window.status_labels["loss"].text() == "loss –"
+    assert window.health_panel.badges["gradients"].check.ok is None
+    assert "no decoded samples" in window.text_bridge_panel.plain_text()
+    assert "recording batch 1/1" in window.lattice_view.info_text
