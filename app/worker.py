@@ -277,9 +277,8 @@ class TrainingWorker(QObject):
 
         self.status.emit("loading teacher model…")
         teacher = TeacherEncoder(self._teacher_path, device="cpu", cache_dir=default_cache_dir())
-        self.status.emit(f"embedding corpus… ({source or 'bundled corpus'}; texts not in the cache "
-                         f"{teacher.cache.directory if teacher.cache else ''} are run through "
-                         f"{teacher.name})")
+        cache = f"; cache {teacher.cache.directory.parent}" if teacher.cache is not None else ""
+        self.status.emit(f"embedding corpus… ({source or 'bundled corpus'} through {teacher.name}{cache})")
         dataset = build_dataset(source, teacher=teacher)
         stats = teacher.last_stats
         if stats is not None:

@@ -339,3 +339,22 @@ def test_a_snapshot_without_report_is_drawn_like_a_replayed_batch(qtbot, make_wi
     assert window.health_panel.badges["gradients"].check.ok is None
     assert "no decoded samples" in window.text_bridge_panel.plain_text()
     assert "recording batch 1/1" in window.lattice_view.info_text
+
+
+def test_bad_data_is_reported_and_the_window_stays_usable(qtbot, tmp_path, small_config):
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"input": "a", "target": "b"}\n{"input": "c"}\n', encoding="utf-8")
+    worker = TrainingWorker(small_config(), data_source=str(bad))   # the real loader, no injection
+    window = MainWindow(worker)
+    qtbot.addWidget(window)
+    window.resize(1600, 1000)
+    window.show()
+    window.start()
+    qtbot.waitUntil(lambda: window.worker_state == "error", timeout=20_000)
+    text = window.banner.label.text()
+    assert "Loading failed" in text and f"{bad}, line 2" in text and 'missing field "target"' in text
+    assert worker.trainer is None and not window.run_action.isEnabled()
+    window.step_slider.setValue(0)                      # the window still responds
+    window.banner.dismiss.click()
+    assert not window.banner.isVisible()
+    window.shutdown()
