@@ -44,12 +44,11 @@ def configure_torch_threads() -> int:
 
 def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: str | None = None,
             open_path: str | None = None) -> int:
-    """Run Energy Flow Studio until the window closes; returns the process exit code."""
-    if open_path is not None:
-        print(f"main.py: error: --open {open_path}: replaying a recording in the window is not wired into "
-              "this build of the GUI yet; inspect it with: python -m energy_flow.trace inspect "
-              f"{open_path}", file=sys.stderr)
-        return 2
+    """Run Energy Flow Studio until the window closes; returns the process exit code.
+
+    With ``open_path`` the window replays that recording and live training is not started
+    until the user asks for it (a bad file is reported in the window, which stays usable).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     threads = configure_torch_threads()
 
@@ -90,7 +89,11 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
     keepalive.timeout.connect(lambda: None)
     keepalive.start(SIGNAL_POLL_MS)
 
-    window.start()
+    if open_path is not None:
+        window.recordings.open_recording(open_path)
+        window.recordings.replay_only()
+    else:
+        window.start()
     code = app.exec()
     keepalive.stop()
     if not window.shutdown(timeout_ms=1000):

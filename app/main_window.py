@@ -131,6 +131,8 @@ class MainWindow(QMainWindow):
         self._fps_timer.timeout.connect(self._update_fps)
         self._fps_timer.start()
         self._set_state("loading")
+        from app.recording_controls import RecordingController
+        self.recordings = RecordingController(self)
 
     # ------------------------------------------------------------------ construction
     def _build_central(self) -> None:
@@ -273,6 +275,7 @@ class MainWindow(QMainWindow):
         self.worker.cancel()
         self.worker_thread.quit()
         if self.worker_thread.wait(timeout_ms):
+            self.worker.close_recording("the app closed")  # its thread has ended: safe from here
             return True
         log.error("the training thread did not stop within %d ms (state %s)", timeout_ms, self.worker_state)
         return False

@@ -37,6 +37,7 @@ from PyQt6.QtCore import QObject, QTimer, pyqtSignal, pyqtSlot
 from app.snapshot import DecodedSample, RunHistory, Snapshot
 from energy_flow.config import EnergyConfig
 from energy_flow.device import describe_device
+from energy_flow.trace.recording import RecordingWriter, report_fields_from
 from energy_flow.training.data import EMBEDDING_SUFFIXES, PairDataset, build_dataset
 from energy_flow.training.report import TrainReport
 from energy_flow.training.sampler import BatchSampler
@@ -80,6 +81,8 @@ class TrainingWorker(QObject):
     loaded = pyqtSignal(dict)
     #: After each batch: device description and, on CUDA, allocated/reserved memory in bytes.
     resources = pyqtSignal(dict)
+    #: Recording turned on (True, path) or off (False, why: stopped by the user, or the error).
+    recording_changed = pyqtSignal(bool, str)
 
     def __init__(self, config: EnergyConfig, data_source: str | None = None,
                  teacher_path: str | None = None, dataset_factory: DatasetFactory | None = None,
@@ -99,6 +102,7 @@ class TrainingWorker(QObject):
         self._running = False
         self._tick_pending = False
         self._cancel = threading.Event()
+        self._recorder: RecordingWriter | None = None
 
     # ------------------------------------------------------------------ read-only views
     @property
@@ -231,6 +235,62 @@ class TrainingWorker(QObject):
         self.status.emit("new config applied: model rebuilt, batch 0")
         self._set_state("idle")
 
+    @pyqtSlot(str)
+    def start_recording(self, path: str) -> None:
+        """Append every batch trained from now on to a new recording at ``path``.
+
+        Recording happens here, in the worker thread, right after each batch — not from the
+        window, which drops snapshots it has no time to draw.
+        """
+        self.close_recording("replaced by a new recording")
+        if self._trainer is None or self._dataset is None:
+            self.recording_changed.emit(False, "cannot record: the model is not loaded yet")
+            return
+        if not self._config.trace_enabled:
+            self.recording_changed.emit(False, "cannot record: tracing is off (config.trace_enabled = False)")
+            return
+        try:
+            self._recorder = RecordingWriter(path, self._config.to_dict(), self._provenance())
+        except (OSError, ValueError) as exc:
+            self.recording_changed.emit(False, f"cannot record to {path}: {exc}")
+            return
+        self.recording_changed.emit(True, path)
+        self.status.emit(f"recording every batch to {path}")
+
+    @pyqtSlot()
+    def stop_recording(self) -> None:
+        self.close_recording("stopped")
+
+    def close_recording(self, why: str) -> None:
+        """Close the recording, if any (callable from the GUI thread once this thread ended)."""
+        if self._recorder is None:
+            return
+        writer, self._recorder = self._recorder, None
+        batches = writer.num_batches
+        try:
+            writer.close()
+        except OSError as exc:
+            why = f"{why}; closing it failed: {exc}"
+        self.recording_changed.emit(False, f"{writer.path}: {batches} batches recorded ({why})")
+
+    def _provenance(self) -> dict:
+        assert self._dataset is not None and self._trainer is not None
+        prov = self._dataset.provenance
+        return {"teacher": prov.teacher, "data_source": prov.source, "num_pairs": prov.num_pairs,
+                "device": describe_device(self._trainer.device), "model": "energy_flow.FlowProcessor"}
+
+    def _record(self, report: TrainReport) -> None:
+        """Append the batch; a failing write (full disk) stops recording, never training."""
+        if self._recorder is None or report.telemetry is None:
+            return
+        try:
+            self._recorder.append_batch(report.telemetry, report_fields_from(report))
+        except (OSError, ValueError) as exc:
+            path = self._recorder.path
+            self.close_recording(f"write failed: {exc}")
+            self.error.emit(f"Recording to {path} stopped: {exc}. Training carries on; the batches "
+                            "recorded before are intact.")
+
     # ------------------------------------------------------------------ internals
     def _set_state(self, state: str) -> None:
         self._state = state
@@ -291,8 +351,11 @@ class TrainingWorker(QObject):
         assert self._dataset is not None
         self.status.emit("building the model…")
         trainer = EnergyTrainer(build_model(config), config)
+        trainer.provenance = self._dataset.provenance
         sampler = BatchSampler(len(self._dataset), config.batch_size, config.seed)
         self._add_cancel_hooks(trainer)
+        # A recording holds one model's run: steps restart and the config may differ.
+        self.close_recording("the model was rebuilt")
         self._trainer, self._sampler, self._config = trainer, sampler, config
         self._history = RunHistory()
         self.loaded.emit({
@@ -353,6 +416,7 @@ class TrainingWorker(QObject):
             return False
         if snapshot is not None:
             self.snapshot_ready.emit(snapshot)
+        self._record(report)
         self.resources.emit(_resources(trainer.device))
         if report.skipped:
             self._fail(f"Batch {report.step}: {report.nonfinite} — the update was skipped, the model "

@@ -1,0 +1,264 @@
+"""Recordings in the window: File → Open / drop a file / ``--open``, Export, and Record.
+
+The window shows one source at a time. *Live*: the training worker's snapshots. *Replay*: a
+recording's batches through :class:`~app.replay.ReplaySource`, with a timeline (batch and step
+sliders, play/loop/speed, follow latest) above the 3D view. Opening a recording pauses
+training and stops drawing live snapshots; "Back to live training" (or Run / Step) returns.
+A file that cannot be opened is reported in the banner and whatever was shown stays shown.
+
+Record appends every trained batch to a new recording from the worker thread (the window
+draws only the newest snapshot, so recording from here would miss batches). Export writes the
+shown batch as a one-batch recording and/or a PNG of the 3D view rendered offscreen at the
+size the user picks; failures are shown and lose nothing, and training carries on.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from PyQt6.QtCore import QEvent, QObject, Qt, pyqtSignal
+from PyQt6.QtGui import QAction, QKeySequence
+from PyQt6.QtWidgets import QFileDialog, QWidget
+
+from app.export import ExportDialog, ExportRequest, write_export
+from app.replay import ReplaySource
+from app.timeline import ReplayTimeline
+
+RECORDING_SUFFIXES = (".h5", ".hdf5")
+
+#: Asks for a recording to open (None: cancelled).
+OpenProvider = Callable[[QWidget], str | None]
+#: Asks where to record (None: cancelled).
+RecordProvider = Callable[[QWidget], str | None]
+#: Asks what to export, given a default base path (None: cancelled).
+ExportProvider = Callable[[QWidget, Path, bool], ExportRequest | None]
+
+
+def _ask_open(parent: QWidget) -> str | None:
+    path, _ = QFileDialog.getOpenFileName(parent, "Open recording", "", "Recordings (*.h5 *.hdf5);;All files (*)")
+    return path or None
+
+
+def _ask_record(parent: QWidget) -> str | None:
+    default = str(Path.cwd() / time.strftime("run-%Y%m%d-%H%M%S.h5"))
+    path, _ = QFileDialog.getSaveFileName(parent, "Record training to", default, "Recordings (*.h5)")
+    return path or None
+
+
+def _ask_export(parent: QWidget, base: Path, can_render: bool) -> ExportRequest | None:
+    return ExportDialog.get_request(parent, base, can_render=can_render)
+
+
+class RecordingController(QObject):
+    """Adds the File menu, the Export/Record toolbar actions and the replay timeline to ``window``.
+
+    The three ``*_provider`` arguments are the dialogs; tests pass functions instead.
+    """
+
+    mode_changed = pyqtSignal(str)          # "live" or "replay"
+    record_requested = pyqtSignal(str)      # → worker.start_recording (queued)
+    stop_record_requested = pyqtSignal()    # → worker.stop_recording (queued)
+
+    def __init__(self, window, open_provider: OpenProvider = _ask_open,
+                 record_provider: RecordProvider = _ask_record,
+                 export_provider: ExportProvider = _ask_export) -> None:
+        super().__init__(window)
+        self.window = window
+        self.worker = window.worker
+        self._ask_open = open_provider
+        self._ask_record = record_provider
+        self._ask_export = export_provider
+        self.mode = "live"
+        self._live_snapshot = None
+        self.replay = ReplaySource(self)
+        self.timeline = ReplayTimeline()
+        self.timeline.hide()
+        self._build_actions()
+        self._connect()
+        window.centralWidget().layout().insertWidget(2, self.timeline)
+        window.setAcceptDrops(True)
+        window.installEventFilter(self)
+
+    # ------------------------------------------------------------------ construction
+    def _build_actions(self) -> None:
+        w = self.window
+
+        def action(text: str, tip: str, slot, shortcut: str | None = None, checkable: bool = False) -> QAction:
+            act = QAction(text, w)
+            if shortcut:
+                act.setShortcut(QKeySequence(shortcut))
+                tip = f"{tip} ({shortcut})"
+            act.setToolTip(tip)
+            act.setCheckable(checkable)
+            (act.toggled if checkable else act.triggered).connect(slot)
+            return act
+
+        self.open_action = action("Open recording…", "Replay a recording (.h5) in this window; training "
+                                  "pauses", self._open_dialog, "Ctrl+O")
+        self.export_action = action("⤓ Export", "Export the shown batch: a one-batch recording and/or a PNG "
+                                    "of the 3D view at a resolution you pick", self.export, "Ctrl+E")
+        self.record_action = action("⏺ Record", "Append every trained batch to a recording file",
+                                    self._record_toggled, "Ctrl+Shift+R", checkable=True)
+        self.live_action = action("Back to live training", "Leave the replay and show the training run again",
+                                  self.back_to_live, "Ctrl+L")
+        self.live_action.setEnabled(False)
+        self.export_action.setEnabled(False)
+        menu = w.menuBar().addMenu("&File")
+        for act in (self.open_action, self.export_action, self.record_action, self.live_action):
+            menu.addAction(act)
+        w.toolbar.addSeparator()
+        for act in (self.export_action, self.record_action):
+            w.toolbar.addAction(act)
+
+    def _connect(self) -> None:
+        w, r, t = self.window, self.replay, self.timeline
+        self.worker.snapshot_ready.connect(self._on_live_snapshot)
+        self.record_requested.connect(self.worker.start_recording)
+        self.stop_record_requested.connect(self.worker.stop_recording)
+        self.worker.recording_changed.connect(self._on_recording_changed)
+        r.snapshot_ready.connect(self._on_replay_snapshot)
+        r.batch_count_changed.connect(t.set_batch_count)
+        r.following_changed.connect(t.set_following)
+        r.error.connect(w.show_error)
+        r.opened.connect(self._on_opened)
+        t.batch_selected.connect(r.show_batch)
+        t.follow_toggled.connect(r.set_following)
+        t.step_selected.connect(w.step_slider.setValue)
+        w.step_slider.valueChanged.connect(t.set_step)
+        w.snapshot_shown.connect(lambda _s: self.export_action.setEnabled(True))
+        # Asking to train while a recording is shown returns to the live run first.
+        w.run_requested.connect(self._training_requested)
+        w.step_requested.connect(self._training_requested)
+
+    # ------------------------------------------------------------------ replay
+    def _open_dialog(self) -> None:
+        path = self._ask_open(self.window)
+        if path:
+            self.open_recording(path)
+
+    def open_recording(self, path: str | Path) -> bool:
+        """Show a recording; on failure the banner says why and nothing else changes."""
+        return self.replay.open(path)
+
+    def _on_opened(self, path: str, info: dict) -> None:
+        if self.mode != "replay":
+            if self.window.worker_state == "running":
+                self.window.pause_requested.emit()
+            self.worker.snapshot_ready.disconnect(self.window.show_snapshot)
+            self.mode = "replay"
+            self.mode_changed.emit("replay")
+        self.timeline.show()
+        self.live_action.setEnabled(True)
+        self.window.banner.show_message(
+            f"Replaying {path} — {info['num_batches']} batches, schema {info['schema_version']}. "
+            "Training is paused; File → Back to live training (Ctrl+L), Run or Step returns to it.", "info")
+
+    def _on_replay_snapshot(self, snapshot) -> None:
+        self.timeline.set_num_steps(snapshot.telemetry.num_steps)
+        if self.replay.current_index is not None:
+            self.timeline.set_batch(self.replay.current_index)
+        self.window.show_snapshot(snapshot)
+
+    def back_to_live(self) -> None:
+        """Show the training run again; starts the worker if it never ran (``--open``)."""
+        if not self.window.worker_thread.isRunning():
+            self.window.notice.setText("Loading — starting the training worker…")
+            self.window.start()
+        if self.mode != "replay":
+            return
+        self.replay.close()
+        self.timeline.pause()
+        self.timeline.hide()
+        self.worker.snapshot_ready.connect(self.window.show_snapshot)
+        self.mode = "live"
+        self.live_action.setEnabled(False)
+        self.live_action.setText("Back to live training")
+        self.mode_changed.emit("live")
+        if self.window.banner.kind == "info":
+            self.window.banner.hide()
+        if self._live_snapshot is not None:
+            self.window.show_snapshot(self._live_snapshot)
+
+    def _training_requested(self) -> None:
+        self.back_to_live()
+
+    def replay_only(self) -> None:
+        """Started with ``--open``: the worker is not started until the user asks for it."""
+        self.live_action.setEnabled(True)
+        self.live_action.setText("Start live training")
+        self.window.notice.setText("Live training is not started (a recording was opened); "
+                                   "File → Start live training (Ctrl+L) starts it.")
+
+    def _on_live_snapshot(self, snapshot) -> None:
+        self._live_snapshot = snapshot
+
+    # ------------------------------------------------------------------ export
+    def export(self) -> None:
+        snapshot = self.window.latest_snapshot
+        if snapshot is None:
+            self.window.show_error("Nothing to export yet: no batch is shown")
+            return
+        render = getattr(self.window.lattice_view, "render_image", None)
+        step = snapshot.report.step if snapshot.report is not None else (self.replay.current_index or 0) + 1
+        request = self._ask_export(self.window, Path.cwd() / f"energy-flow-batch{step}", render is not None)
+        if request is None:
+            return
+        config, provenance = self._export_metadata()
+        try:
+            written = write_export(request, snapshot, config, provenance, render)
+        except (OSError, ValueError) as exc:
+            self.window.show_error(f"Export failed: {exc}. Nothing was replaced; training carries on.")
+            return
+        self.window.banner.show_message("Exported " + ", ".join(str(p) for p in written), "info")
+
+    def _export_metadata(self) -> tuple[dict, dict]:
+        if self.mode == "replay":
+            return self.replay.config, self.replay.provenance
+        w = self.worker
+        provenance = {"model": "energy_flow.FlowProcessor"}
+        if w.dataset is not None:
+            prov = w.dataset.provenance
+            provenance.update(teacher=prov.teacher, data_source=prov.source, num_pairs=prov.num_pairs)
+        if w.trainer is not None:
+            provenance["device"] = str(w.trainer.device)
+        return w.config.to_dict(), provenance
+
+    # ------------------------------------------------------------------ record
+    def _record_toggled(self, on: bool) -> None:
+        if not on:
+            self.stop_record_requested.emit()
+            return
+        path = self._ask_record(self.window)
+        if not path:
+            self._set_record_checked(False)
+            return
+        self.record_requested.emit(path)
+
+    def _on_recording_changed(self, on: bool, text: str) -> None:
+        self._set_record_checked(on)
+        self.record_action.setToolTip(f"Recording to {text}" if on else "Append every trained batch to a "
+                                      "recording file (Ctrl+Shift+R)")
+        self.window.statusBar().showMessage(f"Recording to {text}" if on else f"Recording off: {text}", 10_000)
+        if not on and text.startswith("cannot"):
+            self.window.show_error(text)
+
+    def _set_record_checked(self, on: bool) -> None:
+        self.record_action.blockSignals(True)
+        self.record_action.setChecked(on)
+        self.record_action.blockSignals(False)
+
+    # ------------------------------------------------------------------ drops
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        if obj is self.window and event.type() in (QEvent.Type.DragEnter, QEvent.Type.Drop):
+            paths = [u.toLocalFile() for u in event.mimeData().urls()] if event.mimeData().hasUrls() else []
+            paths = [p for p in paths if Path(p).suffix.lower() in RECORDING_SUFFIXES]
+            if not paths:
+                return False
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
+            if event.type() == QEvent.Type.Drop:
+                self.open_recording(paths[0])
+            return True
+        return super().eventFilter(obj, event)

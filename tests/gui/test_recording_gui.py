@@ -1,0 +1,174 @@
+"""Recordings in the window: record while training, replay (open, drop, --open), export, bad files."""
+
+from __future__ import annotations
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from PyQt6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PyQt6.QtGui import QDragEnterEvent, QDropEvent, QImage
+from PyQt6.QtWidgets import QApplication
+
+from app.export import ExportRequest
+from energy_flow.trace import open_recording
+
+
+def _record_batches(qtbot, window, path, batches: int) -> None:
+    rec = window.recordings
+    rec._ask_record = lambda parent: str(path)
+    rec.record_action.setChecked(True)
+    qtbot.waitUntil(lambda: window.worker._recorder is not None, timeout=5000)
+    for _ in range(batches):
+        count = window.worker.trainer.step_count
+        window.step_action.trigger()
+        qtbot.waitUntil(lambda: window.worker.trainer.step_count == count + 1 and window.worker_state != "running",
+                        timeout=20_000)
+    rec.record_action.setChecked(False)
+    qtbot.waitUntil(lambda: window.worker._recorder is None, timeout=5000)
+
+
+@pytest.fixture
+def recorded(qtbot, make_window, tmp_path):
+    """A window that trained and recorded 3 batches, and the recording's path."""
+    window = make_window()
+    path = tmp_path / "live.h5"
+    _record_batches(qtbot, window, path, 3)
+    return window, path
+
+
+def test_record_toggle_appends_every_trained_batch(recorded):
+    window, path = recorded
+    assert not window.recordings.record_action.isChecked()
+    with open_recording(path) as rec:
+        assert rec.num_batches == 3
+        assert [rec.batch_info(i).step for i in range(3)] == [1, 2, 3]
+        assert rec.provenance["num_pairs"] == window.worker.dataset.provenance.num_pairs
+        assert rec.config == window.worker.config.to_dict()
+
+
+def test_recording_to_an_unwritable_path_is_refused_and_training_is_unaffected(qtbot, make_window, tmp_path):
+    window = make_window()
+    blocker = tmp_path / "afile"
+    blocker.write_text("a regular file, so nothing can be created under it")
+    window.recordings._ask_record = lambda parent: str(blocker / "run.h5")
+    window.recordings.record_action.setChecked(True)
+    qtbot.waitUntil(lambda: window.banner.isVisible() and "afile" in window.banner.label.text(), timeout=5000)
+    assert not window.recordings.record_action.isChecked()
+    window.step_action.trigger()
+    qtbot.waitUntil(lambda: window.worker.trainer.step_count == 1, timeout=20_000)
+
+
+def test_replay_drives_the_view_and_panels_and_back_to_live(qtbot, recorded):
+    window, path = recorded
+    rec = window.recordings
+    assert rec.open_recording(path)
+    assert rec.mode == "replay" and rec.timeline.isVisible()
+    with open_recording(path) as r:
+        expected = r.batch(0)
+    qtbot.waitUntil(lambda: window.latest_snapshot is not None and window.latest_snapshot.report is None,
+                    timeout=10_000)
+    shown = window.latest_snapshot
+    assert np.array_equal(shown.telemetry.aggregates.active, expected.aggregates.active)
+    energy = window.panels["Energy"]
+    window.step_slider.setValue(1)
+    qtbot.waitUntil(lambda: window.current_step == 1, timeout=2000)
+    qtbot.wait(200)
+    assert window.lattice_view.total_flows == expected.flows.total_flows
+    # the batch slider shows another recorded batch in every view
+    rec.timeline.batch_selected.emit(2)
+    qtbot.waitUntil(lambda: window.latest_snapshot.batch_label.startswith("recording batch 3/3"), timeout=10_000)
+    assert energy is window.panels["Energy"]
+    # live snapshots are not drawn while replaying; Back to live restores them
+    rec.back_to_live()
+    assert rec.mode == "live" and not rec.timeline.isVisible()
+    qtbot.waitUntil(lambda: window.latest_snapshot.report is not None, timeout=10_000)
+
+
+@pytest.mark.parametrize("damage", ["not_hdf5", "truncated", "newer_schema", "missing_dataset"])
+def test_bad_recording_shows_the_reason_and_keeps_what_was_open(qtbot, recorded, tmp_path, damage):
+    window, path = recorded
+    rec = window.recordings
+    assert rec.open_recording(path)
+    bad = tmp_path / f"{damage}.h5"
+    if damage == "not_hdf5":
+        bad.write_text("just text")
+    elif damage == "truncated":
+        data = path.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    else:
+        shutil.copy(path, bad)
+        with h5py.File(bad, "r+") as f:
+            if damage == "newer_schema":
+                f.attrs["schema_version"] = 99
+            else:
+                del f["flows/positions"]
+    assert not rec.open_recording(bad)
+    qtbot.waitUntil(lambda: window.banner.isVisible() and bad.name in window.banner.label.text(), timeout=5000)
+    assert rec.mode == "replay" and rec.replay.path == path  # the previous recording stays open
+    assert rec.replay.show_batch(1)
+
+
+def test_dropping_a_recording_on_the_window_opens_it(qtbot, recorded):
+    window, path = recorded
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    pos = QPointF(window.width() / 2, window.height() / 2)
+    enter = QDragEnterEvent(QPoint(int(pos.x()), int(pos.y())), Qt.DropAction.CopyAction, mime,
+                            Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(window, enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(window, drop)
+    assert window.recordings.mode == "replay" and window.recordings.replay.path == path
+
+
+def test_export_from_the_window_writes_a_recording_and_a_png_at_the_chosen_size(qtbot, recorded, tmp_path):
+    window, _ = recorded
+    qtbot.waitUntil(window.recordings.export_action.isEnabled, timeout=10_000)  # a batch is drawn
+    request = ExportRequest(tmp_path / "snap.h5", tmp_path / "snap.png", (1280, 720))
+    window.recordings._ask_export = lambda parent, base, can_render: request
+    window.recordings.export_action.trigger()
+    with open_recording(request.h5_path) as r:
+        assert r.num_batches == 1
+        assert np.array_equal(r.batch(0).aggregates.active, window.latest_snapshot.telemetry.aggregates.active)
+    image = QImage(str(request.png_path))
+    assert (image.width(), image.height()) == (1280, 720)
+    pixels = np.frombuffer(image.convertToFormat(QImage.Format.Format_RGBA8888).constBits().asstring(
+        1280 * 720 * 4), dtype=np.uint8).reshape(720, 1280, 4)
+    assert len(np.unique(pixels[..., :3].reshape(-1, 3), axis=0)) > 50  # a real render, not a blank fill
+
+
+def test_export_to_an_unwritable_path_is_reported_and_training_carries_on(qtbot, recorded, tmp_path):
+    window, _ = recorded
+    qtbot.waitUntil(window.recordings.export_action.isEnabled, timeout=10_000)
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    window.recordings._ask_export = lambda parent, base, can_render: ExportRequest(
+        blocker / "snap.h5", None, (640, 480))
+    window.recordings.export_action.trigger()
+    assert window.banner.isVisible() and "afile" in window.banner.label.text()
+    count = window.worker.trainer.step_count
+    window.step_action.trigger()
+    qtbot.waitUntil(lambda: window.worker.trainer.step_count == count + 1, timeout=20_000)
+
+
+def test_open_at_start_up_replays_without_training_until_asked(qtbot, recorded, tiny_dataset, small_config):
+    from app.main_window import MainWindow
+    from app.worker import TrainingWorker
+
+    _, path = recorded
+    window = MainWindow(TrainingWorker(small_config(), dataset_factory=lambda: tiny_dataset))
+    qtbot.addWidget(window)
+    window.resize(1600, 1000)
+    window.show()
+    assert window.recordings.open_recording(path)  # what run_gui does for --open
+    window.recordings.replay_only()
+    qtbot.waitUntil(lambda: window.latest_snapshot is not None, timeout=10_000)
+    assert not window.worker_thread.isRunning() and window.worker.trainer is None
+    assert window.recordings.live_action.isEnabled()
+    window.recordings.live_action.trigger()
+    qtbot.waitUntil(lambda: window.worker_state == "idle", timeout=20_000)
+    assert window.recordings.mode == "live"
+    window.shutdown()
