@@ -102,6 +102,25 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
     print(f"\nplacing {int(state.alive.sum()):,} initial flows: {statistics.median(times) * 1e3:.1f} ms "
           f"(input mapper for 250 samples: {statistics.median(mapper_times) * 1e3:.1f} ms)")
+    tracing_cost()
+
+
+def tracing_cost(batches: int = 6) -> None:
+    """train_step (forward + backward + AdamW) at the debug preset, telemetry on vs off."""
+    from energy_flow.training import EnergyTrainer
+
+    c = create_debug_config()
+    x = F.normalize(torch.randn(c.batch_size, c.teacher_dim, generator=torch.Generator().manual_seed(1)), dim=1)
+    y = F.normalize(torch.randn(c.batch_size, c.teacher_dim, generator=torch.Generator().manual_seed(2)), dim=1)
+    medians = {}
+    for trace in (False, True):
+        cfg = c.replace(trace_enabled=trace)
+        trainer = EnergyTrainer(build_model(cfg), cfg)
+        trainer.train_step((x, y))  # warm-up
+        medians[trace] = statistics.median(trainer.train_step((x, y)).timings["total"] for _ in range(batches))
+    print(f"train_step at the debug preset (batch {c.batch_size}, {c.initial_flows_per_batch:,} placed flows): "
+          f"{medians[False] * 1e3:.0f} ms without telemetry, {medians[True] * 1e3:.0f} ms with "
+          f"(tracing costs {100 * (medians[True] / medians[False] - 1):+.1f} %)")
 
 
 if __name__ == "__main__":
