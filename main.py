@@ -21,6 +21,7 @@ class OneLineParser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = OneLineParser(prog="main.py", description=__doc__)
     p.add_argument("--headless", action="store_true", help="train without a window")
+    p.add_argument("--paused", action="store_true", help="app: load, but wait for Run before training")
     p.add_argument("--open", metavar="PATH.h5", help="replay a recording in the app")
     p.add_argument("--preset", default="debug", help="tiny | debug | experiment | optimized (default debug)")
     p.add_argument("--config", metavar="FILE", help="a config file (.toml or .json); overrides --preset")
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_headless(args, config)
     from app.main import run_gui
 
-    return run_gui(config, data_source=args.data, teacher_path=args.teacher, open_path=args.open)
+    return run_gui(config, data_source=args.data, teacher_path=args.teacher, open_path=args.open,
+                   start_paused=args.paused)
 
 
 def run_headless(args: argparse.Namespace, config) -> int:

@@ -7,6 +7,7 @@ while the window says what it is loading.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -43,17 +44,18 @@ def configure_torch_threads() -> int:
 
 
 def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: str | None = None,
-            open_path: str | None = None) -> int:
+            open_path: str | None = None, start_paused: bool = False) -> int:
     """Run Energy Flow Studio until the window closes; returns the process exit code.
 
-    With ``open_path`` the window replays that recording and live training is not started
-    until the user asks for it (a bad file is reported in the window, which stays usable).
+    Training starts as soon as the model is loaded, unless ``start_paused``. With
+    ``open_path`` the window replays that recording and live training is not started until the
+    user asks for it (a bad file is reported in the window, which stays usable).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     threads = configure_torch_threads()
 
     import vispy
-    from PyQt6.QtCore import QTimer
+    from PyQt6.QtCore import QCoreApplication, QEvent, QTimer
     from PyQt6.QtWidgets import QApplication
 
     vispy.use("pyqt6")
@@ -81,8 +83,11 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
     interrupted: list[bool] = []
 
     def on_sigint(*_: object) -> None:
+        # Python runs this at whatever bytecode it is executing — possibly inside a paint
+        # handler of the 3D view. Closing from there destroys the window mid-paint (a segfault
+        # in the next flush), so only schedule the close; it runs between events.
         interrupted.append(True)
-        window.close()   # stops the worker and joins its thread, like closing with the mouse
+        QTimer.singleShot(0, window.close)  # stops the worker and joins its thread
 
     signal.signal(signal.SIGINT, on_sigint)
     keepalive = QTimer()
@@ -93,6 +98,12 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
         window.recordings.open_recording(open_path)
         window.recordings.replay_only()
     else:
+        if not start_paused:
+            def run_once_loaded(state: str) -> None:
+                if state == "idle":
+                    worker.state_changed.disconnect(run_once_loaded)
+                    window.run_requested.emit()
+            worker.state_changed.connect(run_once_loaded)
         window.start()
     code = app.exec()
     keepalive.stop()
@@ -101,4 +112,9 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
         log.error("exiting with the training thread still busy")
         sys.stderr.flush()
         os._exit(code or 1)
+    # Destroy the window now, in Qt's order, rather than leaving pyqtgraph's scenes to Python's
+    # garbage collector at interpreter exit (a half-collected QGraphicsLayout can crash Qt).
+    window.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+    gc.collect()
     return EXIT_INTERRUPTED if interrupted else code

@@ -165,12 +165,16 @@ class MainWindow(QMainWindow):
                 self._add_dock("Text bridge", self.text_bridge_panel, "right")
         self.docks["Health"].setFeatures(QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
         self.docks["Health"].setTitleBarWidget(QWidget())  # a strip, not a captioned panel
+        # The right column (training curves, decoded text) runs the full height; the four
+        # per-step panels share the bottom row under the config and the 3D view, tall enough for
+        # their stacked plots to stay legible at 1600×1000.
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         bottom = [self.docks[t] for t in ("Spawn", "Energy", "Displacement", "Coverage")]
         self.resizeDocks(bottom, [1] * len(bottom), Qt.Orientation.Horizontal)
-        self.resizeDocks([bottom[0]], [320], Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["Config"]], [270], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Training"]], [430], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Training"], self.docks["Text bridge"]], [330, 270], Qt.Orientation.Vertical)
+        self.resizeDocks([bottom[0]], [400], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["Config"]], [250], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Training"]], [440], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Training"], self.docks["Text bridge"]], [480, 360], Qt.Orientation.Vertical)
 
     def _add_dock(self, title: str, widget: QWidget, area: str) -> None:
         dock = QDockWidget(title, self)

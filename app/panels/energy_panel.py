@@ -113,8 +113,11 @@ class EnergyPanel(QWidget):
         self.hist_curve.setData(agg.energy_bin_edges.astype(np.float64), counts.astype(np.float64))
         self.step_line.setValue(t)
         median = agg.energy_percentiles[t, 2]
+        # At step t the histogram holds every flow that was stepped (alive when the step began,
+        # so also those that ended during it), not only the flows still alive afterwards.
         what = "placement" if t == 0 else f"step {t}"
+        counted = "flows placed" if t == 0 else "flows stepped"
         median_text = f"median {median:.3f}" if np.isfinite(median) else "no flow processed"
         lo, hi = tel.input_energy_range
-        self.hist_plot.setTitle(f"energy at {what}: {int(counts.sum()):,} flows, {median_text}"
+        self.hist_plot.setTitle(f"energy at {what}: {int(counts.sum()):,} {counted}, {median_text}"
                                 f"<br>input energy range [{lo:.3f}, {hi:.3f}] (shaded)", size=TITLE_SIZE)

@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 from typing import Callable, Iterator
 from weakref import WeakKeyDictionary
 
 import pytest
 import torch
-from PyQt6.QtCore import QThread
+from PyQt6.QtCore import QCoreApplication, QEvent, QThread
 
 from app.main import configure_torch_threads
 from app.main_window import MainWindow
@@ -61,6 +62,28 @@ def no_running_qthreads(monkeypatch: pytest.MonkeyPatch, qtbot) -> Iterator[None
             pass
     if dangling:
         pytest.fail(f"QThread(s) left running, started at: {', '.join(dangling)}")
+
+
+@pytest.fixture(autouse=True)
+def deterministic_widget_teardown(qtbot, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Destroy each test's widgets at the end of that test, not whenever the GC gets to them.
+
+    pytest-qt closes a test's widgets and calls deleteLater; pyqtgraph scenes whose items were
+    left to Python's garbage collector were otherwise torn down part-way through a *later*
+    test's event processing, where a half-deleted QGraphicsLayout crashed Qt (segfault in
+    QGraphicsLayout::activate). Requested after qtbot, so this teardown runs before its close.
+    """
+    yield
+    # ``qt_widgets`` is where qtbot.addWidget keeps (weakref, before_close) pairs on the item.
+    for ref, _ in list(getattr(request.node, "qt_widgets", [])):
+        widget = ref()
+        if widget is not None:
+            widget.close()
+            widget.deleteLater()
+    request.node.qt_widgets = []
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+    gc.collect()
+    QCoreApplication.processEvents()
 
 
 @pytest.fixture(scope="session")
