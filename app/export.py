@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -24,6 +23,7 @@ from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QF
                              QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from app.snapshot import Snapshot
+from energy_flow.atomic import atomic_write
 from energy_flow.trace.recording import REPORT_FIELDS, export_snapshot, report_fields_from
 from energy_flow.training.report import TrainReport
 
@@ -110,24 +110,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     Raises OSError (errno kept) naming ``path``; no temporary file survives a failure.
     """
     path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
+    with atomic_write(path, "image") as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
         try:
             _write_all(fd, data)
-            os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -12,7 +12,7 @@ import torch
 from energy_flow.config import create_tiny_config
 from energy_flow.core import EnergyCarrier, EnergyLattice, FlowProcessor, SimpleNeuron
 from energy_flow.core import processor as processor_module
-from energy_flow.trace.telemetry import REASON_ACTIVE, REASON_LANDED, REASON_NAMES
+from energy_flow.trace.telemetry import REASON_LANDED, REASON_NAMES
 from energy_flow.training import build_model
 from tests.conftest import unit_rows
 

@@ -31,7 +31,7 @@ def test_every_trainable_parameter_gets_a_finite_nonzero_gradient(pairs8):
     assert report.flow_stats.spawned > 0  # the spawn head only learns through a split
     assert report.params_without_grad == ()
     # and independently of the report's bookkeeping:
-    model, c = trainer.processor, trainer.config
+    model = trainer.processor
     model.zero_grad()
     result = model(pairs8[0])
     (result.outputs - pairs8[1]).pow(2).mean().backward()

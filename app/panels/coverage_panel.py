@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QRectF, Qt
-from PyQt6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QStackedLayout, QVBoxLayout, QWidget
+from PyQt6.QtCore import QRectF
+from PyQt6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from app.colormaps import COVERAGE_LUT, TITLE_SIZE, pg_colormap
 from app.panels.energy_panel import STEP_LINE_PEN
+from app.panels.base import SnapshotPanel
 from app.snapshot import Snapshot
 
 MODES = ("energy deposited", "share of samples reaching")
@@ -27,17 +28,11 @@ def _signed(z: float) -> str:
     return "0" if z == 0 else f"{z:+g}".replace("-", "−")
 
 
-class CoveragePanel(QWidget):
+class CoveragePanel(SnapshotPanel):
     """Per-plane heatmaps (energy deposited / share of samples reaching) and coverage per step."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._snapshot: Snapshot | None = None
-        self._step: int | None = None
-        self._stack = QStackedLayout(self)
-        self.empty_label = QLabel("no batch yet")
-        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self._stack.addWidget(self.empty_label)
 
         page = QWidget()
         controls = QHBoxLayout()
@@ -57,8 +52,7 @@ class CoveragePanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(controls)
         layout.addWidget(self.graphics, 1)
-        self._stack.addWidget(page)
-        self._page = page
+        self._add_page(page)
 
         self.plane_plots: list[pg.PlotItem] = []
         self.images: list[pg.ImageItem] = []
@@ -107,14 +101,7 @@ class CoveragePanel(QWidget):
             curve.setData(steps, 100.0 * tel.aggregates.coverage[:, p].astype(np.float64))
         self.step_plot.setXRange(0, max(tel.num_steps, 1), padding=0.02)
         self._update_images()
-        self._stack.setCurrentWidget(self._page)
-        self._show_step(tel.num_steps if self._step is None else self._step)
-
-    def set_step(self, step: int) -> None:
-        """Titles give the mean-over-samples coverage at the selected step; move the marker."""
-        self._step = int(step)
-        if self._snapshot is not None:
-            self._show_step(self._step)
+        self._show_page(tel.num_steps)
 
     @property
     def mode(self) -> str:

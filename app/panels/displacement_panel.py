@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QLabel, QStackedLayout, QWidget
+from PyQt6.QtWidgets import QWidget
 
 from app.colormaps import TITLE_SIZE
 from app.panels.energy_panel import STEP_LINE_PEN, add_percentile_bands, set_percentile_bands
+from app.panels.base import SnapshotPanel
 from app.snapshot import Snapshot
 
 AXES = ("Δx", "Δy", "Δz")
@@ -23,19 +24,13 @@ EXTREME_STYLE = Qt.PenStyle.DashLine
 CLAMP_COLOR = (255, 200, 80)
 
 
-class DisplacementPanel(QWidget):
+class DisplacementPanel(SnapshotPanel):
     """Δx, Δy, Δz per step as percentile bands with min/max, and the clamp-hit fraction."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._snapshot: Snapshot | None = None
-        self._step: int | None = None
-        self._stack = QStackedLayout(self)
-        self.empty_label = QLabel("no batch yet")
-        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self._stack.addWidget(self.empty_label)
         self.graphics = pg.GraphicsLayoutWidget()
-        self._stack.addWidget(self.graphics)
+        self._add_page(self.graphics)
 
         self.axis_plots: list[pg.PlotItem] = []
         self.band_curves: list[dict[str, pg.PlotDataItem]] = []
@@ -79,14 +74,7 @@ class DisplacementPanel(QWidget):
         keep = np.isfinite(agg.clamp_fraction)
         self.clamp_curve.setData(steps[keep], agg.clamp_fraction[keep].astype(np.float64))
         self.axis_plots[0].setXRange(0, max(agg.num_steps, 1), padding=0.02)
-        self._stack.setCurrentWidget(self.graphics)
-        self._show_step(agg.num_steps if self._step is None else self._step)
-
-    def set_step(self, step: int) -> None:
-        """Move the step markers and write the selected step's ranges in the titles."""
-        self._step = int(step)
-        if self._snapshot is not None:
-            self._show_step(self._step)
+        self._show_page(agg.num_steps)
 
     def _show_step(self, step: int) -> None:
         agg = self._snapshot.telemetry.aggregates

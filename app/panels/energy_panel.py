@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QLabel, QStackedLayout, QWidget
+from PyQt6.QtWidgets import QWidget
 
 from app.colormaps import ENERGY_LUT, ENERGY_RANGE, TITLE_SIZE, qcolor
+from app.panels.base import SnapshotPanel
 from app.snapshot import Snapshot
 
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
@@ -49,19 +49,13 @@ def set_percentile_bands(curves: dict[str, pg.PlotDataItem], x: np.ndarray, pct:
         curves[name].setData(x[keep], pct[keep, i].astype(np.float64))
 
 
-class EnergyPanel(QWidget):
+class EnergyPanel(SnapshotPanel):
     """Energy histogram at the selected step, and percentile bands over the steps."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._snapshot: Snapshot | None = None
-        self._step: int | None = None
-        self._stack = QStackedLayout(self)
-        self.empty_label = QLabel("no batch yet")
-        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self._stack.addWidget(self.empty_label)
         self.graphics = pg.GraphicsLayoutWidget()
-        self._stack.addWidget(self.graphics)
+        self._add_page(self.graphics)
 
         self.hist_plot = self.graphics.addPlot(row=0, col=0)
         self.hist_plot.setLabel("bottom", "energy")
@@ -96,14 +90,7 @@ class EnergyPanel(QWidget):
         steps = np.arange(agg.num_steps + 1, dtype=np.float64)
         set_percentile_bands(self.band_curves, steps, agg.energy_percentiles)
         self.band_plot.setXRange(0, max(agg.num_steps, 1), padding=0.02)
-        self._stack.setCurrentWidget(self.graphics)
-        self._show_step(agg.num_steps if self._step is None else self._step)
-
-    def set_step(self, step: int) -> None:
-        """Histogram of the selected step; move the marker on the bands."""
-        self._step = int(step)
-        if self._snapshot is not None:
-            self._show_step(self._step)
+        self._show_page(agg.num_steps)
 
     def _show_step(self, step: int) -> None:
         tel = self._snapshot.telemetry

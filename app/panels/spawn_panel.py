@@ -11,28 +11,23 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QLabel, QStackedLayout, QWidget
+from PyQt6.QtWidgets import QWidget
 
 from app.colormaps import SPAWN_SERIES_COLORS, TITLE_SIZE
+from app.panels.base import SnapshotPanel
 from app.snapshot import Snapshot
 
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
 
 
-class SpawnPanel(QWidget):
+class SpawnPanel(SnapshotPanel):
     """Spawn requests, grants and budget denials: per step of the batch and per batch of the run."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._snapshot: Snapshot | None = None
-        self._step: int | None = None   # last requested step; None shows the batch's last step
-        self._stack = QStackedLayout(self)
-        self.empty_label = QLabel("no batch yet")
-        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self._stack.addWidget(self.empty_label)
 
         self.graphics = pg.GraphicsLayoutWidget()
-        self._stack.addWidget(self.graphics)
+        self._add_page(self.graphics)
         self.step_plot = self.graphics.addPlot(row=0, col=0)
         self.step_plot.setLabel("bottom", "propagation step")
         self.step_plot.setLabel("left", "flows")
@@ -77,14 +72,7 @@ class SpawnPanel(QWidget):
         x = hist.get("step", np.zeros(0))
         for name, curve in self.history_curves.items():
             curve.setData(x, hist.get(f"spawn_{name}", np.zeros(0)))
-        self._stack.setCurrentWidget(self.graphics)
-        self._show_step(agg.num_steps if self._step is None else self._step)
-
-    def set_step(self, step: int) -> None:
-        """Move the step marker and name the selected step's counts in the title."""
-        self._step = int(step)
-        if self._snapshot is not None:
-            self._show_step(self._step)
+        self._show_page(agg.num_steps)
 
     def _show_step(self, step: int) -> None:
         agg = self._snapshot.telemetry.aggregates

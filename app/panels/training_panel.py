@@ -12,11 +12,11 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import (QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QStackedLayout, QVBoxLayout,
+from PyQt6.QtWidgets import (QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout,
                              QWidget)
 
 from app.colormaps import TITLE_SIZE
+from app.panels.base import SnapshotPanel
 from app.snapshot import Snapshot
 
 LOSS_SERIES = (("loss", "total", (240, 240, 240)), ("mse", "MSE", (110, 170, 255)),
@@ -60,16 +60,11 @@ def _curve(plot: pg.PlotItem, color, alpha: int = 255, name: str | None = None) 
     return curve
 
 
-class TrainingPanel(QWidget):
+class TrainingPanel(SnapshotPanel):
     """Loss curves (raw + smoothed), learning rate, landed fraction and batches per second."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._snapshot: Snapshot | None = None
-        self._stack = QStackedLayout(self)
-        self.empty_label = QLabel("no batch yet")
-        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self._stack.addWidget(self.empty_label)
 
         page = QWidget()
         controls = QHBoxLayout()
@@ -91,8 +86,7 @@ class TrainingPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(controls)
         layout.addWidget(self.graphics, 1)
-        self._stack.addWidget(page)
-        self._page = page
+        self._add_page(page)
 
         # Stacked vertically with linked x: pyqtgraph links x in screen space, which only lines
         # up for plots above one another.
@@ -146,15 +140,11 @@ class TrainingPanel(QWidget):
         if len(x):
             self.loss_plot.setTitle(f"loss per batch — step {int(x[-1])}: total {hist['loss'][-1]:.4g}, "
                                     f"MSE {hist['mse'][-1]:.4g}, 1 − cos {hist['cosine_loss'][-1]:.4g}", size=TITLE_SIZE)
+            rate = hist["batches_per_second"][-1]
+            # Recordings keep no training speed (NaN): say nothing rather than "nan batches/s".
+            speed = f" · {rate:.2f} batches/s" if np.isfinite(rate) else ""
             self.lr_plot.setTitle(f"learning rate {hist['learning_rate'][-1]:.3g} · landed fraction "
-                                  f"{hist['landed_fraction'][-1]:.1%} · {hist['batches_per_second'][-1]:.2f} batches/s",
-                                  size=TITLE_SIZE)
-
-    def set_step(self, step: int) -> None:
-        """Nothing to do: these curves are per batch, not per propagation step.
-
-        Part of the panel contract so the main window can treat every panel alike.
-        """
+                                  f"{hist['landed_fraction'][-1]:.1%}{speed}", size=TITLE_SIZE)
 
     @property
     def smoothing(self) -> float:

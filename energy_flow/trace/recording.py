@@ -31,7 +31,6 @@ import math
 import os
 import platform
 import re
-import secrets
 import subprocess
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
+from energy_flow.atomic import atomic_write
 from energy_flow.trace.telemetry import PERCENTILES, BatchTelemetry, FlowSample, StepAggregates
 
 FORMAT = "energy-flow-recording"
@@ -439,32 +439,9 @@ def export_snapshot(path: str | os.PathLike, telemetry: BatchTelemetry,
     naming ``path`` when its directory cannot be written (no temporary file is left behind).
     """
     path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        # os.open rather than mkstemp: the snapshot gets the usual umask permissions, not 0600.
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot export snapshot to {path}: {exc.strerror}") from exc
-    try:
+    with atomic_write(path, "snapshot") as tmp:
         with RecordingWriter(tmp, config_dict, provenance, mode="w") as writer:
             writer.append_batch(telemetry, report_fields)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OSError(exc.errno, f"cannot export snapshot to {path}: {exc.strerror or exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)   # make the rename itself durable
-    finally:
-        os.close(dir_fd)
     return path
 
 
@@ -598,7 +575,6 @@ class Recording:
         planes = ds["batches/plane_z"].shape[1:]
         image = ds["batches/plane_energy"].shape[1:]
         bins = ds["steps/energy_hist"].shape[1:]
-        k = len(PERCENTILES)
         if len(planes) != 1 or len(image) != 3 or len(bins) != 1:
             raise RecordingError(f"{self.path}: inconsistent shapes: batches/plane_z {planes}, "
                                  f"batches/plane_energy {image}, steps/energy_hist {bins}")

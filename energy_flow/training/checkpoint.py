@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from energy_flow.atomic import atomic_write
 from energy_flow.config import EnergyConfig
 
 CHECKPOINT_VERSION = 1
@@ -27,21 +26,9 @@ def incompatible_fields(saved: dict[str, Any], config: EnergyConfig) -> list[str
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over ``path``:
-    a crash mid-write never leaves a half-written checkpoint under the real name."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise OSError(f"cannot write checkpoint {path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Save so that a crash mid-write never leaves a half-written checkpoint under ``path``."""
+    with atomic_write(path, "checkpoint") as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -1,0 +1,43 @@
+"""SnapshotPanel: what every pyqtgraph panel shares — an empty state and the step contract.
+
+A panel shows "no batch yet" until its first snapshot, then its content page. ``set_step``
+remembers the step the user selected (None until then: a new batch is shown at its last
+step) and redraws the step-dependent part through ``_show_step`` once there is a snapshot.
+"""
+
+from __future__ import annotations
+
+from PyQt6.QtCore import Qt
+from PyQt6.QtWidgets import QLabel, QStackedLayout, QWidget
+
+from app.snapshot import Snapshot
+
+
+class SnapshotPanel(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._snapshot: Snapshot | None = None
+        self._step: int | None = None  # last requested step; None shows the batch's last step
+        self._stack = QStackedLayout(self)
+        self.empty_label = QLabel("no batch yet")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._stack.addWidget(self.empty_label)
+
+    def _add_page(self, page: QWidget) -> QWidget:
+        """The content shown once a snapshot arrived."""
+        self._stack.addWidget(page)
+        self._page = page
+        return page
+
+    def _show_page(self, num_steps: int) -> None:
+        """Switch from the empty state to the content, at the selected (or last) step."""
+        self._stack.setCurrentWidget(self._page)
+        self._show_step(num_steps if self._step is None else self._step)
+
+    def set_step(self, step: int) -> None:
+        self._step = int(step)
+        if self._snapshot is not None:
+            self._show_step(self._step)
+
+    def _show_step(self, step: int) -> None:
+        """Redraw what depends on the selected step (panels that follow the step override it)."""
