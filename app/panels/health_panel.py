@@ -61,10 +61,10 @@ class HealthPanel(QWidget):
         self._layout.setSpacing(6)
         self.badges: dict[str, HealthBadge] = {}
         self.snapshot: Snapshot | None = None
-        placeholder = HealthBadge()
-        placeholder.title.setText("Health")
-        self._waiting = placeholder
-        self._layout.addWidget(placeholder)
+        waiting = HealthBadge()  # the empty state, until the first batch can be checked
+        waiting.title.setText("Health")
+        self._waiting = waiting
+        self._layout.addWidget(waiting)
         self.setMinimumHeight(56)
         self._layout.setAlignment(Qt.AlignmentFlag.AlignTop)
 
