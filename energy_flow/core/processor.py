@@ -159,7 +159,7 @@ class FlowProcessor(nn.Module):
             return grown.index_put((kid_slot,), kids)[:capacity]
 
         hidden = out.hidden
-        processed_ids = state.flow_id[active]
+        processed_ids = state.flow_id[active]  # before the update: a child may reuse a slot
         processed_traced = state.traced[active]
         new_ids = state.next_id + kid_rank.reshape(-1)
         state = FlowState(
@@ -168,12 +168,12 @@ class FlowProcessor(nn.Module):
             payload=write(state.payload, out.payload, out.payload[kid_parent]),
             hidden=write(state.hidden, hidden, hidden[kid_parent]),
             sample=write(state.sample, sample, sample[kid_parent]),
-            flow_id=write(state.flow_id, state.flow_id[active], new_ids),
-            parent_id=write(state.parent_id, state.parent_id[active], state.flow_id[active][kid_parent]),
+            flow_id=write(state.flow_id, processed_ids, new_ids),
+            parent_id=write(state.parent_id, state.parent_id[active], processed_ids[kid_parent]),
             age=write(state.age, state.age[active] + 1, torch.zeros_like(kid_slot)),
             birth_step=write(state.birth_step, state.birth_step[active], torch.full_like(kid_slot, step)),
-            alive=write(alive, still, torch.ones_like(kid_slot, dtype=torch.bool)),
-            traced=write(state.traced, state.traced[active], state.traced[active][kid_parent]),
+            alive=write(state.alive, still, torch.ones_like(kid_slot, dtype=torch.bool)),
+            traced=write(state.traced, processed_traced, processed_traced[kid_parent]),
             next_id=state.next_id + granted.sum(),
         )
         tracer.record_step(step, state=state, processed_ids=processed_ids,
