@@ -23,6 +23,7 @@ def make(config=None, **overrides):
     return trainer
 
 
+@pytest.mark.slow
 def test_overfitting_eight_pairs_halves_the_loss(pairs8):
     """The whole model overfits eight pairs, and the lattice takes part: the same run with
     the lattice frozen (only the output mapper learning) ends clearly worse. Guards against a
@@ -109,6 +110,7 @@ def test_gradient_accumulation_matches_the_full_batch_gradient(pairs8):
     assert report.flow_stats.initial_flows == c.initial_flows_per_batch
 
 
+@pytest.mark.slow
 def test_no_graph_survives_a_step_and_memory_stays_flat(pairs8):
     trainer = make()
     for _ in range(10):
@@ -123,6 +125,7 @@ def test_no_graph_survives_a_step_and_memory_stays_flat(pairs8):
     assert not report.outputs.flags.writeable
 
 
+@pytest.mark.slow
 def test_resumed_run_continues_exactly_as_the_original(tmp_path):
     c = create_tiny_config(batch_size=4, seed=3, device="cpu")
     inputs, targets = unit_rows(12, seed=5), unit_rows(12, seed=6)
@@ -171,6 +174,7 @@ def test_corrupt_checkpoint_is_named(tmp_path):
         make().load_checkpoint(path)
 
 
+@pytest.mark.slow
 def test_train_runs_the_design_example():
     from energy_flow.config import create_experiment_config
     from energy_flow.core import EnergyLattice, FlowProcessor, SimpleNeuron
