@@ -83,6 +83,23 @@ def test_positions_stay_in_the_unit_cube_after_every_step(observed):
         assert pos.numel() == 0 or (pos.min() >= -1.0 and pos.max() <= 1.0)
 
 
+def test_displacements_are_bounded_by_the_scale(observed):
+    """Every stepped flow moves at most ``displacement_scale`` per axis and step (the clamp
+    can only shorten a move), and the heads use a good part of that range. Guards against a
+    mis-scaled displacement head (mutation testing: ``/ scale`` for ``* scale`` in
+    ``input_face`` mode survived, the unit-cube clamp hid it)."""
+    model, _ = observed
+    scale = model.config.displacement_scale
+    largest = 0.0
+    for before, active, after in model.steps:
+        same = after["flow_id"][active] == before["flow_id"][active]
+        move = (after["pos"][active][same] - before["pos"][active][same]).abs()
+        assert move.numel() == 0 or move.max() <= scale * (1 + 1e-6)
+        if move.numel():
+            largest = max(largest, float(move.max()))
+    assert largest > 0.5 * scale
+
+
 def test_every_active_flow_is_updated_exactly_once_per_step(observed):
     model, _ = observed
     for before, active, after in model.steps:
