@@ -211,6 +211,29 @@ def test_flows_reach_output_planes_and_cover_them():
     assert all(c > 0 for c in fs.coverage)  # both planes of center mode receive energy
 
 
+def test_an_untrained_model_lands_most_flows_instead_of_fading_them():
+    """Before any training the carrier keeps most energy per step, so flows live long enough
+    to land (the module's stated reason for its retention bias). Guards against an
+    initialisation that fades flows before they arrive (mutation testing: the retention bias
+    written to a payload channel survived)."""
+    _, result = run(create_tiny_config(max_spawn_per_step=0, spawn_threshold=0.0))
+    fs = result.flow_stats
+    assert sum(fs.landed) > 0.5 * fs.initial_flows, fs
+    assert fs.faded < 0.1 * fs.initial_flows, fs
+
+
+def test_carrier_depth_follows_the_config():
+    """A two-layer carrier keeps, per flow, a GRU state for each layer, and both layers are
+    stepped. Guards against ignoring ``carrier_num_layers`` (mutation testing: a one-layer GRU
+    survived, as the tiny preset has one layer)."""
+    model, _ = run(create_tiny_config(carrier_num_layers=2))
+    assert model.carrier.gru.num_layers == 2
+    before, active, after = model.steps[0]
+    hidden = after["hidden"][active]
+    assert hidden.shape[1:] == (2, model.config.carrier_hidden_size)
+    assert (hidden.abs().sum(dim=(0, 2)) > 0).all()  # both layers moved away from the zero state
+
+
 def test_max_steps_policy_project_deposits_timed_out_flows_drop_does_not():
     c = create_tiny_config(max_steps=2, displacement_scale=0.05)  # nobody can land in 2 steps
     _, projected = run(c)
