@@ -20,6 +20,7 @@ import torch
 
 from energy_flow.config import EnergyConfig
 from energy_flow.device import describe_device
+from energy_flow.diagnostics.gate import HealthGate
 from energy_flow.trace.recording import RecordingWriter, report_fields_from
 from energy_flow.training.data import PairDataset, build_dataset
 from energy_flow.training.embedding_cache import default_cache_dir
@@ -30,6 +31,7 @@ from energy_flow.training.text_bridge import TextBridge
 from energy_flow.training.trainer import EnergyTrainer, build_model
 
 EXIT_NONFINITE = 3
+EXIT_UNHEALTHY = 4
 
 
 @dataclass
@@ -43,6 +45,8 @@ class HeadlessOptions:
     summary: str | None = None
     record: str | None = None
     record_every: int = 1
+    health_every: int | None = None
+    stop_on_failure: bool = False
     val_fraction: float = 0.1
     progress: bool = True
 
@@ -95,9 +99,12 @@ def run(opts: HeadlessOptions, out=sys.stdout) -> int:
     sampler = BatchSampler(len(train_set), cfg.batch_size, cfg.seed)
     failure: TrainReport | None = None
     recorded_bytes: list[int] = []
+    gate = HealthGate(cfg.to_dict(), opts.health_every, opts.stop_on_failure,
+                      lambda line: _write(line, opts.progress, out))
+    unhealthy = False
 
     def on_report(report: TrainReport) -> None:
-        nonlocal failure
+        nonlocal failure, unhealthy
         fs = report.flow_stats
         cov = "/".join(f"{c:.2f}" for c in fs.coverage)
         line = (f"batch {report.step:5d}  loss {report.loss:.4f}  mse {report.mse:.5f}  1-cos {report.cosine_loss:.4f}"
@@ -110,6 +117,9 @@ def run(opts: HeadlessOptions, out=sys.stdout) -> int:
             size = os.path.getsize(opts.record)
             recorder.append_batch(report.telemetry, report_fields_from(report))
             recorded_bytes.append(os.path.getsize(opts.record) - size)
+        if gate.observe(report):
+            unhealthy = True
+            raise _Stop()
 
     history = None
     try:
@@ -129,8 +139,10 @@ def run(opts: HeadlessOptions, out=sys.stdout) -> int:
         "steps": trainer.step_count, "seconds": time.perf_counter() - t0,
         "losses": history.loss if history else [], "landed_fraction": history.landed_fraction if history else [],
         "stopped_on_nonfinite": failure.nonfinite if failure else None,
+        "health": gate.summary(),
+        "stopped_by_health_gate": gate.stop_line() if unhealthy else None,
     }
-    if failure is None:
+    if failure is None and not unhealthy:
         summary["train_eval"] = evaluate(trainer, train_set, _bridge_for(train_set))
         if val_set is not None:
             val = summary["validation_eval"] = evaluate(trainer, val_set, _bridge_for(val_set))
@@ -149,6 +161,9 @@ def run(opts: HeadlessOptions, out=sys.stdout) -> int:
         print(f"stopped: {failure.nonfinite} at batch {failure.step}; the update was skipped and the "
               f"model kept its previous state", file=sys.stderr)
         return EXIT_NONFINITE
+    if unhealthy:
+        print(gate.stop_line(), file=sys.stderr)
+        return EXIT_UNHEALTHY
     return 0
 
 

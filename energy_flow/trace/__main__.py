@@ -1,4 +1,5 @@
-"""``python -m energy_flow.trace inspect PATH.h5``: what a recording holds, without the app.
+"""``python -m energy_flow.trace inspect PATH.h5``: what a recording holds, without the app;
+``python -m energy_flow.trace health PATH.h5``: its health verdicts (see energy_flow.diagnostics).
 
 Useful on a server after a headless ``--record`` run, and for telling at once why a file does
 not open (the same one-line reason the app shows; exit status 2).
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from energy_flow.diagnostics import cli as health_cli
 from energy_flow.trace.recording import Recording, RecordingError, open_recording
 
 EXIT_BAD_FILE = 2
@@ -68,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     inspect = commands.add_parser("inspect", help="summarise a recording (exit status 2 if it cannot be read)")
     inspect.add_argument("path", type=Path)
+    health = commands.add_parser("health", help="health verdicts of every recorded batch (exit status 1 "
+                                 "if a check fails, 2 if the file cannot be read)")
+    health_cli.add_arguments(health)
     args = parser.parse_args(argv)
+    if args.command == "health":
+        return health_cli.run(args)
     try:
         with open_recording(args.path) as rec:
             text = summary(rec)

@@ -27,6 +27,13 @@ REASON_NAMES = ("active", "landed", "faded", "timed_out")
 #: Percentiles reported for energies and displacements (bands in the panels).
 PERCENTILES = (5.0, 25.0, 50.0, 75.0, 95.0)
 
+#: A flow whose largest |Δx|, |Δy|, |Δz| in a step is below this did not move (normalised units:
+#: 1/20 of a cell on the 100-cell lattice).
+STILL_EPSILON = 1e-3
+#: A head output within this of its limit is pinned (saturated).
+SATURATION_MARGIN = 0.01
+SATURATION_NAMES = ("retention", "spawn", "displacement", "payload", "hidden")
+
 
 def _freeze(obj) -> None:
     for f in fields(obj):
