@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from energy_flow.diagnostics import HealthReport
 from energy_flow.trace.telemetry import BatchTelemetry
 from energy_flow.training.report import TrainReport
 
@@ -74,4 +75,5 @@ class Snapshot:
     report: TrainReport | None = None     # None when replaying a recording
     decoded: tuple[DecodedSample, ...] = ()
     source: str = "live"                  # "live" or the recording's path
+    health: HealthReport | None = None    # the batch's verdicts (energy_flow.diagnostics)
     batch_label: str = ""                 # e.g. "batch 12" or "recording batch 3/10"

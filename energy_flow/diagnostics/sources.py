@@ -18,6 +18,7 @@ from energy_flow.diagnostics.evidence import HISTORY_SERIES, Evidence, evidence_
 from energy_flow.diagnostics.thresholds import FLAT_WINDOW, LOSS_WINDOW
 from energy_flow.diagnostics.verdict import HealthReport
 from energy_flow.trace.recording import Recording, report_fields_from
+from energy_flow.trace.telemetry import BatchTelemetry
 
 #: Batches of history kept by a monitor: what the longest trend check reads.
 HISTORY_LENGTH = FLAT_WINDOW + 2 * LOSS_WINDOW
@@ -78,11 +79,13 @@ def recording_history(rec: Recording, upto: int) -> dict[str, np.ndarray]:
     return out
 
 
-def evidence_from_recording(rec: Recording, index: int) -> Evidence:
-    """The evidence for batch ``index`` of a recording, with its history up to that batch."""
+def evidence_from_recording(rec: Recording, index: int, telemetry: BatchTelemetry | None = None) -> Evidence:
+    """The evidence for batch ``index`` of a recording, with its history up to that batch
+    (``telemetry``: the batch, when the caller has already read it)."""
     signals = rec.report_fields(index)
-    return evidence_from_config(rec.batch(index), signals, recording_history(rec, index), rec.config)
+    tel = telemetry if telemetry is not None else rec.batch(index)
+    return evidence_from_config(tel, signals, recording_history(rec, index), rec.config)
 
 
-def assess_recording_batch(rec: Recording, index: int) -> HealthReport:
-    return assess(evidence_from_recording(rec, index))
+def assess_recording_batch(rec: Recording, index: int, telemetry: BatchTelemetry | None = None) -> HealthReport:
+    return assess(evidence_from_recording(rec, index, telemetry))
