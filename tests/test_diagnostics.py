@@ -324,3 +324,35 @@ def test_docs_health_lists_every_threshold_with_its_values():
         warn, fail = rows[key][2], rows[key][3]
         assert math.isclose(float(warn), th.warn), key
         assert (fail == "—") if th.fail is None else math.isclose(float(fail), th.fail), key
+
+
+# ---------------------------------------------------------------------------------- without a window
+def test_trace_health_exits_nonzero_on_the_research_recording(tmp_path, capsys):
+    from energy_flow.trace.__main__ import main as trace_main
+    path = research_like_recording(tmp_path / "research.h5")
+    assert trace_main(["health", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "UNHEALTHY" in out and "Landing" in out and "Motion" in out
+    assert trace_main(["health", str(path), "--batch", "5"]) == 2            # out of range
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not a recording")
+    assert trace_main(["health", str(junk)]) == 2
+
+
+def test_headless_health_gate_prints_verdicts_and_stops_on_a_failure(tmp_path):
+    """A run whose gradients are clipped a million-fold stops at its first batch with exit 4,
+    the failure named, and the summary says why."""
+    import json
+
+    from tests.test_headless import embeddings_file, run_main
+    data = embeddings_file(tmp_path)
+    config = tmp_path / "clip.toml"
+    create_tiny_config(grad_clip=1e-7).save(config)
+    summary = tmp_path / "s.json"
+    proc = run_main("--headless", "--config", str(config), "--batches", "5", "--data", str(data),
+                    "--health-every", "1", "--stop-on-failure", "--summary", str(summary), "--no-progress")
+    assert proc.returncode == 4, proc.stderr
+    assert "health at batch 1" in proc.stdout and "Clipping" in proc.stdout
+    assert "stopped by the health gate at batch 1" in proc.stderr
+    s = json.loads(summary.read_text())
+    assert s["steps"] == 1 and s["health"]["clipping"]["level"] == "failure"
