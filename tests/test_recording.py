@@ -166,8 +166,10 @@ def test_schema_2_fields_round_trip(tmp_path, config):
         assert back["skipped"] is True and "loss" in back["nonfinite"]
         assert all(math.isnan(v) for v in back["update_ratios"].values())
         third = rec.batch(2)
-        assert third.plane_energy_steps is None and third.aggregates.still_fraction is None
-        assert third.aggregates.saturation is None
+        # not measured: stored and read back as NaN ("unknown"), never as a value
+        assert third.plane_energy_steps is None and np.isnan(third.aggregates.still_fraction).all()
+        assert third.aggregates.saturation.shape == (third.num_steps + 1, 5)
+        assert np.isnan(third.aggregates.saturation).all()
         got = rec.report_fields(2)
         assert got["step"] == 4 and got["grad_norms"]["carrier"] == 2.5 and math.isnan(got["grad_norms"]["neuron"])
         assert got["skipped"] is None and math.isnan(got["loss"]) and got["params_without_grad_count"] == 1
@@ -489,7 +491,7 @@ def test_recorder_derives_aggregates_from_recorded_flows(tmp_path):
         info = r.batch_info(0)
         assert info.step == 4 and info.loss == 0.3 and info.landed_fraction == 0.5
         assert math.isnan(info.mse)
-        assert r.config["lattice_shape"] == [3, 3, 3] and r.provenance["model_name"] == "hand"
+        assert r.config["lattice_shape"] == [3, 3, 3] and r.provenance["model"] == {"name": "hand", "version": None}
 
 
 def test_recorder_matches_our_model_where_both_see_the_same_flows(tmp_path, telemetries):

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from energy_flow.trace.recording import report_columns
-from energy_flow.trace.recording.schema import (FLOW_FIELDS, OPTIONAL_STEP_FIELDS, STEP_TRAILING,
+from energy_flow.trace.recording.schema import (FLOW_FIELDS, STEP_TRAILING,
                                                 TRAINING_COLUMNS, V2_DATASETS, RecordingError,
                                                 RecordingLayout, check_root, count_complete,
                                                 load_json_attr, reason_names_from_config, specs)
@@ -194,6 +194,22 @@ class Recording:
             return np.array([bytes(v).decode("utf-8", "replace") for v in values], dtype=object)
         return values
 
+    def dataset(self, name: str) -> h5py.Dataset:
+        """The open dataset ``name`` (e.g. ``"steps/landed"``), for bulk reads over batches
+        through the ``batches/*_start`` offsets; KeyError when the file does not have it."""
+        if name not in self._ds:
+            raise KeyError(f"{self.path}: no dataset {name!r}")
+        return self._ds[name]
+
+    def batch_reasons(self, i: int) -> np.ndarray:
+        """[F] int8 reason codes of batch ``i``'s sampled flows (empty when none were traced);
+        names in :attr:`reason_names`."""
+        i = self._check_index(i)
+        info = self.batch_info(i)
+        if not info.has_flows:
+            return np.zeros(0, np.int8)
+        return self._segment("flows/reason", int(self._read("batches/flow_start", i)), info.num_sampled_flows, i)
+
     def report_fields(self, i: int) -> dict[str, Any] | None:
         """Batch ``i``'s training signals, in the shape ``report_fields_from(TrainReport)`` gives.
 
@@ -243,9 +259,6 @@ class Recording:
         agg = {name: self._segment(f"steps/{name}", s0, t1, i) for name in STEP_TRAILING
                if f"steps/{name}" in self._ds}
         agg["energy_bin_edges"] = self._read("batches/energy_bin_edges", i)
-        for name in OPTIONAL_STEP_FIELDS:   # all NaN: the batch's writer did not measure it
-            if name in agg and np.isnan(agg[name]).all():
-                agg[name] = None
         plane_steps = None
         if "batches/has_plane_energy_steps" in self._ds and self._read("batches/has_plane_energy_steps", i):
             plane_steps = self._segment("steps/plane_energy", s0, t1, i)
