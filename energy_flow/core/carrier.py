@@ -29,6 +29,7 @@ class CarrierOutput:
     retention: torch.Tensor       # [n] in (0, 1): energy kept this step
     payload: torch.Tensor         # [n, E] in (−1, 1)
     displacement: torch.Tensor    # [n, 3], |Δ| ≤ displacement_scale per axis
+    displacement_unit: torch.Tensor  # [n, 3] the bounded activation before displacement_scale
     spawn_fraction: torch.Tensor  # [n] in (0, 1): energy share offered to children
 
 
@@ -62,13 +63,14 @@ class EnergyCarrier(nn.Module):
         raw = self.displacement_head(torch.cat([top, cell_part.to(top.dtype)], dim=1)).float()
         scale = self.config.displacement_scale
         if self.input_face:
-            delta = torch.cat([torch.tanh(raw[:, :2]), torch.sigmoid(raw[:, 2:])], dim=1) * scale
+            unit = torch.cat([torch.tanh(raw[:, :2]), torch.sigmoid(raw[:, 2:])], dim=1)
         else:
-            delta = torch.tanh(raw) * scale
+            unit = torch.tanh(raw)
         return CarrierOutput(
             hidden=h_n.transpose(0, 1).float(),
             retention=torch.sigmoid(e[:, 0]),
             payload=torch.tanh(e[:, 1:]),
-            displacement=delta,
+            displacement=unit * scale,
+            displacement_unit=unit,  # kept for the saturation telemetry (tracing.py)
             spawn_fraction=torch.sigmoid(self.spawn_head(top).float().squeeze(1)),
         )

@@ -178,7 +178,8 @@ class FlowProcessor(nn.Module):
         )
         tracer.record_step(step, state=state, processed_ids=processed_ids,
                            processed_traced=processed_traced, new_pos=new_pos, new_energy=kept_energy,
-                           delta=out.displacement, clamped=clamped, reason=reason, landed_plane=plane,
-                           requested=requested.sum(), granted=granted.sum(), kid_slots=kid_slot,
+                           delta=out.displacement, moved=new_pos - pos, clamped=clamped,
+                           reason=reason, landed_plane=plane, requested=requested.sum(),
+                           granted=granted.sum(), kid_slots=kid_slot, carrier_out=out,
                            collector=collector)
         return state

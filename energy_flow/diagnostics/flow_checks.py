@@ -83,7 +83,7 @@ def motion(ev: Evidence) -> Verdict:
     advice = ("Flows that stand still never land. Usual causes: a displacement head collapsed to "
               "zero (tanh saturated at 0 output, weights decayed), displacement_scale too small, "
               "or a model that only moves a few flows per step.")
-    still = getattr(tel.aggregates, "still_fraction", None)
+    still = tel.aggregates.still_fraction
     if still is not None and np.isfinite(still[1:]).any():
         share = _weighted_mean(np.asarray(still[1:], dtype=np.float64), _stepped_weights(tel))
         worst = float(np.nanmax(still[1:]))
@@ -194,7 +194,7 @@ def saturation(ev: Evidence) -> Verdict:
     advice = ("Outputs pinned at a sigmoid/tanh limit pass almost no gradient. Usual causes: a learning "
               "rate too high, inputs to a head growing without bound, a bias initialised too far out. "
               "'hidden' means GRU units stuck at ±1.")
-    sat = getattr(tel.aggregates, "saturation", None)
+    sat = tel.aggregates.saturation
     if sat is None:
         return _unknown("saturation", title, "saturation was not recorded for this batch", advice)
     weights = _stepped_weights(tel)
@@ -227,14 +227,14 @@ def nonfinite_telemetry(tel: BatchTelemetry) -> list[str]:
         "delta_min": agg.delta_min[1:], "delta_max": agg.delta_max[1:],
         "delta_percentiles": agg.delta_percentiles[1:], "clamp_fraction": agg.clamp_fraction[1:],
     }
-    still = getattr(agg, "still_fraction", None)
+    still = agg.still_fraction
     if still is not None:
         arrays["still_fraction"] = still[1:]
-    sat = getattr(agg, "saturation", None)
+    sat = agg.saturation
     if sat is not None:
         measured = np.isfinite(sat[1:]).any(axis=0)
         arrays["saturation"] = sat[1:, measured]
-    steps = getattr(tel, "plane_energy_steps", None)
+    steps = tel.plane_energy_steps
     if steps is not None:
         arrays["plane_energy_steps"] = steps
     return [name for name, arr in arrays.items() if np.asarray(arr).size and not np.all(np.isfinite(arr))]

@@ -28,9 +28,7 @@ def signals_from_report(report: Any) -> dict[str, Any]:
     """A TrainReport's training signals, as the dict a recording stores (plus output finiteness,
     which only a live report can tell)."""
     signals = dict(report_fields_from(report))
-    signals.update(grad_norm=report.grad_norm, grad_norms=dict(report.grad_norms),
-                   params_without_grad=tuple(report.params_without_grad), nonfinite=report.nonfinite,
-                   skipped=report.skipped, outputs_finite=bool(np.isfinite(report.outputs).all()))
+    signals["outputs_finite"] = bool(np.isfinite(report.outputs).all())
     return signals
 
 

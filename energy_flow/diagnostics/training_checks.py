@@ -67,16 +67,16 @@ def gradients(ev: Evidence) -> Verdict:
               "behind a hard threshold); a vanishing one learns nothing. Look at the module named.")
     if ev.signals is None:
         return _unknown("gradients", title, NO_STEP, advice)
-    missing = ev.signals.get("params_without_grad")
-    if missing:
-        names = list(missing) if not isinstance(missing, (int, float)) else []
-        count = len(names) if names else int(missing)
+    names = list(ev.signals.get("params_without_grad") or ())
+    count = len(names) if names else ev.signal("params_without_grad_count")
+    if count:
         listed = f": {', '.join(names[:3])}{'…' if len(names) > 3 else ''}" if names else ""
         return Verdict("gradients", title, Level.FAILURE,
-                       f"{count} trainable parameter(s) got no gradient{listed}",
+                       f"{int(count)} trainable parameter(s) got no gradient{listed}",
                        advice + ("\nNo gradient:\n" + "\n".join(names) if names else ""), float(count))
-    grads, weights = _per_module(ev, "grad_norms"), _per_module(ev, "weight_norms")
-    if missing is None or not grads or not weights:
+    grads = {m: v for m, v in _per_module(ev, "grad_norms").items() if not math.isnan(v)}
+    weights = {m: v for m, v in _per_module(ev, "weight_norms").items() if not math.isnan(v)}
+    if count is None or not grads or not weights:
         return _unknown("gradients", title, "per-module gradient and weight norms were not recorded", advice)
     ratios = {m: grads[m] / weights[m] for m in grads if m in weights and weights[m] > 0}
     if not ratios or not all(math.isfinite(r) for r in ratios.values()):

@@ -99,7 +99,7 @@ def test_snapshots_hold_the_recorded_telemetry_and_history(qtbot, source, good, 
     with qtbot.waitSignals([source.opened, source.batch_count_changed, source.snapshot_ready]) as blocker:
         assert source.open(good)
     path, info = blocker.all_signals_and_args[0].args
-    assert path == str(good) and info["num_batches"] == NUM_REPORTS and info["schema_version"] == 1
+    assert path == str(good) and info["num_batches"] == NUM_REPORTS and info["schema_version"] == 2
     assert info["provenance"]["model_name"] == PROVENANCE["model_name"]
     first = blocker.all_signals_and_args[2].args[0]
     assert isinstance(first, Snapshot) and first.batch_label.startswith(f"recording batch 1/{NUM_REPORTS}")
