@@ -356,3 +356,56 @@ def test_headless_health_gate_prints_verdicts_and_stops_on_a_failure(tmp_path):
     assert "stopped by the health gate at batch 1" in proc.stderr
     s = json.loads(summary.read_text())
     assert s["steps"] == 1 and s["health"]["clipping"]["level"] == "failure"
+
+
+# ---------------------------------------------------------------------------------- signals of the new telemetry
+def test_a_pinned_retention_head_fails_saturation():
+    report, health = run_batches(small_config(), breaker=pin_retention_at_one)
+    sat = report.telemetry.aggregates.saturation
+    assert np.nanmin(sat[1:, 0]) == 1.0                      # every retention output pinned
+    assert health["saturation"].level is Level.FAILURE, health["saturation"].detail
+    assert "retention 100%" in health["saturation"].detail
+
+
+def test_the_healthy_default_judges_updates_saturation_and_gradients(healthy):
+    _, health = healthy
+    for key in ("updates", "saturation", "gradients"):
+        assert health[key].level is Level.OK, (key, health[key].detail)
+
+
+def test_a_violent_learning_rate_fails_update_size():
+    report, health = run_batches(small_config(learning_rate=5.0))
+    assert max(report.update_ratios.values()) >= 1.0
+    assert health["updates"].level is Level.FAILURE, health["updates"].detail
+
+
+def test_a_frozen_learning_rate_fails_update_size():
+    report, health = run_batches(small_config(learning_rate=1e-12, weight_decay=0.0))
+    assert min(report.update_ratios.values()) <= 1e-9
+    assert health["updates"].level is Level.FAILURE, health["updates"].detail
+
+
+def test_a_vanishing_loss_scale_fails_gradients():
+    """Loss weights of 1e-10: every gradient is ~1e-10 of a normal one, but none is missing."""
+    report, health = run_batches(small_config(mse_weight=1e-10, cosine_weight=1e-10))
+    assert not report.params_without_grad
+    assert health["gradients"].level is Level.FAILURE, health["gradients"].detail
+    assert "‖g‖/‖θ‖" in health["gradients"].detail
+
+
+def test_outputs_that_ignore_the_input_fail_collapse():
+    """An output mapper with zero weights returns its bias for every input: spread 0."""
+    def constant_output(trainer):
+        with torch.no_grad():
+            trainer.processor.output_mapper.proj.weight.zero_()
+            trainer.processor.output_mapper.proj.bias.normal_()
+
+    report, health = run_batches(small_config(), breaker=constant_output)
+    assert report.output_spread == pytest.approx(0.0, abs=1e-6) and report.target_spread > 0.5
+    assert health["collapse"].level is Level.FAILURE, health["collapse"].detail
+
+
+def test_outputs_that_spread_like_their_targets_pass_collapse(healthy):
+    report, _ = healthy
+    signals = dict(signals_from_report(report), output_spread=0.9, target_spread=1.0)
+    assert assess_batch(report.telemetry, signals)["collapse"].level is Level.OK
