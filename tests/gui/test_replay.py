@@ -157,7 +157,7 @@ def _damage(tmp_path: Path, good: Path, kind: str) -> Path:
 @pytest.mark.parametrize("kind, message", [
     ("not-hdf5", "not an HDF5 file"),
     ("truncated", "truncated file"),
-    ("newer-schema", "schema version 99 is newer than this program's 1"),
+    ("newer-schema", "schema version 99 is newer than this program's 2"),
     ("missing-dataset", "missing dataset 'flows/positions'"),
     ("wrong-format", "not an energy-flow recording (format marker 'someone-elses-format'"),
     ("no-such-file", "no such file"),
