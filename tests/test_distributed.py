@@ -67,3 +67,30 @@ def test_two_gloo_ranks_match_one_process_on_the_same_global_batches(tmp_path):
             torch.testing.assert_close(r["weights"][name], p.detach(), rtol=1e-4, atol=1e-6, msg=name)
     for name in ranks[0]["weights"]:  # the ranks agree exactly with each other
         assert torch.equal(ranks[0]["weights"][name], ranks[1]["weights"][name]), name
+
+
+def test_torchrun_headless_run_trains_on_two_ranks_and_only_rank_0_writes(tmp_path):
+    """The README's torchrun command, on two Gloo CPU processes: both train, rank 0 alone writes
+    the summary and checkpoint, and the summary's losses are the global batches'. Guards against
+    ranks racing on the output files or the headless runner ignoring torchrun's environment."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    x, y = data()
+    np.savez(tmp_path / "emb.npz", inputs=x.numpy(), targets=y.numpy())
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(root / "main.py"),
+           "--headless", "--preset", "tiny", "--device", "cpu", "--data", str(tmp_path / "emb.npz"),
+           "--batches", "2", "--no-progress", "--summary", str(tmp_path / "s.json"),
+           "--checkpoint", str(tmp_path / "c.pt")]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "× 2 processes (gloo)" in done.stdout
+    assert done.stdout.count("summary written") == 1 and done.stdout.count("checkpoint written") == 1
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["steps"] == 2 and len(summary["losses"]) == 2
+    assert all(np.isfinite(summary["losses"]))

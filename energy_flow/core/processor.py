@@ -171,6 +171,13 @@ class FlowProcessor(nn.Module):
         out = self.carrier(torch.cat([x, payload, energy.unsqueeze(1)], dim=1), hidden, cell_part)
         return out.hidden, out.retention, out.payload, out.displacement, out.spawn_fraction
 
+    def _recomputed_carrier_step(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``_carrier_step`` under activation checkpoints of ``RECOMPUTE_CHUNK_ROWS`` rows each
+        (a loop over row chunks, at most capacity / 32k of them, not over flows)."""
+        chunks = [checkpoint(self._carrier_step, *part, use_reentrant=False, preserve_rng_state=False)
+                  for part in zip(*(t.split(RECOMPUTE_CHUNK_ROWS) for t in inputs))]
+        return chunks[0] if len(chunks) == 1 else tuple(torch.cat(col) for col in zip(*chunks))
+
     def step(self, state: FlowState, active: torch.Tensor, field: torch.Tensor,
              collector: OutputCollector, tracer: StepTracer | None, step: int,
              hidden_dtype: torch.dtype | None = None) -> FlowState:
@@ -191,10 +198,8 @@ class FlowProcessor(nn.Module):
         if hidden_dtype is None:
             outs = self._carrier_step(pos, cell_part, payload, energy, state.hidden[active])
         else:
-            inputs = (pos, cell_part, payload, energy, state.hidden[active].to(hidden_dtype))
-            chunks = [checkpoint(self._carrier_step, *part, use_reentrant=False, preserve_rng_state=False)
-                      for part in zip(*(t.split(RECOMPUTE_CHUNK_ROWS) for t in inputs))]
-            outs = chunks[0] if len(chunks) == 1 else tuple(torch.cat(col) for col in zip(*chunks))
+            outs = self._recomputed_carrier_step(pos, cell_part, payload, energy,
+                                                 state.hidden[active].to(hidden_dtype))
         out = CarrierOutput(*outs)
 
         moved = pos + out.displacement
@@ -271,7 +276,7 @@ class FlowProcessor(nn.Module):
             next_id=state.next_id + granted.sum(),
         )
         if tracer is not None:
-            with torch.no_grad():  # telemetry saves nothing for backward (recomputation must match)
+            with torch.no_grad():  # telemetry keeps no tensors in the graph: a recomputation must match the first run
                 tracer.record_step(step, state=state, processed_ids=processed_ids,
                                    processed_traced=processed_traced, new_pos=new_pos,
                                    new_energy=kept_energy, delta=out.displacement, clamped=clamped,

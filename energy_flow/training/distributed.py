@@ -95,6 +95,9 @@ class DistributedTrainer(EnergyTrainer):
     def _loss_weight(self, local_batch: int) -> float:
         # DDP divides the summed gradients by the world size; weighting each rank's mean loss by
         # world · local / global turns that average into the gradient of the global mean.
+        if not self._global_batch:
+            raise ValueError("DistributedTrainer: train with train_global_step or run_steps, which "
+                             "give every rank its share of the same global batch")
         return self.context.world_size * local_batch / self._global_batch
 
     def _reduce_losses(self, losses: torch.Tensor, local_batch: int) -> torch.Tensor:
