@@ -23,7 +23,8 @@ def test_out_of_memory_pauses_with_the_sizes_to_lower_and_the_window_stays_usabl
 
     trainer.train_step = out_of_memory
     window.step_action.trigger()
-    qtbot.waitUntil(lambda: worker.state == "error", timeout=SNAPSHOT_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: worker.state == "error" and "Out of memory" in window.banner.label.text(),
+                    timeout=SNAPSHOT_TIMEOUT_MS)
     text = window.banner.label.text()
     c = worker.config
     assert "Out of memory" in text and "paused" in text
