@@ -111,7 +111,7 @@ def main() -> None:
         mem = f"{r['peak_gb']:.2f} GB" if r["peak_gb"] is not None else "n/a (CPU)"
         of_peak = f" ({100 * r['tflops'] / peak:.0f} % of {peak:.0f})" if peak else ""
         print(f"| {preset} | {r['batch']} | {r['capacity']:,} | {r['checkpoint_steps']} | {r['s_per_step']:.3f} "
-              f"| {r['flow_steps']:,.0f} | {r['flow_steps_per_s'] / 1e6:.3f} M | {mem} | {r['tflops']:.2f}{of_peak} |")
+              f"| {r['flow_steps']:,.0f} | {r['flow_steps_per_s'] / 1e6:.3f} M | {mem} | {r['tflops']:.3g}{of_peak} |")
 
 
 if __name__ == "__main__":
