@@ -19,24 +19,28 @@ from tests.conftest import unit_rows
 
 class Observed(FlowProcessor):
     """FlowProcessor that keeps (before, after) copies of the state at every step, and the
-    carrier's retention and spawn fraction for the flows it stepped (a forward hook)."""
+    carrier's retention and spawn fraction for the flows it stepped (a forward hook; a step
+    that runs the carrier in row chunks gives several calls, joined in order)."""
 
     def __init__(self, config):
         torch.manual_seed(config.seed)
         super().__init__(EnergyLattice(config), SimpleNeuron(config), config)
         self.steps = []
         self.outputs = []
+        self._calls = []
         self.carrier.register_forward_hook(self._keep_carrier_output)
 
     def _keep_carrier_output(self, module, args, out):
-        self.outputs.append({"retention": out.retention.detach().clone(),
-                             "spawn_fraction": out.spawn_fraction.detach().clone()})
+        self._calls.append((out.retention.detach().clone(), out.spawn_fraction.detach().clone()))
 
-    def step(self, state, active, field, collector, tracer, step, hidden_dtype=None):
+    def step(self, state, active, field, collector, tracer, step, *rest):
         before = {k: v.detach().clone() for k, v in vars(state).items()}
-        new = super().step(state, active, field, collector, tracer, step, hidden_dtype)
+        self._calls = []
+        new = super().step(state, active, field, collector, tracer, step, *rest)
         after = {k: v.detach().clone() for k, v in vars(new).items()}
         self.steps.append((before, active.clone(), after))
+        retention, spawn_fraction = (torch.cat(col) for col in zip(*self._calls))
+        self.outputs.append({"retention": retention, "spawn_fraction": spawn_fraction})
         return new
 
 

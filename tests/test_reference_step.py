@@ -39,10 +39,10 @@ class CheckedAgainstReference(FlowProcessor):
         self.checked_steps = 0
         self.children_per_parent: list[int] = []
 
-    def step(self, state, active, field, collector, tracer, step):
+    def step(self, state, active, field, collector, tracer, step, *rest):
         ref_collector = _copy_collector(collector)
         expected = reference_step(self, state, field, ref_collector, step)
-        new = super().step(state, active, field, collector, tracer, step)
+        new = super().step(state, active, field, collector, tracer, step, *rest)
         for name in EXACT:
             assert torch.equal(getattr(new, name), getattr(expected, name)), (step, name)
         alive = new.alive
