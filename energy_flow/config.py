@@ -21,6 +21,10 @@ import tomli_w
 START_MODES = ("center", "input_face")
 TIMEOUT_POLICIES = ("drop", "project")
 DEVICES = ("auto", "cpu", "cuda")
+#: "mse_cosine": mse_weight·MSE + cosine_weight·(1 − cos), each output against its own target.
+#: "contrastive": adds contrastive_weight·InfoNCE over the batch (every other target of the
+#: batch is a negative), which rewards telling pairs apart, not only pointing the right way.
+LOSSES = ("mse_cosine", "contrastive")
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,11 @@ class EnergyConfig:
     batch_size: int = 16
     grad_accumulation_steps: int = 1
     grad_clip: float = 1.0
+    loss: str = "mse_cosine"
     mse_weight: float = 1.0
     cosine_weight: float = 1.0
+    contrastive_weight: float = 1.0
+    contrastive_temperature: float = 0.05
     lr_patience: int = 4
     lr_factor: float = 0.5
     plateau_interval: int = 25
@@ -230,8 +237,16 @@ def _validate(c: EnergyConfig) -> None:
         v = getattr(c, name)
         if not _finite(v) or v < 0:
             _fail(name, v, "must be a number ≥ 0")
-    if c.mse_weight == 0 and c.cosine_weight == 0:
+    if c.loss not in LOSSES:
+        _fail("loss", c.loss, f"must be one of {LOSSES}")
+    if c.loss == "mse_cosine" and c.mse_weight == 0 and c.cosine_weight == 0:
         _fail("cosine_weight", c.cosine_weight, "mse_weight and cosine_weight cannot both be 0")
+    if not _finite(c.contrastive_weight) or c.contrastive_weight < 0:
+        _fail("contrastive_weight", c.contrastive_weight, "must be a number ≥ 0")
+    if c.loss == "contrastive" and c.contrastive_weight == 0:
+        _fail("contrastive_weight", c.contrastive_weight, 'must be > 0 when loss = "contrastive"')
+    if not _finite(c.contrastive_temperature) or not 0 < c.contrastive_temperature <= 10:
+        _fail("contrastive_temperature", c.contrastive_temperature, "must be in (0, 10]")
     if isinstance(c.seed, bool) or not isinstance(c.seed, int):
         _fail("seed", c.seed, "must be an integer")
     if not isinstance(c.trace_enabled, bool):
