@@ -71,8 +71,9 @@ def train_sample(train: PairDataset, size: int, seed: int) -> PairDataset:
 
 
 def train_model(trainer: EnergyTrainer, train: PairDataset, batches: int, minutes: float | None,
-                progress: bool, out=sys.stdout) -> TrainingRun:
+                progress: bool, out=None) -> TrainingRun:
     """Up to ``batches`` steps, stopping early once ``minutes`` have passed (checked per chunk)."""
+    out = out or sys.stdout
     sampler = BatchSampler(len(train), trainer.config.batch_size, trainer.config.seed)
     losses: list[float] = []
     t0 = time.perf_counter()
@@ -123,6 +124,30 @@ def plane_diagnostics(trainer: EnergyTrainer, split: PairDataset) -> dict[str, f
     }
 
 
+def plane_features(trainer: EnergyTrainer, inputs: torch.Tensor) -> torch.Tensor:
+    """What the output mapper's projection reads: the pooled output planes, ``[N, P·(E+1)·g²]``."""
+    captured: list[torch.Tensor] = []
+    hook = trainer.processor.output_mapper.proj.register_forward_hook(
+        lambda module, args, output: captured.append(args[0].detach().float().cpu()))
+    try:
+        trainer.predict(inputs)
+    finally:
+        hook.remove()
+    return torch.cat(captured)
+
+
+def deposit_probe(trainer: EnergyTrainer, train: PairDataset, size: int, seed: int) -> Callable:
+    """A ridge map fitted from the pooled output planes of ``size`` train pairs to their targets.
+
+    If this probe reaches the linear baseline while the model does not, the information is on
+    the output planes and the loss or the output mapper's training is at fault; if the probe is
+    poor too, the lattice loses the input before the deposits.
+    """
+    probe_set = train_sample(train, size, seed + 7)
+    fit = baselines.least_squares(plane_features(trainer, probe_set.inputs), probe_set.targets, seed=seed)
+    return lambda inputs: fit.predict(plane_features(trainer, inputs))
+
+
 def evaluate_predictors(predictors: dict[str, Callable[[torch.Tensor], torch.Tensor]],
                         train_eval: PairDataset, val: PairDataset) -> dict[str, dict[str, SplitScores]]:
     """Score every predictor on the train sample and the held-out split."""
@@ -166,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", metavar="PATH", help="load this checkpoint (its config) first")
     p.add_argument("--save-checkpoint", metavar="PATH", help="write the trained model here")
     p.add_argument("--json", metavar="PATH", help="write every figure here too")
+    p.add_argument("--probe", type=int, default=0, metavar="N", help="also fit a ridge probe on the "
+                   "pooled output planes of N train pairs (where is information lost?)")
     p.add_argument("--quiet", action="store_true", help="no per-chunk training lines")
     return p
 
@@ -186,8 +213,10 @@ def _config(args: argparse.Namespace) -> EnergyConfig:
     return cfg.replace(**changes)
 
 
-def main(argv: Sequence[str] | None = None, out=sys.stdout) -> int:
+def main(argv: Sequence[str] | None = None, out=None) -> int:
     from energy_flow.headless import load_data
+
+    out = out or sys.stdout
 
     args = build_parser().parse_args(argv)
     if args.threads:
@@ -219,7 +248,7 @@ def main(argv: Sequence[str] | None = None, out=sys.stdout) -> int:
     if args.save_checkpoint:
         trainer.save_checkpoint(args.save_checkpoint, extra={"provenance": prov.to_dict()})
 
-    ridge = baselines.least_squares(train, seed=cfg.seed)
+    ridge = baselines.least_squares(train.inputs, train.targets, seed=cfg.seed)
     predictors = {
         "mean target": baselines.mean_target(train),
         "identity (input as output)": baselines.identity(train),
@@ -227,6 +256,9 @@ def main(argv: Sequence[str] | None = None, out=sys.stdout) -> int:
         f"{MODEL_ROW}, {trainer.step_count} batches": trainer.predict,
     }
     t1 = time.perf_counter()
+    if args.probe:
+        predictors["ridge probe on the model's pooled output planes"] = deposit_probe(
+            trainer, train, args.probe, cfg.seed)
     rows = evaluate_predictors(predictors, train_eval, val)
     diag = plane_diagnostics(trainer, val)
     eval_seconds = time.perf_counter() - t1

@@ -50,14 +50,21 @@ class RidgeFit:
     inner_cosine: dict[float, float]  # mean cosine on the inner hold-out, per strength
 
 
-def least_squares(train: PairDataset, grid: tuple[float, ...] = RIDGE_GRID, seed: int = 0) -> RidgeFit:
-    """Ridge regression input → target with the strength picked on 10 % of ``train``."""
-    inner_train, inner_val = train.split(0.1, seed=seed + 1)
+def least_squares(inputs: torch.Tensor, targets: torch.Tensor, grid: tuple[float, ...] = RIDGE_GRID,
+                  seed: int = 0) -> RidgeFit:
+    """Ridge regression ``inputs`` → ``targets`` (any input width) with the strength picked on a
+    seeded 10 % hold-out of these train rows, then refitted on all of them."""
+    n = inputs.shape[0]
+    if n < 10 or targets.shape[0] != n:
+        raise ValueError(f"least_squares needs ≥ 10 rows of inputs and targets alike, got {n} and "
+                         f"{targets.shape[0]}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    hold, fit_rows = perm[: n // 10], perm[n // 10:]
     scores = {}
     for ridge in grid:
-        w = _solve(inner_train.inputs, inner_train.targets, ridge)
-        pred = (_with_bias(inner_val.inputs) @ w).float()
-        scores[ridge] = float(F.cosine_similarity(pred, inner_val.targets, dim=1).mean())
+        w = _solve(inputs[fit_rows], targets[fit_rows], ridge)
+        pred = (_with_bias(inputs[hold]) @ w).float()
+        scores[ridge] = float(F.cosine_similarity(pred, targets[hold], dim=1).mean())
     best = max(scores, key=scores.__getitem__)
-    w = _solve(train.inputs, train.targets, best)
-    return RidgeFit(lambda inputs: (_with_bias(inputs) @ w).float(), best, scores)
+    w = _solve(inputs, targets, best)
+    return RidgeFit(lambda x: (_with_bias(x) @ w).float(), best, scores)
