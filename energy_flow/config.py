@@ -25,6 +25,14 @@ DEVICES = ("auto", "cpu", "cuda")
 #: "contrastive": adds contrastive_weight·InfoNCE over the batch (every other target of the
 #: batch is a negative), which rewards telling pairs apart, not only pointing the right way.
 LOSSES = ("mse_cosine", "contrastive")
+#: How a flow's payload (what it deposits) changes per step: "replace" sets it to the carrier's
+#: new output; "gated" keeps a learned share of it (a GRU-like gate), so the part of the input
+#: embedding a flow starts with reaches the output plane unless the carrier learns to change it.
+PAYLOAD_UPDATES = ("replace", "gated")
+#: Sideways (x, y) movement at initialisation: "free" (random head weights) or "still" (x, y
+#: rows of the displacement head start at zero: flows first land under their start cell and
+#: learn to move sideways only where that lowers the loss).
+FLOW_XY_STARTS = ("free", "still")
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class EnergyConfig:
     max_steps: int = 16
     timeout_policy: str = "project"
     displacement_scale: float = 0.25
+    flow_xy_start: str = "free"
     # model
     carrier_hidden_size: int = 64
     carrier_num_layers: int = 2
@@ -58,6 +67,7 @@ class EnergyConfig:
     neuron_output_dim: int = 32
     energy_dim: int = 8
     mapper_grid: int = 8
+    payload_update: str = "replace"
     teacher_dim: int = 384
     # training
     learning_rate: float = 2e-3
@@ -237,6 +247,10 @@ def _validate(c: EnergyConfig) -> None:
         v = getattr(c, name)
         if not _finite(v) or v < 0:
             _fail(name, v, "must be a number ≥ 0")
+    if c.payload_update not in PAYLOAD_UPDATES:
+        _fail("payload_update", c.payload_update, f"must be one of {PAYLOAD_UPDATES}")
+    if c.flow_xy_start not in FLOW_XY_STARTS:
+        _fail("flow_xy_start", c.flow_xy_start, f"must be one of {FLOW_XY_STARTS}")
     if c.loss not in LOSSES:
         _fail("loss", c.loss, f"must be one of {LOSSES}")
     if c.loss == "mse_cosine" and c.mse_weight == 0 and c.cosine_weight == 0:

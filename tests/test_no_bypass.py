@@ -20,6 +20,7 @@ CONFIGS = {
     "input_face": {"start_mode": "input_face"},
     "contrastive": {"loss": "contrastive"},
     "finer mapper grid": {"mapper_grid": 6, "energy_dim": 6},
+    "gated payload, still start": {"payload_update": "gated", "flow_xy_start": "still"},
 }
 
 

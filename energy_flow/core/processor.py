@@ -103,7 +103,8 @@ class FlowProcessor(nn.Module):
 
         cell_part = field[sample * cells + lat.nearest_cell(pos[:, :2])]
         x = self.neuron(pos, cell_part)
-        out = self.carrier(torch.cat([x, payload, energy.unsqueeze(1)], dim=1), state.hidden[active], cell_part)
+        out = self.carrier(torch.cat([x, payload, energy.unsqueeze(1)], dim=1), state.hidden[active], cell_part,
+                           payload)
 
         moved = pos + out.displacement
         new_pos = moved.clamp(-1.0, 1.0)
