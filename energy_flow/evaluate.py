@@ -100,14 +100,13 @@ def train_model(trainer: EnergyTrainer, train: PairDataset, batches: int, minute
 def plane_diagnostics(trainer: EnergyTrainer, split: PairDataset) -> dict[str, float]:
     """Where the deposits of one held-out batch go: the share of deposited energy on edge
     cells (a uniform deposit puts 2(W+H−2)/(W·H) there), landed share and coverage."""
-    cfg = trainer.config.replace(trace_enabled=True, trace_max_flows=1)
     processor = trainer.processor
     saved = processor.trace_enabled
     processor.trace_enabled = True
     try:
         with torch.no_grad():
             processor.eval()
-            x = split.inputs[: cfg.batch_size].to(trainer.device)
+            x = split.inputs[: trainer.config.batch_size].to(trainer.device)
             result = processor(x)
     finally:
         processor.trace_enabled = saved

@@ -130,6 +130,8 @@ def test_evaluate_trains_saves_and_reevaluates_a_checkpoint(tmp_path: Path, caps
     a, b = json.loads(first.read_text()), json.loads(second.read_text())
     assert a["seed"] == b["seed"] == 4 and a["sizes"] == b["sizes"] == {"train": 54, "validation": 6,
                                                                           "train_eval": 6}
+    assert a["diagnostics"]["edge_cell_share"] == pytest.approx(20 / 36)  # tiny: 6×6, 20 edge cells
+    assert 0.0 <= a["diagnostics"]["edge_energy_share"] <= 1.0
     row = "energy flow, 3 batches"
     for split in ("train", "validation"):
         assert b["rows"][row][split] == pytest.approx(a["rows"][row][split], abs=1e-6)
