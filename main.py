@@ -28,8 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batches", type=_positive, default=None,
                    help=f"headless: number of training batches (default {FALLBACK_BATCHES})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: the config's (auto)")
-    p.add_argument("--data", metavar="PATH", help="pairs (.jsonl/.csv) or embeddings (.npz/.npy/.pt); "
-                   "default: the bundled corpus")
+    p.add_argument("--data", metavar="PATH", help="pairs (.jsonl/.csv), embeddings (.npz/.npy/.pt) or a "
+                   "dataset name: wordnet, wordnet:N (N pairs); default: the bundled corpus")
     p.add_argument("--teacher", metavar="DIR", help="a local sentence-transformers model directory "
                    "(default: the bundled all-MiniLM-L6-v2)")
     p.add_argument("--checkpoint", metavar="PATH", help="headless: write a checkpoint here at the end")

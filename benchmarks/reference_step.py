@@ -37,7 +37,7 @@ def reference_step(model: FlowProcessor, state: FlowState, field: torch.Tensor,
         part = field[sample * cells + cell].unsqueeze(0)
         x = model.neuron(pos, part)
         x = torch.cat([x, s.payload[i:i + 1], s.energy[i:i + 1].unsqueeze(1)], dim=1)
-        out = model.carrier(x, s.hidden[i:i + 1], part)
+        out = model.carrier(x, s.hidden[i:i + 1], part, s.payload[i:i + 1])
         moved = pos + out.displacement
         new_pos = moved.clamp(-1.0, 1.0)
         energy = float(s.energy[i]) * float(out.retention[0])

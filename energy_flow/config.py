@@ -21,6 +21,18 @@ import tomli_w
 START_MODES = ("center", "input_face")
 TIMEOUT_POLICIES = ("drop", "project")
 DEVICES = ("auto", "cpu", "cuda")
+#: "mse_cosine": mse_weight·MSE + cosine_weight·(1 − cos), each output against its own target.
+#: "contrastive": adds contrastive_weight·InfoNCE over the batch (every other target of the
+#: batch is a negative), which rewards telling pairs apart, not only pointing the right way.
+LOSSES = ("mse_cosine", "contrastive")
+#: How a flow's payload (what it deposits) changes per step: "replace" sets it to the carrier's
+#: new output; "gated" keeps a learned share of it (a GRU-like gate), so the part of the input
+#: embedding a flow starts with reaches the output plane unless the carrier learns to change it.
+PAYLOAD_UPDATES = ("replace", "gated")
+#: Sideways (x, y) movement at initialisation: "free" (random head weights) or "still" (x, y
+#: rows of the displacement head start at zero: flows first land under their start cell and
+#: learn to move sideways only where that lowers the loss).
+FLOW_XY_STARTS = ("free", "still")
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class EnergyConfig:
     max_steps: int = 16
     timeout_policy: str = "project"
     displacement_scale: float = 0.25
+    flow_xy_start: str = "free"
     # model
     carrier_hidden_size: int = 64
     carrier_num_layers: int = 2
@@ -54,6 +67,7 @@ class EnergyConfig:
     neuron_output_dim: int = 32
     energy_dim: int = 8
     mapper_grid: int = 8
+    payload_update: str = "replace"
     teacher_dim: int = 384
     # training
     learning_rate: float = 2e-3
@@ -61,8 +75,11 @@ class EnergyConfig:
     batch_size: int = 16
     grad_accumulation_steps: int = 1
     grad_clip: float = 1.0
+    loss: str = "mse_cosine"
     mse_weight: float = 1.0
     cosine_weight: float = 1.0
+    contrastive_weight: float = 1.0
+    contrastive_temperature: float = 0.05
     lr_patience: int = 4
     lr_factor: float = 0.5
     plateau_interval: int = 25
@@ -234,8 +251,20 @@ def _validate(c: EnergyConfig) -> None:
         v = getattr(c, name)
         if not _finite(v) or v < 0:
             _fail(name, v, "must be a number ≥ 0")
-    if c.mse_weight == 0 and c.cosine_weight == 0:
+    if c.payload_update not in PAYLOAD_UPDATES:
+        _fail("payload_update", c.payload_update, f"must be one of {PAYLOAD_UPDATES}")
+    if c.flow_xy_start not in FLOW_XY_STARTS:
+        _fail("flow_xy_start", c.flow_xy_start, f"must be one of {FLOW_XY_STARTS}")
+    if c.loss not in LOSSES:
+        _fail("loss", c.loss, f"must be one of {LOSSES}")
+    if c.loss == "mse_cosine" and c.mse_weight == 0 and c.cosine_weight == 0:
         _fail("cosine_weight", c.cosine_weight, "mse_weight and cosine_weight cannot both be 0")
+    if not _finite(c.contrastive_weight) or c.contrastive_weight < 0:
+        _fail("contrastive_weight", c.contrastive_weight, "must be a number ≥ 0")
+    if c.loss == "contrastive" and c.contrastive_weight == 0:
+        _fail("contrastive_weight", c.contrastive_weight, 'must be > 0 when loss = "contrastive"')
+    if not _finite(c.contrastive_temperature) or not 0 < c.contrastive_temperature <= 10:
+        _fail("contrastive_temperature", c.contrastive_temperature, "must be in (0, 10]")
     if isinstance(c.checkpoint_steps, bool) or not isinstance(c.checkpoint_steps, int) \
             or c.checkpoint_steps < 0:
         _fail("checkpoint_steps", c.checkpoint_steps,

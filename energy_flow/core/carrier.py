@@ -3,7 +3,11 @@
 Every active flow is one row of a batched GRU step. The heads read the top layer's output:
 
 - energy head → how much energy the flow keeps (a retention factor in (0, 1), so energy only
-  fades) and the payload it now carries (what it will deposit on an output plane);
+  fades) and the payload it now carries (what it will deposit on an output plane). With
+  ``payload_update="gated"`` a gate head mixes that candidate into the payload the flow already
+  carries (at placement: its cell's part of the input embedding), starting out mostly keeping
+  it: an untrained random carrier that overwrites the payload every step hands the output
+  planes almost nothing a readout can decode about the input (see docs/BENCHMARKS.md);
 - displacement head → Δx, Δy, Δz, bounded by ``displacement_scale`` (in ``input_face`` mode
   Δz ≥ 0: flows may only move towards the output plane). It also reads the current cell's part
   of the input embedding, so the input itself steers each flow; in ``center`` mode Δz starts out
@@ -42,6 +46,8 @@ class EnergyCarrier(nn.Module):
         self.energy_head = nn.Linear(h, 1 + config.energy_dim)
         self.displacement_head = nn.Linear(h + config.energy_dim, 3)
         self.spawn_head = nn.Linear(h, 1)
+        self.gated = config.payload_update == "gated"
+        self.payload_gate = nn.Linear(h, config.energy_dim) if self.gated else None
         with torch.no_grad():
             # Start by keeping most energy (sigmoid(2.5) ≈ 0.92 per step), so flows live long
             # enough to reach an output plane before the model has learned anything.
@@ -53,6 +59,12 @@ class EnergyCarrier(nn.Module):
             self.displacement_head.weight[2, h:].zero_()
             self.displacement_head.weight[2, h].fill_(3.0)
             self.displacement_head.bias[2].zero_()
+            if config.flow_xy_start == "still":
+                self.displacement_head.weight[:2].zero_()
+                self.displacement_head.bias[:2].zero_()
+            if self.payload_gate is not None:
+                # sigmoid(−3) ≈ 0.05: a flow keeps ~95 % of its payload per step at first.
+                self.payload_gate.bias.fill_(-3.0)
         self.input_face = config.start_mode == "input_face"
 
     def compute_dtype(self) -> torch.dtype:
@@ -70,8 +82,10 @@ class EnergyCarrier(nn.Module):
                             w.new_zeros(self.gru.num_layers, 1, self.gru.hidden_size))
         return h.dtype
 
-    def forward(self, x: torch.Tensor, hidden: torch.Tensor, cell_part: torch.Tensor) -> CarrierOutput:
-        """x [n, input_dim], hidden [n, L, H], cell_part [n, E] → CarrierOutput for those n flows."""
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor, cell_part: torch.Tensor,
+                payload: torch.Tensor) -> CarrierOutput:
+        """x [n, input_dim], hidden [n, L, H], cell_part and the carried payload [n, E] →
+        CarrierOutput for those n flows."""
         out, h_n = self.gru(x.unsqueeze(0), hidden.transpose(0, 1).contiguous())
         top = out.squeeze(0)
         e = self.energy_head(top).float()  # heads may run in bf16 under autocast; state stays float32
@@ -84,8 +98,14 @@ class EnergyCarrier(nn.Module):
         return CarrierOutput(
             hidden=h_n.transpose(0, 1).float(),
             retention=torch.sigmoid(e[:, 0]),
-            payload=torch.tanh(e[:, 1:]),
+            payload=self._payload(top, torch.tanh(e[:, 1:]), payload),
             displacement=unit * scale,
             displacement_unit=unit,  # kept for the saturation telemetry (tracing.py)
             spawn_fraction=torch.sigmoid(self.spawn_head(top).float().squeeze(1)),
         )
+
+    def _payload(self, top: torch.Tensor, candidate: torch.Tensor, carried: torch.Tensor) -> torch.Tensor:
+        if self.payload_gate is None:
+            return candidate
+        gate = torch.sigmoid(self.payload_gate(top).float())
+        return carried.to(candidate.dtype) + gate * (candidate - carried.to(candidate.dtype))

@@ -168,7 +168,7 @@ class FlowProcessor(nn.Module):
         """The heavy, pure part of a step: SimpleNeuron → carrier GRU → heads, for n flows.
         Returns the fields of a CarrierOutput, in its order."""
         x = self.neuron(pos, cell_part)
-        out = self.carrier(torch.cat([x, payload, energy.unsqueeze(1)], dim=1), hidden, cell_part)
+        out = self.carrier(torch.cat([x, payload, energy.unsqueeze(1)], dim=1), hidden, cell_part, payload)
         return (out.hidden, out.retention, out.payload, out.displacement, out.displacement_unit,
                 out.spawn_fraction)
 

@@ -16,7 +16,7 @@ CHECKPOINT_VERSION = 1
 #: into a model that agrees on all of them.
 SHAPE_FIELDS = ("lattice_width", "lattice_height", "start_mode", "carrier_hidden_size",
                 "carrier_num_layers", "neuron_hidden_dim", "neuron_output_dim", "energy_dim",
-                "mapper_grid", "teacher_dim", "max_spawn_per_step")
+                "mapper_grid", "teacher_dim", "max_spawn_per_step", "payload_update")
 
 
 def incompatible_fields(saved: dict[str, Any], config: EnergyConfig) -> list[str]:

@@ -365,7 +365,9 @@ def build_dataset(source: str | Path | None = None, teacher: "TeacherEncoder | N
                   cache_dir: Path | None = None) -> PairDataset:
     """The dataset a run trains on.
 
-    ``source`` None: the bundled corpus through the teacher. A ``.jsonl``/``.json``/``.csv``
+    ``source`` None: the bundled corpus through the teacher. A dataset name such as
+    ``"wordnet"`` or ``"wordnet:3000"`` (see :mod:`energy_flow.training.datasets`): its pairs
+    through the teacher. A ``.jsonl``/``.json``/``.csv``
     path: its texts through the teacher. A ``.npz``/``.npy``/``.pt`` path: precomputed
     embeddings (no teacher, no texts). ``teacher`` None creates the bundled teacher, caching
     embeddings under ``cache_dir`` (None: no on-disk cache; pass
@@ -374,7 +376,12 @@ def build_dataset(source: str | Path | None = None, teacher: "TeacherEncoder | N
     if teacher is not None and cache_dir is not None:
         raise ValueError("build_dataset: cache_dir only applies to a teacher it creates; "
                          "give the TeacherEncoder its cache_dir instead")
-    if source is not None:
+    from energy_flow.training.datasets import load_named_pairs, parse_named_source
+
+    named = parse_named_source(source)
+    if named is not None:
+        pairs, label = load_named_pairs(named)
+    elif source is not None:
         path = Path(source)
         suffix = path.suffix.lower()
         if suffix in EMBEDDING_SUFFIXES:

@@ -122,6 +122,26 @@ class TextBridge:
             raise ValueError(f"top1_accuracy: expected indices must lie in [0, {len(self.texts)})")
         return float(np.mean(np.argmax(sims, axis=1) == expected))
 
+    def ranks(self, outputs: np.ndarray | torch.Tensor,
+              expected_indices: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
+        """1-based rank of each row's expected text among all texts, by cosine (ties count
+        against the output: rank = 1 + texts scoring at least as high, other than the expected).
+
+        Top-k accuracy is ``mean(ranks <= k)`` and mean reciprocal rank ``mean(1 / ranks)``;
+        counting ties against the output keeps a constant output (all scores equal) from
+        looking perfect.
+        """
+        sims = self.similarities(outputs)
+        if isinstance(expected_indices, torch.Tensor):
+            expected_indices = expected_indices.detach().cpu().numpy()
+        expected = np.asarray(expected_indices, dtype=np.int64).reshape(-1)
+        if expected.shape[0] != sims.shape[0]:
+            raise ValueError(f"ranks: {sims.shape[0]} outputs but {expected.shape[0]} expected indices")
+        if expected.size and (expected.min() < 0 or expected.max() >= len(self.texts)):
+            raise ValueError(f"ranks: expected indices must lie in [0, {len(self.texts)})")
+        own = sims[np.arange(sims.shape[0]), expected]
+        return (sims >= own[:, None]).sum(axis=1).astype(np.int64)
+
     def top1_accuracy_for_samples(self, outputs: np.ndarray | torch.Tensor,
                                   sample_indices: Sequence[int] | np.ndarray | torch.Tensor) -> float:
         """Top-1 accuracy against each sample's own target, by dataset index (from_dataset only)."""

@@ -46,13 +46,35 @@ def build_model(config: EnergyConfig) -> FlowProcessor:
     return FlowProcessor(lattice, SimpleNeuron(config), config)
 
 
+def info_nce(outputs: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """In-batch contrastive loss: each output should pick its own target out of the batch's.
+
+    Cross-entropy over cosine similarities / ``temperature``; the other targets of the batch
+    are the negatives. A target that equals the own target (a duplicate pair in the batch) is
+    not counted as a negative, since no output could tell them apart.
+    """
+    out = F.normalize(outputs, dim=1)
+    tgt = F.normalize(targets, dim=1)
+    logits = out @ tgt.T / temperature
+    same = (tgt @ tgt.T > 1.0 - 1e-6) & ~torch.eye(len(tgt), dtype=torch.bool, device=tgt.device)
+    logits = logits.masked_fill(same, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(tgt), device=tgt.device))
+
+
 def embedding_losses(outputs: torch.Tensor, targets: torch.Tensor, config: EnergyConfig
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, mse, mean 1 − cosine) of output embeddings against target embeddings."""
+    """(total, mse, mean 1 − cosine) of output embeddings against target embeddings.
+
+    ``config.loss`` picks the total: ``"mse_cosine"`` is mse_weight·MSE + cosine_weight·(1 − cos);
+    ``"contrastive"`` adds contrastive_weight·InfoNCE (:func:`info_nce`) to that.
+    """
     outputs = outputs.float()
     mse = F.mse_loss(outputs, targets)
     cosine = (1.0 - F.cosine_similarity(outputs, targets, dim=1)).mean()
-    return config.mse_weight * mse + config.cosine_weight * cosine, mse, cosine
+    total = config.mse_weight * mse + config.cosine_weight * cosine
+    if config.loss == "contrastive":
+        total = total + config.contrastive_weight * info_nce(outputs, targets, config.contrastive_temperature)
+    return total, mse, cosine
 
 
 def embedding_spread(rows: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,288 @@
+"""Held-out evaluation: the model beside the baselines, on one split, in one table.
+
+    python -m energy_flow.evaluate --data wordnet:3000 --preset debug --minutes 15
+    python -m energy_flow.evaluate --checkpoint runs/debug.pt --data wordnet:3000
+
+Trains a model on the train split (or loads ``--checkpoint``), fits the baselines on the same
+train split, and scores every predictor on the held-out split with
+:func:`energy_flow.training.metrics.score`: mean cosine, top-1, top-5 and mean reciprocal rank
+of the own target among the split's targets, and output spread next to the targets' spread.
+Train-split figures are scored on a sample of train pairs as large as the held-out split, so
+both retrievals choose among as many targets. The split, seed and sizes are printed.
+``--set FIELD=VALUE`` overrides any config field (this is how ablations are run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from energy_flow.config import EnergyConfig, create_preset, field_names
+from energy_flow.device import describe_device
+from energy_flow.training import baselines
+from energy_flow.training.checkpoint import read_checkpoint
+from energy_flow.training.data import PairDataset
+from energy_flow.training.metrics import SplitScores, bridge_for, score, spread
+from energy_flow.training.sampler import BatchSampler
+from energy_flow.training.trainer import EnergyTrainer, build_model
+
+MODEL_ROW = "energy flow"
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What the training phase did (zero steps when a checkpoint was only evaluated)."""
+
+    steps: int
+    seconds: float
+    first_loss: float | None
+    last_loss: float | None   # mean of the last 10 steps
+
+
+def parse_overrides(items: Sequence[str]) -> dict:
+    """``FIELD=VALUE`` strings → a dict; VALUE is read as JSON (numbers, true/false) or a string."""
+    known = set(field_names())
+    out = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or name not in known:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD a config field"
+                             + ("" if not sep else f"; {name!r} is not one"))
+        try:
+            out[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[name] = raw
+    return out
+
+
+def train_sample(train: PairDataset, size: int, seed: int) -> PairDataset:
+    """``size`` train pairs drawn with ``seed``: train figures on as many targets as held-out ones."""
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 2))
+    return train.subset(perm[: min(size, len(train))].sort().values, f"sample of {min(size, len(train))}")
+
+
+def train_model(trainer: EnergyTrainer, train: PairDataset, batches: int, minutes: float | None,
+                progress: bool, out=None) -> TrainingRun:
+    """Up to ``batches`` steps, stopping early once ``minutes`` have passed (checked per chunk)."""
+    out = out or sys.stdout
+    sampler = BatchSampler(len(train), trainer.config.batch_size, trainer.config.seed)
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    chunk = 25
+    while len(losses) < batches:
+        if minutes is not None and time.perf_counter() - t0 >= minutes * 60:
+            print(f"time budget of {minutes:g} min reached after {len(losses)} batches", file=out)
+            break
+        hist = trainer.run_steps(train.inputs, train.targets, sampler, min(chunk, batches - len(losses)),
+                                 progress=False)
+        losses.extend(hist.loss)
+        if hist.skipped:
+            raise RuntimeError(f"training hit a non-finite loss or gradient ({hist.skipped} skipped "
+                               f"steps by batch {trainer.step_count}); figures would be meaningless")
+        if progress:
+            elapsed = time.perf_counter() - t0
+            print(f"  batch {trainer.step_count:5d}  loss {np.mean(hist.loss):.4f}  "
+                  f"{elapsed / len(losses):.2f} s/batch  {elapsed:.0f} s", file=out, flush=True)
+    seconds = time.perf_counter() - t0
+    return TrainingRun(len(losses), seconds, losses[0] if losses else None,
+                       float(np.mean(losses[-10:])) if losses else None)
+
+
+def plane_diagnostics(trainer: EnergyTrainer, split: PairDataset) -> dict[str, float]:
+    """Where the deposits of one held-out batch go: the share of deposited energy on edge
+    cells (a uniform deposit puts 2(W+H−2)/(W·H) there), landed share and coverage."""
+    processor = trainer.processor
+    saved = processor.trace_enabled
+    processor.trace_enabled = True
+    try:
+        with torch.no_grad():
+            processor.eval()
+            x = split.inputs[: trainer.config.batch_size].to(trainer.device)
+            result = processor(x)
+    finally:
+        processor.trace_enabled = saved
+    energy = result.telemetry.plane_energy  # [P, H, W]
+    edge = np.zeros(energy.shape[1:], dtype=bool)
+    edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
+    total = float(energy.sum())
+    h, w = edge.shape
+    return {
+        "edge_energy_share": float(energy[:, edge].sum()) / total if total > 0 else float("nan"),
+        "edge_cell_share": float(edge.sum()) / (h * w),
+        "landed_fraction": result.flow_stats.landed_fraction,
+        "coverage": float(np.mean(result.flow_stats.coverage)),
+    }
+
+
+def plane_features(trainer: EnergyTrainer, inputs: torch.Tensor) -> torch.Tensor:
+    """What the output mapper's projection reads: the pooled output planes, ``[N, P·(E+1)·g²]``."""
+    captured: list[torch.Tensor] = []
+    hook = trainer.processor.output_mapper.proj.register_forward_hook(
+        lambda module, args, output: captured.append(args[0].detach().float().cpu()))
+    try:
+        trainer.predict(inputs)
+    finally:
+        hook.remove()
+    return torch.cat(captured)
+
+
+def deposit_probe(trainer: EnergyTrainer, train: PairDataset, size: int, seed: int) -> Callable:
+    """A ridge map fitted from the pooled output planes of ``size`` train pairs to their targets.
+
+    If this probe reaches the linear baseline while the model does not, the information is on
+    the output planes and the loss or the output mapper's training is at fault; if the probe is
+    poor too, the lattice loses the input before the deposits.
+    """
+    probe_set = train_sample(train, size, seed + 7)
+    fit = baselines.least_squares(plane_features(trainer, probe_set.inputs), probe_set.targets, seed=seed)
+    return lambda inputs: fit.predict(plane_features(trainer, inputs))
+
+
+def evaluate_predictors(predictors: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+                        train_eval: PairDataset, val: PairDataset) -> dict[str, dict[str, SplitScores]]:
+    """Score every predictor on the train sample and the held-out split."""
+    bridges = {"train": bridge_for(train_eval), "validation": bridge_for(val)}
+    rows = {}
+    for name, predict in predictors.items():
+        rows[name] = {split_name: score(predict(split.inputs), split, bridges[split_name])
+                      for split_name, split in (("train", train_eval), ("validation", val))}
+    return rows
+
+
+def format_table(rows: dict[str, dict[str, SplitScores]], target_spread: float, n_val: int) -> str:
+    lines = [f"| predictor | val cosine | val top-1 | val top-5 | val MRR | val spread "
+             f"(targets {target_spread:.3f}) | train cosine | train top-1 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, by_split in rows.items():
+        v, t = by_split["validation"], by_split["train"]
+        lines.append(f"| {name} | {v.mean_cosine:.3f} | {v.top1:.3f} | {v.top5:.3f} | {v.mrr:.3f} | "
+                     f"{v.spread:.3f} | {t.mean_cosine:.3f} | {t.top1:.3f} |")
+    lines.append(f"(retrieval among the {n_val} held-out targets; train figures on a sample of as many "
+                 "train pairs, among their own targets)")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m energy_flow.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=None, help="dataset name (wordnet, wordnet:N), pairs file or "
+                   "embeddings file; default: the bundled corpus")
+    p.add_argument("--teacher", metavar="DIR", help="a local sentence-transformers model directory")
+    p.add_argument("--preset", default="debug")
+    p.add_argument("--config", metavar="FILE", help="a config file; overrides --preset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field (repeatable), e.g. --set loss=contrastive")
+    p.add_argument("--seed", type=int, default=None, help="split, initial weights and batch order")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--batches", type=int, default=None, help="training batches (default 300; 0 with "
+                   "--checkpoint)")
+    p.add_argument("--minutes", type=float, default=None, help="stop training after this many minutes")
+    p.add_argument("--checkpoint", metavar="PATH", help="load this checkpoint (its config) first")
+    p.add_argument("--save-checkpoint", metavar="PATH", help="write the trained model here")
+    p.add_argument("--json", metavar="PATH", help="write every figure here too")
+    p.add_argument("--probe", type=int, default=0, metavar="N", help="also fit a ridge probe on the "
+                   "pooled output planes of N train pairs (where is information lost?)")
+    p.add_argument("--quiet", action="store_true", help="no per-chunk training lines")
+    return p
+
+
+def _config(args: argparse.Namespace) -> EnergyConfig:
+    if args.checkpoint:
+        cfg = EnergyConfig.from_dict(read_checkpoint(args.checkpoint)["config"], source=args.checkpoint)
+    elif args.config:
+        cfg = EnergyConfig.load(args.config)
+    else:
+        cfg = create_preset(args.preset)
+    changes = parse_overrides(args.overrides)
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.device is not None:
+        changes["device"] = args.device
+    changes.setdefault("trace_enabled", False)  # telemetry costs time and figures need none
+    return cfg.replace(**changes)
+
+
+def main(argv: Sequence[str] | None = None, out=None) -> int:
+    from energy_flow.headless import load_data
+
+    out = out or sys.stdout
+
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = _config(args)
+    t0 = time.perf_counter()
+    data = load_data(cfg, args.data, args.teacher)
+    load_seconds = time.perf_counter() - t0
+    if data.dim != cfg.teacher_dim:
+        cfg = cfg.replace(teacher_dim=data.dim)
+    train, val = data.split(args.val_fraction, seed=cfg.seed)
+    train_eval = train_sample(train, len(val), cfg.seed)
+    prov = data.provenance
+    print(f"data: {prov.source}; teacher {prov.teacher}; {len(data)} pairs loaded in {load_seconds:.1f} s",
+          file=out)
+    print(f"split: seed {cfg.seed}, validation fraction {args.val_fraction:g} → {len(train)} train / "
+          f"{len(val)} validation pairs; train figures on {len(train_eval)} train pairs", file=out)
+
+    trainer = EnergyTrainer(build_model(cfg), cfg)
+    trainer.provenance = prov
+    if args.checkpoint:
+        trainer.load_checkpoint(args.checkpoint)
+        print(f"loaded {args.checkpoint} at step {trainer.step_count}", file=out)
+    batches = args.batches if args.batches is not None else (0 if args.checkpoint else 300)
+    print(f"model: preset {args.preset if not (args.config or args.checkpoint) else 'from file'}, "
+          f"loss {cfg.loss}, lr {cfg.learning_rate:g}, batch {cfg.batch_size}; device "
+          f"{describe_device(trainer.device)}, {torch.get_num_threads()} torch threads", file=out)
+    run = train_model(trainer, train, batches, args.minutes, not args.quiet, out)
+    if args.save_checkpoint:
+        trainer.save_checkpoint(args.save_checkpoint, extra={"provenance": prov.to_dict()})
+
+    ridge = baselines.least_squares(train.inputs, train.targets, seed=cfg.seed)
+    # Nearly unregularised too: on retrieval it can beat the ridge picked for cosine.
+    plain = baselines.least_squares(train.inputs, train.targets, grid=(1e-3,), seed=cfg.seed)
+    predictors = {
+        "mean target": baselines.mean_target(train),
+        "identity (input as output)": baselines.identity(train),
+        f"least squares (ridge {ridge.ridge:g}, chosen on train)": ridge.predict,
+        "least squares (ridge 0.001)": plain.predict,
+        f"{MODEL_ROW}, {trainer.step_count} batches": trainer.predict,
+    }
+    t1 = time.perf_counter()
+    if args.probe:
+        predictors["ridge probe on the model's pooled output planes"] = deposit_probe(
+            trainer, train, args.probe, cfg.seed)
+    rows = evaluate_predictors(predictors, train_eval, val)
+    diag = plane_diagnostics(trainer, val)
+    eval_seconds = time.perf_counter() - t1
+
+    target_spread = spread(val.targets)
+    trained = (f"trained {run.steps} batches in {run.seconds:.0f} s ({run.seconds / run.steps:.2f} s/batch), "
+               f"loss {run.first_loss:.3f} → {run.last_loss:.3f} (mean of last 10)") if run.steps else "not trained"
+    print(f"\n# {time.strftime('%Y-%m-%d')}, seed {cfg.seed}; {trained}; evaluation {eval_seconds:.0f} s", file=out)
+    print(format_table(rows, target_spread, len(val)), file=out)
+    print(f"deposits (one held-out batch): {diag['edge_energy_share']:.1%} of the energy on edge cells "
+          f"({diag['edge_cell_share']:.1%} of the cells), landed {diag['landed_fraction']:.2f}, "
+          f"coverage {diag['coverage']:.2f}", file=out)
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "config": cfg.to_dict(), "provenance": prov.to_dict(), "seed": cfg.seed,
+            "sizes": {"train": len(train), "validation": len(val), "train_eval": len(train_eval)},
+            "training": run.__dict__, "target_spread": target_spread, "ridge": ridge.ridge,
+            "rows": {name: {k: s.to_dict() for k, s in by.items()} for name, by in rows.items()},
+            "diagnostics": diag, "device": str(trainer.device), "threads": torch.get_num_threads(),
+        }, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
