@@ -47,6 +47,7 @@ from vispy.visuals.transforms import STTransform  # noqa: E402
 from app.colormaps import (COVERAGE_LUT, ENERGY_LUT, ENERGY_RANGE, REASON_STYLE, SPAWN_COLOR,  # noqa: E402
                            SPAWN_SYMBOL, energy_colors, log_normalise, map_values, sample_colors)
 from app.snapshot import Snapshot  # noqa: E402
+from app.view.flow_selection import FlowSelection  # noqa: E402
 from energy_flow.trace.telemetry import BatchTelemetry, FlowSample  # noqa: E402
 
 #: Flows drawn by default. Chosen with benchmarks/bench_view.py: the largest measured budget that
@@ -94,14 +95,17 @@ def family_roots(flow_id: np.ndarray, parent_id: np.ndarray) -> np.ndarray:
         root = nxt
 
 
-def sample_flows(flows: FlowSample, budget: int) -> np.ndarray:
+def sample_flows(flows: FlowSample, budget: int, include: np.ndarray | None = None) -> np.ndarray:
     """Sorted rows of the ``min(budget, F)`` flows to draw, chosen deterministically.
 
     Families are picked evenly over flow-id order (ids run sample-major over the start plane,
     so the pick covers every traced sample and the whole plane); just enough families are
     taken to reach the budget, then the youngest children overall are trimmed to hit it
-    exactly, so parents are kept before their late descendants.
+    exactly, so parents are kept before their late descendants. ``include`` (rows) are drawn
+    on top of the budget: the selected flow's lineage is always shown.
     """
+    if include is not None and include.shape[0]:
+        return np.union1d(sample_flows(flows, budget), include).astype(np.intp)
     n = flows.num_flows
     if budget >= n:
         return np.arange(n)
@@ -132,6 +136,8 @@ class FlowGeometry:
     birth_step: np.ndarray         # [N]
     end_step: np.ndarray           # [N]
     vertices: np.ndarray           # [V, 3] float32: every existing (flow, step) point
+    vertex_flow: np.ndarray        # [V] index into ``rows`` of each vertex's flow (for picking)
+    vertex_step: np.ndarray        # [V] step of each vertex
     vertex_colors: dict[str, np.ndarray]  # colour mode → [V, 4] float32
     segments: np.ndarray           # [S, 2] uint32, sorted by the step each segment ends at
     segments_until: np.ndarray     # [T+1]: segments ending at or before step t
@@ -156,9 +162,9 @@ class FlowGeometry:
         return (self.birth_step <= step) & (step < self.end_step) & np.isfinite(self.positions[:, step, 0])
 
 
-def build_geometry(flows: FlowSample, budget: int) -> FlowGeometry:
+def build_geometry(flows: FlowSample, budget: int, include: np.ndarray | None = None) -> FlowGeometry:
     """Vertices, step-sorted segments and event points of the sampled flows (vectorised)."""
-    rows = sample_flows(flows, budget)
+    rows = sample_flows(flows, budget, include)
     pos = flows.positions[rows]
     energy = flows.energy[rows]
     steps = pos.shape[1]
@@ -166,6 +172,7 @@ def build_geometry(flows: FlowSample, budget: int) -> FlowGeometry:
     vertex_index = np.full(valid.shape, -1, dtype=np.int64)
     vertex_index[valid] = np.arange(int(valid.sum()))
     vertices = np.ascontiguousarray(pos[valid], dtype=np.float32)
+    vertex_flow, vertex_step = np.nonzero(valid)    # row-major, the order of pos[valid]
     per_flow = valid.sum(axis=1)
     colors = {
         "energy": _with_alpha(energy_colors(energy[valid]), TRAJECTORY_ALPHA),
@@ -192,7 +199,7 @@ def build_geometry(flows: FlowSample, budget: int) -> FlowGeometry:
     symbols = np.array([SYMBOL_CODES[sym] for _, _, sym in REASON_STYLE.values()], np.float32)
     return FlowGeometry(
         rows=rows, positions=pos, energy=energy, birth_step=birth, end_step=end,
-        vertices=vertices, vertex_colors=colors, segments=segments,
+        vertices=vertices, vertex_flow=vertex_flow, vertex_step=vertex_step, vertex_colors=colors, segments=segments,
         segments_until=np.searchsorted(seg_step + 1, all_steps, side="right"),
         spawn_pos=_finite_rows(pos[flow_idx[spawned], birth[spawned]]),
         spawns_until=np.searchsorted(birth[spawned], all_steps, side="right"),
@@ -272,6 +279,7 @@ class PointsVisual(Visual):
     def __init__(self, size: float = 5.0) -> None:
         super().__init__(vcode=_POINTS_VERT, fcode=_POINTS_FRAG)
         self._positions = np.zeros((0, 3), np.float32)
+        self.colors = np.zeros((0, 4), np.float32)
         self._buffers = {name: gloo.VertexBuffer(np.zeros((1, width), np.float32))
                          for name, width in (("a_position", 3), ("a_color", 4), ("a_symbol", 1))}
         for name, buffer in self._buffers.items():
@@ -295,14 +303,22 @@ class PointsVisual(Visual):
             self._size = float(size)
         self._positions = np.zeros((n, 3), np.float32)
         self._positions[:, : pos.shape[1]] = pos
+        self.colors = np.zeros((0, 4), np.float32)
         if n:
             colors = np.broadcast_to(np.asarray(color, np.float32), (n, 4))
             codes = (np.full(n, SYMBOL_CODES[symbol], np.float32) if isinstance(symbol, str)
                      else np.asarray(symbol, np.float32))
             self._buffers["a_position"].set_data(self._positions)
-            self._buffers["a_color"].set_data(np.ascontiguousarray(colors))
+            self.colors = np.ascontiguousarray(colors)
+            self._buffers["a_color"].set_data(self.colors)
             self._buffers["a_symbol"].set_data(np.ascontiguousarray(codes.reshape(n, 1)))
         self.update()
+
+    def set_colors(self, colors: np.ndarray) -> None:
+        """Recolour the points drawn now ([n, 4]); only the colour buffer is uploaded."""
+        if self.count:
+            self._buffers["a_color"].set_data(np.ascontiguousarray(colors, np.float32))
+            self.update()
 
     def _prepare_transforms(self, view) -> None:
         view.view_program.vert["transform"] = view.get_transform()
@@ -476,6 +492,7 @@ class LatticeView(QWidget):
         self._overlay = _Overlay(self.canvas.scene, self._fonts)
         self._overlay.layout(self.canvas.size)
         self._build_controls()
+        self.selection = FlowSelection(self)   # click picking and lineage highlighting
         self._fps_timer = QTimer(self)
         self._fps_timer.setInterval(500)
         self._fps_timer.timeout.connect(self._refresh_fps_label)
@@ -594,6 +611,7 @@ class LatticeView(QWidget):
         self.color_combo.setCurrentIndex(COLOR_MODES.index(mode))
         if self._geometry is not None and self._geometry.vertices.shape[0]:
             self._trajectories.set_data(color=self._geometry.vertex_colors[mode])
+        self.selection.apply()
         if self._snapshot is not None:
             self._overlay.info_lines = self._info_lines(self._snapshot.telemetry)
             self._refresh_overlay()
@@ -727,7 +745,8 @@ class LatticeView(QWidget):
     def _rebuild_flows(self) -> None:
         tel = self._snapshot.telemetry
         flows = tel.flows
-        self._geometry = build_geometry(flows, self._budget) if flows is not None else None
+        include = self.selection.include_rows(flows)
+        self._geometry = build_geometry(flows, self._budget, include) if flows is not None else None
         geo = self._geometry
         if geo is not None and geo.vertices.shape[0]:
             self._trajectories.set_data(pos=geo.vertices, color=geo.vertex_colors[self._color_mode],
@@ -754,6 +773,7 @@ class LatticeView(QWidget):
             self._spawns.set_data(geo.spawn_pos[: geo.spawns_until[t]], SPAWN_COLOR, SPAWN_SYMBOL)
             n_end = int(geo.ends_until[t])
             self._ends.set_data(geo.end_pos[:n_end], geo.end_color[:n_end], geo.end_symbol[:n_end])
+        self.selection.apply()
         self._overlay.info_lines = self._info_lines(self._snapshot.telemetry)
         self._apply_visibility()
         self._refresh_overlay()

@@ -133,6 +133,8 @@ class MainWindow(QMainWindow):
         self._set_state("loading")
         from app.recording_controls import RecordingController
         self.recordings = RecordingController(self)
+        from app.inspection import InspectionController
+        self.inspection = InspectionController(self)   # Inspector, Diagnostics, Comparison docks
 
     # ------------------------------------------------------------------ construction
     def _build_central(self) -> None:
