@@ -25,6 +25,7 @@ from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QF
 from app.snapshot import Snapshot
 from energy_flow.atomic import atomic_write
 from energy_flow.trace.recording import REPORT_FIELDS, export_snapshot, report_fields_from
+from energy_flow.trace.training_signals import MODULES
 from energy_flow.training.report import TrainReport
 
 #: PNG sizes offered by the dialog (label, (width, height)).
@@ -48,9 +49,16 @@ def _report_fields_from_snapshot(snapshot: Snapshot) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name in REPORT_FIELDS:
         series = snapshot.history.get(name)
-        if series is None or series.shape[0] == 0 or not math.isfinite(float(series[-1])):
+        if series is None or series.shape[0] == 0:
             continue
-        fields[name] = int(series[-1]) if name == "step" else float(series[-1])
+        last = np.asarray(series[-1], dtype=np.float64)
+        if last.ndim == 1:              # per-module values ([len(MODULES)] row), NaN = unknown
+            if np.isfinite(last).any():
+                fields[name] = {m: float(v) for m, v in zip(MODULES, last)}
+            continue
+        if not math.isfinite(float(last)):
+            continue
+        fields[name] = int(last) if name == "step" else float(last)
     return fields
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from PyQt6.QtCore import QObject
 
+from app.panels.diagnostics_panel import DiagnosticsPanel
 from app.panels.inspector_panel import InspectorPanel
 
 
@@ -23,6 +24,10 @@ class InspectionController(QObject):
         window._add_dock("Inspector", self.inspector, "left")
         window.tabifyDockWidget(window.docks["Config"], window.docks["Inspector"])
         window.docks["Config"].raise_()
+        self.diagnostics = DiagnosticsPanel()
+        window._add_dock("Diagnostics", self.diagnostics, "right")
+        window.tabifyDockWidget(window.docks["Text bridge"], window.docks["Diagnostics"])
+        window.docks["Text bridge"].raise_()
         view = window.lattice_view
         selection = getattr(view, "selection", None)   # absent when the 3D view could not load
         if selection is not None:

@@ -21,6 +21,9 @@ per column, repeated only when the batch count changes). Spawn totals per batch 
 available as batch columns (they live in the per-step ``steps/*`` aggregates), so they are
 taken from the batches this source has actually read; batches not read yet are NaN there.
 Batches per second is not recorded at all: that series is all NaN, never an invented rate.
+The training signals of the diagnostics panel (``TRAINING_SIGNAL_SERIES``: gradient norms,
+clip level, update ratios, output/target spread) are batch columns of schema 2; a version-1
+file lacks them, so they are NaN there (the panel then says "not recorded").
 A batch whose training step is unknown (``-1`` in the file) has NaN as its step.
 """
 
@@ -34,10 +37,11 @@ from pathlib import Path
 import numpy as np
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal, pyqtSlot
 
-from app.snapshot import Snapshot
+from app.snapshot import PER_MODULE_SERIES, TRAINING_SIGNAL_SERIES, Snapshot
 from energy_flow.diagnostics.sources import assess_recording_batch
 from energy_flow.trace.recording import Recording, RecordingError, open_recording
 from energy_flow.trace.telemetry import BatchTelemetry
+from energy_flow.trace.training_signals import MODULES
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +244,14 @@ class ReplaySource(QObject):
 
     @staticmethod
     def _read_columns(rec: Recording) -> dict[str, np.ndarray]:
-        return {name: rec.batch_column(name) for name in HISTORY_COLUMNS}
+        columns = {name: rec.batch_column(name) for name in HISTORY_COLUMNS}
+        for name in TRAINING_SIGNAL_SERIES:
+            try:
+                columns[name] = rec.batch_column(name)
+            except KeyError:        # a version-1 recording: not recorded
+                width = (len(MODULES),) if name in PER_MODULE_SERIES else ()
+                columns[name] = np.full((rec.num_batches, *width), np.nan)
+        return columns
 
     def _history(self, i: int) -> dict[str, np.ndarray]:
         """RunHistory-shaped arrays for batches 0…i (see the module docstring for the sources)."""
@@ -252,6 +263,8 @@ class ReplaySource(QObject):
                 values = np.where(values < 0, np.nan, values)
             out[name] = _frozen(values)
         out["batches_per_second"] = _frozen(np.full(n, np.nan))
+        for name in TRAINING_SIGNAL_SERIES:
+            out[name] = _frozen(self._columns[name][:n])
         spawn = np.full((n, 3), np.nan)
         for j, totals in self._spawn_totals.items():
             if j < n:
