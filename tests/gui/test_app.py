@@ -43,10 +43,12 @@ def test_window_opens_with_the_lattice_and_every_panel(qtbot, make_window):
     window = make_window()
     assert window.windowTitle().startswith(WINDOW_TITLE)
     assert isinstance(window.lattice_view, LatticeView) and window.lattice_view.isVisible()
-    expected = {"Health", "Config", "Training", "Text bridge", "Spawn", "Energy", "Displacement", "Coverage"}
+    expected = {"Health", "Config", "Training", "Text bridge", "Spawn", "Energy", "Displacement", "Coverage",
+                "Inspector", "Diagnostics", "Compare"}
     assert set(window.docks) == expected
     for title, dock in window.docks.items():
-        assert dock.isVisible(), title
+        # A tabbed dock behind another tab is hidden; its tab group must be on screen.
+        assert dock.isVisible() or any(d.isVisible() for d in window.tabifiedDockWidgets(dock)), title
         assert not isinstance(dock.widget(), UnavailableWidget), f"{title}: {dock.widget().text()}"
     assert window.lattice_view.is_empty                    # nothing drawn before the first batch
     assert window.status_labels["data"].text().startswith("data: bundled corpus")
