@@ -30,8 +30,9 @@ from energy_flow.diagnostics.sources import assess_recording_batch
 from energy_flow.trace.recording import open_recording
 
 #: Colours of references, in opening order (the live run keeps the panel's own colours).
-REFERENCE_COLORS = ((255, 214, 10), (0, 200, 255), (255, 110, 255), (150, 255, 100), (255, 140, 60),
-                    (180, 140, 255))
+#: None of them is the live curves' white, blue or orange; references are also dashed.
+REFERENCE_COLORS = ((255, 90, 255), (0, 230, 200), (170, 255, 60), (255, 225, 40), (180, 140, 255),
+                    (255, 120, 120))
 #: Config keys not compared (they say where a run ran, not what it is).
 IGNORED_CONFIG_KEYS = frozenset({"device"})
 MISSING = "—"
@@ -86,7 +87,7 @@ class _Reference:
         self.run = run
         self.color = color
         self.visible = True
-        pen = pg.mkPen(color, width=1)
+        pen = pg.mkPen(color, width=1, style=pg.QtCore.Qt.PenStyle.DashLine)
         self.loss_curve = pg.PlotDataItem(pen=pen, name=run.name)   # total loss, smoothed
         self.landed_curve = pg.PlotDataItem(pen=pen)
 

@@ -64,10 +64,14 @@ class InspectionController(QObject):
         self.references = ComparisonSet(training if isinstance(training, TrainingPanel) else None, self)
         self.references.error.connect(window.show_error)
         self.comparison = ComparisonPanel(self.references, self._shown_config, self.open_reference)
-        for title, panel in (("Diagnostics", self.diagnostics), ("Compare", self.comparison)):
+        # Diagnostics shares the tall slot of the Training curves (four stacked plots need the
+        # height); Compare sits with the Text bridge, so reference curves and their verdicts
+        # can be seen at once.
+        for title, panel, beside in (("Diagnostics", self.diagnostics, "Training"),
+                                     ("Compare", self.comparison, "Text bridge")):
             window._add_dock(title, panel, "right")
-            window.tabifyDockWidget(window.docks["Text bridge"], window.docks[title])
-        window.docks["Text bridge"].raise_()
+            window.tabifyDockWidget(window.docks[beside], window.docks[title])
+            window.docks[beside].raise_()
         self._build_menu()
 
     def _build_menu(self) -> None:

@@ -142,8 +142,10 @@ class FlowGeometry:
     segments: np.ndarray           # [S, 2] uint32, sorted by the step each segment ends at
     segments_until: np.ndarray     # [T+1]: segments ending at or before step t
     spawn_pos: np.ndarray          # [K, 3] birth points of children, sorted by birth step
+    spawn_flow: np.ndarray         # [K] index into ``rows`` of each spawn point's child
     spawns_until: np.ndarray       # [T+1]
     end_pos: np.ndarray            # [E, 3] end points of terminated flows, sorted by end step
+    end_flow: np.ndarray           # [E] index into ``rows`` of each end point's flow
     end_reason: np.ndarray         # [E] REASON_* of each
     end_color: np.ndarray          # [E, 4] float32 colour of its reason
     end_symbol: np.ndarray         # [E] float32 symbol code of its reason
@@ -201,9 +203,9 @@ def build_geometry(flows: FlowSample, budget: int, include: np.ndarray | None = 
         rows=rows, positions=pos, energy=energy, birth_step=birth, end_step=end,
         vertices=vertices, vertex_flow=vertex_flow, vertex_step=vertex_step, vertex_colors=colors, segments=segments,
         segments_until=np.searchsorted(seg_step + 1, all_steps, side="right"),
-        spawn_pos=_finite_rows(pos[flow_idx[spawned], birth[spawned]]),
+        spawn_pos=_finite_rows(pos[flow_idx[spawned], birth[spawned]]), spawn_flow=spawned,
         spawns_until=np.searchsorted(birth[spawned], all_steps, side="right"),
-        end_pos=_finite_rows(pos[ended, end[ended]]), end_reason=end_reason,
+        end_pos=_finite_rows(pos[ended, end[ended]]), end_flow=ended, end_reason=end_reason,
         end_color=palette[style_row], end_symbol=symbols[style_row],
         ends_until=np.searchsorted(end[ended], all_steps, side="right"),
     )

@@ -104,6 +104,7 @@ class InspectorPanel(SnapshotPanel):
         for plot, line in zip((self.energy_plot, self.position_plot), self.step_lines):
             plot.addItem(line)
             plot.getAxis("left").setWidth(44)
+            plot.getAxis("left").enableAutoSIPrefix(False)
         self.graphics.setToolTip("The selected flow's energy (what it carries after each step) and its x, y, z "
                                  "over the steps it existed; the vertical line is the step slider.")
         layout.addWidget(self.graphics, 3)

@@ -126,8 +126,10 @@ class FlowSelection(QObject):
         if geo.vertices.shape[0]:
             view._trajectories.set_data(color=dimmed(geo.vertex_colors[view._color_mode], self.vertex_keep))
         self.head_keep = keep_flow[geo.alive_at(view.step)]
-        if self.head_keep.shape[0] == view._heads.count:
-            view._heads.set_colors(dimmed(view._heads.colors, self.head_keep))
+        for points, keep in ((view._heads, self.head_keep), (view._spawns, keep_flow[geo.spawn_flow[:view._spawns.count]]),
+                             (view._ends, keep_flow[geo.end_flow[:view._ends.count]])):
+            if keep.shape[0] == points.count:
+                points.set_colors(dimmed(points.colors, keep))
         self._dimmed = True
 
     # ------------------------------------------------------------------ internals
