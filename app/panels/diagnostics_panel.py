@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtWidgets import QWidget
+from PyQt6.QtWidgets import QScrollArea, QWidget
 
 from app.colormaps import TITLE_SIZE
 from app.panels.base import SnapshotPanel
@@ -36,6 +36,7 @@ SATURATION_COLORS = {"retention": (255, 150, 80), "spawn": (90, 200, 255), "disp
 CLIP_PEN = pg.mkPen((255, 90, 90), width=1, style=pg.QtCore.Qt.PenStyle.DashLine)
 GUIDE_PEN = pg.mkPen((200, 200, 200, 110), width=1, style=pg.QtCore.Qt.PenStyle.DotLine)
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
+PLOT_MIN_HEIGHT = 130
 #: The rule-of-thumb update size drawn as a guide on the update-ratio plot.
 HEALTHY_UPDATE_RATIO = 1e-3
 
@@ -77,7 +78,12 @@ class DiagnosticsPanel(SnapshotPanel):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.graphics = pg.GraphicsLayoutWidget()
-        self._add_page(self.graphics)
+        # Four stacked plots stay legible only with ~130 px each: below that the dock scrolls.
+        self.graphics.setMinimumHeight(4 * PLOT_MIN_HEIGHT)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.graphics)
+        self._add_page(scroll)
         self.grad_plot = self._plot(0, "grad", "gradient norm per module (before clip)", "‖g‖", log_y=True)
         self.grad_curves = {m: self.grad_plot.plot(pen=pg.mkPen(MODULE_COLORS[m], width=1), name=m) for m in MODULES}
         self.total_curve = self.grad_plot.plot(pen=pg.mkPen((240, 240, 240), width=1), name="total")

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PyQt6.QtCore import QObject, pyqtSignal
 
-from app.view.highlight import dimmed
+from vispy.color import Color
+
+from app.view.highlight import dimmed, dimmed_opaque
 from app.view.picking import pick_row, project
 from energy_flow.trace.lineage import FlowNotFound, lineage_mask
 from energy_flow.trace.telemetry import FlowSample
@@ -48,6 +50,7 @@ class FlowSelection(QObject):
         self.vertex_keep = np.zeros(0, bool)      # [V] drawn vertices of the lineage
         self.head_keep = np.zeros(0, bool)        # [h] drawn heads of the lineage
         self._press: tuple[float, float] | None = None
+        self._background = tuple(Color(view.canvas.bgcolor).rgb)
         view.canvas.events.mouse_press.connect(self._on_press)
         view.canvas.events.mouse_release.connect(self._on_release)
 
@@ -129,7 +132,7 @@ class FlowSelection(QObject):
         for points, keep in ((view._heads, self.head_keep), (view._spawns, keep_flow[geo.spawn_flow[:view._spawns.count]]),
                              (view._ends, keep_flow[geo.end_flow[:view._ends.count]])):
             if keep.shape[0] == points.count:
-                points.set_colors(dimmed(points.colors, keep))
+                points.set_colors(dimmed_opaque(points.colors, keep, self._background))
         self._dimmed = True
 
     # ------------------------------------------------------------------ internals

@@ -14,6 +14,20 @@ import numpy as np
 DIM_ALPHA = 0.12
 
 
+def dimmed_opaque(colors: np.ndarray, keep: np.ndarray, background: tuple[float, float, float],
+                  factor: float = DIM_ALPHA) -> np.ndarray:
+    """Copy of ``colors`` with rows not in ``keep`` mixed toward ``background`` (alpha kept).
+
+    For the point sprites: they write depth, so a translucent point would punch a dark hole
+    in the planes drawn after it; an opaque colour close to the background dims without that.
+    """
+    out = np.array(colors, dtype=np.float32, copy=True)
+    if out.shape[0]:
+        off = ~np.asarray(keep, bool)
+        out[off, :3] = factor * out[off, :3] + (1.0 - factor) * np.asarray(background, np.float32)
+    return out
+
+
 def dimmed(colors: np.ndarray, keep: np.ndarray, factor: float = DIM_ALPHA) -> np.ndarray:
     """Copy of ``colors`` [n, 4] with the alpha of rows not in ``keep`` [n] scaled by ``factor``."""
     out = np.array(colors, dtype=np.float32, copy=True)
