@@ -567,6 +567,15 @@ class LatticeView(QWidget):
             self._shape = tel.lattice_shape
             self.reset_view()
 
+    def clear(self) -> None:
+        """Back to "no batch yet": the model was rebuilt, so the batch drawn belongs to no run."""
+        self._snapshot = None
+        self._geometry = None
+        self._shape = None            # the next batch is framed afresh (the lattice may differ)
+        self._head_count = self._segments_shown = 0
+        self._overlay.info_lines = ()
+        self._apply_visibility()
+
     def set_step(self, step: int) -> None:
         """Show the state after ``step`` propagation steps (clamped to the batch's steps)."""
         self._requested_step = int(step)

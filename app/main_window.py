@@ -15,12 +15,13 @@ from __future__ import annotations
 import importlib
 import logging
 import traceback
+from typing import Callable
 
 import numpy as np
 from PyQt6.QtCore import QThread, Qt, QTimer, pyqtSignal, pyqtSlot
 from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence
-from PyQt6.QtWidgets import (QDockWidget, QFrame, QHBoxLayout, QLabel, QMainWindow, QPushButton,
-                             QSlider, QToolBar, QVBoxLayout, QWidget)
+from PyQt6.QtWidgets import (QDockWidget, QFrame, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
+                             QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
 
 from app.panels.config_panel import ConfigPanel
 from app.panels.health_panel import HealthPanel
@@ -112,6 +113,8 @@ class MainWindow(QMainWindow):
         self.snapshots_received = 0
         self.snapshots_drawn = 0
         self._panel_failures: set[str] = set()
+        #: Asks the user a yes/no question (title, text); tests replace it.
+        self.confirm: Callable[[str, str], bool] = self._ask
 
         self._build_central()
         self._build_panels()
@@ -208,8 +211,8 @@ class MainWindow(QMainWindow):
         self.step_action = action("⏭ Step", "Train exactly one batch", self.step_requested.emit, ("S",))
         self.stop_action = action("⏹ Stop", "Stop training after the batch in flight", self.stop_requested.emit,
                                   ("Esc",))
-        self.reset_action = action("⟲ Reset", "Rebuild the model from the current config (batch 0)",
-                                   self.reset_requested.emit, ("Ctrl+R",))
+        self.reset_action = action("⟲ Reset", "Rebuild the model from the current config (batch 0); asks first",
+                                   self.request_reset, ("Ctrl+R",))
         for act in (self.run_action, self.pause_action, self.step_action, self.stop_action, self.reset_action):
             bar.addAction(act)
         self.toggle_run_action = action("Run/Pause", "Toggle Run/Pause", self.toggle_run, ("Space",))
@@ -345,6 +348,35 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{WINDOW_TITLE} — {info['config'].lattice_width}×{info['config'].lattice_height}"
                             f"×{info['config'].lattice_depth}")
         self._set_state(self.worker_state)
+        if self.showing_live:
+            self.clear_views()
+
+    @property
+    def showing_live(self) -> bool:
+        """True unless a recording is being replayed in this window."""
+        recordings = getattr(self, "recordings", None)
+        return recordings is None or recordings.mode == "live"
+
+    def clear_views(self) -> None:
+        """Every view back to "no batch yet", at once: a rebuilt model has trained nothing.
+
+        Called when the worker (re)built the model (load, Reset, Apply config). Snapshots of the
+        old model that are still waiting to be drawn are dropped: they arrived before ``loaded``
+        (the worker emits both from one thread, so they are delivered in order).
+        """
+        self._latest = self._shown = None
+        self._snapshot_dirty = self._step_dirty = False
+        self._round = []
+        self._follow_last_step = True
+        self.step_slider.blockSignals(True)
+        self.step_slider.setRange(0, 0)
+        self.step_slider.blockSignals(False)
+        self.step_label.setText(" – / – ")
+        for name, view in self._views().items():
+            if hasattr(view, "clear"):
+                self._call(name, "clear", None)
+        for key in ("batch", "step", "active", "loss", "rate"):
+            self.status_labels[key].setText("–")
 
     @pyqtSlot(dict)
     def _on_resources(self, info: dict) -> None:
@@ -355,6 +387,28 @@ class MainWindow(QMainWindow):
         self.status_labels["device"].setText(text)
 
     # ------------------------------------------------------------------ controls
+    def request_reset(self) -> None:
+        """Reset after the user confirmed it: one keystroke must not discard trained weights.
+
+        Apply config asks before it rebuilds the model; Reset discards as much, so it asks too
+        (nothing to lose before the first batch: then it resets at once).
+        """
+        trainer = self.worker.trainer
+        trained = trainer.step_count if trainer is not None else 0
+        if trained > 0 and not self.confirm(
+                "Reset the model",
+                f"Discard the weights of {trained} trained batch{'es' if trained != 1 else ''} and the run's "
+                "history, and start again from fresh weights at batch 0?"):
+            self.statusBar().showMessage("Reset cancelled: the model is unchanged", 5_000)
+            return
+        self.reset_requested.emit()
+
+    def _ask(self, title: str, text: str) -> bool:
+        answer = QMessageBox.question(self, title, text,
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
     def toggle_run(self) -> None:
         if self.worker_state == "running":
             self.pause_requested.emit()
@@ -434,10 +488,15 @@ class MainWindow(QMainWindow):
         views = {"Lattice view": self.lattice_view, **self.panels}
         return {name: w for name, w in views.items() if hasattr(w, "set_snapshot")}
 
-    def _call(self, name: str, method: str, arg: object) -> None:
-        """Call a view's ``method``; one that raises is reported in the banner, not fatal."""
+    def _call(self, name: str, method: str, arg: object = None) -> None:
+        """Call a view's ``method`` (with ``arg`` unless it is ``clear``); one that raises is
+        reported in the banner, not fatal."""
         try:
-            getattr(self._views()[name], method)(arg)
+            call = getattr(self._views()[name], method)
+            if method == "clear":
+                call()
+            else:
+                call(arg)
         except Exception as exc:  # noqa: BLE001 - a broken panel must not stop the others
             key = f"{name}.{method}"
             log.error("%s failed:\n%s", key, traceback.format_exc())

@@ -115,6 +115,7 @@ class RecordingController(QObject):
     def _connect(self) -> None:
         w, r, t = self.window, self.replay, self.timeline
         self.worker.snapshot_ready.connect(self._on_live_snapshot)
+        self.worker.loaded.connect(self._on_model_rebuilt)
         self.record_requested.connect(self.worker.start_recording)
         self.stop_record_requested.connect(self.worker.stop_recording)
         self.worker.recording_changed.connect(self._on_recording_changed)
@@ -193,6 +194,10 @@ class RecordingController(QObject):
 
     def _on_live_snapshot(self, snapshot) -> None:
         self._live_snapshot = snapshot
+
+    def _on_model_rebuilt(self, _info: dict) -> None:
+        """The last live batch belonged to the old model: "back to live" must not show it."""
+        self._live_snapshot = None
 
     # ------------------------------------------------------------------ export
     def export(self) -> None:

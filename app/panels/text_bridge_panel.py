@@ -43,6 +43,11 @@ class TextBridgePanel(QWidget):
         self.snapshot = snapshot
         self._render()
 
+    def clear(self) -> None:
+        """Back to "no batch yet" (the model was rebuilt); the bridge note stays."""
+        self.snapshot = None
+        self.view.setHtml("<p><i>no batch yet</i></p>")
+
     def set_step(self, step: int) -> None:
         """Outputs exist only after the last propagation step: the slider does not change them."""
 
