@@ -87,6 +87,8 @@ class MainWindow(QMainWindow):
 
     #: The snapshot the window just drew (after coalescing): hook exports/recordings here.
     snapshot_shown = pyqtSignal(object)
+    #: The propagation step every view shows, whenever it changes (by the user or a new batch).
+    step_changed = pyqtSignal(int)
     # Queued requests to the worker (it lives in another thread).
     run_requested = pyqtSignal()
     pause_requested = pyqtSignal()
@@ -324,14 +326,18 @@ class MainWindow(QMainWindow):
             # The data loaded but no model could be built: let the user fix the config.
             self.config_panel.set_config(self.worker.config, in_effect=False)
         self.toggle_run_action.setEnabled(loaded)
-        self.notice.setVisible(state == "loading")
+        self.notice.setVisible(state == "loading" and self.showing_live)
         if state == "loading" and not self.notice.text():
             self.notice.setText("Loading — starting the training worker…")
         if running and self.banner.kind == "error":
             self.banner.hide()
-        colour = {"running": "#1f8f4e", "error": "#b03030", "loading": "#2f5f9f"}.get(state, "#55555c")
+        # While a recording is shown the badge says so; the live run's state is its tooltip.
+        shown = state if self.showing_live else "replay"
+        colour = {"running": "#1f8f4e", "error": "#b03030", "loading": "#2f5f9f",
+                  "replay": "#6a3fa0"}.get(shown, "#55555c")
         label = self.status_labels["state"]
-        label.setText(state)
+        label.setText(shown)
+        label.setToolTip(f"live training: {self.live_state_text()}")
         label.setStyleSheet(f"background: {colour}; color: white; font-weight: bold; border-radius: 3px; "
                             "padding: 0 6px;")
 
@@ -350,6 +356,16 @@ class MainWindow(QMainWindow):
         self._set_state(self.worker_state)
         if self.showing_live:
             self.clear_views()
+
+    def refresh_state(self) -> None:
+        """Redraw the state badge and the controls (e.g. after switching to or from a replay)."""
+        self._set_state(self.worker_state)
+
+    def live_state_text(self) -> str:
+        """The live run's state in words, including "not started" (a window opened with --open)."""
+        if not self.worker_thread.isRunning() and self.worker.trainer is None:
+            return "not started"
+        return self.worker_state
 
     @property
     def showing_live(self) -> bool:
@@ -432,6 +448,7 @@ class MainWindow(QMainWindow):
         self._follow_last_step = value >= self.step_slider.maximum()
         self._step_dirty = True
         self._update_step_label()
+        self.step_changed.emit(value)
 
     @property
     def current_step(self) -> int:
@@ -482,6 +499,7 @@ class MainWindow(QMainWindow):
         self._round = list(self._views())
         self._update_step_label()
         self._update_status()
+        self.step_changed.emit(self.step_slider.value())
 
     def _views(self) -> dict[str, QWidget]:
         """Everything that draws snapshots: the 3D view first, then each panel."""

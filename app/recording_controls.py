@@ -127,7 +127,7 @@ class RecordingController(QObject):
         t.batch_selected.connect(r.show_batch)
         t.follow_toggled.connect(r.set_following)
         t.step_selected.connect(w.step_slider.setValue)
-        w.step_slider.valueChanged.connect(t.set_step)
+        w.step_changed.connect(t.set_step)
         w.snapshot_shown.connect(lambda _s: self.export_action.setEnabled(True))
         # Asking to train while a recording is shown returns to the live run first.
         w.run_requested.connect(self._training_requested)
@@ -152,9 +152,20 @@ class RecordingController(QObject):
             self.mode_changed.emit("replay")
         self.timeline.show()
         self.live_action.setEnabled(True)
+        self.window.refresh_state()
+        self.window.config_panel.show_recorded(info["config"], Path(path).name)
         self.window.banner.show_message(
             f"Replaying {path} — {info['num_batches']} batches, schema {info['schema_version']}. "
-            "Training is paused; File → Back to live training (Ctrl+L), Run or Step returns to it.", "info")
+            + self._how_back(), "info")
+
+    def _how_back(self) -> str:
+        """The banner's second sentence: how to get to live training, true to what is enabled."""
+        w = self.window
+        if w.worker.trainer is not None:
+            return "Live training is paused; Run, Step or File → Back to live training (Ctrl+L) returns to it."
+        if w.worker_thread.isRunning():
+            return "Live training is still loading; File → Back to live training (Ctrl+L) shows it."
+        return "Live training is not started; File → Start live training (Ctrl+L) starts it."
 
     def _on_replay_snapshot(self, snapshot) -> None:
         self.timeline.set_num_steps(snapshot.telemetry.num_steps)
@@ -177,10 +188,15 @@ class RecordingController(QObject):
         self.live_action.setEnabled(False)
         self.live_action.setText("Back to live training")
         self.mode_changed.emit("live")
+        self.window.refresh_state()
+        self.window.config_panel.leave_recorded()
+        self.window.text_bridge_panel.clear()
         if self.window.banner.kind == "info":
             self.window.banner.hide()
         if self._live_snapshot is not None:
             self.window.show_snapshot(self._live_snapshot)
+        else:
+            self.window.clear_views()   # the replayed batch must not pass for a live one
 
     def _training_requested(self) -> None:
         self.back_to_live()
@@ -189,8 +205,7 @@ class RecordingController(QObject):
         """Started with ``--open``: the worker is not started until the user asks for it."""
         self.live_action.setEnabled(True)
         self.live_action.setText("Start live training")
-        self.window.notice.setText("Live training is not started (a recording was opened); "
-                                   "File → Start live training (Ctrl+L) starts it.")
+        self.window.refresh_state()
 
     def _on_live_snapshot(self, snapshot) -> None:
         self._live_snapshot = snapshot

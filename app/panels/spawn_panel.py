@@ -15,7 +15,8 @@ from PyQt6.QtWidgets import QWidget
 
 from app.colormaps import SPAWN_SERIES_COLORS, TITLE_SIZE
 from app.panels.base import SnapshotPanel
-from app.snapshot import Snapshot
+from app.panels.series import set_series
+from app.snapshot import Snapshot, batch_axis
 
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
 
@@ -47,7 +48,7 @@ class SpawnPanel(SnapshotPanel):
 
         self.history_plot = self.graphics.addPlot(row=1, col=0)
         self.history_plot.setTitle("spawns per batch over the run", size=TITLE_SIZE)
-        self.history_plot.setLabel("bottom", "training step (batch)")
+        self.history_plot.setLabel("bottom", "batch")
         self.history_plot.setLabel("left", "flows / batch")
         self.history_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
         self.history_curves = {
@@ -69,9 +70,12 @@ class SpawnPanel(SnapshotPanel):
         for name, curve in self.step_curves.items():
             curve.setData(edges, counts[name].astype(np.float64))
         hist = snapshot.history
-        x = hist.get("step", np.zeros(0))
+        x, x_label = batch_axis(hist)
+        self.history_plot.setLabel("bottom", x_label)
         for name, curve in self.history_curves.items():
-            curve.setData(x, hist.get(f"spawn_{name}", np.zeros(0)))
+            y = np.asarray(hist.get(f"spawn_{name}", np.zeros(0)), dtype=np.float64)
+            keep = np.isfinite(y)
+            set_series(curve, x[keep], y[keep])
         self._show_page(agg.num_steps)
 
     def _show_step(self, step: int) -> None:

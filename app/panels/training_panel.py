@@ -17,7 +17,8 @@ from PyQt6.QtWidgets import (QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVB
 
 from app.colormaps import TITLE_SIZE
 from app.panels.base import SnapshotPanel
-from app.snapshot import Snapshot
+from app.panels.series import set_series
+from app.snapshot import Snapshot, batch_axis
 
 LOSS_SERIES = (("loss", "total", (240, 240, 240)), ("mse", "MSE", (110, 170, 255)),
                ("cosine_loss", "1 − cosine", (255, 150, 80)))
@@ -107,7 +108,7 @@ class TrainingPanel(SnapshotPanel):
         self.landed_curve = _curve(self.landed_plot, (61, 220, 132))
         self.speed_plot = self.graphics.addPlot(row=3, col=0)
         self.speed_plot.setLabel("left", "batch/s")
-        self.speed_plot.setLabel("bottom", "training step (batch)")
+        self.speed_plot.setLabel("bottom", "batch")
         self.speed_curve = _curve(self.speed_plot, (255, 200, 80))
         for plot in (self.loss_plot, self.lr_plot, self.landed_plot):
             if plot is not self.loss_plot:
@@ -125,12 +126,13 @@ class TrainingPanel(SnapshotPanel):
         """New batch: redraw every series from the run's history (numpy, no per-point loop)."""
         self._snapshot = snapshot
         hist = snapshot.history
-        x = hist.get("step", np.zeros(0))
+        x, x_label = batch_axis(hist)
+        self.speed_plot.setLabel("bottom", x_label)
         for curve, key in ((self.lr_curve, "learning_rate"), (self.landed_curve, "landed_fraction"),
                            (self.speed_curve, "batches_per_second")):
             y = hist.get(key, np.zeros(0))
             keep = np.isfinite(y) & (y > 0) if key == "learning_rate" else np.isfinite(y)
-            curve.setData(x[keep], y[keep])
+            set_series(curve, x[keep], y[keep])
             if key == "learning_rate" and keep.any():
                 # A constant rate spans no decade; give the log axis a factor of 3 either side.
                 lo, hi = float(y[keep].min()), float(y[keep].max())
@@ -138,8 +140,10 @@ class TrainingPanel(SnapshotPanel):
         self._update_losses()
         self._stack.setCurrentWidget(self._page)
         if len(x):
-            self.loss_plot.setTitle(f"loss per batch — step {int(x[-1])}: total {hist['loss'][-1]:.4g}, "
-                                    f"MSE {hist['mse'][-1]:.4g}, 1 − cos {hist['cosine_loss'][-1]:.4g}", size=TITLE_SIZE)
+            which = "batch" if x_label == "batch" else "recording batch"
+            self.loss_plot.setTitle(f"loss, {which} {int(x[-1])}: {hist['loss'][-1]:.4g} "
+                                    f"(MSE {hist['mse'][-1]:.3g}, 1 − cos {hist['cosine_loss'][-1]:.3g})",
+                                    size=TITLE_SIZE)
             rate = hist["batches_per_second"][-1]
             # Recordings keep no training speed (NaN): say nothing rather than "nan batches/s".
             speed = f" · {rate:.2f} batches/s" if np.isfinite(rate) else ""
@@ -161,10 +165,10 @@ class TrainingPanel(SnapshotPanel):
         if self._snapshot is None:
             return
         hist = self._snapshot.history
-        x = hist.get("step", np.zeros(0))
+        x, _ = batch_axis(hist)
         for key, _, _ in LOSS_SERIES:
             y = hist.get(key, np.zeros(0))
             # A skipped (non-finite) batch is left out, as in TensorBoard; log y also needs > 0.
             keep = np.isfinite(y) & (y > 0) if self.log_check.isChecked() else np.isfinite(y)
-            self.raw_curves[key].setData(x[keep], y[keep])
-            self.smooth_curves[key].setData(x[keep], debiased_ema(y[keep], self.smoothing))
+            set_series(self.raw_curves[key], x[keep], y[keep])
+            set_series(self.smooth_curves[key], x[keep], debiased_ema(y[keep], self.smoothing))

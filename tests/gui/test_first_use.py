@@ -10,11 +10,55 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PyQt6.QtCore import Qt
 
 from app.export import ExportDialog
+from app.main_window import MainWindow
+from app.worker import TrainingWorker
+from energy_flow.trace import RecordingWriter
+from energy_flow.trace.recording import report_fields_from
+from energy_flow.training import EnergyTrainer, build_model
 
 SNAPSHOT_TIMEOUT_MS = 15_000
+RECORDED_BATCHES = 6
+
+
+@pytest.fixture(scope="module")
+def six_reports():
+    """Six real training steps of the tiny preset (unit-norm random inputs and targets)."""
+    from energy_flow.config import create_tiny_config
+    config = create_tiny_config(device="cpu")
+    trainer = EnergyTrainer(build_model(config), config)
+    gen = torch.Generator().manual_seed(3)
+    reports = []
+    for _ in range(RECORDED_BATCHES):
+        x, y = (torch.nn.functional.normalize(torch.randn(config.batch_size, config.teacher_dim, generator=gen),
+                                              dim=1) for _ in range(2))
+        reports.append(trainer.train_step((x, y)))
+    return config, reports
+
+
+@pytest.fixture
+def six_batch_recording(tmp_path, six_reports) -> Path:
+    config, reports = six_reports
+    path = tmp_path / "six.h5"
+    with RecordingWriter(path, config.to_dict(), {"model": "energy_flow.FlowProcessor"}) as writer:
+        for report in reports:
+            writer.append_batch(report.telemetry, report_fields_from(report))
+    return path
+
+
+def _replay_only_window(qtbot, small_config, tiny_dataset, path: Path) -> MainWindow:
+    """What ``main.py --open PATH`` builds: the window replays, the worker is not started."""
+    window = MainWindow(TrainingWorker(small_config(), dataset_factory=lambda: tiny_dataset))
+    qtbot.addWidget(window)
+    window.resize(1600, 1000)
+    window.show()
+    qtbot.waitExposed(window)
+    assert window.recordings.open_recording(path)
+    window.recordings.replay_only()
+    return window
 
 
 def _step_once(qtbot, window):
@@ -106,3 +150,55 @@ def test_reset_asks_first_and_keeps_the_weights_when_declined(qtbot, make_window
     qtbot.waitUntil(lambda: window.worker.trainer is not trainer and window.worker_state == "idle")
     assert window.worker.trainer.step_count == 0
     _assert_every_view_empty(window)
+
+
+# --------------------------------------------------------------------------- item 5
+def test_replay_states_agree_with_each_other(qtbot, small_config, tiny_dataset, six_batch_recording, six_reports):
+    """Guards against a replay that contradicts itself: badge "loading" for ever, config "waiting
+    for the model to load", text bridge "waiting for the first batch", a banner offering Run and
+    Step while both are disabled, the replay step slider at 0 while every view is at the last
+    step, and an empty "spawns per batch over the run" at the last batch."""
+    _, reports = six_reports
+    window = _replay_only_window(qtbot, small_config, tiny_dataset, six_batch_recording)
+    qtbot.waitUntil(lambda: window.snapshots_drawn >= 1, timeout=10_000)   # every view has it
+    steps = window.latest_snapshot.telemetry.num_steps
+    assert steps == reports[0].telemetry.num_steps
+
+    badge = window.status_labels["state"]
+    assert badge.text() == "replay" and "not started" in badge.toolTip()
+    assert not window.run_action.isEnabled() and not window.step_action.isEnabled()
+    banner = window.banner.label.text()
+    assert "Run" not in banner and "not started" in banner and "Start live training" in banner
+    assert not window.notice.isVisible()
+    message = window.config_panel.message.text()
+    assert "six.h5" in message and "waiting" not in message
+    assert window.config_panel.editors["lattice_width"].text() == "6"
+    header = window.text_bridge_panel.header.text()
+    assert "waiting" not in header and "recording" in header
+    assert window.step_slider.value() == steps
+    assert window.recordings.timeline.step == steps            # the replay slider agrees
+    assert window.recordings.timeline.step_label.text() == f"step {steps} / {steps}"
+
+    window.recordings.timeline.batch_selected.emit(RECORDED_BATCHES - 1)
+    qtbot.waitUntil(lambda: window.latest_snapshot.batch_label.startswith(f"recording batch {RECORDED_BATCHES}/"),
+                    timeout=10_000)
+    qtbot.waitUntil(lambda: window.snapshots_drawn >= 2, timeout=10_000)
+    granted = window.panels["Spawn"].history_curves["granted"]
+    expected = [int(r.telemetry.aggregates.spawn_granted.sum()) for r in reports]
+    assert list(np.asarray(granted.yData)) == expected          # every batch, not only those viewed
+    assert list(np.asarray(granted.xData)) == [r.step for r in reports]
+
+
+def test_training_plot_shows_a_single_batch(qtbot, make_window):
+    """Guards against an empty training plot when the run has one batch (a line through one point
+    draws nothing): after one Step the loss is a visible dot at (batch 1, loss)."""
+    window = make_window()
+    snap = _step_once(qtbot, window)
+    panel = window.panels["Training"]
+    for key in ("loss", "mse", "cosine_loss"):
+        curve = panel.smooth_curves[key]
+        assert curve.opts["symbol"] == "o", key
+        assert list(curve.xData) == [1.0] and curve.yData[0] == pytest.approx(getattr(snap.report, key))
+        assert curve.scatter.isVisible() and len(curve.scatter.data) == 1
+    _step_once(qtbot, window)
+    assert panel.smooth_curves["loss"].opts["symbol"] is None    # a line again from two batches
