@@ -6,6 +6,7 @@ against values computed independently from the snapshot, the recording or the wo
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +203,51 @@ def test_training_plot_shows_a_single_batch(qtbot, make_window):
         assert curve.scatter.isVisible() and len(curve.scatter.data) == 1
     _step_once(qtbot, window)
     assert panel.smooth_curves["loss"].opts["symbol"] is None    # a line again from two batches
+
+
+# --------------------------------------------------------------------------- item 4
+def _with_plane_energy_steps(telemetry, steps: np.ndarray):
+    """``telemetry`` carrying per-step deposits (BatchTelemetry.plane_energy_steps, optional)."""
+    names = {f.name for f in dataclasses.fields(telemetry)}
+    if "plane_energy_steps" in names:
+        return dataclasses.replace(telemetry, plane_energy_steps=steps)
+    # The field arrives with the telemetry branch; give this frozen instance the attribute.
+    object.__setattr__(telemetry, "plane_energy_steps", steps)
+    return telemetry
+
+
+def test_coverage_heatmaps_follow_the_step_slider(qtbot, six_reports):
+    """Guards against heatmaps that stay at the end of the batch while the caption names step t."""
+    from app.panels.coverage_panel import CoveragePanel
+    from app.snapshot import Snapshot
+
+    _, reports = six_reports
+    tel = reports[0].telemetry
+    T = tel.num_steps
+    final = tel.plane_energy.astype(np.float32)
+    assert final.max() > 0
+    # Cumulative deposits that grow step by step and end at plane_energy, cell by cell.
+    growth = (np.arange(T + 1, dtype=np.float32) / T) ** 2
+    steps = (growth[:, None, None, None] * final[None]).astype(np.float32)
+    steps[T // 2, 0, 0, 0] = 0.0
+    panel = CoveragePanel()
+    qtbot.addWidget(panel)
+    panel.log_check.setChecked(False)
+    panel.set_snapshot(Snapshot(telemetry=_with_plane_energy_steps(tel, steps), history={}))
+    for t in (2, T // 2, T):
+        panel.set_step(t)
+        for p, image in enumerate(panel.images):
+            np.testing.assert_array_equal(image.image, steps[t, p])
+        assert tuple(image.levels) == (0.0, pytest.approx(float(final.max())))   # fixed over steps
+        assert f"up to step {t} of {T}" in panel.caption.text()
+        reached = float(np.mean(steps[t, 0] > 0))
+        assert f"{reached:.0%} of cells by step {t}" in panel.plane_plots[0].titleLabel.text
+    assert not np.array_equal(panel.images[0].image, steps[2, 0])
+
+    old = CoveragePanel()                 # a recording without per-step deposits says so
+    qtbot.addWidget(old)
+    old.log_check.setChecked(False)
+    old.set_snapshot(Snapshot(telemetry=_with_plane_energy_steps(reports[1].telemetry, None), history={}))
+    old.set_step(2)
+    assert "end of batch (this recording has no per-step deposits)" in old.caption.text()
+    np.testing.assert_array_equal(old.images[0].image, reports[1].telemetry.plane_energy[0])
