@@ -251,3 +251,61 @@ def test_coverage_heatmaps_follow_the_step_slider(qtbot, six_reports):
     old.set_step(2)
     assert "end of batch (this recording has no per-step deposits)" in old.caption.text()
     np.testing.assert_array_equal(old.images[0].image, reports[1].telemetry.plane_energy[0])
+
+
+# --------------------------------------------------------------------------- item 7
+@pytest.fixture(scope="module")
+def debug_batch():
+    """One real batch of the debug lattice (20×20×10, flat: the shape whose bottom was cut off)."""
+    from energy_flow.config import create_debug_config
+    config = create_debug_config(device="cpu", max_steps=6, batch_size=4)
+    trainer = EnergyTrainer(build_model(config), config)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.nn.functional.normalize(torch.randn(config.batch_size, config.teacher_dim, generator=gen), dim=1)
+    return trainer.train_step((x, x.roll(1, 0)))
+
+
+def test_3d_legend_tells_the_truth_and_the_box_is_framed(qtbot, debug_batch):
+    """Guards against a legend that showed one orange square for heads drawn in the energy map's
+    purples, an energy colour bar left up under "colour by sample", and a default camera (and
+    exported PNG) that cut off the bottom of the box."""
+    from app.colormaps import SAMPLE_PALETTE, energy_colors
+    from app.lattice_view import BACKGROUND, LatticeView
+    from app.snapshot import Snapshot
+
+    view = LatticeView()
+    qtbot.addWidget(view)
+    view.resize(900, 560)
+    view.show()
+    qtbot.waitExposed(view)
+    tel = debug_batch.telemetry
+    view.set_snapshot(Snapshot(telemetry=tel, history={}, report=debug_batch))
+    view.set_step(2)
+    geo = view._geometry
+    alive = geo.alive_at(2)
+    assert alive.sum() > 10
+    label, swatches, _ = view.legend_entries[0]
+    assert "energy" in label and "flow energy" in view.colour_bars
+    np.testing.assert_allclose(view.head_colors, energy_colors(geo.energy[alive, 2]))
+    assert len(swatches) >= 3 and len({s for s in swatches}) == len(swatches)   # a range, not one colour
+
+    view.set_color_mode("sample")
+    label, swatches, _ = view.legend_entries[0]
+    assert "sample" in label and "flow energy" not in view.colour_bars
+    def colour_set(colors) -> set[tuple[float, ...]]:
+        return {tuple(round(float(v), 3) for v in c) for c in colors}
+
+    drawn = colour_set(view.head_colors)
+    assert drawn == colour_set(SAMPLE_PALETTE[tel.flows.sample_index[geo.rows[alive]] % len(SAMPLE_PALETTE)])
+    assert drawn <= colour_set(swatches)
+
+    view.reset_view()
+    w, h = view.canvas.size
+    corners = view.box_corners_on_screen()
+    assert corners[:, 0].min() >= 0 and corners[:, 0].max() <= w
+    assert corners[:, 1].min() >= 0 and corners[:, 1].max() <= h
+    background = np.array([int(BACKGROUND[i:i + 2], 16) for i in (1, 3, 5)])
+    for size in ((1920, 1080), (1280, 800)):
+        image = view.render_image(size)
+        edge = np.concatenate([image[-3:, :, :3].reshape(-1, 3), image[:, -3:, :3].reshape(-1, 3)])
+        assert np.abs(edge.astype(int) - background).max() <= 2, f"scene cut at the edge of a {size} export"
