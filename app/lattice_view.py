@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import vispy
 from PyQt6.QtCore import Qt, QTimer
-from PyQt6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QSpinBox,
-                             QVBoxLayout, QWidget)
+from PyQt6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QMenu, QPushButton, QSpinBox,
+                             QToolButton, QVBoxLayout, QWidget, QWidgetAction)
 
 vispy.use("pyqt6")
 
@@ -547,16 +547,28 @@ class LatticeView(QWidget):
         }
 
     def _build_controls(self) -> None:
+        """One row of controls, narrow enough for a 1280 px window: the seven layer toggles
+        live in a "Layers" drop-down instead of a row of their own."""
         self.checkboxes: dict[str, QCheckBox] = {}
-        layer_row = QHBoxLayout()
-        layer_row.addWidget(QLabel("Show:"))
+        toggles = QWidget()
+        toggle_layout = QVBoxLayout(toggles)
+        toggle_layout.setContentsMargins(8, 4, 8, 4)
         for name in LAYERS:
             box = QCheckBox(name)
             box.setChecked(True)
             box.toggled.connect(lambda on, n=name: self.set_layer_visible(n, on))
             self.checkboxes[name] = box
-            layer_row.addWidget(box)
-        layer_row.addStretch(1)
+            toggle_layout.addWidget(box)
+        menu = QMenu(self)
+        holder = QWidgetAction(menu)
+        holder.setDefaultWidget(toggles)
+        menu.addAction(holder)
+        self.layers_button = QToolButton()
+        self.layers_button.setText("Layers")
+        self.layers_button.setToolTip("Show or hide the box, planes, coverage, trajectories, heads, spawns "
+                                      "and terminations")
+        self.layers_button.setMenu(menu)
+        self.layers_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
 
         self.reset_button = QPushButton("Reset view")
         self.reset_button.clicked.connect(self.reset_view)
@@ -574,19 +586,17 @@ class LatticeView(QWidget):
         self.fps_label.setMinimumWidth(110)
         self.fps_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         view_row = QHBoxLayout()
+        view_row.setContentsMargins(4, 0, 6, 0)
+        view_row.addWidget(self.layers_button)
         view_row.addWidget(self.reset_button)
         view_row.addWidget(self.color_combo)
-        view_row.addWidget(QLabel("Display budget (flows):"))
+        view_row.addWidget(QLabel("Flows drawn:"))
         view_row.addWidget(self.budget_spin)
         view_row.addStretch(1)
         view_row.addWidget(self.fps_label)
-
-        for row in (layer_row, view_row):
-            row.setContentsMargins(4, 0, 6, 0)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 2, 0, 0)
         layout.setSpacing(2)
-        layout.addLayout(layer_row)
         layout.addLayout(view_row)
         layout.addWidget(self.canvas.native, 1)
 
@@ -908,11 +918,16 @@ class LatticeView(QWidget):
     def _on_draw(self, _event) -> None:
         self._draw_times.append(time.perf_counter())
 
+    @property
+    def idle(self) -> bool:
+        """True when nothing was drawn in the last second (the view redraws only on changes, so
+        while training it is idle between batches: a frame rate would read 0)."""
+        return not self._draw_times or time.perf_counter() - self._draw_times[-1] > FPS_WINDOW_S
+
     def _refresh_fps_label(self) -> None:
         if not self._draw_times:
             return
-        idle = time.perf_counter() - self._draw_times[-1] > FPS_WINDOW_S
-        self.fps_label.setText(f"{self.fps:5.1f} fps" + (" (idle)" if idle else ""))
+        self.fps_label.setText("idle" if self.idle else f"{self.fps:5.1f} fps")
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
         self._fps_timer.stop()

@@ -43,6 +43,28 @@ def configure_torch_threads() -> int:
     return torch.get_num_threads()
 
 
+#: Preferred window size; smaller screens get their available area.
+PREFERRED_SIZE = (1600, 1000)
+
+
+def fit_to_screen(window) -> None:
+    """Size the window to fit the screen it opens on (title bar and panels included).
+
+    At 1600×1000 on a 1600×1000 screen the status bar ended up below the screen edge: the
+    window frame and any panel of the desktop take room, so the available geometry is the limit.
+    """
+    screen = window.screen()
+    if screen is None:
+        window.resize(*PREFERRED_SIZE)
+        return
+    avail = screen.availableGeometry()
+    frame = 40     # room for a window manager's title bar and borders
+    width = min(PREFERRED_SIZE[0], avail.width() - 16)
+    height = min(PREFERRED_SIZE[1], avail.height() - frame)
+    window.resize(width, height)
+    window.move(avail.x() + (avail.width() - width) // 2, avail.y() + max(0, (avail.height() - height - frame) // 2))
+
+
 def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: str | None = None,
             open_path: str | None = None, start_paused: bool = False) -> int:
     """Run Energy Flow Studio until the window closes; returns the process exit code.
@@ -67,7 +89,7 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
 
     worker = TrainingWorker(config, data_source=data_source, teacher_path=teacher_path)
     window = MainWindow(worker)
-    window.resize(1600, 1000)
+    fit_to_screen(window)
     window.show()
     log.info("window shown; torch uses %d thread(s); loading in the worker thread", threads)
 

@@ -23,6 +23,8 @@ from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence
 from PyQt6.QtWidgets import (QDockWidget, QFrame, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
                              QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
 
+from app.dock_layout import AREAS, add_dock, apply_default_layout, fill_view_menu
+from app.icons import icon
 from app.panels.config_panel import ConfigPanel
 from app.panels.health_panel import HealthPanel
 from app.panels.text_bridge_panel import TextBridgePanel
@@ -47,8 +49,6 @@ EXTERNAL_PANELS = (
     ("Displacement", "app.panels.displacement_panel", "DisplacementPanel", "bottom"),
     ("Coverage", "app.panels.coverage_panel", "CoveragePanel", "bottom"),
 )
-_AREAS = {"left": Qt.DockWidgetArea.LeftDockWidgetArea, "right": Qt.DockWidgetArea.RightDockWidgetArea,
-          "top": Qt.DockWidgetArea.TopDockWidgetArea, "bottom": Qt.DockWidgetArea.BottomDockWidgetArea}
 
 
 class MessageBanner(QFrame):
@@ -138,6 +138,7 @@ class MainWindow(QMainWindow):
         self._set_state("loading")
         from app.recording_controls import RecordingController
         self.recordings = RecordingController(self)
+        self._build_menus()
 
     # ------------------------------------------------------------------ construction
     def _build_central(self) -> None:
@@ -156,50 +157,48 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
     def _build_panels(self) -> None:
-        """Every panel in a dock; ``self.panels`` maps the dock title to the panel widget."""
+        """Every panel in a dock; ``self.panels`` maps the dock title to the panel widget.
+
+        Where the docks go is :mod:`app.dock_layout`'s business (applied on first show).
+        """
         self.health_panel = HealthPanel()
         self.text_bridge_panel = TextBridgePanel()
         self.config_panel = ConfigPanel()
         self.panels: dict[str, QWidget] = {}
         self.docks: dict[str, QDockWidget] = {}
-        self._add_dock("Health", self.health_panel, "top")
-        self._add_dock("Config", self.config_panel, "left")
+        self._add_dock("Health", self.health_panel, "top", scroll=False)
         for title, module, cls, area in EXTERNAL_PANELS:
             self._add_dock(title, _make_widget(module, cls, f"{title} panel"), area)
-            if title == "Training":
-                self._add_dock("Text bridge", self.text_bridge_panel, "right")
+        self._add_dock("Text bridge", self.text_bridge_panel, "right")
+        self._add_dock("Config", self.config_panel, "right")
         self.docks["Health"].setFeatures(QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
         self.docks["Health"].setTitleBarWidget(QWidget())  # a strip, not a captioned panel
-        # The right column (training curves, decoded text) runs the full height; the four
-        # per-step panels share the bottom row under the config and the 3D view, tall enough for
-        # their stacked plots to stay legible at 1600×1000.
-        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
-        bottom = [self.docks[t] for t in ("Spawn", "Energy", "Displacement", "Coverage")]
-        self.resizeDocks(bottom, [1] * len(bottom), Qt.Orientation.Horizontal)
-        self.resizeDocks([bottom[0]], [400], Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["Config"]], [250], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Training"]], [440], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Training"], self.docks["Text bridge"]], [480, 360], Qt.Orientation.Vertical)
+        self._layout_applied = False
 
-    def _add_dock(self, title: str, widget: QWidget, area: str) -> None:
-        dock = QDockWidget(title, self)
-        dock.setObjectName(f"dock-{title}")
-        dock.setWidget(widget)
-        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
-                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
-        self.addDockWidget(_AREAS[area], dock)
+    def _add_dock(self, title: str, widget: QWidget, area: str, scroll: bool = True) -> None:
+        self.docks[title] = add_dock(self, title, widget, area, scroll)
         self.panels[title] = widget
-        self.docks[title] = dock
+
+    def reset_layout(self) -> None:
+        """Every dock shown again, in its default place and size for the current window size."""
+        apply_default_layout(self, self.docks)
+        self._layout_applied = True
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().showEvent(event)
+        if not self._layout_applied:      # the first show: the window's size is known now
+            self.reset_layout()
 
     def _build_controls(self) -> None:
         bar = QToolBar("Training")
         bar.setObjectName("training-toolbar")
         bar.setMovable(False)
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.addToolBar(bar)
         self.toolbar = bar
 
-        def action(text: str, tip: str, slot, shortcuts: tuple[str, ...] = ()) -> QAction:
-            act = QAction(text, self)
+        def action(text: str, tip: str, slot, shortcuts: tuple[str, ...] = (), icon_name: str | None = None) -> QAction:
+            act = QAction(icon(icon_name), text, self) if icon_name else QAction(text, self)
             if shortcuts:
                 act.setShortcuts([QKeySequence(s) for s in shortcuts])
                 tip = f"{tip} ({' or '.join(shortcuts)})"
@@ -207,31 +206,32 @@ class MainWindow(QMainWindow):
             act.triggered.connect(slot)
             return act
 
-        self.run_action = action("▶ Run", "Train continuously; Space toggles Run/Pause", self.run_requested.emit)
-        self.pause_action = action("⏸ Pause", "Pause after the batch in flight; Space toggles Run/Pause",
-                                   self.pause_requested.emit)
-        self.step_action = action("⏭ Step", "Train exactly one batch", self.step_requested.emit, ("S",))
-        self.stop_action = action("⏹ Stop", "Stop training after the batch in flight", self.stop_requested.emit,
-                                  ("Esc",))
-        self.reset_action = action("⟲ Reset", "Rebuild the model from the current config (batch 0); asks first",
-                                   self.request_reset, ("Ctrl+R",))
+        self.run_action = action("Run", "Train continuously; Space toggles Run/Pause", self.run_requested.emit,
+                                 icon_name="run")
+        self.pause_action = action("Pause", "Pause after the batch in flight; Space toggles Run/Pause",
+                                   self.pause_requested.emit, icon_name="pause")
+        self.step_action = action("Step", "Train exactly one batch", self.step_requested.emit, ("S",), "step")
+        self.stop_action = action("Stop", "Stop training after the batch in flight", self.stop_requested.emit,
+                                  ("Esc",), "stop")
+        self.reset_action = action("Reset", "Rebuild the model from the current config (batch 0); asks first",
+                                   self.request_reset, ("Ctrl+R",), "reset")
         for act in (self.run_action, self.pause_action, self.step_action, self.stop_action, self.reset_action):
             bar.addAction(act)
         self.toggle_run_action = action("Run/Pause", "Toggle Run/Pause", self.toggle_run, ("Space",))
         self.addAction(self.toggle_run_action)
         bar.addSeparator()
 
-        self.play_action = action("▷ Play steps", "Animate the propagation steps of the shown batch",
-                                  self._toggle_play, ("P",))
+        self.play_action = action("Play steps", "Animate the propagation steps of the shown batch",
+                                  self._toggle_play, ("P",), "play")
         self.play_action.setCheckable(True)
         bar.addAction(self.play_action)
         self.step_slider = QSlider(Qt.Orientation.Horizontal)
         self.step_slider.setRange(0, 0)
-        self.step_slider.setMinimumWidth(320)
+        self.step_slider.setMinimumWidth(160)
         self.step_slider.setToolTip("Propagation step of the shown batch (0 = placement on the start plane); "
                                     "all panels follow it. Left/Right: previous/next step")
         self.step_slider.valueChanged.connect(self._slider_moved)
-        bar.addWidget(QLabel("  Propagation step "))
+        bar.addWidget(QLabel("  Step "))
         bar.addWidget(self.step_slider)
         self.step_label = QLabel(" – / – ")
         self.step_label.setMinimumWidth(70)
@@ -242,6 +242,26 @@ class MainWindow(QMainWindow):
                                        lambda: self.step_slider.setValue(self.step_slider.value() + 1), ("Right",))
         self.addAction(self.prev_step_action)
         self.addAction(self.next_step_action)
+
+    def _build_menus(self) -> None:
+        """File → Quit after the recording actions, View (every dock, reset layout), Help."""
+        file_menu = self.recordings.file_menu
+        file_menu.addSeparator()
+        self.quit_action = QAction(icon("quit"), "Quit", self)
+        self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
+        self.quit_action.setToolTip("Stop training (the model is not saved) and close the window (Ctrl+Q)")
+        self.quit_action.triggered.connect(self.close)
+        file_menu.addAction(self.quit_action)
+        self.view_menu = self.menuBar().addMenu("&View")
+        fill_view_menu(self.view_menu, self.docks, self.reset_layout)
+        help_menu = self.menuBar().addMenu("&Help")
+        from app.help import about_text, shortcuts_text
+        shortcuts = help_menu.addAction("Keyboard shortcuts")
+        shortcuts.setShortcut(QKeySequence("F1"))
+        shortcuts.triggered.connect(lambda: QMessageBox.information(self, "Keyboard shortcuts",
+                                                                    shortcuts_text(self)))
+        about = help_menu.addAction("About Energy Flow Studio")
+        about.triggered.connect(lambda: QMessageBox.about(self, "About Energy Flow Studio", about_text(self)))
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -343,11 +363,11 @@ class MainWindow(QMainWindow):
 
     @pyqtSlot(dict)
     def _on_loaded(self, info: dict) -> None:
-        self.status_labels["device"].setText(f"device: {info['device']}")
+        self.status_labels["device"].setText(info["device"])
+        self.status_labels["device"].setToolTip(f"device: {info['device']}")
         data = info["data"]
         full = f"data: {data['source']} ({data['num_pairs']} pairs, {data['teacher']}, D={data['dim']})"
-        self.status_labels["data"].setText(f"data: {_short_source(data['source'])} ({data['num_pairs']} pairs, "
-                                           f"D={data['dim']})")
+        self.status_labels["data"].setText(f"{_short_source(data['source'])}, {data['num_pairs']} pairs")
         self.status_labels["data"].setToolTip(full)
         self.config_panel.set_config(info["config"])
         self.text_bridge_panel.set_bridge_info(info["text_bridge"], info["text_bridge_available"])
@@ -396,11 +416,14 @@ class MainWindow(QMainWindow):
 
     @pyqtSlot(dict)
     def _on_resources(self, info: dict) -> None:
-        text = f"device: {info['device']}"
+        text = info["device"]
+        tip = f"device: {info['device']}"
         if info.get("cuda_memory_allocated") is not None:
-            text += (f", GPU mem {info['cuda_memory_allocated'] / 2**20:.0f} MiB allocated / "
-                     f"{info['cuda_memory_reserved'] / 2**20:.0f} MiB reserved")
+            text += f", {info['cuda_memory_allocated'] / 2**20:.0f} MiB"
+            tip += (f"; GPU memory {info['cuda_memory_allocated'] / 2**20:.0f} MiB allocated / "
+                    f"{info['cuda_memory_reserved'] / 2**20:.0f} MiB reserved")
         self.status_labels["device"].setText(text)
+        self.status_labels["device"].setToolTip(tip)
 
     # ------------------------------------------------------------------ controls
     def request_reset(self) -> None:
@@ -545,10 +568,16 @@ class MainWindow(QMainWindow):
 
     def _update_fps(self) -> None:
         fps = getattr(self.lattice_view, "fps", None)
-        self.status_labels["fps"].setText(f"view {fps:.0f} fps" if isinstance(fps, float) else "view fps: –")
+        if not isinstance(fps, float):
+            text = "view: –"
+        elif self.lattice_view.idle or fps < 0.5:
+            text = "view: idle"     # it redraws only when something changes
+        else:
+            text = f"view {fps:.0f} fps"
+        self.status_labels["fps"].setText(text)
 
 
-def _short_source(source: str, limit: int = 48) -> str:
+def _short_source(source: str, limit: int = 28) -> str:
     """A data source short enough for the status bar (the full text is the tooltip)."""
     if len(source) <= limit:
         return source

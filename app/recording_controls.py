@@ -23,6 +23,7 @@ from PyQt6.QtGui import QAction, QKeySequence
 from PyQt6.QtWidgets import QFileDialog, QWidget
 
 from app.export import ExportDialog, ExportRequest, write_export
+from app.icons import icon
 from app.replay import ReplaySource
 from app.timeline import ReplayTimeline
 
@@ -85,8 +86,9 @@ class RecordingController(QObject):
     def _build_actions(self) -> None:
         w = self.window
 
-        def action(text: str, tip: str, slot, shortcut: str | None = None, checkable: bool = False) -> QAction:
-            act = QAction(text, w)
+        def action(text: str, tip: str, slot, shortcut: str | None = None, checkable: bool = False,
+                   icon_name: str | None = None) -> QAction:
+            act = QAction(icon(icon_name), text, w) if icon_name else QAction(text, w)
             if shortcut:
                 act.setShortcut(QKeySequence(shortcut))
                 tip = f"{tip} ({shortcut})"
@@ -96,16 +98,17 @@ class RecordingController(QObject):
             return act
 
         self.open_action = action("Open recording…", "Replay a recording (.h5) in this window; training "
-                                  "pauses", self._open_dialog, "Ctrl+O")
-        self.export_action = action("⤓ Export", "Export the shown batch: a one-batch recording and/or a PNG "
-                                    "of the 3D view at a resolution you pick", self.export, "Ctrl+E")
-        self.record_action = action("⏺ Record", "Append every trained batch to a recording file",
-                                    self._record_toggled, "Ctrl+Shift+R", checkable=True)
+                                  "pauses", self._open_dialog, "Ctrl+O", icon_name="open")
+        self.export_action = action("Export", "Export the shown batch: a one-batch recording and/or a PNG "
+                                    "of the 3D view at a resolution you pick", self.export, "Ctrl+E",
+                                    icon_name="export")
+        self.record_action = action("Record", "Append every trained batch to a recording file",
+                                    self._record_toggled, "Ctrl+Shift+R", checkable=True, icon_name="record")
         self.live_action = action("Back to live training", "Leave the replay and show the training run again",
                                   self.back_to_live, "Ctrl+L")
         self.live_action.setEnabled(False)
         self.export_action.setEnabled(False)
-        menu = w.menuBar().addMenu("&File")
+        menu = self.file_menu = w.menuBar().addMenu("&File")
         for act in (self.open_action, self.export_action, self.record_action, self.live_action):
             menu.addAction(act)
         w.toolbar.addSeparator()

@@ -24,6 +24,7 @@ from PyQt6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayo
 from app.colormaps import COVERAGE_LUT, TITLE_SIZE, pg_colormap
 from app.panels.energy_panel import STEP_LINE_PEN
 from app.panels.base import SnapshotPanel
+from app.panels.series import set_title
 from app.snapshot import Snapshot
 
 MODES = ("energy deposited", "share of samples reaching")
@@ -177,9 +178,9 @@ class CoveragePanel(SnapshotPanel):
             else:
                 reached, when = float(np.mean(per_step[t, p] > 0)), f"by step {t}"
             per_sample = float(tel.aggregates.coverage[t, p])
-            plot.setTitle(f"z={_signed(z)}: {reached:.0%} of cells {when}<br>"
-                          f"{per_sample:.0%} per sample at step {t}", size=TITLE_SIZE)
-        self.step_plot.setTitle(f"cells reached so far, mean per sample (step {t})", size=TITLE_SIZE)
+            set_title(plot, f"z={_signed(z)}: {reached:.0%} of cells {when}<br>"
+                          f"{per_sample:.0%} per sample at step {t}")
+        set_title(self.step_plot, f"cells reached so far, mean per sample (step {t})")
 
 
 def _plane_energy_steps(tel) -> np.ndarray | None:

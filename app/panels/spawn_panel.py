@@ -15,7 +15,7 @@ from PyQt6.QtWidgets import QWidget
 
 from app.colormaps import SPAWN_SERIES_COLORS, TITLE_SIZE
 from app.panels.base import SnapshotPanel
-from app.panels.series import set_series
+from app.panels.series import set_series, set_title
 from app.snapshot import Snapshot, batch_axis
 
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
@@ -47,7 +47,7 @@ class SpawnPanel(SnapshotPanel):
         self.step_plot.addItem(self.step_line)
 
         self.history_plot = self.graphics.addPlot(row=1, col=0)
-        self.history_plot.setTitle("spawns per batch over the run", size=TITLE_SIZE)
+        set_title(self.history_plot, "spawns per batch over the run")
         self.history_plot.setLabel("bottom", "batch")
         self.history_plot.setLabel("left", "flows / batch")
         self.history_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
@@ -82,6 +82,6 @@ class SpawnPanel(SnapshotPanel):
         agg = self._snapshot.telemetry.aggregates
         t = int(np.clip(step, 0, agg.num_steps))
         self.step_line.setValue(t)
-        self.step_plot.setTitle(
-            f"spawns per propagation step — step {t}:<br>requested {int(agg.spawn_requested[t]):,} · "
-            f"granted {int(agg.spawn_granted[t]):,} · denied by budget {int(agg.spawn_denied[t]):,}", size=TITLE_SIZE)
+        set_title(self.step_plot, f"spawns per propagation step (step {t}):<br>requested "
+                                  f"{int(agg.spawn_requested[t]):,} · granted {int(agg.spawn_granted[t]):,} · "
+                                  f"denied by budget {int(agg.spawn_denied[t]):,}")
