@@ -136,7 +136,19 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
         os._exit(code or 1)
     # Destroy the window now, in Qt's order, rather than leaving pyqtgraph's scenes to Python's
     # garbage collector at interpreter exit (a half-collected QGraphicsLayout can crash Qt).
+    if interrupted:
+        print(interrupted_summary(window), file=sys.stderr, flush=True)
     window.deleteLater()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
     gc.collect()
     return EXIT_INTERRUPTED if interrupted else code
+
+
+def interrupted_summary(window) -> str:
+    """The one line Ctrl+C prints: what was stopped and what was saved (after the worker ended)."""
+    trainer = window.worker.trainer
+    trained = f"stopped training after {trainer.step_count} batches" if trainer is not None else \
+        "live training was not running"
+    note = window.recordings.last_recording_note
+    saved = f"recording closed: {note}" if note else "nothing was being recorded"
+    return f"Interrupted (Ctrl+C): {trained} (the model is not saved); {saved}."

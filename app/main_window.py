@@ -21,10 +21,10 @@ import numpy as np
 from PyQt6.QtCore import QThread, Qt, QTimer, pyqtSignal, pyqtSlot
 from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence
 from PyQt6.QtWidgets import (QDockWidget, QFrame, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
-                             QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
+                             QProgressBar, QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
 
 from app.dock_layout import AREAS, add_dock, apply_default_layout, fill_view_menu
-from app.icons import icon
+from app.icons import RECORD_COLOR, icon
 from app.panels.config_panel import ConfigPanel
 from app.panels.health_panel import HealthPanel
 from app.panels.text_bridge_panel import TextBridgePanel
@@ -273,6 +273,21 @@ class MainWindow(QMainWindow):
             self.status_labels[key] = label
         self.status_labels["state"] = QLabel()
         bar.insertPermanentWidget(0, self.status_labels["state"])
+        # What the batch in flight is doing (a batch takes seconds on the debug preset), and how
+        # long the last one took.
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)              # indeterminate: phases have no known length
+        self.busy.setMaximumWidth(70)
+        self.busy.setMaximumHeight(14)
+        self.busy.hide()
+        self.status_labels["phase"] = QLabel("")
+        self.status_labels["rec"] = QLabel("")
+        self.status_labels["rec"].setStyleSheet(f"color: white; background: {RECORD_COLOR}; font-weight: bold; "
+                                                "border-radius: 3px; padding: 0 6px;")
+        self.status_labels["rec"].hide()
+        bar.insertPermanentWidget(1, self.status_labels["rec"])
+        bar.insertPermanentWidget(2, self.busy)
+        bar.insertPermanentWidget(3, self.status_labels["phase"])
 
     def _connect_worker(self) -> None:
         w = self.worker
@@ -289,6 +304,7 @@ class MainWindow(QMainWindow):
         w.error.connect(self.show_error)
         w.loaded.connect(self._on_loaded)
         w.resources.connect(self._on_resources)
+        w.phase_changed.connect(self._on_phase)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -413,6 +429,17 @@ class MainWindow(QMainWindow):
                 self._call(name, "clear", None)
         for key in ("batch", "step", "active", "loss", "rate"):
             self.status_labels[key].setText("–")
+
+    @pyqtSlot(int, str, float)
+    def _on_phase(self, batch: int, phase: str, seconds: float) -> None:
+        """A busy bar with the batch and its phase while a batch trains; then its duration."""
+        label = self.status_labels["phase"]
+        if phase == "done":
+            self.busy.hide()
+            label.setText(f"last batch {seconds:.2f} s" if seconds == seconds else "")
+            return
+        self.busy.show()
+        label.setText(f"batch {batch}: {phase}…")
 
     @pyqtSlot(dict)
     def _on_resources(self, info: dict) -> None:

@@ -37,13 +37,19 @@ RecordProvider = Callable[[QWidget], str | None]
 ExportProvider = Callable[[QWidget, Path, bool], ExportRequest | None]
 
 
+def _start_folder(parent: QWidget) -> str:
+    recordings = getattr(parent, "recordings", None)
+    return recordings.start_folder() if recordings is not None else str(Path.cwd())
+
+
 def _ask_open(parent: QWidget) -> str | None:
-    path, _ = QFileDialog.getOpenFileName(parent, "Open recording", "", "Recordings (*.h5 *.hdf5);;All files (*)")
+    path, _ = QFileDialog.getOpenFileName(parent, "Open recording", _start_folder(parent),
+                                          "Recordings (*.h5 *.hdf5);;All files (*)")
     return path or None
 
 
 def _ask_record(parent: QWidget) -> str | None:
-    default = str(Path.cwd() / time.strftime("run-%Y%m%d-%H%M%S.h5"))
+    default = str(Path(_start_folder(parent)) / time.strftime("run-%Y%m%d-%H%M%S.h5"))
     path, _ = QFileDialog.getSaveFileName(parent, "Record training to", default, "Recordings (*.h5)")
     return path or None
 
@@ -73,6 +79,9 @@ class RecordingController(QObject):
         self._ask_export = export_provider
         self.mode = "live"
         self._live_snapshot = None
+        self.recording_path: Path | None = None   # the last recording written (Open starts there)
+        self.batches_recorded = 0
+        self.last_recording_note: str | None = None
         self.replay = ReplaySource(self)
         self.timeline = ReplayTimeline()
         self.timeline.hide()
@@ -212,6 +221,25 @@ class RecordingController(QObject):
 
     def _on_live_snapshot(self, snapshot) -> None:
         self._live_snapshot = snapshot
+        if self.record_action.isChecked():
+            self.batches_recorded += 1     # the worker appends every snapshot's batch
+            self._show_rec()
+
+    def _show_rec(self) -> None:
+        """A red "REC" with the file and batches written, while recording: not only a pressed button."""
+        label = self.window.status_labels["rec"]
+        on = self.record_action.isChecked() and self.recording_path is not None
+        label.setVisible(on)
+        if on:
+            label.setText(f"REC {self.recording_path.name} · {self.batches_recorded} batches")
+            label.setToolTip(f"Recording every trained batch to {self.recording_path}")
+
+    def start_folder(self) -> str:
+        """Where Open and Record dialogs start: the last recording's folder, else ./runs, else here."""
+        if self.recording_path is not None and self.recording_path.parent.is_dir():
+            return str(self.recording_path.parent)
+        runs = Path.cwd() / "runs"
+        return str(runs if runs.is_dir() else Path.cwd())
 
     def _on_model_rebuilt(self, _info: dict) -> None:
         """The last live batch belonged to the old model: "back to live" must not show it."""
@@ -261,6 +289,10 @@ class RecordingController(QObject):
 
     def _on_recording_changed(self, on: bool, text: str) -> None:
         self._set_record_checked(on)
+        self.recording_path = Path(text) if on else self.recording_path
+        self.batches_recorded = 0
+        self.last_recording_note = None if on else text
+        self._show_rec()
         self.record_action.setToolTip(f"Recording to {text}" if on else "Append every trained batch to a "
                                       "recording file (Ctrl+Shift+R)")
         self.window.statusBar().showMessage(f"Recording to {text}" if on else f"Recording off: {text}", 10_000)

@@ -309,3 +309,29 @@ def test_3d_legend_tells_the_truth_and_the_box_is_framed(qtbot, debug_batch):
         image = view.render_image(size)
         edge = np.concatenate([image[-3:, :, :3].reshape(-1, 3), image[:, -3:, :3].reshape(-1, 3)])
         assert np.abs(edge.astype(int) - background).max() <= 2, f"scene cut at the edge of a {size} export"
+
+
+# --------------------------------------------------------------------------- items 12-14
+def test_window_says_what_the_batch_does_and_that_it_records(qtbot, make_window, tmp_path):
+    """Guards against silence while a batch trains (no phase, no duration) and a recording shown
+    only as a pressed button; Ctrl+C's summary names what was stopped and saved."""
+    from app.main import interrupted_summary
+
+    window = make_window()
+    phases: list[tuple[int, str]] = []
+    window.worker.phase_changed.connect(lambda batch, phase, _s: phases.append((batch, phase)))
+    window.recordings._ask_record = lambda parent: str(tmp_path / "rec.h5")
+    window.recordings.record_action.setChecked(True)
+    qtbot.waitUntil(lambda: window.status_labels["rec"].isVisible(), timeout=5000)
+    _step_once(qtbot, window)
+    _step_once(qtbot, window)
+    assert phases[:4] == [(1, "forward"), (1, "backward"), (1, "snapshot"), (1, "done")]
+    assert phases[4:8] == [(2, "forward"), (2, "backward"), (2, "snapshot"), (2, "done")]
+    assert window.status_labels["phase"].text().startswith("last batch ") and not window.busy.isVisible()
+    assert window.status_labels["rec"].text() == "REC rec.h5 · 2 batches"
+    window.recordings.record_action.setChecked(False)
+    qtbot.waitUntil(lambda: not window.status_labels["rec"].isVisible(), timeout=5000)
+    assert window.recordings.start_folder() == str(tmp_path)        # Open starts where it recorded
+    summary = interrupted_summary(window)
+    assert "after 2 batches" in summary and "rec.h5: 2 batches recorded" in summary
+    assert "\n" not in summary
