@@ -187,7 +187,7 @@ class ReplaySource(QObject):
         step_text = "unknown" if step < 0 else str(step)
         return Snapshot(telemetry=telemetry, history=self._history(i), report=None,
                         source=str(rec.path),
-                        batch_label=f"recording batch {i + 1}/{n} (training step {step_text})")
+                        batch_label=f"recording batch {i + 1}/{n} (training batch {step_text})")
 
     @pyqtSlot(int)
     def show_batch(self, index: int) -> bool:

@@ -423,7 +423,7 @@ class TrainingWorker(QObject):
         except Exception as exc:  # noqa: BLE001
             self._enter_phase("done")
             log.error("training step failed:\n%s", traceback.format_exc())
-            self._fail(f"Training step {trainer.step_count + 1} failed: {type(exc).__name__}: {exc}. "
+            self._fail(f"Training batch {trainer.step_count + 1} failed: {type(exc).__name__}: {exc}. "
                        "Training paused; the model is as it was before this batch.")
             return False
         self._enter_phase("snapshot")
