@@ -22,7 +22,7 @@ AREAS = {"left": Qt.DockWidgetArea.LeftDockWidgetArea, "right": Qt.DockWidgetAre
 
 #: Smallest size at which each panel shows its plots, titles, axes and legends whole (px).
 PANEL_MIN_SIZE = {
-    "Spawn": (330, 270), "Energy": (330, 270), "Displacement": (330, 400), "Coverage": (380, 290),
+    "Spawn": (330, 270), "Energy": (330, 270), "Displacement": (330, 400), "Coverage": (340, 290),
     "Training": (330, 360), "Text bridge": (300, 160), "Config": (280, 420),
 }
 #: The per-step panels of the bottom row, left to right.
@@ -77,7 +77,7 @@ def apply_default_layout(window: QMainWindow, docks: dict[str, QDockWidget]) -> 
     window.addDockWidget(bottom, step_docks[0])
     right_width = int(min(max(RIGHT_SHARE * w, RIGHT_MIN), RIGHT_MAX))
     bottom_width = w - right_width
-    fit_four = bottom_width / len(step_docks) >= PANEL_MIN_SIZE["Displacement"][0] + 10
+    fit_four = bottom_width / len(step_docks) >= max(PANEL_MIN_SIZE[t][0] for t in STEP_PANELS) + 10
     if fit_four:
         for left, nxt in zip(step_docks, step_docks[1:]):
             window.splitDockWidget(left, nxt, Qt.Orientation.Horizontal)

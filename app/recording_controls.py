@@ -166,6 +166,11 @@ class RecordingController(QObject):
         self.live_action.setEnabled(True)
         self.window.refresh_state()
         self.window.config_panel.show_recorded(info["config"], Path(path).name)
+        if self.worker.trainer is None:     # nothing live to describe: say what is shown instead
+            labels = self.window.status_labels
+            labels["device"].setText("no live run")
+            labels["data"].setText(f"recording {Path(path).name}")
+            labels["data"].setToolTip(str(path))
         self.window.banner.show_message(
             f"Replaying {path} — {info['num_batches']} batches, schema {info['schema_version']}. "
             + self._how_back(), "info")

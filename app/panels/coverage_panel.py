@@ -145,16 +145,10 @@ class CoveragePanel(SnapshotPanel):
             top = float(final.max()) if final.size else 0.0   # deposits only grow: the end is the top
             levels = (0.0, top if top > 0 else 1.0)
             label = "ln(1 + energy deposited)" if log else "energy deposited"
-            if per_step is None:
-                self.caption.setText("Heatmaps: end of batch (this recording has no per-step deposits).")
-            else:
-                self.caption.setText(f"Heatmaps: energy deposited up to step {t} of {tel.num_steps}.")
         else:
             data = tel.plane_reached.astype(np.float32)
             self.image_step = None
             levels, label = (0.0, 1.0), "share of samples reaching the cell"
-            self.caption.setText("Heatmaps: end of batch (the share of samples per cell is recorded only "
-                                 "for the whole batch).")
         self.log_check.setEnabled(self.mode == MODES[0])
         w, h = tel.lattice_shape[0], tel.lattice_shape[1]
         dx, dy = 2.0 / (w - 1), 2.0 / (h - 1)   # cell centres sit on linspace(-1, 1, W)
@@ -164,6 +158,18 @@ class CoveragePanel(SnapshotPanel):
             image.setRect(rect)   # after setImage: the rect maps the image's current pixel size
         self.colorbar.setLevels(levels)
         self.colorbar.setLabel("right", label)
+        self._set_caption(t)
+
+    def _set_caption(self, t: int) -> None:
+        """What the heatmaps and the titles' counts refer to: step t, or the end of the batch."""
+        tel = self._snapshot.telemetry
+        if self.mode != MODES[0]:
+            when = "heatmaps: end of batch (the share of samples per cell is recorded only for the whole batch)"
+        elif _plane_energy_steps(tel) is None:
+            when = "heatmaps and cells reached: end of batch (this recording has no per-step deposits)"
+        else:
+            when = f"heatmaps and cells reached: energy deposited up to step {t} of {tel.num_steps}"
+        self.caption.setText(f"{when[0].upper()}{when[1:]}; per sample: at step {t}.")
 
     def _show_step(self, step: int) -> None:
         tel = self._snapshot.telemetry
@@ -172,14 +178,12 @@ class CoveragePanel(SnapshotPanel):
         per_step = _plane_energy_steps(tel)
         if per_step is not None and self.image_step != t and self.mode == MODES[0]:
             self._update_images()
+        self._set_caption(t)
         for p, (plot, z) in enumerate(zip(self.plane_plots, tel.plane_z)):
-            if per_step is None:
-                reached, when = float(np.mean(tel.plane_reached[p] > 0)), "by the end"
-            else:
-                reached, when = float(np.mean(per_step[t, p] > 0)), f"by step {t}"
+            # When the cells were counted (step t, or the end) is in the caption below.
+            reached = float(np.mean((tel.plane_reached[p] if per_step is None else per_step[t, p]) > 0))
             per_sample = float(tel.aggregates.coverage[t, p])
-            set_title(plot, f"z={_signed(z)}: {reached:.0%} of cells {when}<br>"
-                          f"{per_sample:.0%} per sample at step {t}")
+            set_title(plot, f"z={_signed(z)}: {reached:.0%} of cells<br>{per_sample:.0%} per sample")
         set_title(self.step_plot, f"cells reached so far, mean per sample (step {t})")
 
 

@@ -1,7 +1,7 @@
 """Displacement: how far flows move per step along x, y and z, and how often the clamp bites.
 
 One plot per axis (x linked) with percentile bands (p5–p95, p25–p75, median) and the step's
-extreme moves (min / max, dashed lines; the y axis says so), then the share of moved flows whose new position had to be
+extreme moves (min / max, dashed lines), then the share of moved flows whose new position had to be
 clamped into [-1, 1]. Index 0 is the placement — nothing has moved — and is NaN in the
 telemetry by design; it is left out of every curve.
 """
@@ -40,7 +40,7 @@ class DisplacementPanel(SnapshotPanel):
         self.step_lines: list[pg.InfiniteLine] = []
         for row, (name, color) in enumerate(zip(AXES, AXIS_COLORS)):
             plot = self.graphics.addPlot(row=row, col=0)
-            plot.setLabel("left", f"{name} (dashed: min/max)" if row == 0 else name)
+            plot.setLabel("left", name)
             plot.getAxis("left").enableAutoSIPrefix(False)   # keep plain normalised units
             plot.addLine(y=0, pen=pg.mkPen((255, 255, 255, 50), width=1))
             self.band_curves.append(add_percentile_bands(plot, color))
