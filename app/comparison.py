@@ -141,6 +141,7 @@ class ComparisonSet(QObject):
         self._refs[name] = ref
         if self._panel is not None:
             ref.loss_curve.opts["name"] = name
+            self._legend()                   # first: a named item added to the plot joins it
             self._panel.loss_plot.addItem(ref.loss_curve)
             self._panel.landed_plot.addItem(ref.landed_curve)
         self._redraw()
@@ -165,9 +166,25 @@ class ComparisonSet(QObject):
     def close(self, name: str) -> None:
         ref = self._refs.pop(name)
         if self._panel is not None:
-            self._panel.loss_plot.removeItem(ref.loss_curve)
+            plot = self._panel.loss_plot
+            plot.removeItem(ref.loss_curve)
             self._panel.landed_plot.removeItem(ref.landed_curve)
+            if plot.legend is not None:
+                plot.legend.removeItem(ref.loss_curve)
+                if not self._refs:          # no reference left: the plot goes back to no legend
+                    plot.legend.scene().removeItem(plot.legend)
+                    plot.legend = None
         self.changed.emit()
+
+    def _legend(self) -> pg.LegendItem:
+        """The loss plot's legend of runs, made with the first reference: "this run" (the
+        panel's smoothed total) and one entry per reference. Small, in the lower right corner,
+        where falling loss curves leave room."""
+        plot = self._panel.loss_plot
+        if plot.legend is None:
+            legend = plot.addLegend(offset=(-4, -4), labelTextSize="7pt", verSpacing=-6)
+            legend.addItem(self._panel.smooth_curves["loss"], "this run")
+        return plot.legend
 
     def close_all(self) -> None:
         for name in list(self._refs):

@@ -234,7 +234,10 @@ class ExportDialog(QDialog):
         self.height_spin.setValue(int(size[1]))
 
     def request(self) -> ExportRequest:
-        """What the dialog currently says (valid once :meth:`problem` is None)."""
+        """What the dialog currently says; raises ValueError with :meth:`problem` while there is one."""
+        problem = self.problem()
+        if problem is not None:
+            raise ValueError(problem)
         base = split_base(self.base_edit.text())
         return ExportRequest(
             h5_path=base.with_name(base.name + ".h5") if self.h5_check.isChecked() else None,
@@ -248,7 +251,12 @@ class ExportDialog(QDialog):
             return "Enter an output base path."
         if not (self.h5_check.isChecked() or self.png_check.isChecked()):
             return "Select at least one thing to export."
-        folder = split_base(text).parent
+        base = split_base(text)
+        # "/" or "~/" name a folder, not a file: BASE.h5 needs a file name (Path.with_name
+        # raises on an empty name).
+        if not base.name or text.endswith(("/", "\\")) or base.is_dir():
+            return f"{base} is a folder: add a file name (written as NAME.h5 and NAME.png)."
+        folder = base.parent
         if not folder.is_dir():
             return f"Folder {folder} does not exist."
         return None

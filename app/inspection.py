@@ -16,9 +16,10 @@ from typing import Any, Callable
 
 from PyQt6.QtCore import QObject
 from PyQt6.QtGui import QAction, QKeySequence
-from PyQt6.QtWidgets import QFileDialog, QWidget
+from PyQt6.QtWidgets import QFileDialog, QMenu, QWidget
 
 from app.comparison import ComparisonSet
+from app.dock_layout import fill_view_menu
 from app.panel_png import save_widget_png
 from app.panels.comparison_panel import ComparisonPanel
 from app.panels.diagnostics_panel import DiagnosticsPanel
@@ -50,9 +51,7 @@ class InspectionController(QObject):
         self._ask_reference = reference_provider
         self._ask_png = png_provider
         self.inspector = InspectorPanel()
-        window._add_dock("Inspector", self.inspector, "left")
-        window.tabifyDockWidget(window.docks["Config"], window.docks["Inspector"])
-        window.docks["Config"].raise_()
+        window._add_dock("Inspector", self.inspector, "right")
         view = window.lattice_view
         selection = getattr(view, "selection", None)   # absent when the 3D view could not load
         if selection is not None:
@@ -64,18 +63,37 @@ class InspectionController(QObject):
         self.references = ComparisonSet(training if isinstance(training, TrainingPanel) else None, self)
         self.references.error.connect(window.show_error)
         self.comparison = ComparisonPanel(self.references, self._shown_config, self.open_reference)
-        # Diagnostics shares the tall slot of the Training curves (four stacked plots need the
-        # height); Compare sits with the Text bridge, so reference curves and their verdicts
-        # can be seen at once.
-        for title, panel, beside in (("Diagnostics", self.diagnostics, "Training"),
-                                     ("Compare", self.comparison, "Text bridge")):
+        for title, panel in (("Diagnostics", self.diagnostics), ("Compare", self.comparison)):
             window._add_dock(title, panel, "right")
-            window.tabifyDockWidget(window.docks[beside], window.docks[title])
-            window.docks[beside].raise_()
+        if getattr(window, "_layout_applied", False):
+            self.place_docks()
+        if hasattr(window, "view_menu"):      # list the new docks under View too
+            fill_view_menu(window.view_menu, window.docks, window.reset_layout)
         self._build_menu()
 
+    def place_docks(self) -> None:
+        """Join the default layout's tab groups (the window calls this after resetting its layout).
+
+        Diagnostics shares the tall slot of the Training curves (four stacked plots need the
+        height); Inspector and Compare join the Text bridge | Config tabs below, so a reference's
+        curves (in Training) and its verdicts (in Compare) can be seen at once. The 3D view keeps
+        the middle: at 1280×800 a fourth column would leave it too small to pick flows in.
+        """
+        w = self.window
+        w.tabifyDockWidget(w.docks["Training"], w.docks["Diagnostics"])
+        w.tabifyDockWidget(w.docks["Text bridge"], w.docks["Inspector"])
+        w.tabifyDockWidget(w.docks["Text bridge"], w.docks["Compare"])
+        w.docks["Training"].raise_()
+        w.docks["Text bridge"].raise_()
+
     def _build_menu(self) -> None:
-        menu = self.window.menuBar().addMenu("&Inspect")
+        bar = self.window.menuBar()
+        help_menu = next((a for a in bar.actions() if a.text() == "&Help"), None)
+        menu = QMenu("&Inspect", self.window)
+        if help_menu is not None:
+            bar.insertMenu(help_menu, menu)
+        else:
+            bar.addMenu(menu)
         self.open_reference_action = QAction("Open reference recording…", self)
         self.open_reference_action.setShortcut(QKeySequence("Ctrl+Shift+O"))
         self.open_reference_action.setToolTip("Open a recording beside the shown run (training goes on)")
@@ -106,7 +124,9 @@ class InspectionController(QObject):
         return name
 
     def save_panel_png(self, title: str, path: str | Path) -> Path:
-        """Write dock ``title``'s panel as a PNG (raises OSError/ValueError naming the problem)."""
+        """Write dock ``title``'s panel as a PNG (raises OSError/ValueError naming the problem).
+
+        The part of the panel on screen: the dock's content, its scroll area's viewport if any."""
         return save_widget_png(self.window.docks[title].widget(), path)
 
     def ask_save_panel_png(self, title: str) -> None:

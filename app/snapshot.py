@@ -90,6 +90,19 @@ class RunHistory:
         return len(self.step)
 
 
+def batch_axis(history: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
+    """The x values and axis label for per-batch curves of ``history``.
+
+    The training batch number (``history["step"]``) when every batch has one; otherwise (a
+    recording from another recorder, with no training step) the batch's position in the
+    recording, 1-based, and a label that says so — never NaN x values, which draw nothing.
+    """
+    steps = np.asarray(history.get("step", np.zeros(0)), dtype=np.float64)
+    if steps.size and not np.all(np.isfinite(steps)):
+        return np.arange(1, steps.size + 1, dtype=np.float64), "recording batch"
+    return steps, "batch"
+
+
 @dataclass(frozen=True)
 class Snapshot:
     telemetry: BatchTelemetry

@@ -55,6 +55,7 @@ class ComparisonPanel(QWidget):
         self.config_table = self._table()
         layout.addWidget(self.config_table, 2)
         references.changed.connect(self.refresh)
+        self.setMinimumSize(300, 300)
         self.refresh()
 
     @staticmethod

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtWidgets import QScrollArea, QWidget
+from PyQt6.QtWidgets import QWidget
 
 from app.colormaps import TITLE_SIZE
 from app.panels.base import SnapshotPanel
@@ -78,12 +78,10 @@ class DiagnosticsPanel(SnapshotPanel):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.graphics = pg.GraphicsLayoutWidget()
-        # Four stacked plots stay legible only with ~130 px each: below that the dock scrolls.
-        self.graphics.setMinimumHeight(4 * PLOT_MIN_HEIGHT)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self.graphics)
-        self._add_page(scroll)
+        # Four stacked plots stay legible only with ~130 px each: below that the dock's scroll
+        # area (app.dock_layout) scrolls.
+        self.setMinimumSize(320, 4 * PLOT_MIN_HEIGHT)
+        self._add_page(self.graphics)
         self.grad_plot = self._plot(0, "grad", "gradient norm per module (before clip)", "‖g‖", log_y=True)
         self.grad_curves = {m: self.grad_plot.plot(pen=pg.mkPen(MODULE_COLORS[m], width=1), name=m) for m in MODULES}
         self.total_curve = self.grad_plot.plot(pen=pg.mkPen((240, 240, 240), width=1), name="total")

@@ -128,6 +128,7 @@ class InspectorPanel(SnapshotPanel):
         export.addStretch(1)
         layout.addLayout(export)
         self._add_page(page)
+        self.setMinimumSize(300, 520)    # form, both plots and the lineage list whole; the dock scrolls
         self._refresh()
 
     # ------------------------------------------------------------------ selection

@@ -49,9 +49,10 @@ def test_window_opens_with_the_lattice_and_every_panel(qtbot, make_window):
     for title, dock in window.docks.items():
         # A tabbed dock behind another tab is hidden; its tab group must be on screen.
         assert dock.isVisible() or any(d.isVisible() for d in window.tabifiedDockWidgets(dock)), title
-        assert not isinstance(dock.widget(), UnavailableWidget), f"{title}: {dock.widget().text()}"
+        panel = window.panels[title]
+        assert not isinstance(panel, UnavailableWidget), f"{title}: {panel.text()}"
     assert window.lattice_view.is_empty                    # nothing drawn before the first batch
-    assert window.status_labels["data"].text().startswith("data: bundled corpus")
+    assert window.status_labels["data"].text().startswith("bundled corpus")
     assert "cpu" in window.status_labels["device"].text()
     assert window.run_action.isEnabled() and not window.pause_action.isEnabled()
     assert window.config_panel.current is window.worker.config
