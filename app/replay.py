@@ -191,7 +191,8 @@ class ReplaySource(QObject):
         step = int(self._columns["step"][i])
         step_text = "unknown" if step < 0 else str(step)
         return Snapshot(telemetry=telemetry, history=self._history(i), report=None,
-                        source=str(rec.path), health=assess_recording_batch(rec, i, telemetry),
+                        source=str(rec.path), report_fields=rec.report_fields(i),
+                        health=assess_recording_batch(rec, i, telemetry),
                         batch_label=f"recording batch {i + 1}/{n} (training batch {step_text})")
 
     @pyqtSlot(int)

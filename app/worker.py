@@ -37,7 +37,7 @@ from PyQt6.QtCore import QObject, QTimer, pyqtSignal, pyqtSlot
 from app.snapshot import DecodedSample, RunHistory, Snapshot
 from energy_flow.diagnostics.sources import HealthMonitor
 from energy_flow.config import EnergyConfig
-from energy_flow.device import describe_device
+from energy_flow.device import describe_device, memory_text, out_of_memory_advice
 from energy_flow.trace.recording import RecordingWriter, report_fields_from
 from energy_flow.training.data import EMBEDDING_SUFFIXES, PairDataset, build_dataset
 from energy_flow.training.report import TrainReport
@@ -420,8 +420,8 @@ class TrainingWorker(QObject):
             self._enter_phase("done")
             if trainer.device.type == "cuda":
                 torch.cuda.empty_cache()
-            self._fail(f"Out of memory on {trainer.device} at batch {trainer.step_count + 1}: {exc}. "
-                       "Training paused; lower batch_size, max_active_flows or the lattice size.")
+            self._fail(f"Out of memory on {trainer.device} at batch {trainer.step_count + 1}. Training "
+                       f"paused; {out_of_memory_advice(trainer.config)}. ({str(exc).splitlines()[0]})")
             return False
         except Exception as exc:  # noqa: BLE001
             self._enter_phase("done")
@@ -505,7 +505,7 @@ def _make_bridge(dataset: PairDataset) -> tuple[TextBridge | None, str]:
 
 def _resources(device: torch.device) -> dict:
     info: dict = {"device": describe_device(device), "cuda_memory_allocated": None,
-                  "cuda_memory_reserved": None}
+                  "cuda_memory_reserved": None, "memory_text": memory_text(device)}
     if device.type == "cuda":
         info["cuda_memory_allocated"] = int(torch.cuda.memory_allocated(device))
         info["cuda_memory_reserved"] = int(torch.cuda.memory_reserved(device))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from energy_flow.trace import (REASON_FADED, REASON_LANDED, REASON_NAMES, REASON_TIMED_OUT, STILL_EPSILON,
+from energy_flow.trace import (REASON_FADED, REASON_LANDED, REASON_NAMES, STILL_EPSILON,
                                FlowRecorder, open_recording)
 from energy_flow.trace.__main__ import main as cli_main
 

@@ -41,6 +41,8 @@ class HealthGate:
         return {v.key: {"level": v.level.label, "detail": v.detail} for v in self.last}
 
     def stop_line(self) -> str:
+        if self.stopped_at is None:
+            return "stopped by the health gate: a check failed on another rank"
         step, health = self.stopped_at
         names = ", ".join(f"{v.title} ({v.detail})" for v in health.failures())
         return f"stopped by the health gate at batch {step}: {names}"

@@ -61,12 +61,11 @@ class StepAccumulator:
         self.geo = geo
         self.where = where
         self.t = -1
-        k = len(PERCENTILES)
         self.rows: dict[str, list] = {name: [] for name in (
             "active", "active_energy", "granted", "requested", "denied", "faded", "timed_out", "landed",
             "hist", "e_pct", "d_min", "d_max", "d_pct", "clamp", "still", "coverage", "deposited",
             "plane_steps")}
-        self._k = k
+        self._k = len(PERCENTILES)
         self._energies: list[np.ndarray] = []          # per step, only without a fixed range
         # per-flow state, insertion order
         self.ids = np.zeros(0, np.int64)
@@ -88,12 +87,13 @@ class StepAccumulator:
 
     # ------------------------------------------------------------------ lookup
     def _lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(index into the per-flow state, known mask) of ``ids``."""
+        """(index into the per-flow state or -1, known mask) of ``ids``."""
         n = self._sorted_ids.shape[0]
-        at = np.searchsorted(self._sorted_ids, ids)
-        known = (at < n) & (self._sorted_ids[np.minimum(at, max(n - 1, 0))] == ids) if n else np.zeros(ids.shape, bool)
-        idx = np.where(known, self._order[np.minimum(at, max(n - 1, 0))] if n else 0, -1)
-        return idx, known
+        if n == 0:
+            return np.full(ids.shape, -1, np.int64), np.zeros(ids.shape, bool)
+        at = np.minimum(np.searchsorted(self._sorted_ids, ids), n - 1)
+        known = self._sorted_ids[at] == ids
+        return np.where(known, self._order[at], -1), known
 
     def _fail(self, message: str) -> None:
         raise ValueError(f"{self.where}: {message}")
@@ -104,7 +104,7 @@ class StepAccumulator:
         idx, known = self._lookup(s.ids)
         if t == 0:
             self._placement_checks(s)
-        ended_before = known & (self.end[idx] >= 0) if known.any() else np.zeros_like(known)
+        ended_before = known & (self.end[idx] >= 0) if known.any() else known
         revived = ended_before & s.alive
         if revived.any():
             k = int(np.flatnonzero(revived)[0])

@@ -116,6 +116,9 @@ class EnergyTrainer:
         #: Set by whoever supplies the data; copied into every report.
         self.provenance: DataProvenance | None = None
         self.use_autocast = self.device.type == "cuda"
+        #: What the forward pass is called on: the processor, or its DDP wrapper
+        #: (energy_flow.training.distributed).
+        self.forward_module: nn.Module = self.processor
 
     # ------------------------------------------------------------------ one step
     @property
@@ -145,13 +148,15 @@ class EnergyTrainer:
         loss_parts, stats_parts, sizes, outputs = [], [], [], []
         telemetry = None
         t_forward = t_backward = 0.0
-        for x, y in zip(inputs.tensor_split(micro), targets.tensor_split(micro)):
+        weight = self._loss_weight(b)
+        for i, (x, y) in enumerate(zip(inputs.tensor_split(micro), targets.tensor_split(micro))):
             t0 = time.perf_counter()
-            with self._autocast():
-                result = self.processor(x)
-            loss, mse, cosine = embedding_losses(result.outputs, y, c)
-            t1 = time.perf_counter()
-            (loss * (x.shape[0] / b)).backward()
+            with self._micro_context(last=i == micro - 1):
+                with self._autocast():
+                    result = self.forward_module(x)
+                loss, mse, cosine = embedding_losses(result.outputs, y, c)
+                t1 = time.perf_counter()
+                (loss * (x.shape[0] / b * weight)).backward()
             t_backward += time.perf_counter() - t1
             t_forward += t1 - t0
             loss_parts.append(torch.stack([loss, mse, cosine]).detach() * (x.shape[0] / b))
@@ -162,7 +167,7 @@ class EnergyTrainer:
 
         t0 = time.perf_counter()
         grads = self._gradient_summary()
-        losses = torch.stack(loss_parts).sum(0)
+        losses = self._reduce_losses(torch.stack(loss_parts).sum(0), b)
         out_all = torch.cat(outputs)
         spreads = torch.stack([embedding_spread(out_all), embedding_spread(targets)]).double()
         params = self._module_parameters()
@@ -182,6 +187,7 @@ class EnergyTrainer:
         elif not math.isfinite(total_norm):
             bad = [m for m, v in module_norms.items() if not math.isfinite(v)]
             nonfinite = f"gradient is non-finite in {', '.join(bad)}"
+        nonfinite = self._agree_nonfinite(nonfinite)
         update_ratios = dict.fromkeys(MODULES, math.nan)
         if nonfinite is None:
             nn.utils.clip_grad_norm_(self.processor.parameters(), c.grad_clip)
@@ -213,6 +219,19 @@ class EnergyTrainer:
             outputs=out_all.cpu().numpy(), sample_indices=indices.cpu().numpy().astype(np.int64),
             device=str(self.device), provenance=self.provenance,
         )
+
+    # Hooks for data-parallel training (DistributedTrainer); in one process they change nothing.
+    def _micro_context(self, last: bool):
+        return contextlib.nullcontext()
+
+    def _loss_weight(self, local_batch: int) -> float:
+        return 1.0
+
+    def _reduce_losses(self, losses: torch.Tensor, local_batch: int) -> torch.Tensor:
+        return losses
+
+    def _agree_nonfinite(self, nonfinite: str | None) -> str | None:
+        return nonfinite
 
     def _gradient_summary(self) -> dict:
         """Per-module and total gradient norms plus a per-parameter "no gradient" flag, all as
@@ -274,14 +293,19 @@ class EnergyTrainer:
                   ) -> TrainHistory:
         """``count`` more steps; the batch of each is ``sampler.indices(step_count)``, so a run
         resumed from a checkpoint continues exactly as the original would have."""
+        return self._loop(inputs, targets, sampler, count, progress, on_report,
+                          step_fn=lambda idx: self.train_step((inputs[idx], targets[idx], idx)))
+
+    def _loop(self, inputs: torch.Tensor, targets: torch.Tensor, sampler: BatchSampler, count: int,
+              progress: bool, on_report: Callable[[TrainReport], None] | None,
+              step_fn: Callable[[torch.Tensor], TrainReport]) -> TrainHistory:
         from tqdm import tqdm
 
         history = TrainHistory()
         bar = tqdm(total=count, disable=not progress, unit="batch", dynamic_ncols=True)
         try:
             for _ in range(count):
-                idx = sampler.indices(self.step_count)
-                report = self.train_step((inputs[idx], targets[idx], idx))
+                report = step_fn(sampler.indices(self.step_count))
                 history.loss.append(report.loss)
                 history.mse.append(report.mse)
                 history.cosine_loss.append(report.cosine_loss)

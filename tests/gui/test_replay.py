@@ -157,7 +157,7 @@ def _damage(tmp_path: Path, good: Path, kind: str) -> Path:
 @pytest.mark.parametrize("kind, message", [
     ("not-hdf5", "not an HDF5 file"),
     ("truncated", "truncated file"),
-    ("newer-schema", "schema version 99 is newer than this program's 1"),
+    ("newer-schema", "schema version 99 is newer than this program's 2"),
     ("missing-dataset", "missing dataset 'flows/positions'"),
     ("wrong-format", "not an energy-flow recording (format marker 'someone-elses-format'"),
     ("no-such-file", "no such file"),
@@ -282,6 +282,12 @@ def test_export_batch_round_trips_live_and_replayed(qtbot, tmp_path, tiny, repor
         assert_same_telemetry(orig.batch(2), rec.batch(0))
         assert rec.batch_info(0).as_dict() | {"index": 2} == orig.batch_info(2).as_dict()
         assert rec.provenance["created"] == orig.provenance["created"]
+        # every recorded training signal travels with the exported batch (gradients, spreads …)
+        assert replayed.report_fields is not None and replayed.report_fields["grad_norm"] > 0
+        copied, recorded = rec.report_fields(0), orig.report_fields(2)
+        assert set(copied) == set(recorded)
+        assert all(copied[k] == recorded[k] or copied[k] != copied[k] for k in recorded)
+        assert copied["update_ratios"] == recorded["update_ratios"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.h5", "live-batch.h5", "replayed.h5"]
 
     with pytest.raises(ValueError, match="no telemetry"):

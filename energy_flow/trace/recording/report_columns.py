@@ -75,11 +75,11 @@ def encode(report: Mapping[str, Any], path: Path) -> dict[str, Any]:
     if count is not None and (isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0):
         raise ValueError(f"{path}: report field 'params_without_grad_count' must be an integer ≥ 0, "
                          f"got {count!r}")
-    if names is not None and count is not None and count != len(names):
-        raise ValueError(f"{path}: params_without_grad_count ({count}) differs from the "
+    if names is not None and count is not None and count < len(names):   # a stored list may be cut
+        raise ValueError(f"{path}: params_without_grad_count ({count}) is less than the "
                          f"{len(names)} names given")
     row["params_without_grad_count"] = np.int32(-1 if names is None and count is None
-                                                else len(names) if names is not None else count)
+                                                else count if count is not None else len(names))
     row["params_without_grad"] = np.bytes_(_fit_names(names or ()))
     return row
 
