@@ -327,7 +327,8 @@ def test_window_says_what_the_batch_does_and_that_it_records(qtbot, make_window,
     _step_once(qtbot, window)
     assert phases[:4] == [(1, "forward"), (1, "backward"), (1, "snapshot"), (1, "done")]
     assert phases[4:8] == [(2, "forward"), (2, "backward"), (2, "snapshot"), (2, "done")]
-    assert window.status_labels["phase"].text().startswith("last batch ") and not window.busy.isVisible()
+    qtbot.waitUntil(lambda: window.status_labels["phase"].text().startswith("last batch "), timeout=2000)
+    assert not window.busy.isVisible()
     assert window.status_labels["rec"].text() == "REC rec.h5 · 2 batches"
     window.recordings.record_action.setChecked(False)
     qtbot.waitUntil(lambda: not window.status_labels["rec"].isVisible(), timeout=5000)
