@@ -37,6 +37,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--summary", metavar="PATH.json", help="headless: write a JSON summary here")
     p.add_argument("--record", metavar="PATH.h5", help="headless: record batches to this file")
     p.add_argument("--record-every", type=_positive, default=1, metavar="K", help="record every K-th batch")
+    p.add_argument("--health-every", type=_positive, default=None, metavar="N",
+                   help="headless: print the health verdicts every N batches (docs/health.md)")
+    p.add_argument("--stop-on-failure", action="store_true",
+                   help="headless: stop at the first failed health check (exit status 4)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no-progress", action="store_true", help="headless: plain lines, no progress bar")
     return p.parse_args(argv)
@@ -100,6 +104,7 @@ def run_headless(args: argparse.Namespace, config) -> int:
     opts = HeadlessOptions(config=config, batches=args.batches or FALLBACK_BATCHES, data=args.data,
                            teacher=args.teacher, checkpoint=args.checkpoint, resume=args.resume,
                            summary=args.summary, record=args.record, record_every=args.record_every,
+                           health_every=args.health_every, stop_on_failure=args.stop_on_failure,
                            progress=not args.no_progress)
     try:
         return run(opts)

@@ -45,7 +45,7 @@ from vispy.visuals.text.text import FontManager  # noqa: E402
 from vispy.visuals.transforms import STTransform  # noqa: E402
 
 from app.colormaps import (COVERAGE_LUT, ENERGY_LUT, ENERGY_RANGE, REASON_STYLE, SAMPLE_PALETTE,  # noqa: E402
-                           SPAWN_COLOR, SPAWN_SYMBOL, energy_colors, log_normalise, map_values,
+                           SPAWN_COLOR, SPAWN_SYMBOL, energy_colors, energy_range_of, log_normalise, map_values,
                            sample_colors)
 from app.snapshot import Snapshot  # noqa: E402
 from energy_flow.trace.telemetry import BatchTelemetry, FlowSample  # noqa: E402
@@ -72,7 +72,7 @@ SYMBOL_CODES = {"disc": 0, "square": 1, "triangle_up": 2, "x": 3, "star": 4}
 LAYERS = ("box", "planes", "coverage", "trajectories", "heads", "spawns", "terminations")
 COLOR_MODES = ("energy", "sample")
 FPS_WINDOW_S = 1.0
-#: Energies whose colours the legend shows for the heads (low, middle, high).
+#: Points of the energy colour range whose colours the legend shows for the heads (low, middle, high).
 LEGEND_ENERGIES = (0.1, 0.5, 0.9)
 #: Camera framing: the box's corners stay this far inside the canvas, and below the info lines.
 FIT_MARGIN_PX = 8.0
@@ -164,7 +164,8 @@ class FlowGeometry:
         return (self.birth_step <= step) & (step < self.end_step) & np.isfinite(self.positions[:, step, 0])
 
 
-def build_geometry(flows: FlowSample, budget: int) -> FlowGeometry:
+def build_geometry(flows: FlowSample, budget: int,
+                   energy_range: tuple[float, float] = ENERGY_RANGE) -> FlowGeometry:
     """Vertices, step-sorted segments and event points of the sampled flows (vectorised)."""
     rows = sample_flows(flows, budget)
     pos = flows.positions[rows]
@@ -176,7 +177,7 @@ def build_geometry(flows: FlowSample, budget: int) -> FlowGeometry:
     vertices = np.ascontiguousarray(pos[valid], dtype=np.float32)
     per_flow = valid.sum(axis=1)
     colors = {
-        "energy": _with_alpha(energy_colors(energy[valid]), TRAJECTORY_ALPHA),
+        "energy": _with_alpha(energy_colors(energy[valid], *energy_range), TRAJECTORY_ALPHA),
         "sample": _with_alpha(np.repeat(sample_colors(flows.sample_index[rows]), per_flow, axis=0),
                               TRAJECTORY_ALPHA),
     }
@@ -391,13 +392,16 @@ class _Overlay:
         self.info_lines: tuple[str, ...] = ()
         self.bar_titles: list[str] = []
         self.coverage_max = 0.0
+        self.energy_range = ENERGY_RANGE   # the shown batch's (energy_range_of)
         self.show_coverage_bar = True
 
     def entries(self) -> list[tuple[str, list[tuple[float, ...]], str]]:
         """Legend rows: (label, the colours drawn for it, symbol) — the colours heads really get."""
         if self.color_mode == "energy":
+            lo, hi = self.energy_range
             heads = ("head (alive): colour = flow energy (bar)",
-                     [tuple(float(c) for c in energy_colors(np.array([e]))[0]) for e in LEGEND_ENERGIES])
+                     [tuple(float(c) for c in energy_colors(np.array([lo + f * (hi - lo)]), lo, hi)[0])
+                      for f in LEGEND_ENERGIES])
         else:
             shown = max(1, min(self.samples_shown, SAMPLE_PALETTE.shape[0]))
             repeat = f", repeating after {SAMPLE_PALETTE.shape[0]}" if self.samples_shown > shown else ""
@@ -425,7 +429,7 @@ class _Overlay:
         bar_h = float(np.clip(h * 0.3, 60.0, 150.0))
         top = 56.0
         # The energy bar explains the colours only when flows are coloured by energy.
-        bars = [("flow energy", ENERGY_LUT, ENERGY_RANGE)] if self.color_mode == "energy" else []
+        bars = [("flow energy", ENERGY_LUT, self.energy_range)] if self.color_mode == "energy" else []
         if self.show_coverage_bar:
             bars.append(("deposited (log)", COVERAGE_LUT, (0.0, self.coverage_max)))
         step = self.BAR_WIDTH * (self.BAR_GAP_COLUMNS + 1)
@@ -489,6 +493,7 @@ class LatticeView(QWidget):
         self._step = 0
         self._color_mode = COLOR_MODES[0]
         self._budget = DEFAULT_DISPLAY_BUDGET
+        self._energy_range = ENERGY_RANGE
         self._layer_on = {name: True for name in LAYERS}
         self._draw_times: deque[float] = deque(maxlen=240)
         self._head_count = 0
@@ -818,7 +823,10 @@ class LatticeView(QWidget):
     def _rebuild_flows(self) -> None:
         tel = self._snapshot.telemetry
         flows = tel.flows
-        self._geometry = build_geometry(flows, self._budget) if flows is not None else None
+        self._energy_range = energy_range_of(tel)
+        self._overlay.energy_range = self._energy_range
+        self._geometry = (build_geometry(flows, self._budget, self._energy_range)
+                          if flows is not None else None)
         geo = self._geometry
         if geo is not None and geo.vertices.shape[0]:
             self._trajectories.set_data(pos=geo.vertices, color=geo.vertex_colors[self._color_mode],
@@ -853,7 +861,7 @@ class LatticeView(QWidget):
         """[n, 4] colours of the heads alive at ``t``: by energy, or by batch sample (as the legend says)."""
         geo = self._geometry
         if self._color_mode == "energy":
-            return energy_colors(geo.energy[alive, t])
+            return energy_colors(geo.energy[alive, t], *self._energy_range)
         return sample_colors(self._snapshot.telemetry.flows.sample_index[geo.rows[alive]])
 
     @property

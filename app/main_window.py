@@ -462,10 +462,9 @@ class MainWindow(QMainWindow):
     def _on_resources(self, info: dict) -> None:
         text = info["device"]
         tip = f"device: {info['device']}"
-        if info.get("cuda_memory_allocated") is not None:
-            text += f", {info['cuda_memory_allocated'] / 2**20:.0f} MiB"
-            tip += (f"; GPU memory {info['cuda_memory_allocated'] / 2**20:.0f} MiB allocated / "
-                    f"{info['cuda_memory_reserved'] / 2**20:.0f} MiB reserved")
+        if info.get("memory_text"):
+            text += f", {info['memory_text']}"
+            tip += f"; {info['memory_text']}"
         self.status_labels["device"].setText(text)
         self.status_labels["device"].setToolTip(tip)
 

@@ -206,14 +206,9 @@ def test_training_plot_shows_a_single_batch(qtbot, make_window):
 
 
 # --------------------------------------------------------------------------- item 4
-def _with_plane_energy_steps(telemetry, steps: np.ndarray):
-    """``telemetry`` carrying per-step deposits (BatchTelemetry.plane_energy_steps, optional)."""
-    names = {f.name for f in dataclasses.fields(telemetry)}
-    if "plane_energy_steps" in names:
-        return dataclasses.replace(telemetry, plane_energy_steps=steps)
-    # The field arrives with the telemetry branch; give this frozen instance the attribute.
-    object.__setattr__(telemetry, "plane_energy_steps", steps)
-    return telemetry
+def _with_plane_energy_steps(telemetry, steps: np.ndarray | None):
+    """``telemetry`` carrying the given per-step deposits (None: a batch recorded without them)."""
+    return dataclasses.replace(telemetry, plane_energy_steps=steps)
 
 
 def test_coverage_heatmaps_follow_the_step_slider(qtbot, six_reports):

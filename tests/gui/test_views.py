@@ -277,7 +277,7 @@ def test_coverage_panel_one_image_per_plane_with_fixed_levels(qtbot, snapshot):
     panel.set_step(t)
     for p, (plot, z) in enumerate(zip(panel.plane_plots, tel.plane_z)):
         title = plot.titleLabel.text
-        per_step = getattr(tel, "plane_energy_steps", None)
+        per_step = tel.plane_energy_steps
         reached = np.mean((tel.plane_reached[p] if per_step is None else per_step[t, p]) > 0)
         assert f"z={'+' if z > 0 else '−'}1: {reached:.0%} of cells" in title
         assert f"{tel.aggregates.coverage[t, p]:.0%} per sample" in title
