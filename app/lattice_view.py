@@ -73,7 +73,7 @@ SYMBOL_CODES = {"disc": 0, "square": 1, "triangle_up": 2, "x": 3, "star": 4}
 LAYERS = ("box", "planes", "coverage", "trajectories", "heads", "spawns", "terminations")
 COLOR_MODES = ("energy", "sample")
 FPS_WINDOW_S = 1.0
-#: Energies whose colours the legend shows for the heads (low, middle, high).
+#: Points of the energy colour range whose colours the legend shows for the heads (low, middle, high).
 LEGEND_ENERGIES = (0.1, 0.5, 0.9)
 #: Camera framing: the box's corners stay this far inside the canvas, and below the info lines.
 FIT_MARGIN_PX = 8.0
@@ -413,8 +413,10 @@ class _Overlay:
     def entries(self) -> list[tuple[str, list[tuple[float, ...]], str]]:
         """Legend rows: (label, the colours drawn for it, symbol) — the colours heads really get."""
         if self.color_mode == "energy":
+            lo, hi = self.energy_range
             heads = ("head (alive): colour = flow energy (bar)",
-                     [tuple(float(c) for c in energy_colors(np.array([e]))[0]) for e in LEGEND_ENERGIES])
+                     [tuple(float(c) for c in energy_colors(np.array([lo + f * (hi - lo)]), lo, hi)[0])
+                      for f in LEGEND_ENERGIES])
         else:
             shown = max(1, min(self.samples_shown, SAMPLE_PALETTE.shape[0]))
             repeat = f", repeating after {SAMPLE_PALETTE.shape[0]}" if self.samples_shown > shown else ""

@@ -21,7 +21,7 @@ import numpy as np
 from PyQt6.QtCore import QThread, Qt, QTimer, pyqtSignal, pyqtSlot
 from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence
 from PyQt6.QtWidgets import (QDockWidget, QFrame, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
-                             QProgressBar, QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
+                             QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
 
 from app.dock_layout import AREAS, add_dock, apply_default_layout, fill_view_menu
 from app.icons import RECORD_COLOR, icon
@@ -38,6 +38,8 @@ WINDOW_TITLE = "Energy Flow Studio"
 FRAME_INTERVAL_MS = 33
 #: Propagation-step animation: one step per this many ms while "Play steps" is on.
 PLAY_INTERVAL_MS = 150
+#: The status bar shows the batch's phase at most this often (ms).
+PHASE_INTERVAL_MS = 250
 #: Joining the worker thread on close waits at most this long.
 SHUTDOWN_TIMEOUT_MS = 5000
 
@@ -131,6 +133,11 @@ class MainWindow(QMainWindow):
         self._play_timer = QTimer(self)
         self._play_timer.setInterval(PLAY_INTERVAL_MS)
         self._play_timer.timeout.connect(self._advance_play)
+        self._phase_text = (False, "")
+        self._phase_timer = QTimer(self)
+        self._phase_timer.setSingleShot(True)
+        self._phase_timer.setInterval(PHASE_INTERVAL_MS)
+        self._phase_timer.timeout.connect(self._show_phase)
         self._fps_timer = QTimer(self)
         self._fps_timer.setInterval(1000)
         self._fps_timer.timeout.connect(self._update_fps)
@@ -279,11 +286,10 @@ class MainWindow(QMainWindow):
         self.status_labels["state"] = QLabel()
         bar.insertPermanentWidget(0, self.status_labels["state"])
         # What the batch in flight is doing (a batch takes seconds on the debug preset), and how
-        # long the last one took.
-        self.busy = QProgressBar()
-        self.busy.setRange(0, 0)              # indeterminate: phases have no known length
-        self.busy.setMaximumWidth(70)
-        self.busy.setMaximumHeight(14)
+        # long the last one took. A static badge, not an animated busy bar: with an OpenGL view in
+        # the window every repaint composites the whole window, which costs on software GL.
+        self.busy = QLabel("training")
+        self.busy.setStyleSheet("color: white; background: #2f5f9f; border-radius: 3px; padding: 0 6px;")
         self.busy.hide()
         self.status_labels["phase"] = QLabel("")
         self.status_labels["rec"] = QLabel("")
@@ -437,14 +443,25 @@ class MainWindow(QMainWindow):
 
     @pyqtSlot(int, str, float)
     def _on_phase(self, batch: int, phase: str, seconds: float) -> None:
-        """A busy bar with the batch and its phase while a batch trains; then its duration."""
-        label = self.status_labels["phase"]
+        """Remember the batch's phase (or the last batch's duration); ``_show_phase`` draws it.
+
+        Phases change several times per batch, many times a second on small models; every
+        status-bar repaint recomposites the window around the OpenGL view, so the text is drawn
+        at most PHASE_INTERVAL_MS apart, never once per change.
+        """
         if phase == "done":
-            self.busy.hide()
-            label.setText(f"last batch {seconds:.2f} s" if seconds == seconds else "")
-            return
-        self.busy.show()
-        label.setText(f"batch {batch}: {phase}…")
+            self._phase_text = (False, f"last batch {seconds:.2f} s" if seconds == seconds else "")
+        else:
+            self._phase_text = (True, f"batch {batch}: {phase}…")
+        if not self._phase_timer.isActive():
+            self._phase_timer.start()
+
+    def _show_phase(self) -> None:
+        busy, text = self._phase_text
+        if self.status_labels["phase"].text() != text:
+            self.status_labels["phase"].setText(text)
+        if self.busy.isVisible() != busy:
+            self.busy.setVisible(busy)
 
     @pyqtSlot(dict)
     def _on_resources(self, info: dict) -> None:

@@ -26,6 +26,7 @@ from app.panels.energy_panel import STEP_LINE_PEN
 from app.panels.base import SnapshotPanel
 from app.panels.series import set_title
 from app.snapshot import Snapshot
+from energy_flow.trace.telemetry import BatchTelemetry
 
 MODES = ("energy deposited", "share of samples reaching")
 PLANE_COLORS = ((255, 150, 80), (110, 190, 255), (180, 255, 140))
@@ -188,7 +189,7 @@ class CoveragePanel(SnapshotPanel):
         set_title(self.step_plot, f"cells reached so far, mean per sample (step {t})")
 
 
-def _plane_energy_steps(tel) -> np.ndarray | None:
+def _plane_energy_steps(tel: BatchTelemetry) -> np.ndarray | None:
     """Per-step cumulative deposits [T+1, P, H, W], or None when the batch was recorded without
-    them (``getattr``: telemetry from before the field existed has no such attribute)."""
-    return getattr(tel, "plane_energy_steps", None)
+    them (version-1 recordings, recorders that do not measure them)."""
+    return tel.plane_energy_steps

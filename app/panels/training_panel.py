@@ -131,7 +131,7 @@ class TrainingPanel(SnapshotPanel):
                            (self.speed_curve, "batches_per_second")):
             y = hist.get(key, np.zeros(0))
             keep = np.isfinite(y) & (y > 0) if key == "learning_rate" else np.isfinite(y)
-            keep &= np.isfinite(x)   # a batch whose training step is unknown has no place on the axis
+            keep &= np.isfinite(x)
             set_series(curve, x[keep], y[keep])
             if key == "learning_rate" and keep.any():
                 # A constant rate spans no decade; give the log axis a factor of 3 either side.
@@ -144,15 +144,15 @@ class TrainingPanel(SnapshotPanel):
         self._update_losses()
         self._stack.setCurrentWidget(self._page)
         if len(x):
+            which = "batch" if x_label == "batch" else "recording batch"
             if np.isfinite(hist["loss"][-1]):
-                which = "batch" if x_label == "batch" else "recording batch"
-                # The legend is the title's second line, in the curves' colours: a legend box inside
-                # the plot covered the curves.
+                # The legend is the title's second line, in the curves' colours: a legend box
+                # inside the plot covered the curves.
                 values = " · ".join(f"<span style='color:rgb{color}'>━ {label} {hist[key][-1]:.3g}</span>"
                                     for key, label, color in LOSS_SERIES)
                 set_title(self.loss_plot, f"loss at {which} {int(x[-1])}<br>{values}")
             else:   # e.g. a FlowRecorder batch of a model run without a training step
-                set_title(self.loss_plot, "loss — this batch has no training step recorded")
+                set_title(self.loss_plot, f"loss: {which} {int(x[-1])} has no training step recorded")
             rate = hist["batches_per_second"][-1]
             # Recordings keep no training speed (NaN): say nothing rather than "nan batches/s".
             speed = f" · {rate:.2f} batch/s" if np.isfinite(rate) else ""

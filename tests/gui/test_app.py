@@ -354,7 +354,7 @@ def test_a_snapshot_without_report_is_drawn_like_a_replayed_batch(qtbot, make_wi
     assert window.status_labels["batch"].text() == "recording batch 1/1"
     assert window.status_labels["loss"].text() == "loss –"
     assert window.health_panel.chips["gradients"].verdict.level is Level.UNKNOWN
-    assert "no decoded samples" in window.text_bridge_panel.plain_text()
+    assert "no decoded text for replayed batches" in window.text_bridge_panel.plain_text()
     assert "recording batch 1/1" in window.lattice_view.info_text
 
 

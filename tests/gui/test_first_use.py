@@ -206,14 +206,9 @@ def test_training_plot_shows_a_single_batch(qtbot, make_window):
 
 
 # --------------------------------------------------------------------------- item 4
-def _with_plane_energy_steps(telemetry, steps: np.ndarray):
-    """``telemetry`` carrying per-step deposits (BatchTelemetry.plane_energy_steps, optional)."""
-    names = {f.name for f in dataclasses.fields(telemetry)}
-    if "plane_energy_steps" in names:
-        return dataclasses.replace(telemetry, plane_energy_steps=steps)
-    # The field arrives with the telemetry branch; give this frozen instance the attribute.
-    object.__setattr__(telemetry, "plane_energy_steps", steps)
-    return telemetry
+def _with_plane_energy_steps(telemetry, steps: np.ndarray | None):
+    """``telemetry`` carrying the given per-step deposits (None: a batch recorded without them)."""
+    return dataclasses.replace(telemetry, plane_energy_steps=steps)
 
 
 def test_coverage_heatmaps_follow_the_step_slider(qtbot, six_reports):
@@ -327,7 +322,8 @@ def test_window_says_what_the_batch_does_and_that_it_records(qtbot, make_window,
     _step_once(qtbot, window)
     assert phases[:4] == [(1, "forward"), (1, "backward"), (1, "snapshot"), (1, "done")]
     assert phases[4:8] == [(2, "forward"), (2, "backward"), (2, "snapshot"), (2, "done")]
-    assert window.status_labels["phase"].text().startswith("last batch ") and not window.busy.isVisible()
+    qtbot.waitUntil(lambda: window.status_labels["phase"].text().startswith("last batch "), timeout=2000)
+    assert not window.busy.isVisible()
     assert window.status_labels["rec"].text() == "REC rec.h5 · 2 batches"
     window.recordings.record_action.setChecked(False)
     qtbot.waitUntil(lambda: not window.status_labels["rec"].isVisible(), timeout=5000)
