@@ -25,6 +25,7 @@ from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QF
 from app.snapshot import Snapshot
 from energy_flow.atomic import atomic_write
 from energy_flow.trace.recording import REPORT_FIELDS, export_snapshot, report_fields_from
+from energy_flow.trace.training_signals import MODULES
 from energy_flow.training.report import TrainReport
 
 #: PNG sizes offered by the dialog (label, (width, height)).
@@ -51,9 +52,16 @@ def _report_fields_from_snapshot(snapshot: Snapshot) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name in REPORT_FIELDS:
         series = snapshot.history.get(name)
-        if series is None or series.shape[0] == 0 or not math.isfinite(float(series[-1])):
+        if series is None or series.shape[0] == 0:
             continue
-        fields[name] = int(series[-1]) if name == "step" else float(series[-1])
+        last = np.asarray(series[-1], dtype=np.float64)
+        if last.ndim == 1:              # per-module values ([len(MODULES)] row), NaN = unknown
+            if np.isfinite(last).any():
+                fields[name] = {m: float(v) for m, v in zip(MODULES, last)}
+            continue
+        if not math.isfinite(float(last)):
+            continue
+        fields[name] = int(last) if name == "step" else float(last)
     return fields
 
 
@@ -229,7 +237,10 @@ class ExportDialog(QDialog):
         self.height_spin.setValue(int(size[1]))
 
     def request(self) -> ExportRequest:
-        """What the dialog currently says (valid once :meth:`problem` is None)."""
+        """What the dialog currently says; raises ValueError with :meth:`problem` while there is one."""
+        problem = self.problem()
+        if problem is not None:
+            raise ValueError(problem)
         base = split_base(self.base_edit.text())
         return ExportRequest(
             h5_path=base.with_name(base.name + ".h5") if self.h5_check.isChecked() else None,
@@ -243,7 +254,12 @@ class ExportDialog(QDialog):
             return "Enter an output base path."
         if not (self.h5_check.isChecked() or self.png_check.isChecked()):
             return "Select at least one thing to export."
-        folder = split_base(text).parent
+        base = split_base(text)
+        # "/" or "~/" name a folder, not a file: BASE.h5 needs a file name (Path.with_name
+        # raises on an empty name).
+        if not base.name or text.endswith(("/", "\\")) or base.is_dir():
+            return f"{base} is a folder: add a file name (written as NAME.h5 and NAME.png)."
+        folder = base.parent
         if not folder.is_dir():
             return f"Folder {folder} does not exist."
         return None

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import vispy
 from PyQt6.QtCore import Qt, QTimer
-from PyQt6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QSpinBox,
-                             QVBoxLayout, QWidget)
+from PyQt6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QMenu, QPushButton, QSpinBox,
+                             QToolButton, QVBoxLayout, QWidget, QWidgetAction)
 
 vispy.use("pyqt6")
 
@@ -44,10 +44,11 @@ from vispy.visuals import Visual  # noqa: E402
 from vispy.visuals.text.text import FontManager  # noqa: E402
 from vispy.visuals.transforms import STTransform  # noqa: E402
 
-from app.colormaps import (COVERAGE_LUT, ENERGY_LUT, ENERGY_RANGE, REASON_STYLE, SPAWN_COLOR,  # noqa: E402
-                           SPAWN_SYMBOL, energy_colors, energy_range_of, log_normalise, map_values,
+from app.colormaps import (COVERAGE_LUT, ENERGY_LUT, ENERGY_RANGE, REASON_STYLE, SAMPLE_PALETTE,  # noqa: E402
+                           SPAWN_COLOR, SPAWN_SYMBOL, energy_colors, energy_range_of, log_normalise, map_values,
                            sample_colors)
 from app.snapshot import Snapshot  # noqa: E402
+from app.view.flow_selection import FlowSelection  # noqa: E402
 from energy_flow.trace.telemetry import BatchTelemetry, FlowSample  # noqa: E402
 
 #: Flows drawn by default. Chosen with benchmarks/bench_view.py: the largest measured budget that
@@ -72,6 +73,13 @@ SYMBOL_CODES = {"disc": 0, "square": 1, "triangle_up": 2, "x": 3, "star": 4}
 LAYERS = ("box", "planes", "coverage", "trajectories", "heads", "spawns", "terminations")
 COLOR_MODES = ("energy", "sample")
 FPS_WINDOW_S = 1.0
+#: Points of the energy colour range whose colours the legend shows for the heads (low, middle, high).
+LEGEND_ENERGIES = (0.1, 0.5, 0.9)
+#: Camera framing: the box's corners stay this far inside the canvas, and below the info lines.
+FIT_MARGIN_PX = 8.0
+FIT_TOP_PX = 44.0
+FIT_ZOOM_STEP = 1.05
+FIT_MAX_TRIES = 60
 
 
 # ---------------------------------------------------------------------------- flow sampling
@@ -95,14 +103,17 @@ def family_roots(flow_id: np.ndarray, parent_id: np.ndarray) -> np.ndarray:
         root = nxt
 
 
-def sample_flows(flows: FlowSample, budget: int) -> np.ndarray:
+def sample_flows(flows: FlowSample, budget: int, include: np.ndarray | None = None) -> np.ndarray:
     """Sorted rows of the ``min(budget, F)`` flows to draw, chosen deterministically.
 
     Families are picked evenly over flow-id order (ids run sample-major over the start plane,
     so the pick covers every traced sample and the whole plane); just enough families are
     taken to reach the budget, then the youngest children overall are trimmed to hit it
-    exactly, so parents are kept before their late descendants.
+    exactly, so parents are kept before their late descendants. ``include`` (rows) are drawn
+    on top of the budget: the selected flow's lineage is always shown.
     """
+    if include is not None and include.shape[0]:
+        return np.union1d(sample_flows(flows, budget), include).astype(np.intp)
     n = flows.num_flows
     if budget >= n:
         return np.arange(n)
@@ -133,12 +144,16 @@ class FlowGeometry:
     birth_step: np.ndarray         # [N]
     end_step: np.ndarray           # [N]
     vertices: np.ndarray           # [V, 3] float32: every existing (flow, step) point
+    vertex_flow: np.ndarray        # [V] index into ``rows`` of each vertex's flow (for picking)
+    vertex_step: np.ndarray        # [V] step of each vertex
     vertex_colors: dict[str, np.ndarray]  # colour mode → [V, 4] float32
     segments: np.ndarray           # [S, 2] uint32, sorted by the step each segment ends at
     segments_until: np.ndarray     # [T+1]: segments ending at or before step t
     spawn_pos: np.ndarray          # [K, 3] birth points of children, sorted by birth step
+    spawn_flow: np.ndarray         # [K] index into ``rows`` of each spawn point's child
     spawns_until: np.ndarray       # [T+1]
     end_pos: np.ndarray            # [E, 3] end points of terminated flows, sorted by end step
+    end_flow: np.ndarray           # [E] index into ``rows`` of each end point's flow
     end_reason: np.ndarray         # [E] REASON_* of each
     end_color: np.ndarray          # [E, 4] float32 colour of its reason
     end_symbol: np.ndarray         # [E] float32 symbol code of its reason
@@ -157,10 +172,10 @@ class FlowGeometry:
         return (self.birth_step <= step) & (step < self.end_step) & np.isfinite(self.positions[:, step, 0])
 
 
-def build_geometry(flows: FlowSample, budget: int,
-                   energy_range: tuple[float, float] = ENERGY_RANGE) -> FlowGeometry:
+def build_geometry(flows: FlowSample, budget: int, energy_range: tuple[float, float] = ENERGY_RANGE,
+                   include: np.ndarray | None = None) -> FlowGeometry:
     """Vertices, step-sorted segments and event points of the sampled flows (vectorised)."""
-    rows = sample_flows(flows, budget)
+    rows = sample_flows(flows, budget, include)
     pos = flows.positions[rows]
     energy = flows.energy[rows]
     steps = pos.shape[1]
@@ -168,6 +183,7 @@ def build_geometry(flows: FlowSample, budget: int,
     vertex_index = np.full(valid.shape, -1, dtype=np.int64)
     vertex_index[valid] = np.arange(int(valid.sum()))
     vertices = np.ascontiguousarray(pos[valid], dtype=np.float32)
+    vertex_flow, vertex_step = np.nonzero(valid)    # row-major, the order of pos[valid]
     per_flow = valid.sum(axis=1)
     colors = {
         "energy": _with_alpha(energy_colors(energy[valid], *energy_range), TRAJECTORY_ALPHA),
@@ -194,11 +210,11 @@ def build_geometry(flows: FlowSample, budget: int,
     symbols = np.array([SYMBOL_CODES[sym] for _, _, sym in REASON_STYLE.values()], np.float32)
     return FlowGeometry(
         rows=rows, positions=pos, energy=energy, birth_step=birth, end_step=end,
-        vertices=vertices, vertex_colors=colors, segments=segments,
+        vertices=vertices, vertex_flow=vertex_flow, vertex_step=vertex_step, vertex_colors=colors, segments=segments,
         segments_until=np.searchsorted(seg_step + 1, all_steps, side="right"),
-        spawn_pos=_finite_rows(pos[flow_idx[spawned], birth[spawned]]),
+        spawn_pos=_finite_rows(pos[flow_idx[spawned], birth[spawned]]), spawn_flow=spawned,
         spawns_until=np.searchsorted(birth[spawned], all_steps, side="right"),
-        end_pos=_finite_rows(pos[ended, end[ended]]), end_reason=end_reason,
+        end_pos=_finite_rows(pos[ended, end[ended]]), end_flow=ended, end_reason=end_reason,
         end_color=palette[style_row], end_symbol=symbols[style_row],
         ends_until=np.searchsorted(end[ended], all_steps, side="right"),
     )
@@ -274,6 +290,7 @@ class PointsVisual(Visual):
     def __init__(self, size: float = 5.0) -> None:
         super().__init__(vcode=_POINTS_VERT, fcode=_POINTS_FRAG)
         self._positions = np.zeros((0, 3), np.float32)
+        self.colors = np.zeros((0, 4), np.float32)
         self._buffers = {name: gloo.VertexBuffer(np.zeros((1, width), np.float32))
                          for name, width in (("a_position", 3), ("a_color", 4), ("a_symbol", 1))}
         for name, buffer in self._buffers.items():
@@ -297,14 +314,22 @@ class PointsVisual(Visual):
             self._size = float(size)
         self._positions = np.zeros((n, 3), np.float32)
         self._positions[:, : pos.shape[1]] = pos
+        self.colors = np.zeros((0, 4), np.float32)
         if n:
             colors = np.broadcast_to(np.asarray(color, np.float32), (n, 4))
             codes = (np.full(n, SYMBOL_CODES[symbol], np.float32) if isinstance(symbol, str)
                      else np.asarray(symbol, np.float32))
             self._buffers["a_position"].set_data(self._positions)
-            self._buffers["a_color"].set_data(np.ascontiguousarray(colors))
+            self.colors = np.ascontiguousarray(colors)
+            self._buffers["a_color"].set_data(self.colors)
             self._buffers["a_symbol"].set_data(np.ascontiguousarray(codes.reshape(n, 1)))
         self.update()
+
+    def set_colors(self, colors: np.ndarray) -> None:
+        """Recolour the points drawn now ([n, 4]); only the colour buffer is uploaded."""
+        if self.count:
+            self._buffers["a_color"].set_data(np.ascontiguousarray(colors, np.float32))
+            self.update()
 
     def _prepare_transforms(self, view) -> None:
         view.view_program.vert["transform"] = view.get_transform()
@@ -377,13 +402,29 @@ class _Overlay:
         for node in self.nodes + [self.empty]:
             node.order = 100
             node.update_gl_state(depth_test=False, depth_mask=True)
-        self.entries = [("head (alive, by energy)", tuple(ENERGY_LUT[200]), "disc"),
-                        ("spawn point", SPAWN_COLOR, SPAWN_SYMBOL)]
-        self.entries += [(name, color, symbol) for name, color, symbol in REASON_STYLE.values()]
+        self.color_mode = COLOR_MODES[0]
+        self.samples_shown = 0     # traced samples of the batch ("colour by sample" legend)
         self.info_lines: tuple[str, ...] = ()
+        self.bar_titles: list[str] = []
         self.coverage_max = 0.0
         self.energy_range = ENERGY_RANGE   # the shown batch's (energy_range_of)
         self.show_coverage_bar = True
+
+    def entries(self) -> list[tuple[str, list[tuple[float, ...]], str]]:
+        """Legend rows: (label, the colours drawn for it, symbol) — the colours heads really get."""
+        if self.color_mode == "energy":
+            lo, hi = self.energy_range
+            heads = ("head (alive): colour = flow energy (bar)",
+                     [tuple(float(c) for c in energy_colors(np.array([lo + f * (hi - lo)]), lo, hi)[0])
+                      for f in LEGEND_ENERGIES])
+        else:
+            shown = max(1, min(self.samples_shown, SAMPLE_PALETTE.shape[0]))
+            repeat = f", repeating after {SAMPLE_PALETTE.shape[0]}" if self.samples_shown > shown else ""
+            heads = (f"head and trajectory: colour = batch sample 1–{shown}{repeat}",
+                     [tuple(float(c) for c in SAMPLE_PALETTE[k]) for k in range(shown)])
+        rows = [(heads[0], heads[1], "disc"), ("spawn point", [SPAWN_COLOR], SPAWN_SYMBOL)]
+        rows += [(name, [color], symbol) for name, color, symbol in REASON_STYLE.values()]
+        return rows
 
     def set_visible(self, has_data: bool) -> None:
         self.empty.visible = not has_data
@@ -402,10 +443,13 @@ class _Overlay:
 
         bar_h = float(np.clip(h * 0.3, 60.0, 150.0))
         top = 56.0
-        bars = [("flow energy", ENERGY_LUT, self.energy_range)]
+        # The energy bar explains the colours only when flows are coloured by energy.
+        bars = [("flow energy", ENERGY_LUT, self.energy_range)] if self.color_mode == "energy" else []
         if self.show_coverage_bar:
             bars.append(("deposited (log)", COVERAGE_LUT, (0.0, self.coverage_max)))
         step = self.BAR_WIDTH * (self.BAR_GAP_COLUMNS + 1)
+        self.bars.visible = self.frames.visible = bool(bars)
+        self.bar_titles = [title for title, _, _ in bars]
         x0 = w - 60.0 - step * (len(bars) - 1)
         columns: list[np.ndarray] = []
         segments = []
@@ -419,18 +463,25 @@ class _Overlay:
             r = (x, top, x + self.BAR_WIDTH, top + bar_h)
             segments += [(r[0], r[1]), (r[2], r[1]), (r[2], r[1]), (r[2], r[3]),
                          (r[2], r[3]), (r[0], r[3]), (r[0], r[3]), (r[0], r[1])]
-        image = (np.stack(columns, axis=1) * 255).round().astype(np.uint8)
-        self.bars.set_data(image)
-        self.bars.transform = STTransform(scale=(self.BAR_WIDTH, bar_h / image.shape[0]), translate=(x0, top))
-        self.frames.set_data(pos=np.array(segments, np.float32), connect="segments")
+        if bars:
+            image = (np.stack(columns, axis=1) * 255).round().astype(np.uint8)
+            self.bars.set_data(image)
+            self.bars.transform = STTransform(scale=(self.BAR_WIDTH, bar_h / image.shape[0]), translate=(x0, top))
+            self.frames.set_data(pos=np.array(segments, np.float32), connect="segments")
 
-        n = len(self.entries)
+        entries = self.entries()
+        n = len(entries)
         ys = h - 14.0 - 16.0 * np.arange(n - 1, -1, -1, dtype=np.float32)
-        colors = np.array([c for _, c, _ in self.entries], np.float32)
-        self.legend.set_data(np.column_stack([np.full(n, 16.0, np.float32), ys]), colors,
-                             np.array([SYMBOL_CODES[sym] for _, _, sym in self.entries], np.float32), size=9.0)
-        strings += [label for label, _, _ in self.entries]
-        pos += [(28.0, float(y)) for y in ys]
+        points, colors, symbols = [], [], []
+        for (label, swatches, symbol), y in zip(entries, ys):
+            for k, color in enumerate(swatches):        # several swatches side by side
+                points.append((12.0 + 9.0 * k, float(y)))
+                colors.append(color)
+                symbols.append(SYMBOL_CODES[symbol])
+            strings.append(label)
+            pos.append((20.0 + 9.0 * len(swatches), float(y)))
+        self.legend.set_data(np.array(points, np.float32), np.array(colors, np.float32),
+                             np.array(symbols, np.float32), size=9.0)
         self.text.text = strings
         self.text.pos = np.array(pos, np.float32)
 
@@ -480,6 +531,7 @@ class LatticeView(QWidget):
         self._overlay = _Overlay(self.canvas.scene, self._fonts)
         self._overlay.layout(self.canvas.size)
         self._build_controls()
+        self.selection = FlowSelection(self)   # click picking and lineage highlighting
         self._fps_timer = QTimer(self)
         self._fps_timer.setInterval(500)
         self._fps_timer.timeout.connect(self._refresh_fps_label)
@@ -516,16 +568,28 @@ class LatticeView(QWidget):
         }
 
     def _build_controls(self) -> None:
+        """One row of controls, narrow enough for a 1280 px window: the seven layer toggles
+        live in a "Layers" drop-down instead of a row of their own."""
         self.checkboxes: dict[str, QCheckBox] = {}
-        layer_row = QHBoxLayout()
-        layer_row.addWidget(QLabel("Show:"))
+        toggles = QWidget()
+        toggle_layout = QVBoxLayout(toggles)
+        toggle_layout.setContentsMargins(8, 4, 8, 4)
         for name in LAYERS:
             box = QCheckBox(name)
             box.setChecked(True)
             box.toggled.connect(lambda on, n=name: self.set_layer_visible(n, on))
             self.checkboxes[name] = box
-            layer_row.addWidget(box)
-        layer_row.addStretch(1)
+            toggle_layout.addWidget(box)
+        menu = QMenu(self)
+        holder = QWidgetAction(menu)
+        holder.setDefaultWidget(toggles)
+        menu.addAction(holder)
+        self.layers_button = QToolButton()
+        self.layers_button.setText("Layers")
+        self.layers_button.setToolTip("Show or hide the box, planes, coverage, trajectories, heads, spawns "
+                                      "and terminations")
+        self.layers_button.setMenu(menu)
+        self.layers_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
 
         self.reset_button = QPushButton("Reset view")
         self.reset_button.clicked.connect(self.reset_view)
@@ -543,19 +607,17 @@ class LatticeView(QWidget):
         self.fps_label.setMinimumWidth(110)
         self.fps_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         view_row = QHBoxLayout()
+        view_row.setContentsMargins(4, 0, 6, 0)
+        view_row.addWidget(self.layers_button)
         view_row.addWidget(self.reset_button)
         view_row.addWidget(self.color_combo)
-        view_row.addWidget(QLabel("Display budget (flows):"))
+        view_row.addWidget(QLabel("Flows drawn:"))
         view_row.addWidget(self.budget_spin)
         view_row.addStretch(1)
         view_row.addWidget(self.fps_label)
-
-        for row in (layer_row, view_row):
-            row.setContentsMargins(4, 0, 6, 0)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 2, 0, 0)
         layout.setSpacing(2)
-        layout.addLayout(layer_row)
         layout.addLayout(view_row)
         layout.addWidget(self.canvas.native, 1)
 
@@ -570,6 +632,15 @@ class LatticeView(QWidget):
         if tel.lattice_shape != self._shape:   # first batch, or a new lattice: frame it
             self._shape = tel.lattice_shape
             self.reset_view()
+
+    def clear(self) -> None:
+        """Back to "no batch yet": the model was rebuilt, so the batch drawn belongs to no run."""
+        self._snapshot = None
+        self._geometry = None
+        self._shape = None            # the next batch is framed afresh (the lattice may differ)
+        self._head_count = self._segments_shown = 0
+        self._overlay.info_lines = ()
+        self._apply_visibility()
 
     def set_step(self, step: int) -> None:
         """Show the state after ``step`` propagation steps (clamped to the batch's steps)."""
@@ -595,12 +666,18 @@ class LatticeView(QWidget):
         if mode not in COLOR_MODES:
             raise ValueError(f"unknown colour mode {mode!r}; choose one of {COLOR_MODES}")
         self._color_mode = mode
+        self._overlay.color_mode = mode
         self.color_combo.setCurrentIndex(COLOR_MODES.index(mode))
         if self._geometry is not None and self._geometry.vertices.shape[0]:
             self._trajectories.set_data(color=self._geometry.vertex_colors[mode])
+        geo = self._geometry
+        if geo is not None:              # heads take the mode's colours too (geometry untouched)
+            alive = geo.alive_at(self._step)
+            self._heads.set_data(geo.positions[alive, self._step], self._head_colors(alive, self._step), "disc")
+        self.selection.apply()
         if self._snapshot is not None:
             self._overlay.info_lines = self._info_lines(self._snapshot.telemetry)
-            self._refresh_overlay()
+        self._refresh_overlay()
 
     def set_display_budget(self, budget: int) -> None:
         """Draw at most ``budget`` flows (a data change: the drawn sample is rebuilt)."""
@@ -616,8 +693,35 @@ class LatticeView(QWidget):
         cam.elevation, cam.azimuth = 24.0, -55.0
         sx, sy, sz = self._world.transform.scale[:3] if self._snapshot else (1.0, 1.0, 1.0)
         cam.set_range(x=(-sx, sx), y=(-sy, sy), z=(-sz, sz), margin=0.08)
-        cam.scale_factor *= 1.3   # set_range fits the unrotated box; the tilted one needs room
+        self._fit_camera(tuple(self.canvas.size))
         self.canvas.update()
+
+    def box_corners_on_screen(self) -> np.ndarray:
+        """[8, 2] canvas pixel positions (x right, y down) of the corners of what the scene draws:
+        the lattice box widened by half a cell in x and y, where the edge cells' coverage quads end."""
+        hx, hy = 1.0, 1.0
+        if self._snapshot is not None:
+            w, h, _ = self._snapshot.telemetry.lattice_shape
+            hx, hy = 1.0 + 1.0 / max(w - 1, 1), 1.0 + 1.0 / max(h - 1, 1)
+        corners = np.array([[x * hx, y * hy, z] for z in (-1, 1) for y in (-1, 1) for x in (-1, 1)], np.float32)
+        mapped = self._box.get_transform("visual", "canvas").map(corners)
+        return mapped[:, :2] / mapped[:, 3:4]
+
+    def _fit_camera(self, size: tuple[float, float]) -> None:
+        """Zoom out until the whole box lies inside the canvas, below the two info lines.
+
+        ``set_range`` fits the unrotated box; tilted by the default elevation and azimuth its
+        bottom corners fell off the canvas (and off exported images of another aspect ratio).
+        Projecting the eight corners is exact for any aspect, lattice shape and field of view.
+        """
+        w, h = float(size[0]), float(size[1])
+        cam = self.view.camera
+        for _ in range(FIT_MAX_TRIES):
+            p = self.box_corners_on_screen()
+            if (p[:, 0].min() >= FIT_MARGIN_PX and p[:, 0].max() <= w - FIT_MARGIN_PX
+                    and p[:, 1].min() >= FIT_TOP_PX and p[:, 1].max() <= h - FIT_MARGIN_PX):
+                return
+            cam.scale_factor *= FIT_ZOOM_STEP
 
     def render_image(self, size: tuple[int, int] = (1280, 800)) -> np.ndarray:
         """[h, w, 4] uint8 RGBA render of the view at ``size``, drawn offscreen (not a grab).
@@ -632,12 +736,17 @@ class LatticeView(QWidget):
         # ``region`` is in the canvas framebuffer's y-up pixels: anchor the region's top edge to
         # the canvas's top edge so the overlay (laid out y-down from the top) lands in the image.
         region = (0, int(self.canvas.physical_size[1]) - h, w, h)
+        cam = self.view.camera
+        scale_factor = cam.scale_factor
         try:
             self.canvas.central_widget.size = logical
             self._overlay.layout(logical)
+            if self._snapshot is not None:
+                self._fit_camera(logical)      # another aspect ratio may need more room
             return self.canvas.render(region=region, size=(w, h), alpha=True)
         finally:
             self.canvas.central_widget.size = old
+            cam.scale_factor = scale_factor
             self._overlay.layout(old)
 
     @property
@@ -733,7 +842,8 @@ class LatticeView(QWidget):
         flows = tel.flows
         self._energy_range = energy_range_of(tel)
         self._overlay.energy_range = self._energy_range
-        self._geometry = (build_geometry(flows, self._budget, self._energy_range)
+        include = self.selection.include_rows(flows)
+        self._geometry = (build_geometry(flows, self._budget, self._energy_range, include)
                           if flows is not None else None)
         geo = self._geometry
         if geo is not None and geo.vertices.shape[0]:
@@ -757,14 +867,35 @@ class LatticeView(QWidget):
                 self._trajectories.set_data(connect=geo.segments[:n_seg])
             alive = geo.alive_at(t)
             self._head_count = int(alive.sum())
-            self._heads.set_data(geo.positions[alive, t], energy_colors(geo.energy[alive, t], *self._energy_range),
-                                 "disc")
+            self._heads.set_data(geo.positions[alive, t], self._head_colors(alive, t), "disc")
             self._spawns.set_data(geo.spawn_pos[: geo.spawns_until[t]], SPAWN_COLOR, SPAWN_SYMBOL)
             n_end = int(geo.ends_until[t])
             self._ends.set_data(geo.end_pos[:n_end], geo.end_color[:n_end], geo.end_symbol[:n_end])
+        self.selection.apply()
         self._overlay.info_lines = self._info_lines(self._snapshot.telemetry)
         self._apply_visibility()
         self._refresh_overlay()
+
+    def _head_colors(self, alive: np.ndarray, t: int) -> np.ndarray:
+        """[n, 4] colours of the heads alive at ``t``: by energy, or by batch sample (as the legend says)."""
+        geo = self._geometry
+        if self._color_mode == "energy":
+            return energy_colors(geo.energy[alive, t], *self._energy_range)
+        return sample_colors(self._snapshot.telemetry.flows.sample_index[geo.rows[alive]])
+
+    @property
+    def head_colors(self) -> np.ndarray:
+        """[n, 4] float32 colours of the heads drawn at the selected step (read back for tests)."""
+        return self._heads.colors
+
+    @property
+    def legend_entries(self) -> list[tuple[str, list[tuple[float, ...]], str]]:
+        return self._overlay.entries()
+
+    @property
+    def colour_bars(self) -> list[str]:
+        """Titles of the colour bars on screen."""
+        return list(self._overlay.bar_titles)
 
     def _info_lines(self, tel: BatchTelemetry) -> tuple[str, str]:
         w, h, d = tel.lattice_shape
@@ -805,6 +936,8 @@ class LatticeView(QWidget):
     def _refresh_overlay(self) -> None:
         """Re-lay the overlay after its content changed (info text, coverage bar shown or not)."""
         self._overlay.show_coverage_bar = self._layer_on["coverage"] and self._has_coverage
+        flows = self._snapshot.telemetry.flows if self._snapshot is not None else None
+        self._overlay.samples_shown = int(np.unique(flows.sample_index).shape[0]) if flows is not None else 0
         self._overlay.layout(self.canvas.size)
         self.canvas.update()
 
@@ -812,11 +945,16 @@ class LatticeView(QWidget):
     def _on_draw(self, _event) -> None:
         self._draw_times.append(time.perf_counter())
 
+    @property
+    def idle(self) -> bool:
+        """True when nothing was drawn in the last second (the view redraws only on changes, so
+        while training it is idle between batches: a frame rate would read 0)."""
+        return not self._draw_times or time.perf_counter() - self._draw_times[-1] > FPS_WINDOW_S
+
     def _refresh_fps_label(self) -> None:
         if not self._draw_times:
             return
-        idle = time.perf_counter() - self._draw_times[-1] > FPS_WINDOW_S
-        self.fps_label.setText(f"{self.fps:5.1f} fps" + (" (idle)" if idle else ""))
+        self.fps_label.setText("idle" if self.idle else f"{self.fps:5.1f} fps")
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
         self._fps_timer.stop()

@@ -43,6 +43,28 @@ def configure_torch_threads() -> int:
     return torch.get_num_threads()
 
 
+#: Preferred window size; smaller screens get their available area.
+PREFERRED_SIZE = (1600, 1000)
+
+
+def fit_to_screen(window) -> None:
+    """Size the window to fit the screen it opens on (title bar and panels included).
+
+    At 1600×1000 on a 1600×1000 screen the status bar ended up below the screen edge: the
+    window frame and any panel of the desktop take room, so the available geometry is the limit.
+    """
+    screen = window.screen()
+    if screen is None:
+        window.resize(*PREFERRED_SIZE)
+        return
+    avail = screen.availableGeometry()
+    frame = 40     # room for a window manager's title bar and borders
+    width = min(PREFERRED_SIZE[0], avail.width() - 16)
+    height = min(PREFERRED_SIZE[1], avail.height() - frame)
+    window.resize(width, height)
+    window.move(avail.x() + (avail.width() - width) // 2, avail.y() + max(0, (avail.height() - height - frame) // 2))
+
+
 def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: str | None = None,
             open_path: str | None = None, start_paused: bool = False) -> int:
     """Run Energy Flow Studio until the window closes; returns the process exit code.
@@ -67,7 +89,7 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
 
     worker = TrainingWorker(config, data_source=data_source, teacher_path=teacher_path)
     window = MainWindow(worker)
-    window.resize(1600, 1000)
+    fit_to_screen(window)
     window.show()
     log.info("window shown; torch uses %d thread(s); loading in the worker thread", threads)
 
@@ -114,7 +136,19 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
         os._exit(code or 1)
     # Destroy the window now, in Qt's order, rather than leaving pyqtgraph's scenes to Python's
     # garbage collector at interpreter exit (a half-collected QGraphicsLayout can crash Qt).
+    if interrupted:
+        print(interrupted_summary(window), file=sys.stderr, flush=True)
     window.deleteLater()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
     gc.collect()
     return EXIT_INTERRUPTED if interrupted else code
+
+
+def interrupted_summary(window) -> str:
+    """The one line Ctrl+C prints: what was stopped and what was saved (after the worker ended)."""
+    trainer = window.worker.trainer
+    trained = f"stopped training after {trainer.step_count} batches" if trainer is not None else \
+        "live training was not running"
+    note = window.recordings.last_recording_note
+    saved = f"recording closed: {note}" if note else "nothing was being recorded"
+    return f"Interrupted (Ctrl+C): {trained} (the model is not saved); {saved}."

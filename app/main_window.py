@@ -15,13 +15,16 @@ from __future__ import annotations
 import importlib
 import logging
 import traceback
+from typing import Callable
 
 import numpy as np
 from PyQt6.QtCore import QThread, Qt, QTimer, pyqtSignal, pyqtSlot
 from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence
-from PyQt6.QtWidgets import (QDockWidget, QFrame, QHBoxLayout, QLabel, QMainWindow, QPushButton,
-                             QSlider, QToolBar, QVBoxLayout, QWidget)
+from PyQt6.QtWidgets import (QDockWidget, QFrame, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
+                             QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
 
+from app.dock_layout import AREAS, add_dock, apply_default_layout, fill_view_menu
+from app.icons import RECORD_COLOR, icon
 from app.panels.config_panel import ConfigPanel
 from app.panels.health_panel import HealthPanel
 from app.panels.text_bridge_panel import TextBridgePanel
@@ -35,6 +38,8 @@ WINDOW_TITLE = "Energy Flow Studio"
 FRAME_INTERVAL_MS = 33
 #: Propagation-step animation: one step per this many ms while "Play steps" is on.
 PLAY_INTERVAL_MS = 150
+#: The status bar shows the batch's phase at most this often (ms).
+PHASE_INTERVAL_MS = 250
 #: Joining the worker thread on close waits at most this long.
 SHUTDOWN_TIMEOUT_MS = 5000
 
@@ -46,8 +51,6 @@ EXTERNAL_PANELS = (
     ("Displacement", "app.panels.displacement_panel", "DisplacementPanel", "bottom"),
     ("Coverage", "app.panels.coverage_panel", "CoveragePanel", "bottom"),
 )
-_AREAS = {"left": Qt.DockWidgetArea.LeftDockWidgetArea, "right": Qt.DockWidgetArea.RightDockWidgetArea,
-          "top": Qt.DockWidgetArea.TopDockWidgetArea, "bottom": Qt.DockWidgetArea.BottomDockWidgetArea}
 
 
 class MessageBanner(QFrame):
@@ -86,6 +89,8 @@ class MainWindow(QMainWindow):
 
     #: The snapshot the window just drew (after coalescing): hook exports/recordings here.
     snapshot_shown = pyqtSignal(object)
+    #: The propagation step every view shows, whenever it changes (by the user or a new batch).
+    step_changed = pyqtSignal(int)
     # Queued requests to the worker (it lives in another thread).
     run_requested = pyqtSignal()
     pause_requested = pyqtSignal()
@@ -112,6 +117,8 @@ class MainWindow(QMainWindow):
         self.snapshots_received = 0
         self.snapshots_drawn = 0
         self._panel_failures: set[str] = set()
+        #: Asks the user a yes/no question (title, text); tests replace it.
+        self.confirm: Callable[[str, str], bool] = self._ask
 
         self._build_central()
         self._build_panels()
@@ -126,6 +133,11 @@ class MainWindow(QMainWindow):
         self._play_timer = QTimer(self)
         self._play_timer.setInterval(PLAY_INTERVAL_MS)
         self._play_timer.timeout.connect(self._advance_play)
+        self._phase_text = (False, "")
+        self._phase_timer = QTimer(self)
+        self._phase_timer.setSingleShot(True)
+        self._phase_timer.setInterval(PHASE_INTERVAL_MS)
+        self._phase_timer.timeout.connect(self._show_phase)
         self._fps_timer = QTimer(self)
         self._fps_timer.setInterval(1000)
         self._fps_timer.timeout.connect(self._update_fps)
@@ -133,6 +145,9 @@ class MainWindow(QMainWindow):
         self._set_state("loading")
         from app.recording_controls import RecordingController
         self.recordings = RecordingController(self)
+        self._build_menus()
+        from app.inspection import InspectionController
+        self.inspection = InspectionController(self)   # Inspector, Diagnostics and Compare docks, Inspect menu
 
     # ------------------------------------------------------------------ construction
     def _build_central(self) -> None:
@@ -151,50 +166,51 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
     def _build_panels(self) -> None:
-        """Every panel in a dock; ``self.panels`` maps the dock title to the panel widget."""
+        """Every panel in a dock; ``self.panels`` maps the dock title to the panel widget.
+
+        Where the docks go is :mod:`app.dock_layout`'s business (applied on first show).
+        """
         self.health_panel = HealthPanel()
         self.text_bridge_panel = TextBridgePanel()
         self.config_panel = ConfigPanel()
         self.panels: dict[str, QWidget] = {}
         self.docks: dict[str, QDockWidget] = {}
-        self._add_dock("Health", self.health_panel, "top")
-        self._add_dock("Config", self.config_panel, "left")
+        self._add_dock("Health", self.health_panel, "top", scroll=False)
         for title, module, cls, area in EXTERNAL_PANELS:
             self._add_dock(title, _make_widget(module, cls, f"{title} panel"), area)
-            if title == "Training":
-                self._add_dock("Text bridge", self.text_bridge_panel, "right")
+        self._add_dock("Text bridge", self.text_bridge_panel, "right")
+        self._add_dock("Config", self.config_panel, "right")
         self.docks["Health"].setFeatures(QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
         self.docks["Health"].setTitleBarWidget(QWidget())  # a strip, not a captioned panel
-        # The right column (training curves, decoded text) runs the full height; the four
-        # per-step panels share the bottom row under the config and the 3D view, tall enough for
-        # their stacked plots to stay legible at 1600×1000.
-        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
-        bottom = [self.docks[t] for t in ("Spawn", "Energy", "Displacement", "Coverage")]
-        self.resizeDocks(bottom, [1] * len(bottom), Qt.Orientation.Horizontal)
-        self.resizeDocks([bottom[0]], [400], Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["Config"]], [250], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Training"]], [440], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Training"], self.docks["Text bridge"]], [480, 360], Qt.Orientation.Vertical)
+        self._layout_applied = False
 
-    def _add_dock(self, title: str, widget: QWidget, area: str) -> None:
-        dock = QDockWidget(title, self)
-        dock.setObjectName(f"dock-{title}")
-        dock.setWidget(widget)
-        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
-                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
-        self.addDockWidget(_AREAS[area], dock)
+    def _add_dock(self, title: str, widget: QWidget, area: str, scroll: bool = True) -> None:
+        self.docks[title] = add_dock(self, title, widget, area, scroll)
         self.panels[title] = widget
-        self.docks[title] = dock
+
+    def reset_layout(self) -> None:
+        """Every dock shown again, in its default place and size for the current window size."""
+        apply_default_layout(self, self.docks)
+        inspection = getattr(self, "inspection", None)
+        if inspection is not None:        # its docks join the default layout's tab groups
+            inspection.place_docks()
+        self._layout_applied = True
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().showEvent(event)
+        if not self._layout_applied:      # the first show: the window's size is known now
+            self.reset_layout()
 
     def _build_controls(self) -> None:
         bar = QToolBar("Training")
         bar.setObjectName("training-toolbar")
         bar.setMovable(False)
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.addToolBar(bar)
         self.toolbar = bar
 
-        def action(text: str, tip: str, slot, shortcuts: tuple[str, ...] = ()) -> QAction:
-            act = QAction(text, self)
+        def action(text: str, tip: str, slot, shortcuts: tuple[str, ...] = (), icon_name: str | None = None) -> QAction:
+            act = QAction(icon(icon_name), text, self) if icon_name else QAction(text, self)
             if shortcuts:
                 act.setShortcuts([QKeySequence(s) for s in shortcuts])
                 tip = f"{tip} ({' or '.join(shortcuts)})"
@@ -202,31 +218,32 @@ class MainWindow(QMainWindow):
             act.triggered.connect(slot)
             return act
 
-        self.run_action = action("▶ Run", "Train continuously; Space toggles Run/Pause", self.run_requested.emit)
-        self.pause_action = action("⏸ Pause", "Pause after the batch in flight; Space toggles Run/Pause",
-                                   self.pause_requested.emit)
-        self.step_action = action("⏭ Step", "Train exactly one batch", self.step_requested.emit, ("S",))
-        self.stop_action = action("⏹ Stop", "Stop training after the batch in flight", self.stop_requested.emit,
-                                  ("Esc",))
-        self.reset_action = action("⟲ Reset", "Rebuild the model from the current config (batch 0)",
-                                   self.reset_requested.emit, ("Ctrl+R",))
+        self.run_action = action("Run", "Train continuously; Space toggles Run/Pause", self.run_requested.emit,
+                                 icon_name="run")
+        self.pause_action = action("Pause", "Pause after the batch in flight; Space toggles Run/Pause",
+                                   self.pause_requested.emit, icon_name="pause")
+        self.step_action = action("Step", "Train exactly one batch", self.step_requested.emit, ("S",), "step")
+        self.stop_action = action("Stop", "Stop training after the batch in flight", self.stop_requested.emit,
+                                  ("Esc",), "stop")
+        self.reset_action = action("Reset", "Rebuild the model from the current config (batch 0); asks first",
+                                   self.request_reset, ("Ctrl+R",), "reset")
         for act in (self.run_action, self.pause_action, self.step_action, self.stop_action, self.reset_action):
             bar.addAction(act)
         self.toggle_run_action = action("Run/Pause", "Toggle Run/Pause", self.toggle_run, ("Space",))
         self.addAction(self.toggle_run_action)
         bar.addSeparator()
 
-        self.play_action = action("▷ Play steps", "Animate the propagation steps of the shown batch",
-                                  self._toggle_play, ("P",))
+        self.play_action = action("Play steps", "Animate the propagation steps of the shown batch",
+                                  self._toggle_play, ("P",), "play")
         self.play_action.setCheckable(True)
         bar.addAction(self.play_action)
         self.step_slider = QSlider(Qt.Orientation.Horizontal)
         self.step_slider.setRange(0, 0)
-        self.step_slider.setMinimumWidth(320)
+        self.step_slider.setMinimumWidth(160)
         self.step_slider.setToolTip("Propagation step of the shown batch (0 = placement on the start plane); "
                                     "all panels follow it. Left/Right: previous/next step")
         self.step_slider.valueChanged.connect(self._slider_moved)
-        bar.addWidget(QLabel("  Propagation step "))
+        bar.addWidget(QLabel("  Step "))
         bar.addWidget(self.step_slider)
         self.step_label = QLabel(" – / – ")
         self.step_label.setMinimumWidth(70)
@@ -238,6 +255,26 @@ class MainWindow(QMainWindow):
         self.addAction(self.prev_step_action)
         self.addAction(self.next_step_action)
 
+    def _build_menus(self) -> None:
+        """File → Quit after the recording actions, View (every dock, reset layout), Help."""
+        file_menu = self.recordings.file_menu
+        file_menu.addSeparator()
+        self.quit_action = QAction(icon("quit"), "Quit", self)
+        self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
+        self.quit_action.setToolTip("Stop training (the model is not saved) and close the window (Ctrl+Q)")
+        self.quit_action.triggered.connect(self.close)
+        file_menu.addAction(self.quit_action)
+        self.view_menu = self.menuBar().addMenu("&View")
+        fill_view_menu(self.view_menu, self.docks, self.reset_layout)
+        help_menu = self.menuBar().addMenu("&Help")
+        from app.help import about_text, shortcuts_text
+        shortcuts = help_menu.addAction("Keyboard shortcuts")
+        shortcuts.setShortcut(QKeySequence("F1"))
+        shortcuts.triggered.connect(lambda: QMessageBox.information(self, "Keyboard shortcuts",
+                                                                    shortcuts_text(self)))
+        about = help_menu.addAction("About Energy Flow Studio")
+        about.triggered.connect(lambda: QMessageBox.about(self, "About Energy Flow Studio", about_text(self)))
+
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
         self.status_labels: dict[str, QLabel] = {}
@@ -248,6 +285,20 @@ class MainWindow(QMainWindow):
             self.status_labels[key] = label
         self.status_labels["state"] = QLabel()
         bar.insertPermanentWidget(0, self.status_labels["state"])
+        # What the batch in flight is doing (a batch takes seconds on the debug preset), and how
+        # long the last one took. A static badge, not an animated busy bar: with an OpenGL view in
+        # the window every repaint composites the whole window, which costs on software GL.
+        self.busy = QLabel("training")
+        self.busy.setStyleSheet("color: white; background: #2f5f9f; border-radius: 3px; padding: 0 6px;")
+        self.busy.hide()
+        self.status_labels["phase"] = QLabel("")
+        self.status_labels["rec"] = QLabel("")
+        self.status_labels["rec"].setStyleSheet(f"color: white; background: {RECORD_COLOR}; font-weight: bold; "
+                                                "border-radius: 3px; padding: 0 6px;")
+        self.status_labels["rec"].hide()
+        bar.insertPermanentWidget(1, self.status_labels["rec"])
+        bar.insertPermanentWidget(2, self.busy)
+        bar.insertPermanentWidget(3, self.status_labels["phase"])
 
     def _connect_worker(self) -> None:
         w = self.worker
@@ -264,6 +315,7 @@ class MainWindow(QMainWindow):
         w.error.connect(self.show_error)
         w.loaded.connect(self._on_loaded)
         w.resources.connect(self._on_resources)
+        w.phase_changed.connect(self._on_phase)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -321,39 +373,129 @@ class MainWindow(QMainWindow):
             # The data loaded but no model could be built: let the user fix the config.
             self.config_panel.set_config(self.worker.config, in_effect=False)
         self.toggle_run_action.setEnabled(loaded)
-        self.notice.setVisible(state == "loading")
+        self.notice.setVisible(state == "loading" and self.showing_live)
         if state == "loading" and not self.notice.text():
             self.notice.setText("Loading — starting the training worker…")
         if running and self.banner.kind == "error":
             self.banner.hide()
-        colour = {"running": "#1f8f4e", "error": "#b03030", "loading": "#2f5f9f"}.get(state, "#55555c")
+        # While a recording is shown the badge says so; the live run's state is its tooltip.
+        shown = state if self.showing_live else "replay"
+        colour = {"running": "#1f8f4e", "error": "#b03030", "loading": "#2f5f9f",
+                  "replay": "#6a3fa0"}.get(shown, "#55555c")
         label = self.status_labels["state"]
-        label.setText(state)
+        label.setText(shown)
+        label.setToolTip(f"live training: {self.live_state_text()}")
         label.setStyleSheet(f"background: {colour}; color: white; font-weight: bold; border-radius: 3px; "
                             "padding: 0 6px;")
 
     @pyqtSlot(dict)
     def _on_loaded(self, info: dict) -> None:
-        self.status_labels["device"].setText(f"device: {info['device']}")
+        self.status_labels["device"].setText(info["device"])
+        self.status_labels["device"].setToolTip(f"device: {info['device']}")
         data = info["data"]
         full = f"data: {data['source']} ({data['num_pairs']} pairs, {data['teacher']}, D={data['dim']})"
-        self.status_labels["data"].setText(f"data: {_short_source(data['source'])} ({data['num_pairs']} pairs, "
-                                           f"D={data['dim']})")
+        self.status_labels["data"].setText(f"{_short_source(data['source'])}, {data['num_pairs']} pairs")
         self.status_labels["data"].setToolTip(full)
         self.config_panel.set_config(info["config"])
         self.text_bridge_panel.set_bridge_info(info["text_bridge"], info["text_bridge_available"])
         self.setWindowTitle(f"{WINDOW_TITLE} — {info['config'].lattice_width}×{info['config'].lattice_height}"
                             f"×{info['config'].lattice_depth}")
         self._set_state(self.worker_state)
+        if self.showing_live:
+            self.clear_views()
+
+    def refresh_state(self) -> None:
+        """Redraw the state badge and the controls (e.g. after switching to or from a replay)."""
+        self._set_state(self.worker_state)
+
+    def live_state_text(self) -> str:
+        """The live run's state in words, including "not started" (a window opened with --open)."""
+        if not self.worker_thread.isRunning() and self.worker.trainer is None:
+            return "not started"
+        return self.worker_state
+
+    @property
+    def showing_live(self) -> bool:
+        """True unless a recording is being replayed in this window."""
+        recordings = getattr(self, "recordings", None)
+        return recordings is None or recordings.mode == "live"
+
+    def clear_views(self) -> None:
+        """Every view back to "no batch yet", at once: a rebuilt model has trained nothing.
+
+        Called when the worker (re)built the model (load, Reset, Apply config). Snapshots of the
+        old model that are still waiting to be drawn are dropped: they arrived before ``loaded``
+        (the worker emits both from one thread, so they are delivered in order).
+        """
+        self._latest = self._shown = None
+        self._snapshot_dirty = self._step_dirty = False
+        self._round = []
+        self._follow_last_step = True
+        self.step_slider.blockSignals(True)
+        self.step_slider.setRange(0, 0)
+        self.step_slider.blockSignals(False)
+        self.step_label.setText(" – / – ")
+        for name, view in self._views().items():
+            if hasattr(view, "clear"):
+                self._call(name, "clear", None)
+        for key in ("batch", "step", "active", "loss", "rate"):
+            self.status_labels[key].setText("–")
+
+    @pyqtSlot(int, str, float)
+    def _on_phase(self, batch: int, phase: str, seconds: float) -> None:
+        """Remember the batch's phase (or the last batch's duration); ``_show_phase`` draws it.
+
+        Phases change several times per batch, many times a second on small models; every
+        status-bar repaint recomposites the window around the OpenGL view, so the text is drawn
+        at most PHASE_INTERVAL_MS apart, never once per change.
+        """
+        if phase == "done":
+            self._phase_text = (False, f"last batch {seconds:.2f} s" if seconds == seconds else "")
+        else:
+            self._phase_text = (True, f"batch {batch}: {phase}…")
+        if not self._phase_timer.isActive():
+            self._phase_timer.start()
+
+    def _show_phase(self) -> None:
+        busy, text = self._phase_text
+        if self.status_labels["phase"].text() != text:
+            self.status_labels["phase"].setText(text)
+        if self.busy.isVisible() != busy:
+            self.busy.setVisible(busy)
 
     @pyqtSlot(dict)
     def _on_resources(self, info: dict) -> None:
-        text = f"device: {info['device']}"
+        text = info["device"]
+        tip = f"device: {info['device']}"
         if info.get("memory_text"):
             text += f", {info['memory_text']}"
+            tip += f"; {info['memory_text']}"
         self.status_labels["device"].setText(text)
+        self.status_labels["device"].setToolTip(tip)
 
     # ------------------------------------------------------------------ controls
+    def request_reset(self) -> None:
+        """Reset after the user confirmed it: one keystroke must not discard trained weights.
+
+        Apply config asks before it rebuilds the model; Reset discards as much, so it asks too
+        (nothing to lose before the first batch: then it resets at once).
+        """
+        trainer = self.worker.trainer
+        trained = trainer.step_count if trainer is not None else 0
+        if trained > 0 and not self.confirm(
+                "Reset the model",
+                f"Discard the weights of {trained} trained batch{'es' if trained != 1 else ''} and the run's "
+                "history, and start again from fresh weights at batch 0?"):
+            self.statusBar().showMessage("Reset cancelled: the model is unchanged", 5_000)
+            return
+        self.reset_requested.emit()
+
+    def _ask(self, title: str, text: str) -> bool:
+        answer = QMessageBox.question(self, title, text,
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
     def toggle_run(self) -> None:
         if self.worker_state == "running":
             self.pause_requested.emit()
@@ -377,6 +519,7 @@ class MainWindow(QMainWindow):
         self._follow_last_step = value >= self.step_slider.maximum()
         self._step_dirty = True
         self._update_step_label()
+        self.step_changed.emit(value)
 
     @property
     def current_step(self) -> int:
@@ -427,16 +570,22 @@ class MainWindow(QMainWindow):
         self._round = list(self._views())
         self._update_step_label()
         self._update_status()
+        self.step_changed.emit(self.step_slider.value())
 
     def _views(self) -> dict[str, QWidget]:
         """Everything that draws snapshots: the 3D view first, then each panel."""
         views = {"Lattice view": self.lattice_view, **self.panels}
         return {name: w for name, w in views.items() if hasattr(w, "set_snapshot")}
 
-    def _call(self, name: str, method: str, arg: object) -> None:
-        """Call a view's ``method``; one that raises is reported in the banner, not fatal."""
+    def _call(self, name: str, method: str, arg: object = None) -> None:
+        """Call a view's ``method`` (with ``arg`` unless it is ``clear``); one that raises is
+        reported in the banner, not fatal."""
         try:
-            getattr(self._views()[name], method)(arg)
+            call = getattr(self._views()[name], method)
+            if method == "clear":
+                call()
+            else:
+                call(arg)
         except Exception as exc:  # noqa: BLE001 - a broken panel must not stop the others
             key = f"{name}.{method}"
             log.error("%s failed:\n%s", key, traceback.format_exc())
@@ -467,10 +616,16 @@ class MainWindow(QMainWindow):
 
     def _update_fps(self) -> None:
         fps = getattr(self.lattice_view, "fps", None)
-        self.status_labels["fps"].setText(f"view {fps:.0f} fps" if isinstance(fps, float) else "view fps: –")
+        if not isinstance(fps, float):
+            text = "view: –"
+        elif self.lattice_view.idle or fps < 0.5:
+            text = "view: idle"     # it redraws only when something changes
+        else:
+            text = f"view {fps:.0f} fps"
+        self.status_labels["fps"].setText(text)
 
 
-def _short_source(source: str, limit: int = 48) -> str:
+def _short_source(source: str, limit: int = 28) -> str:
     """A data source short enough for the status bar (the full text is the tooltip)."""
     if len(source) <= limit:
         return source

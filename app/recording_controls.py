@@ -23,6 +23,7 @@ from PyQt6.QtGui import QAction, QKeySequence
 from PyQt6.QtWidgets import QFileDialog, QWidget
 
 from app.export import ExportDialog, ExportRequest, write_export
+from app.icons import icon
 from app.replay import ReplaySource
 from app.timeline import ReplayTimeline
 
@@ -36,13 +37,19 @@ RecordProvider = Callable[[QWidget], str | None]
 ExportProvider = Callable[[QWidget, Path, bool], ExportRequest | None]
 
 
+def _start_folder(parent: QWidget) -> str:
+    recordings = getattr(parent, "recordings", None)
+    return recordings.start_folder() if recordings is not None else str(Path.cwd())
+
+
 def _ask_open(parent: QWidget) -> str | None:
-    path, _ = QFileDialog.getOpenFileName(parent, "Open recording", "", "Recordings (*.h5 *.hdf5);;All files (*)")
+    path, _ = QFileDialog.getOpenFileName(parent, "Open recording", _start_folder(parent),
+                                          "Recordings (*.h5 *.hdf5);;All files (*)")
     return path or None
 
 
 def _ask_record(parent: QWidget) -> str | None:
-    default = str(Path.cwd() / time.strftime("run-%Y%m%d-%H%M%S.h5"))
+    default = str(Path(_start_folder(parent)) / time.strftime("run-%Y%m%d-%H%M%S.h5"))
     path, _ = QFileDialog.getSaveFileName(parent, "Record training to", default, "Recordings (*.h5)")
     return path or None
 
@@ -72,6 +79,9 @@ class RecordingController(QObject):
         self._ask_export = export_provider
         self.mode = "live"
         self._live_snapshot = None
+        self.recording_path: Path | None = None   # the last recording written (Open starts there)
+        self.batches_recorded = 0
+        self.last_recording_note: str | None = None
         self.replay = ReplaySource(self)
         self.timeline = ReplayTimeline()
         self.timeline.hide()
@@ -85,8 +95,9 @@ class RecordingController(QObject):
     def _build_actions(self) -> None:
         w = self.window
 
-        def action(text: str, tip: str, slot, shortcut: str | None = None, checkable: bool = False) -> QAction:
-            act = QAction(text, w)
+        def action(text: str, tip: str, slot, shortcut: str | None = None, checkable: bool = False,
+                   icon_name: str | None = None) -> QAction:
+            act = QAction(icon(icon_name), text, w) if icon_name else QAction(text, w)
             if shortcut:
                 act.setShortcut(QKeySequence(shortcut))
                 tip = f"{tip} ({shortcut})"
@@ -96,16 +107,17 @@ class RecordingController(QObject):
             return act
 
         self.open_action = action("Open recording…", "Replay a recording (.h5) in this window; training "
-                                  "pauses", self._open_dialog, "Ctrl+O")
-        self.export_action = action("⤓ Export", "Export the shown batch: a one-batch recording and/or a PNG "
-                                    "of the 3D view at a resolution you pick", self.export, "Ctrl+E")
-        self.record_action = action("⏺ Record", "Append every trained batch to a recording file",
-                                    self._record_toggled, "Ctrl+Shift+R", checkable=True)
+                                  "pauses", self._open_dialog, "Ctrl+O", icon_name="open")
+        self.export_action = action("Export", "Export the shown batch: a one-batch recording and/or a PNG "
+                                    "of the 3D view at a resolution you pick", self.export, "Ctrl+E",
+                                    icon_name="export")
+        self.record_action = action("Record", "Append every trained batch to a recording file",
+                                    self._record_toggled, "Ctrl+Shift+R", checkable=True, icon_name="record")
         self.live_action = action("Back to live training", "Leave the replay and show the training run again",
                                   self.back_to_live, "Ctrl+L")
         self.live_action.setEnabled(False)
         self.export_action.setEnabled(False)
-        menu = w.menuBar().addMenu("&File")
+        menu = self.file_menu = w.menuBar().addMenu("&File")
         for act in (self.open_action, self.export_action, self.record_action, self.live_action):
             menu.addAction(act)
         w.toolbar.addSeparator()
@@ -115,6 +127,7 @@ class RecordingController(QObject):
     def _connect(self) -> None:
         w, r, t = self.window, self.replay, self.timeline
         self.worker.snapshot_ready.connect(self._on_live_snapshot)
+        self.worker.loaded.connect(self._on_model_rebuilt)
         self.record_requested.connect(self.worker.start_recording)
         self.stop_record_requested.connect(self.worker.stop_recording)
         self.worker.recording_changed.connect(self._on_recording_changed)
@@ -126,7 +139,7 @@ class RecordingController(QObject):
         t.batch_selected.connect(r.show_batch)
         t.follow_toggled.connect(r.set_following)
         t.step_selected.connect(w.step_slider.setValue)
-        w.step_slider.valueChanged.connect(t.set_step)
+        w.step_changed.connect(t.set_step)
         w.snapshot_shown.connect(lambda _s: self.export_action.setEnabled(True))
         # Asking to train while a recording is shown returns to the live run first.
         w.run_requested.connect(self._training_requested)
@@ -151,9 +164,25 @@ class RecordingController(QObject):
             self.mode_changed.emit("replay")
         self.timeline.show()
         self.live_action.setEnabled(True)
+        self.window.refresh_state()
+        self.window.config_panel.show_recorded(info["config"], Path(path).name)
+        if self.worker.trainer is None:     # nothing live to describe: say what is shown instead
+            labels = self.window.status_labels
+            labels["device"].setText("no live run")
+            labels["data"].setText(f"recording {Path(path).name}")
+            labels["data"].setToolTip(str(path))
         self.window.banner.show_message(
             f"Replaying {path} — {info['num_batches']} batches, schema {info['schema_version']}. "
-            "Training is paused; File → Back to live training (Ctrl+L), Run or Step returns to it.", "info")
+            + self._how_back(), "info")
+
+    def _how_back(self) -> str:
+        """The banner's second sentence: how to get to live training, true to what is enabled."""
+        w = self.window
+        if w.worker.trainer is not None:
+            return "Live training is paused; Run, Step or File → Back to live training (Ctrl+L) returns to it."
+        if w.worker_thread.isRunning():
+            return "Live training is still loading; File → Back to live training (Ctrl+L) shows it."
+        return "Live training is not started; File → Start live training (Ctrl+L) starts it."
 
     def _on_replay_snapshot(self, snapshot) -> None:
         self.timeline.set_num_steps(snapshot.telemetry.num_steps)
@@ -176,10 +205,15 @@ class RecordingController(QObject):
         self.live_action.setEnabled(False)
         self.live_action.setText("Back to live training")
         self.mode_changed.emit("live")
+        self.window.refresh_state()
+        self.window.config_panel.leave_recorded()
+        self.window.text_bridge_panel.clear()
         if self.window.banner.kind == "info":
             self.window.banner.hide()
         if self._live_snapshot is not None:
             self.window.show_snapshot(self._live_snapshot)
+        else:
+            self.window.clear_views()   # the replayed batch must not pass for a live one
 
     def _training_requested(self) -> None:
         self.back_to_live()
@@ -188,11 +222,33 @@ class RecordingController(QObject):
         """Started with ``--open``: the worker is not started until the user asks for it."""
         self.live_action.setEnabled(True)
         self.live_action.setText("Start live training")
-        self.window.notice.setText("Live training is not started (a recording was opened); "
-                                   "File → Start live training (Ctrl+L) starts it.")
+        self.window.refresh_state()
 
     def _on_live_snapshot(self, snapshot) -> None:
         self._live_snapshot = snapshot
+        if self.record_action.isChecked():
+            self.batches_recorded += 1     # the worker appends every snapshot's batch
+            self._show_rec()
+
+    def _show_rec(self) -> None:
+        """A red "REC" with the file and batches written, while recording: not only a pressed button."""
+        label = self.window.status_labels["rec"]
+        on = self.record_action.isChecked() and self.recording_path is not None
+        label.setVisible(on)
+        if on:
+            label.setText(f"REC {self.recording_path.name} · {self.batches_recorded} batches")
+            label.setToolTip(f"Recording every trained batch to {self.recording_path}")
+
+    def start_folder(self) -> str:
+        """Where Open and Record dialogs start: the last recording's folder, else ./runs, else here."""
+        if self.recording_path is not None and self.recording_path.parent.is_dir():
+            return str(self.recording_path.parent)
+        runs = Path.cwd() / "runs"
+        return str(runs if runs.is_dir() else Path.cwd())
+
+    def _on_model_rebuilt(self, _info: dict) -> None:
+        """The last live batch belonged to the old model: "back to live" must not show it."""
+        self._live_snapshot = None
 
     # ------------------------------------------------------------------ export
     def export(self) -> None:
@@ -238,6 +294,10 @@ class RecordingController(QObject):
 
     def _on_recording_changed(self, on: bool, text: str) -> None:
         self._set_record_checked(on)
+        self.recording_path = Path(text) if on else self.recording_path
+        self.batches_recorded = 0
+        self.last_recording_note = None if on else text
+        self._show_rec()
         self.record_action.setToolTip(f"Recording to {text}" if on else "Append every trained batch to a "
                                       "recording file (Ctrl+Shift+R)")
         self.window.statusBar().showMessage(f"Recording to {text}" if on else f"Recording off: {text}", 10_000)

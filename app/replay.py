@@ -16,11 +16,14 @@ Why it is built this way:
   the file read-only (SWMR reader), so a live writer can keep appending while we follow it.
 
 History: per-batch scalars (step, loss, mse, cosine_loss, learning_rate, landed_fraction) come
-from the recording's ``batches/*`` columns via :meth:`Recording.batch_column` (one small read
-per column, repeated only when the batch count changes). Spawn totals per batch are *not*
-available as batch columns (they live in the per-step ``steps/*`` aggregates), so they are
-taken from the batches this source has actually read; batches not read yet are NaN there.
-Batches per second is not recorded at all: that series is all NaN, never an invented rate.
+from the recording's ``batches/*`` columns via :meth:`Recording.batch_column`, and spawn totals
+per batch from the per-step ``steps/spawn_*`` series summed per batch
+(:meth:`Recording.step_totals`): one small read per series, repeated only when the batch count
+changes, so "spawns per batch over the run" is complete at any batch, not only for the batches
+viewed. Batches per second is not recorded at all: that series is all NaN, never an invented rate.
+The training signals of the diagnostics panel (``TRAINING_SIGNAL_SERIES``: gradient norms,
+clip level, update ratios, output/target spread) are batch columns of schema 2; a version-1
+file lacks them, so they are NaN there (the panel then says "not recorded").
 A batch whose training step is unknown (``-1`` in the file) has NaN as its step.
 """
 
@@ -34,10 +37,11 @@ from pathlib import Path
 import numpy as np
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal, pyqtSlot
 
-from app.snapshot import Snapshot
+from app.snapshot import PER_MODULE_SERIES, TRAINING_SIGNAL_SERIES, Snapshot
 from energy_flow.diagnostics.sources import assess_recording_batch
 from energy_flow.trace.recording import Recording, RecordingError, open_recording
 from energy_flow.trace.telemetry import BatchTelemetry
+from energy_flow.trace.training_signals import MODULES
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ CACHE_BATCHES = 4
 FOLLOW_INTERVAL_MS = 1000
 #: Batch columns copied into ``Snapshot.history`` (the names RunHistory uses).
 HISTORY_COLUMNS = ("step", "loss", "mse", "cosine_loss", "learning_rate", "landed_fraction")
-#: RunHistory series the recording cannot supply for every batch (see the module docstring).
+#: RunHistory series summed per batch from the recording's per-step series of the same name.
 SPAWN_SERIES = ("spawn_requested", "spawn_granted", "spawn_denied")
 
 
@@ -87,7 +91,6 @@ class ReplaySource(QObject):
         self._recording: Recording | None = None
         self._cache: OrderedDict[int, BatchTelemetry] = OrderedDict()
         self._columns: dict[str, np.ndarray] = {}
-        self._spawn_totals: dict[int, tuple[int, int, int]] = {}
         self._current: int | None = None
         self._following = False
         self._timer = QTimer(self)
@@ -176,7 +179,6 @@ class ReplaySource(QObject):
         self._recording = None
         self._cache.clear()
         self._columns = {}
-        self._spawn_totals.clear()
         self._current = None
 
     # ------------------------------------------------------------------ snapshots
@@ -191,7 +193,7 @@ class ReplaySource(QObject):
         return Snapshot(telemetry=telemetry, history=self._history(i), report=None,
                         source=str(rec.path), report_fields=rec.report_fields(i),
                         health=assess_recording_batch(rec, i, telemetry),
-                        batch_label=f"recording batch {i + 1}/{n} (training step {step_text})")
+                        batch_label=f"recording batch {i + 1}/{n} (training batch {step_text})")
 
     @pyqtSlot(int)
     def show_batch(self, index: int) -> bool:
@@ -231,9 +233,6 @@ class ReplaySource(QObject):
         return telemetry
 
     def _remember(self, i: int, telemetry: BatchTelemetry) -> None:
-        agg = telemetry.aggregates
-        self._spawn_totals[i] = (int(agg.spawn_requested.sum()), int(agg.spawn_granted.sum()),
-                                 int(agg.spawn_denied.sum()))
         self._cache[i] = telemetry
         self._cache.move_to_end(i)
         while len(self._cache) > self._cache_size:
@@ -241,24 +240,28 @@ class ReplaySource(QObject):
 
     @staticmethod
     def _read_columns(rec: Recording) -> dict[str, np.ndarray]:
-        return {name: rec.batch_column(name) for name in HISTORY_COLUMNS}
+        columns = {name: rec.batch_column(name) for name in HISTORY_COLUMNS}
+        columns.update({name: rec.step_totals(name) for name in SPAWN_SERIES})
+        for name in TRAINING_SIGNAL_SERIES:
+            try:
+                columns[name] = rec.batch_column(name)
+            except KeyError:        # a version-1 recording: not recorded
+                width = (len(MODULES),) if name in PER_MODULE_SERIES else ()
+                columns[name] = np.full((rec.num_batches, *width), np.nan)
+        return columns
 
     def _history(self, i: int) -> dict[str, np.ndarray]:
         """RunHistory-shaped arrays for batches 0…i (see the module docstring for the sources)."""
         n = i + 1
         out: dict[str, np.ndarray] = {}
-        for name in HISTORY_COLUMNS:
+        for name in HISTORY_COLUMNS + SPAWN_SERIES:
             values = np.asarray(self._columns[name][:n], dtype=np.float64)
             if name == "step":
                 values = np.where(values < 0, np.nan, values)
             out[name] = _frozen(values)
         out["batches_per_second"] = _frozen(np.full(n, np.nan))
-        spawn = np.full((n, 3), np.nan)
-        for j, totals in self._spawn_totals.items():
-            if j < n:
-                spawn[j] = totals
-        for k, name in enumerate(SPAWN_SERIES):
-            out[name] = _frozen(spawn[:, k])
+        for name in TRAINING_SIGNAL_SERIES:
+            out[name] = _frozen(self._columns[name][:n])
         return out
 
     # ------------------------------------------------------------------ following a live run

@@ -25,6 +25,8 @@ from PyQt6.QtCore import Qt, QTimer, pyqtSignal, pyqtSlot
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox,
                              QWidget)
 
+from app.icons import icon
+
 #: Playback at 1× speed, in propagation steps per second.
 BASE_STEPS_PER_SECOND = 5.0
 #: Speeds offered, as multiples of the base rate.
@@ -51,7 +53,7 @@ class ReplayTimeline(QWidget):
         self.step_slider.setToolTip("Propagation step of the shown batch (0 = placement on the start plane)")
         self.step_label = QLabel()
         self.step_label.setMinimumWidth(70)
-        self.play_button = QPushButton("▷ Play")
+        self.play_button = QPushButton(icon("play"), "Play")
         self.play_button.setCheckable(True)
         self.play_button.setToolTip("Animate the propagation steps of the shown batch")
         self.loop_check = QCheckBox("Loop")
@@ -158,7 +160,8 @@ class ReplayTimeline(QWidget):
         return BASE_STEPS_PER_SECOND * float(self.speed_combo.currentData())
 
     def _play_toggled(self, on: bool) -> None:
-        self.play_button.setText("⏸ Pause" if on else "▷ Play")
+        self.play_button.setText("Pause" if on else "Play")
+        self.play_button.setIcon(icon("pause" if on else "play"))
         if not on:
             self._timer.stop()
             return

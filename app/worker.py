@@ -84,6 +84,9 @@ class TrainingWorker(QObject):
     resources = pyqtSignal(dict)
     #: Recording turned on (True, path) or off (False, why: stopped by the user, or the error).
     recording_changed = pyqtSignal(bool, str)
+    #: What the batch in flight is doing: (batch number, "forward" | "backward" | "snapshot"),
+    #: and (batch number, "done") with its duration in seconds once it finished.
+    phase_changed = pyqtSignal(int, str, float)
 
     def __init__(self, config: EnergyConfig, data_source: str | None = None,
                  teacher_path: str | None = None, dataset_factory: DatasetFactory | None = None,
@@ -105,6 +108,7 @@ class TrainingWorker(QObject):
         self._tick_pending = False
         self._cancel = threading.Event()
         self._recorder: RecordingWriter | None = None
+        self._phase = "done"
 
     # ------------------------------------------------------------------ read-only views
     @property
@@ -377,12 +381,24 @@ class TrainingWorker(QObject):
         The carrier runs once per propagation step in the forward pass and the neuron's backward
         once per step in the backward pass, so cancellation takes effect within one step.
         """
-        def check(*_: object) -> None:
-            if self._cancel.is_set():
-                raise BatchCancelled("batch abandoned: the worker was cancelled")
+        def check(phase: str) -> Callable[..., None]:
+            def hook(*_: object) -> None:
+                if self._cancel.is_set():
+                    raise BatchCancelled("batch abandoned: the worker was cancelled")
+                self._enter_phase(phase)    # a Python flag compare per step: no host sync
+            return hook
 
-        trainer.processor.carrier.register_forward_pre_hook(check)
-        trainer.processor.neuron.register_full_backward_pre_hook(check)
+        trainer.processor.carrier.register_forward_pre_hook(check("forward"))
+        trainer.processor.neuron.register_full_backward_pre_hook(check("backward"))
+
+    def _enter_phase(self, phase: str, seconds: float = math.nan) -> None:
+        """Say what the batch in flight does, once per change (the GUI shows it while it waits)."""
+        if phase != self._phase:
+            self._phase = phase
+            # During forward/backward the trainer has not counted the batch yet; afterwards it has.
+            pending = 1 if phase in ("forward", "backward") else 0
+            step = self._trainer.step_count + pending if self._trainer is not None else 0
+            self.phase_changed.emit(step, phase, seconds)
 
     def _one_batch(self) -> bool:
         """One optimisation step, its snapshot, and the reaction to anything that went wrong.
@@ -397,26 +413,32 @@ class TrainingWorker(QObject):
             idx = sampler.indices(trainer.step_count)
             report = trainer.train_step((dataset.inputs[idx], dataset.targets[idx], idx))
         except BatchCancelled:
+            self._enter_phase("done")
             self.status.emit("batch abandoned (shutting down)")
             return False
         except torch.OutOfMemoryError as exc:
+            self._enter_phase("done")
             if trainer.device.type == "cuda":
                 torch.cuda.empty_cache()
             self._fail(f"Out of memory on {trainer.device} at batch {trainer.step_count + 1}. Training "
                        f"paused; {out_of_memory_advice(trainer.config)}. ({str(exc).splitlines()[0]})")
             return False
         except Exception as exc:  # noqa: BLE001
+            self._enter_phase("done")
             log.error("training step failed:\n%s", traceback.format_exc())
-            self._fail(f"Training step {trainer.step_count + 1} failed: {type(exc).__name__}: {exc}. "
+            self._fail(f"Training batch {trainer.step_count + 1} failed: {type(exc).__name__}: {exc}. "
                        "Training paused; the model is as it was before this batch.")
             return False
+        self._enter_phase("snapshot")
         try:
             snapshot = self._snapshot(report, t0)
         except Exception as exc:  # noqa: BLE001
+            self._enter_phase("done")
             log.error("building the snapshot failed:\n%s", traceback.format_exc())
             self._fail(f"Batch {report.step} trained, but its snapshot could not be built: "
                        f"{type(exc).__name__}: {exc}. Training paused.")
             return False
+        self._enter_phase("done", time.perf_counter() - t0)
         if snapshot is not None:
             self.snapshot_ready.emit(snapshot)
         self._record(report)

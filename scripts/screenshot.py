@@ -1,7 +1,8 @@
 """Render the whole app after a few real training batches to a PNG (docs/screenshot.png).
 
-Usage (no display needed):
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshot.py
+Usage (no display needed; the virtual screen must be at least as large as --size):
+    xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python scripts/screenshot.py --size 1600x1000
+    xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python scripts/screenshot.py --size 1280x800 --out small.png
 
 Everything in the picture is real: the bundled corpus through the teacher (embeddings cached
 on disk), the debug preset trained for ``--batches`` Step presses, the panels drawn from the

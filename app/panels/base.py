@@ -34,6 +34,12 @@ class SnapshotPanel(QWidget):
         self._stack.setCurrentWidget(self._page)
         self._show_step(num_steps if self._step is None else self._step)
 
+    def clear(self) -> None:
+        """Back to "no batch yet": the model was rebuilt, so the batch shown belongs to no run."""
+        self._snapshot = None
+        self._step = None
+        self._stack.setCurrentWidget(self.empty_label)
+
     def set_step(self, step: int) -> None:
         self._step = int(step)
         if self._snapshot is not None:

@@ -10,7 +10,7 @@ worker rebuilds the model and the window calls :meth:`set_config` with what is n
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
@@ -50,6 +50,8 @@ class ConfigPanel(QWidget):
         self.current: EnergyConfig | None = None   # the config in effect in the worker
         self._base: EnergyConfig | None = None     # current config, or the picked preset
         self.confirm: Confirm = self._ask
+        self._recorded: str | None = None          # file name while a recording's config is shown
+        self._extra_items: list[tuple[QComboBox, str]] = []
         self.preset = QComboBox()
         self.preset.addItem("(current run)")
         self.preset.addItems(list(PRESETS))
@@ -98,6 +100,8 @@ class ConfigPanel(QWidget):
         """
         self.current = config
         self._base = config
+        if self._recorded is not None:
+            return                 # a replay is shown; leave_recorded() shows this config
         self.setEnabled(True)
         self.preset.blockSignals(True)
         self.preset.setCurrentIndex(0)
@@ -109,6 +113,42 @@ class ConfigPanel(QWidget):
         else:
             self._say("Not in effect: no model could be built from this config (see the message "
                       "above the view). Change a field and Apply.", ok=False)
+
+    def show_recorded(self, config: Mapping[str, Any], name: str) -> None:
+        """Show the config stored in the replayed recording ``name``, read-only.
+
+        The fields show the recorded values ("–" for a field the recorder did not store); the
+        panel is disabled because Apply would rebuild the *live* model, not the recording.
+        """
+        self._recorded = name
+        for field, editor in self.editors.items():
+            value = config.get(field)
+            text = "–" if value is None else (repr(value) if isinstance(value, float) else str(value))
+            if isinstance(editor, QComboBox):
+                if editor.findText(text) < 0:          # e.g. "–": shown, removed on leave
+                    editor.addItem(text)
+                    self._extra_items.append((editor, text))
+                editor.setCurrentText(text)
+            else:
+                editor.setText(text)
+        self.setEnabled(False)
+        shape = "×".join(str(config.get(k, "?")) for k in ("lattice_width", "lattice_height", "lattice_depth"))
+        self._say(f"Recorded in {name}: {shape} lattice, batch {config.get('batch_size', '?')} (read-only; "
+                  "the live run's config returns with it).", ok=True)
+
+    def leave_recorded(self) -> None:
+        """The replay ended: show the live config again, or that the model is still loading."""
+        self._recorded = None
+        for editor, text in self._extra_items:
+            editor.removeItem(editor.findText(text))
+        self._extra_items.clear()
+        if self.current is not None:
+            self.set_config(self.current)
+            return
+        for editor in self.editors.values():
+            if isinstance(editor, QLineEdit):
+                editor.clear()
+        self._say("waiting for the model to load", ok=True)
 
     def edited_config(self) -> EnergyConfig:
         """The config the fields describe; raises ValueError (the library's) if it is invalid."""

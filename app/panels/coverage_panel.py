@@ -4,8 +4,14 @@ One heatmap per output plane — planes are kept apart, never summed — showing
 deposited per cell (summed over the batch) or the share of samples that reached the cell.
 Images are row-major float32 [H, W] with fixed levels shared by all planes, so colours compare
 across planes; cell (i, j) is drawn centred on its lattice coordinate (x, y in [-1, 1]).
-Each title gives the plane's z, the share of cells reached by any sample, and the
-mean-over-samples coverage at the selected step. Below, coverage per step for every plane.
+
+The energy heatmaps follow the step slider: they show what was deposited up to the selected
+step (``BatchTelemetry.plane_energy_steps``, cumulative), on levels fixed by the end of the
+batch so colours compare across steps. A batch recorded without per-step deposits (older
+recordings) shows the end of the batch and says so in the caption; "share of samples
+reaching" is only known for the end of the batch. Each title gives the plane's z, the share of
+cells reached and the mean-over-samples coverage at the selected step. Below, coverage per step
+for every plane.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from PyQt6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayo
 from app.colormaps import COVERAGE_LUT, TITLE_SIZE, pg_colormap
 from app.panels.energy_panel import STEP_LINE_PEN
 from app.panels.base import SnapshotPanel
+from app.panels.series import set_title
 from app.snapshot import Snapshot
+from energy_flow.trace.telemetry import BatchTelemetry
 
 MODES = ("energy deposited", "share of samples reaching")
 PLANE_COLORS = ((255, 150, 80), (110, 190, 255), (180, 255, 140))
@@ -60,6 +68,11 @@ class CoveragePanel(SnapshotPanel):
         self.step_plot: pg.PlotItem | None = None
         self.coverage_curves: list[pg.PlotDataItem] = []
         self.step_line = pg.InfiniteLine(angle=90, movable=False, pen=STEP_LINE_PEN)
+        self.image_step: int | None = None    # step the heatmaps show; None: end of the batch
+        self.caption = QLabel()
+        self.caption.setWordWrap(True)
+        self.caption.setStyleSheet("color: #9aa0a6;")
+        layout.addWidget(self.caption)
 
     # ------------------------------------------------------------------ layout per plane count
     def _build_plots(self, num_planes: int) -> None:
@@ -112,21 +125,31 @@ class CoveragePanel(SnapshotPanel):
         self.mode_combo.setCurrentIndex(MODES.index(mode))
 
     # ------------------------------------------------------------------ updates
+    def _selected_step(self) -> int:
+        tel = self._snapshot.telemetry
+        return int(np.clip(tel.num_steps if self._step is None else self._step, 0, tel.num_steps))
+
     def _update_images(self) -> None:
-        """Image data and the shared fixed levels for the selected quantity."""
+        """Image data at the selected step and the shared fixed levels for the selected quantity."""
         if self._snapshot is None:
             return
         tel = self._snapshot.telemetry
+        per_step = _plane_energy_steps(tel)
+        t = self._selected_step()
         if self.mode == MODES[0]:
-            data = tel.plane_energy.astype(np.float32)
+            final = tel.plane_energy.astype(np.float32)
+            data = final if per_step is None else per_step[t].astype(np.float32)
+            self.image_step = None if per_step is None else t
             log = self.log_check.isChecked()
             if log:
+                final = np.log1p(np.maximum(final, 0.0)).astype(np.float32)
                 data = np.log1p(np.maximum(data, 0.0)).astype(np.float32)
-            top = float(data.max()) if data.size else 0.0
+            top = float(final.max()) if final.size else 0.0   # deposits only grow: the end is the top
             levels = (0.0, top if top > 0 else 1.0)
             label = "ln(1 + energy deposited)" if log else "energy deposited"
         else:
             data = tel.plane_reached.astype(np.float32)
+            self.image_step = None
             levels, label = (0.0, 1.0), "share of samples reaching the cell"
         self.log_check.setEnabled(self.mode == MODES[0])
         w, h = tel.lattice_shape[0], tel.lattice_shape[1]
@@ -137,14 +160,36 @@ class CoveragePanel(SnapshotPanel):
             image.setRect(rect)   # after setImage: the rect maps the image's current pixel size
         self.colorbar.setLevels(levels)
         self.colorbar.setLabel("right", label)
+        self._set_caption(t)
+
+    def _set_caption(self, t: int) -> None:
+        """What the heatmaps and the titles' counts refer to: step t, or the end of the batch."""
+        tel = self._snapshot.telemetry
+        if self.mode != MODES[0]:
+            when = "heatmaps: end of batch (the share of samples per cell is recorded only for the whole batch)"
+        elif _plane_energy_steps(tel) is None:
+            when = "heatmaps and cells reached: end of batch (this recording has no per-step deposits)"
+        else:
+            when = f"heatmaps and cells reached: energy deposited up to step {t} of {tel.num_steps}"
+        self.caption.setText(f"{when[0].upper()}{when[1:]}; per sample: at step {t}.")
 
     def _show_step(self, step: int) -> None:
         tel = self._snapshot.telemetry
         t = int(np.clip(step, 0, tel.num_steps))
         self.step_line.setValue(t)
+        per_step = _plane_energy_steps(tel)
+        if per_step is not None and self.image_step != t and self.mode == MODES[0]:
+            self._update_images()
+        self._set_caption(t)
         for p, (plot, z) in enumerate(zip(self.plane_plots, tel.plane_z)):
-            any_sample = float(np.mean(tel.plane_reached[p] > 0))
+            # When the cells were counted (step t, or the end) is in the caption below.
+            reached = float(np.mean((tel.plane_reached[p] if per_step is None else per_step[t, p]) > 0))
             per_sample = float(tel.aggregates.coverage[t, p])
-            plot.setTitle(f"z={_signed(z)}: {any_sample:.0%} of cells reached<br>"
-                          f"{per_sample:.0%} per sample at step {t}", size=TITLE_SIZE)
-        self.step_plot.setTitle(f"share of cells reached so far, mean per sample — step {t}", size=TITLE_SIZE)
+            set_title(plot, f"z={_signed(z)}: {reached:.0%} of cells<br>{per_sample:.0%} per sample")
+        set_title(self.step_plot, f"cells reached so far, mean per sample (step {t})")
+
+
+def _plane_energy_steps(tel: BatchTelemetry) -> np.ndarray | None:
+    """Per-step cumulative deposits [T+1, P, H, W], or None when the batch was recorded without
+    them (version-1 recordings, recorders that do not measure them)."""
+    return tel.plane_energy_steps

@@ -1,7 +1,7 @@
 """Displacement: how far flows move per step along x, y and z, and how often the clamp bites.
 
 One plot per axis (x linked) with percentile bands (p5–p95, p25–p75, median) and the step's
-extreme moves (min / max, dashed), then the share of moved flows whose new position had to be
+extreme moves (min / max, dashed lines), then the share of moved flows whose new position had to be
 clamped into [-1, 1]. Index 0 is the placement — nothing has moved — and is NaN in the
 telemetry by design; it is left out of every curve.
 """
@@ -16,6 +16,7 @@ from PyQt6.QtWidgets import QWidget
 from app.colormaps import TITLE_SIZE
 from app.panels.energy_panel import STEP_LINE_PEN, add_percentile_bands, set_percentile_bands
 from app.panels.base import SnapshotPanel
+from app.panels.series import set_title
 from app.snapshot import Snapshot
 
 AXES = ("Δx", "Δy", "Δz")
@@ -51,6 +52,7 @@ class DisplacementPanel(SnapshotPanel):
         self.clamp_plot.setLabel("left", "clamped")
         self.clamp_plot.setLabel("bottom", "propagation step")
         self.clamp_plot.setYRange(0, 1, padding=0.05)
+        self.clamp_plot.getAxis("left").setTicks([[(0.0, "0"), (1.0, "1")], []])   # no overprinted labels
         self.clamp_curve = self.clamp_plot.plot(pen=pg.mkPen(CLAMP_COLOR, width=1), symbol="o", symbolSize=4,
                                                 symbolBrush=CLAMP_COLOR, symbolPen=None)
         for plot in self.axis_plots + [self.clamp_plot]:
@@ -84,12 +86,9 @@ class DisplacementPanel(SnapshotPanel):
         for axis, (name, plot) in enumerate(zip(AXES, self.axis_plots)):
             pct = agg.delta_percentiles[t, axis]
             if np.all(np.isfinite(pct)):
-                plot.setTitle(f"{name} step {t}: median {pct[2]:+.3f} · p5–p95 [{pct[0]:+.3f}, {pct[4]:+.3f}] · "
-                              f"min/max [{agg.delta_min[t, axis]:+.3f}, {agg.delta_max[t, axis]:+.3f}]",
-                              size=TITLE_SIZE)
+                set_title(plot, f"{name} at step {t}: median {pct[2]:+.3f}, p5–p95 [{pct[0]:+.3f}, {pct[4]:+.3f}]")
             else:
-                plot.setTitle(f"{name} at step {t}: nothing moved" + (" (placement)" if t == 0 else ""),
-                              size=TITLE_SIZE)
+                set_title(plot, f"{name} at step {t}: nothing moved" + (" (placement)" if t == 0 else ""))
         clamp = agg.clamp_fraction[t]
         clamp_text = f"{clamp:.1%}" if np.isfinite(clamp) else "–"
-        self.clamp_plot.setTitle(f"moved flows clamped into [−1, 1] — step {t}: {clamp_text}", size=TITLE_SIZE)
+        set_title(self.clamp_plot, f"moves clamped into [−1, 1] at step {t}: {clamp_text}")

@@ -15,6 +15,7 @@ from PyQt6.QtWidgets import QWidget
 
 from app.colormaps import ENERGY_LUT, ENERGY_RANGE, TITLE_SIZE, energy_range_of, qcolor
 from app.panels.base import SnapshotPanel
+from app.panels.series import set_title
 from app.snapshot import Snapshot
 
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
@@ -70,7 +71,7 @@ class EnergyPanel(SnapshotPanel):
 
 
         self.band_plot = self.graphics.addPlot(row=1, col=0)
-        self.band_plot.setTitle("energy over propagation steps (all flows)", size=TITLE_SIZE)
+        set_title(self.band_plot, "energy over propagation steps (all flows)")
         self.band_plot.setLabel("bottom", "propagation step")
         self.band_plot.setLabel("left", "energy")
         self.band_plot.setYRange(*ENERGY_RANGE, padding=0.02)
@@ -109,5 +110,5 @@ class EnergyPanel(SnapshotPanel):
         counted = "flows placed" if t == 0 else "flows stepped"
         median_text = f"median {median:.3f}" if np.isfinite(median) else "no flow processed"
         lo, hi = tel.input_energy_range
-        self.hist_plot.setTitle(f"energy at {what}: {int(counts.sum()):,} {counted}, {median_text}"
-                                f"<br>input energy range [{lo:.3f}, {hi:.3f}] (shaded)", size=TITLE_SIZE)
+        set_title(self.hist_plot, f"energy at {what}: {int(counts.sum()):,} {counted}, {median_text}"
+                                f"<br>input energy range [{lo:.3f}, {hi:.3f}] (shaded)")

@@ -15,7 +15,8 @@ from PyQt6.QtWidgets import QWidget
 
 from app.colormaps import SPAWN_SERIES_COLORS, TITLE_SIZE
 from app.panels.base import SnapshotPanel
-from app.snapshot import Snapshot
+from app.panels.series import set_series, set_title
+from app.snapshot import Snapshot, batch_axis
 
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
 
@@ -46,8 +47,8 @@ class SpawnPanel(SnapshotPanel):
         self.step_plot.addItem(self.step_line)
 
         self.history_plot = self.graphics.addPlot(row=1, col=0)
-        self.history_plot.setTitle("spawns per batch over the run", size=TITLE_SIZE)
-        self.history_plot.setLabel("bottom", "training step (batch)")
+        set_title(self.history_plot, "spawns per batch over the run")
+        self.history_plot.setLabel("bottom", "batch")
         self.history_plot.setLabel("left", "flows / batch")
         self.history_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
         self.history_curves = {
@@ -69,15 +70,18 @@ class SpawnPanel(SnapshotPanel):
         for name, curve in self.step_curves.items():
             curve.setData(edges, counts[name].astype(np.float64))
         hist = snapshot.history
-        x = hist.get("step", np.zeros(0))
+        x, x_label = batch_axis(hist)
+        self.history_plot.setLabel("bottom", x_label)
         for name, curve in self.history_curves.items():
-            curve.setData(x, hist.get(f"spawn_{name}", np.zeros(0)))
+            y = np.asarray(hist.get(f"spawn_{name}", np.zeros(0)), dtype=np.float64)
+            keep = np.isfinite(y)
+            set_series(curve, x[keep], y[keep])
         self._show_page(agg.num_steps)
 
     def _show_step(self, step: int) -> None:
         agg = self._snapshot.telemetry.aggregates
         t = int(np.clip(step, 0, agg.num_steps))
         self.step_line.setValue(t)
-        self.step_plot.setTitle(
-            f"spawns per propagation step — step {t}:<br>requested {int(agg.spawn_requested[t]):,} · "
-            f"granted {int(agg.spawn_granted[t]):,} · denied by budget {int(agg.spawn_denied[t]):,}", size=TITLE_SIZE)
+        set_title(self.step_plot, f"spawns per propagation step (step {t}):<br>requested "
+                                  f"{int(agg.spawn_requested[t]):,} · granted {int(agg.spawn_granted[t]):,} · "
+                                  f"denied by budget {int(agg.spawn_denied[t]):,}")

@@ -43,6 +43,12 @@ class TextBridgePanel(QWidget):
         self.snapshot = snapshot
         self._render()
 
+    def clear(self) -> None:
+        """Back to "no batch yet" (the model was rebuilt, or a replay ended); the bridge note stays."""
+        self.snapshot = None
+        self.view.setHtml("<p><i>no batch yet</i></p>")
+        self._render()
+
     def set_step(self, step: int) -> None:
         """Outputs exist only after the last propagation step: the slider does not change them."""
 
@@ -54,6 +60,16 @@ class TextBridgePanel(QWidget):
             self.header.setText(f"Decoding: {note}")
         snap = self.snapshot
         if snap is None:
+            if self._bridge_note:
+                return
+            self.header.setText("Text bridge: waiting for the first batch")
+            return
+        if snap.source != "live":
+            # A recording holds telemetry, not the model's outputs: there is nothing to decode.
+            self.header.setText("Text bridge: a recording keeps no model outputs, so there is no "
+                                "decoded text for replayed batches")
+            self.view.setHtml(f"<p><i>{html.escape(snap.batch_label)} — replayed from "
+                              f"{html.escape(snap.source)}</i></p>")
             return
         if not snap.decoded:
             self.view.setHtml(f"<p><i>{html.escape(snap.batch_label)}: no decoded samples in this "

@@ -15,12 +15,12 @@ import pyqtgraph as pg
 from PyQt6.QtWidgets import (QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout,
                              QWidget)
 
-from app.colormaps import TITLE_SIZE
 from app.panels.base import SnapshotPanel
-from app.snapshot import Snapshot
+from app.panels.series import set_series, set_title
+from app.snapshot import Snapshot, batch_axis
 
 LOSS_SERIES = (("loss", "total", (240, 240, 240)), ("mse", "MSE", (110, 170, 255)),
-               ("cosine_loss", "1 − cosine", (255, 150, 80)))
+               ("cosine_loss", "1−cos", (255, 150, 80)))
 RAW_ALPHA = 70
 DEFAULT_SMOOTHING = 0.6
 #: Largest growth factor w^-L inside one EMA block; keeps the blockwise sums well conditioned.
@@ -91,12 +91,11 @@ class TrainingPanel(SnapshotPanel):
         # Stacked vertically with linked x: pyqtgraph links x in screen space, which only lines
         # up for plots above one another.
         self.loss_plot = self.graphics.addPlot(row=0, col=0)
-        self.loss_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
         self.raw_curves: dict[str, pg.PlotDataItem] = {}
         self.smooth_curves: dict[str, pg.PlotDataItem] = {}
         for key, label, color in LOSS_SERIES:
             self.raw_curves[key] = _curve(self.loss_plot, color, RAW_ALPHA)
-            self.smooth_curves[key] = _curve(self.loss_plot, color, name=label)
+            self.smooth_curves[key] = _curve(self.loss_plot, color)
         self.lr_plot = self.graphics.addPlot(row=1, col=0)
         self.lr_plot.setLogMode(y=True)
         self.lr_plot.setLabel("left", "lr")
@@ -104,10 +103,11 @@ class TrainingPanel(SnapshotPanel):
         self.landed_plot = self.graphics.addPlot(row=2, col=0)
         self.landed_plot.setLabel("left", "landed")
         self.landed_plot.setYRange(0, 1, padding=0.02)
+        self.landed_plot.getAxis("left").setTicks([[(0.0, "0"), (0.5, "0.5"), (1.0, "1")], []])
         self.landed_curve = _curve(self.landed_plot, (61, 220, 132))
         self.speed_plot = self.graphics.addPlot(row=3, col=0)
         self.speed_plot.setLabel("left", "batch/s")
-        self.speed_plot.setLabel("bottom", "training step (batch)")
+        self.speed_plot.setLabel("bottom", "batch")
         self.speed_curve = _curve(self.speed_plot, (255, 200, 80))
         for plot in (self.loss_plot, self.lr_plot, self.landed_plot):
             if plot is not self.loss_plot:
@@ -125,33 +125,39 @@ class TrainingPanel(SnapshotPanel):
         """New batch: redraw every series from the run's history (numpy, no per-point loop)."""
         self._snapshot = snapshot
         hist = snapshot.history
-        x = hist.get("step", np.zeros(0))
+        x, x_label = batch_axis(hist)
+        self.speed_plot.setLabel("bottom", x_label)
         for curve, key in ((self.lr_curve, "learning_rate"), (self.landed_curve, "landed_fraction"),
                            (self.speed_curve, "batches_per_second")):
             y = hist.get(key, np.zeros(0))
             keep = np.isfinite(y) & (y > 0) if key == "learning_rate" else np.isfinite(y)
-            keep &= np.isfinite(x)   # a batch whose training step is unknown has no place on the axis
-            curve.setData(x[keep], y[keep])
+            keep &= np.isfinite(x)
+            set_series(curve, x[keep], y[keep])
             if key == "learning_rate" and keep.any():
                 # A constant rate spans no decade; give the log axis a factor of 3 either side.
                 lo, hi = float(y[keep].min()), float(y[keep].max())
                 self.lr_plot.setYRange(math.log10(lo / 3), math.log10(hi * 3), padding=0)
+                # A short plot cannot hold a log axis's minor labels (they overprinted each other):
+                # label only the lowest and highest rate of the run.
+                ticks = sorted({(math.log10(v), f"{v:.2g}") for v in (lo, hi)})
+                self.lr_plot.getAxis("left").setTicks([ticks, []])
         self._update_losses()
         self._stack.setCurrentWidget(self._page)
         if len(x):
+            which = "batch" if x_label == "batch" else "recording batch"
             if np.isfinite(hist["loss"][-1]):
-                step = f"step {int(x[-1])}" if np.isfinite(x[-1]) else "step unknown"
-                self.loss_plot.setTitle(f"loss per batch — {step}: total {hist['loss'][-1]:.4g}, "
-                                        f"MSE {hist['mse'][-1]:.4g}, 1 − cos {hist['cosine_loss'][-1]:.4g}",
-                                        size=TITLE_SIZE)
+                # The legend is the title's second line, in the curves' colours: a legend box
+                # inside the plot covered the curves.
+                values = " · ".join(f"<span style='color:rgb{color}'>━ {label} {hist[key][-1]:.3g}</span>"
+                                    for key, label, color in LOSS_SERIES)
+                set_title(self.loss_plot, f"loss at {which} {int(x[-1])}<br>{values}")
             else:   # e.g. a FlowRecorder batch of a model run without a training step
-                self.loss_plot.setTitle("loss per batch — this batch has no training step recorded",
-                                        size=TITLE_SIZE)
+                set_title(self.loss_plot, f"loss: {which} {int(x[-1])} has no training step recorded")
             rate = hist["batches_per_second"][-1]
             # Recordings keep no training speed (NaN): say nothing rather than "nan batches/s".
-            speed = f" · {rate:.2f} batches/s" if np.isfinite(rate) else ""
-            self.lr_plot.setTitle(f"learning rate {hist['learning_rate'][-1]:.3g} · landed fraction "
-                                  f"{hist['landed_fraction'][-1]:.1%}{speed}", size=TITLE_SIZE)
+            speed = f" · {rate:.2f} batch/s" if np.isfinite(rate) else ""
+            set_title(self.lr_plot, f"lr {hist['learning_rate'][-1]:.3g} · landed "
+                                    f"{hist['landed_fraction'][-1]:.1%}{speed}")
 
     @property
     def smoothing(self) -> float:
@@ -168,11 +174,11 @@ class TrainingPanel(SnapshotPanel):
         if self._snapshot is None:
             return
         hist = self._snapshot.history
-        x = hist.get("step", np.zeros(0))
+        x, _ = batch_axis(hist)
         for key, _, _ in LOSS_SERIES:
             y = hist.get(key, np.zeros(0))
             # A skipped (non-finite) batch is left out, as in TensorBoard; log y also needs > 0.
             keep = np.isfinite(y) & (y > 0) if self.log_check.isChecked() else np.isfinite(y)
             keep &= np.isfinite(x)
-            self.raw_curves[key].setData(x[keep], y[keep])
-            self.smooth_curves[key].setData(x[keep], debiased_ema(y[keep], self.smoothing))
+            set_series(self.raw_curves[key], x[keep], y[keep])
+            set_series(self.smooth_curves[key], x[keep], debiased_ema(y[keep], self.smoothing))

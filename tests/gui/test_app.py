@@ -43,13 +43,16 @@ def test_window_opens_with_the_lattice_and_every_panel(qtbot, make_window):
     window = make_window()
     assert window.windowTitle().startswith(WINDOW_TITLE)
     assert isinstance(window.lattice_view, LatticeView) and window.lattice_view.isVisible()
-    expected = {"Health", "Config", "Training", "Text bridge", "Spawn", "Energy", "Displacement", "Coverage"}
+    expected = {"Health", "Config", "Training", "Text bridge", "Spawn", "Energy", "Displacement", "Coverage",
+                "Inspector", "Diagnostics", "Compare"}
     assert set(window.docks) == expected
     for title, dock in window.docks.items():
-        assert dock.isVisible(), title
-        assert not isinstance(dock.widget(), UnavailableWidget), f"{title}: {dock.widget().text()}"
+        # A tabbed dock behind another tab is hidden; its tab group must be on screen.
+        assert dock.isVisible() or any(d.isVisible() for d in window.tabifiedDockWidgets(dock)), title
+        panel = window.panels[title]
+        assert not isinstance(panel, UnavailableWidget), f"{title}: {panel.text()}"
     assert window.lattice_view.is_empty                    # nothing drawn before the first batch
-    assert window.status_labels["data"].text().startswith("data: bundled corpus")
+    assert window.status_labels["data"].text().startswith("bundled corpus")
     assert "cpu" in window.status_labels["device"].text()
     assert window.run_action.isEnabled() and not window.pause_action.isEnabled()
     assert window.config_panel.current is window.worker.config
@@ -351,7 +354,7 @@ def test_a_snapshot_without_report_is_drawn_like_a_replayed_batch(qtbot, make_wi
     assert window.status_labels["batch"].text() == "recording batch 1/1"
     assert window.status_labels["loss"].text() == "loss –"
     assert window.health_panel.chips["gradients"].verdict.level is Level.UNKNOWN
-    assert "no decoded samples" in window.text_bridge_panel.plain_text()
+    assert "no decoded text for replayed batches" in window.text_bridge_panel.plain_text()
     assert "recording batch 1/1" in window.lattice_view.info_text
 
 

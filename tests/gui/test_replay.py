@@ -110,7 +110,7 @@ def test_snapshots_hold_the_recorded_telemetry_and_history(qtbot, source, good, 
             assert_same_telemetry(rec.batch(i), snap.telemetry)
             assert_same_telemetry(reports[i].telemetry, snap.telemetry)
             assert snap.report is None and snap.source == str(good)
-            assert snap.batch_label == f"recording batch {i + 1}/{NUM_REPORTS} (training step {reports[i].step})"
+            assert snap.batch_label == f"recording batch {i + 1}/{NUM_REPORTS} (training batch {reports[i].step})"
             hist = snap.history
             lengths = {name: arr.shape[0] for name, arr in hist.items()}
             assert set(lengths.values()) == {i + 1}, lengths

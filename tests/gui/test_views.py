@@ -145,7 +145,9 @@ def test_render_shows_trajectories_and_toggles_hide_layers(view, snapshot):
     assert not view.checkboxes["trajectories"].isChecked()
     assert not view._trajectories.visible and not view._heads.visible
     changed = (np.abs(lines_only[..., :3] - nothing[..., :3]).sum(axis=2) > 20).sum()
-    assert changed > 500, f"only {changed} pixels differ with trajectories on vs off"
+    # The camera frames the whole box (edge cells included), so the scene fills less of the
+    # 480×320 image than when its bottom was cut off; a few hundred line pixels remain.
+    assert changed > 150, f"only {changed} pixels differ with trajectories on vs off"
 
     view.set_layer_visible("trajectories", True)
     view.set_step(0)                                   # no segment ends at step 0
@@ -275,8 +277,11 @@ def test_coverage_panel_one_image_per_plane_with_fixed_levels(qtbot, snapshot):
     panel.set_step(t)
     for p, (plot, z) in enumerate(zip(panel.plane_plots, tel.plane_z)):
         title = plot.titleLabel.text
-        assert f"z={'+' if z > 0 else '−'}1: {np.mean(tel.plane_reached[p] > 0):.0%} of cells reached" in title
-        assert f"{tel.aggregates.coverage[t, p]:.0%} per sample at step {t}" in title
+        per_step = tel.plane_energy_steps
+        reached = np.mean((tel.plane_reached[p] if per_step is None else per_step[t, p]) > 0)
+        assert f"z={'+' if z > 0 else '−'}1: {reached:.0%} of cells" in title
+        assert f"{tel.aggregates.coverage[t, p]:.0%} per sample" in title
+        assert f"per sample: at step {t}" in panel.caption.text()
         np.testing.assert_allclose(_y(panel.coverage_curves[p]), 100 * tel.aggregates.coverage[:, p], rtol=1e-6)
 
 

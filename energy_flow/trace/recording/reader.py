@@ -223,6 +223,25 @@ class Recording:
         fields = report_columns.decode(row)
         return fields if is_training_step(fields) else None
 
+    def step_totals(self, name: str) -> np.ndarray:
+        """Per-batch sums of one scalar ``steps/*`` series (e.g. ``"spawn_granted"``) for every
+        complete batch: one read of the column, so a replay can plot totals over the whole run
+        without decoding each batch."""
+        key = f"steps/{name}"
+        if key not in self._ds or self._ds[key].ndim != 1:
+            raise KeyError(f"{self.path}: no per-step scalar series {name!r}")
+        n = self.num_batches
+        if n == 0:
+            return np.zeros(0, dtype=np.float64)
+        starts = self._read("batches/step_start", slice(0, n)).astype(np.int64)
+        stops = starts + self._read("batches/num_steps", slice(0, n)).astype(np.int64) + 1
+        end = int(stops.max())
+        if end > self._ds[key].shape[0]:
+            raise RecordingError(f"{self.path}: inconsistent shapes: batches need rows up to {end} "
+                                 f"of {key}, which has {self._ds[key].shape[0]}")
+        running = np.concatenate([[0.0], np.cumsum(self._read(key, slice(0, end)), dtype=np.float64)])
+        return running[stops] - running[starts]
+
     def batch_info(self, i: int) -> BatchInfo:
         i = self._check_index(i)
         r = {name.split("/", 1)[1]: self._read(name, i) for name in _INFO_COLUMNS}

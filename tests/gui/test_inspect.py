@@ -1,0 +1,238 @@
+"""Flow inspector, click picking and lineage highlighting, on real telemetry.
+
+The snapshot is a real batch of a fresh tiny model (it spawns, so families have several
+generations). Expected values are computed here from the FlowSample arrays directly — the
+family by walking parent ids with a plain dict, not through energy_flow.trace.lineage.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PyQt6.QtCore import QPoint, Qt
+
+from app.lattice_view import LatticeView
+from app.panels.inspector_panel import InspectorPanel
+from app.replay import ReplaySource
+from app.snapshot import RunHistory, Snapshot
+from app.view.highlight import DIM_ALPHA
+from energy_flow.config import create_tiny_config
+from energy_flow.trace import FlowRecorder
+from energy_flow.training import EnergyTrainer, build_model
+
+
+@pytest.fixture(scope="module")
+def snapshot() -> Snapshot:
+    c = create_tiny_config()
+    trainer = EnergyTrainer(build_model(c), c)
+    g = torch.Generator().manual_seed(1)
+    inputs = F.normalize(torch.randn(c.batch_size, c.teacher_dim, generator=g), dim=1)
+    targets = F.normalize(torch.randn(c.batch_size, c.teacher_dim, generator=g), dim=1)
+    history = RunHistory()
+    for _ in range(2):
+        report = trainer.train_step((inputs, targets))
+        history.append(report, 1.0 / report.timings["total"])
+    return Snapshot(telemetry=report.telemetry, history=history.arrays(), report=report,
+                    batch_label=f"batch {report.step}")
+
+
+def family(flows, flow_id: int) -> tuple[set[int], set[int]]:
+    """(ancestor ids, descendant ids) by plain dict walks over the sample."""
+    parent = dict(zip(flows.flow_id.tolist(), flows.parent_id.tolist()))
+    children: dict[int, list[int]] = {}
+    for fid, pid in parent.items():
+        children.setdefault(pid, []).append(fid)
+    ancestors, p = set(), parent[flow_id]
+    while p >= 0 and p in parent:
+        ancestors.add(p)
+        p = parent[p]
+    descendants, todo = set(), list(children.get(flow_id, []))
+    while todo:
+        f = todo.pop()
+        descendants.add(f)
+        todo += children.get(f, [])
+    return ancestors, descendants
+
+
+def middle_flow(flows) -> int:
+    """A traced flow with both a parent and children (a middle generation)."""
+    has_parent = flows.parent_id >= 0
+    is_parent = np.isin(flows.flow_id, flows.parent_id)
+    rows = np.flatnonzero(has_parent & is_parent)
+    assert rows.shape[0], "the tiny model spawned no grandchildren in this batch"
+    return int(flows.flow_id[rows[0]])
+
+
+def _wired(qtbot, snapshot, budget: int = 100_000) -> tuple[LatticeView, InspectorPanel]:
+    view = LatticeView()
+    panel = InspectorPanel()
+    for w in (view, panel):
+        qtbot.addWidget(w)
+    view.resize(900, 640)
+    view.show()
+    qtbot.waitExposed(view)
+    view.selection.picked.connect(panel.select_flow)
+    panel.selection_changed.connect(view.selection.select)
+    view.set_display_budget(budget)
+    view.set_snapshot(snapshot)
+    panel.set_snapshot(snapshot)
+    return view, panel
+
+
+def _screen(view: LatticeView, points: np.ndarray) -> np.ndarray:
+    """Canvas pixels of lattice points through VisPy's own scene transform."""
+    mapped = view._heads.get_transform("visual", "canvas").map(np.asarray(points, np.float32))
+    return mapped[:, :2] / mapped[:, 3:4]
+
+
+def test_click_on_a_projected_head_selects_that_flow_and_shows_its_values(qtbot, snapshot):
+    """Guards against picking the wrong flow (row/id mix-ups, y flipped, another step's heads)
+    and an inspector showing anything but the telemetry's values for it."""
+    view, panel = _wired(qtbot, snapshot)
+    flows = snapshot.telemetry.flows
+    target = middle_flow(flows)
+    row = int(np.flatnonzero(flows.flow_id == target)[0])
+    t = int(flows.birth_step[row])               # alive after its birth step, before its end
+    assert t < flows.end_step[row]
+    view.set_step(t)
+    panel.set_step(t)
+    alive = (flows.birth_step <= t) & (t < flows.end_step) & np.isfinite(flows.positions[:, t, 0])
+    heads = np.flatnonzero(alive)
+    screen = _screen(view, flows.positions[heads, t])
+    mine = screen[np.flatnonzero(heads == row)[0]]
+    others = np.delete(screen, np.flatnonzero(heads == row)[0], axis=0)
+    assert np.min(np.hypot(*(others - mine).T)) > 1.0, "another head projects onto the same pixel"
+    qtbot.mouseClick(view.canvas.native, Qt.MouseButton.LeftButton, pos=QPoint(int(round(mine[0])), int(round(mine[1]))))
+    qtbot.waitUntil(lambda: panel.flow_id == target, timeout=3000)
+
+    assert view.selection.flow_id == target
+    assert panel.fields["flow"].text().replace(" ", "") == str(target)
+    assert panel.fields["sample"].text() == str(int(flows.sample_index[row]))
+    assert panel.fields["parent"].text().replace(" ", "") == str(int(flows.parent_id[row]))
+    kids = flows.flow_id[flows.parent_id == target]
+    assert {int(k) for k in panel.fields["children"].text().replace(" ", "").split(",")[:8]} <= set(kids.tolist())
+    assert panel.fields["life"].text() == f"step {flows.birth_step[row]} → step {flows.end_step[row]}"
+    assert panel.fields["reason"].text() == snapshot.telemetry.reason_names[int(flows.reason[row])]
+    exists = np.isfinite(flows.energy[row])
+    np.testing.assert_array_equal(panel.energy_curve.xData, np.flatnonzero(exists))
+    np.testing.assert_allclose(panel.energy_curve.yData, flows.energy[row, exists], rtol=1e-6)
+    np.testing.assert_allclose(panel.position_curves["z"].yData, flows.positions[row, exists, 2], rtol=1e-6)
+    x, y, z = flows.positions[row, t]
+    assert panel.fields["at_step"].text() == f"{t}: energy {flows.energy[row, t]:.4g} at ({x:+.3f}, {y:+.3f}, {z:+.3f})"
+
+
+def test_click_on_empty_canvas_selects_nothing(qtbot, snapshot):
+    view, panel = _wired(qtbot, snapshot)
+    qtbot.mouseClick(view.canvas.native, Qt.MouseButton.LeftButton, pos=QPoint(3, 3))
+    qtbot.wait(50)
+    assert panel.flow_id is None and view.selection.flow_id is None
+
+
+def test_lineage_highlight_marks_exactly_ancestors_and_descendants(qtbot, snapshot):
+    """Guards against highlighting siblings or cousins, missing a generation, or dimming the lineage."""
+    view, panel = _wired(qtbot, snapshot)
+    flows = snapshot.telemetry.flows
+    target = middle_flow(flows)
+    ancestors, descendants = family(flows, target)
+    assert ancestors and descendants
+    panel.select_flow(target)
+    expected = {target} | ancestors | descendants
+    assert set(flows.flow_id[view.selection.lineage_rows].tolist()) == expected
+
+    geo = view._geometry
+    vertex_ids = flows.flow_id[geo.rows[geo.vertex_flow]]
+    in_lineage = np.isin(vertex_ids, list(expected))
+    np.testing.assert_array_equal(view.selection.vertex_keep, in_lineage)
+    colors = np.asarray(view._trajectories.color)
+    base = geo.vertex_colors["energy"]
+    np.testing.assert_allclose(colors[in_lineage, 3], base[in_lineage, 3])
+    np.testing.assert_allclose(colors[~in_lineage, 3], base[~in_lineage, 3] * DIM_ALPHA, rtol=1e-6)
+    assert [panel.lineage_list.item(i).text() for i in range(panel.lineage_list.count())].count(
+        f"selected: flow {target:,}".replace(",", " ")) == 1
+    assert panel.lineage_list.count() == len(expected)
+
+    # The selection follows the step slider: the drawn heads of the lineage at each step.
+    for t in (0, int(flows.end_step.max()) // 2, snapshot.telemetry.num_steps):
+        view.set_step(t)
+        alive = geo.alive_at(t)
+        np.testing.assert_array_equal(view.selection.head_keep,
+                                      np.isin(flows.flow_id[geo.rows[alive]], list(expected)))
+
+    panel.select_flow(None)
+    assert view.selection.lineage_rows.shape[0] == 0
+    np.testing.assert_allclose(np.asarray(view._trajectories.color)[:, 3], base[:, 3])
+
+
+def test_a_typed_id_outside_the_display_budget_is_drawn_with_its_lineage(qtbot, snapshot):
+    """Guards against highlighting a flow the budget left out (nothing would show)."""
+    view, panel = _wired(qtbot, snapshot, budget=100)
+    flows = snapshot.telemetry.flows
+    drawn = set(flows.flow_id[view._geometry.rows].tolist())
+    outside = [int(f) for f in flows.flow_id if int(f) not in drawn and flows.parent_id[flows.flow_id == f][0] >= 0]
+    assert outside
+    panel.id_spin.setValue(outside[0])
+    panel.select_button.click()
+    ancestors, descendants = family(flows, outside[0])
+    expected = {outside[0]} | ancestors | descendants
+    assert expected <= set(flows.flow_id[view._geometry.rows].tolist())
+    assert view.shown_flows <= 100 + len(expected)
+
+
+def test_an_id_not_in_the_sample_is_reported_and_nothing_is_highlighted(qtbot, snapshot):
+    view, panel = _wired(qtbot, snapshot)
+    missing = int(snapshot.telemetry.flows.flow_id.max()) + 10
+    panel.id_spin.setMaximum(missing)
+    panel.id_spin.setValue(missing)
+    panel.select_button.click()
+    assert panel.record is None and "not in this batch's traced sample" in panel.message.text()
+    assert view.selection.lineage_rows.shape[0] == 0
+    assert not panel.csv_button.isEnabled()
+
+
+def test_export_csv_and_json_hold_the_lineage(qtbot, snapshot, tmp_path):
+    view, panel = _wired(qtbot, snapshot)
+    flows = snapshot.telemetry.flows
+    target = middle_flow(flows)
+    panel.select_flow(target)
+    ancestors, descendants = family(flows, target)
+    lines = panel.export_csv(tmp_path / "f.csv").read_text().splitlines()
+    assert lines[0] == "relation,flow_id,parent_id,sample,step,x,y,z,energy"
+    ids = {int(line.split(",")[1]) for line in lines[1:]}
+    assert ids == {target} | ancestors | descendants
+    points = sum(int(np.isfinite(flows.energy[flows.flow_id == f][0]).sum()) for f in ids)
+    assert len(lines) - 1 == points
+    data = json.loads(panel.export_json(tmp_path / "f.json").read_text())
+    assert data["selected"] == target and set(data["ancestors"]) == ancestors
+    assert set(data["descendants"]) == descendants
+    sel = next(f for f in data["flows"] if f["relation"] == "selected")
+    row = int(np.flatnonzero(flows.flow_id == target)[0])
+    np.testing.assert_allclose(sel["energy"], flows.energy[row][np.isfinite(flows.energy[row])], rtol=1e-6)
+
+
+def test_inspector_works_on_a_flow_recorder_recording(qtbot, tmp_path):
+    """A recording from another model (FlowRecorder) replays into the same inspector and highlight."""
+    path = tmp_path / "toy.h5"
+    with FlowRecorder(path, lattice_shape=(4, 4, 4), plane_z=(1.0,), start_mode="input_face",
+                      model_name="toy") as rec:
+        rec.begin_batch(step=1, loss=0.5)
+        rec.record_step(np.array([[0, 0, -1], [0.5, 0.5, -1]], float), np.array([0.9, 0.8]),
+                        np.array([-1, -1]), np.array([True, True]))
+        rec.record_step(np.array([[0, 0, 0], [0.5, 0.5, 0], [0.1, 0, 0]]), np.array([0.6, 0.7, 0.2]),
+                        np.array([-1, -1, 0]), np.array([True, True, True]))
+        rec.record_step(np.array([[0, 0, 1], [0.5, 0.5, 1], [0.1, 0, 1]]), np.array([0.5, 0.6, 0.2]),
+                        np.array([-1, -1, 0]), np.array([False, False, False]))
+        rec.end_batch()
+    source = ReplaySource()
+    got = []
+    source.snapshot_ready.connect(got.append)
+    assert source.open(path)
+    view, panel = _wired(qtbot, got[-1])
+    panel.select_flow(2)
+    assert panel.fields["parent"].text() == "0" and panel.fields["life"].text() == "step 1 → step 2"
+    assert panel.fields["reason"].text() == "landed"
+    assert set(got[-1].telemetry.flows.flow_id[view.selection.lineage_rows].tolist()) == {0, 2}
+    source.close()

@@ -1,0 +1,77 @@
+"""The window at 1280×800: every panel whole (or scrollable), every label drawable (issue 10, 8-9, 13)."""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+import pytest
+from PyQt6.QtGui import QAction, QFontMetrics
+from PyQt6.QtWidgets import QApplication, QMenu, QScrollArea
+
+SNAPSHOT_TIMEOUT_MS = 15_000
+
+
+def _step(qtbot, window) -> None:
+    with qtbot.waitSignal(window.snapshot_shown, timeout=SNAPSHOT_TIMEOUT_MS):
+        window.step_action.trigger()
+    qtbot.waitUntil(lambda: window.worker_state == "paused")
+
+
+def _missing_glyphs(text: str, metrics: QFontMetrics) -> str:
+    return "".join(ch for ch in text if not ch.isspace() and not metrics.inFontUcs4(ord(ch)))
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_every_panel_is_whole_or_scrollable(qtbot, make_window, size):
+    """Guards against panels cut off with no way to see the rest: plot layouts wider than their
+    dock (long titles set the minimum width; the right part of every plot was lost), and a window
+    whose minimum size exceeded the screen (the status bar was off-screen)."""
+    window = make_window()
+    _step(qtbot, window)
+    window.resize(*size)
+    window.reset_layout()
+    qtbot.wait(300)
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 1280 and hint.height() <= 800, f"minimum size {hint.width()}×{hint.height()}"
+    assert (window.width(), window.height()) == size
+    assert window.statusBar().geometry().bottom() < window.height()
+    whole = 0
+    for title, dock in window.docks.items():
+        panel = window.panels[title]
+        if not dock.isVisible() or dock.visibleRegion().isEmpty():
+            continue                    # a tab behind another: whole when its tab is chosen
+        scroll = dock.widget()
+        if isinstance(scroll, QScrollArea):
+            view = scroll.viewport()
+            assert panel.width() <= view.width() or scroll.horizontalScrollBar().isVisible(), title
+            assert panel.height() <= view.height() or scroll.verticalScrollBar().isVisible(), title
+        for graphics in panel.findChildren(pg.GraphicsLayoutWidget):
+            layout_width = graphics.ci.geometry().width()
+            assert layout_width <= graphics.viewport().width() + 1, \
+                f"{title}: plots {layout_width:.0f} px wide in a {graphics.viewport().width()} px view"
+            whole += 1
+    assert whole >= 3                   # the check really looked at plots
+
+
+def test_toolbar_menus_and_buttons_draw_no_missing_glyph(qtbot, make_window):
+    """Guards against empty boxes for Pause, Step, Stop, Record (media characters the bundled fonts
+    lack): every action has an icon where the toolbar shows one and a label the font can draw."""
+    window = make_window()
+    metrics = QFontMetrics(QApplication.font())
+    for action in window.toolbar.actions():
+        if action.isSeparator() or not action.text():
+            continue
+        assert not action.icon().isNull(), action.text()
+        assert not _missing_glyphs(action.text(), metrics), action.text()
+    menus = window.menuBar().findChildren(QMenu)
+    titles = {m.title().replace("&", "") for m in menus}
+    assert {"File", "View", "Help"} <= titles
+    for action in window.findChildren(QAction):
+        assert not _missing_glyphs(action.text().replace("&", ""), metrics), action.text()
+    play = window.recordings.timeline.play_button
+    for _ in range(2):
+        play.toggle()
+        assert not play.icon().isNull() and not _missing_glyphs(play.text(), metrics), play.text()
+    view_entries = [a.text() for a in window.view_menu.actions() if a.text()]
+    for title in window.docks:
+        assert any(title.lower() in entry.lower() for entry in view_entries), title
+    assert "Reset layout" in view_entries
