@@ -281,13 +281,18 @@ class EnergyTrainer:
         bad = incompatible_fields(data["config"], self.config)
         if bad:
             raise ValueError(f"checkpoint {path} does not fit this model; mismatched fields: {'; '.join(bad)}")
-        self.processor.load_state_dict(data["model"])
-        self.optimizer.load_state_dict(data["optimizer"])
-        self.scheduler.load_state_dict(data["scheduler"])
-        self.step_count = int(data["step_count"])
-        self._plateau_window = list(data["plateau_window"])
-        torch.set_rng_state(data["torch_rng"])
-        return data.get("extra", {})
+        try:
+            self.processor.load_state_dict(data["model"])
+            self.optimizer.load_state_dict(data["optimizer"])
+            self.scheduler.load_state_dict(data["scheduler"])
+            torch.set_rng_state(data["torch_rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"checkpoint {path} does not fit this model: {first}") from None
+        self.step_count = data["step_count"]
+        self._plateau_window = [float(v) for v in data["plateau_window"]]
+        extra = data.get("extra", {})
+        return extra if isinstance(extra, dict) else {}
 
 
 def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
