@@ -273,7 +273,12 @@ class RecordingWriter:
             self._lock.release()
             raise
         try:
-            self._file = h5py.File(self.path, "r+" if mode == "a" else mode, libver="latest")
+            # No raw-data chunk cache: every batch starts on fresh chunks and writes each dataset
+            # once, so a cache never saves a read, yet HDF5 kept filling one per dataset — the
+            # writer's memory grew ~0.04 MiB per tiny append without bound, and appends were
+            # ~12 % slower with it (docs/reliability.md, "Memory while recording").
+            self._file = h5py.File(self.path, "r+" if mode == "a" else mode, libver="latest",
+                                   rdcc_nbytes=0)
         except OSError as exc:
             self._lock.release()
             if mode == "a" and "already open for write" in str(exc):
