@@ -129,32 +129,48 @@ class EnergyTrainer:
         loss_parts, stats_parts, sizes, outputs = [], [], [], []
         telemetry = None
         t_forward = t_backward = 0.0
-        for x, y in zip(inputs.tensor_split(micro), targets.tensor_split(micro)):
-            t0 = time.perf_counter()
-            with self._autocast():
-                result = self.processor(x)
-            loss, mse, cosine = embedding_losses(result.outputs, y, c)
-            t1 = time.perf_counter()
-            (loss * (x.shape[0] / b)).backward()
-            t_backward += time.perf_counter() - t1
-            t_forward += t1 - t0
-            loss_parts.append(torch.stack([loss, mse, cosine]).detach() * (x.shape[0] / b))
-            stats_parts.append(result.flow_stats)
-            sizes.append(x.shape[0])
-            outputs.append(result.outputs.detach().float())
-            telemetry = telemetry or result.telemetry
+        try:
+            for x, y in zip(inputs.tensor_split(micro), targets.tensor_split(micro)):
+                t0 = time.perf_counter()
+                with self._autocast():
+                    result = self.processor(x)
+                loss, mse, cosine = embedding_losses(result.outputs, y, c)
+                t1 = time.perf_counter()
+                (loss * (x.shape[0] / b)).backward()
+                t_backward += time.perf_counter() - t1
+                t_forward += t1 - t0
+                loss_parts.append(torch.stack([loss, mse, cosine]).detach() * (x.shape[0] / b))
+                stats_parts.append(result.flow_stats)
+                sizes.append(x.shape[0])
+                outputs.append(result.outputs.detach().float())
+                telemetry = telemetry or result.telemetry
+        except BaseException:
+            # A failing micro-batch must not leave the earlier ones' gradients behind.
+            self.optimizer.zero_grad(set_to_none=True)
+            raise
 
         t0 = time.perf_counter()
         grads = self._gradient_summary()
         losses = torch.stack(loss_parts).sum(0)
-        host = torch.cat([losses, grads["norms"], grads["zero"].double()]).cpu().numpy()
+        # Samples whose input or target holds NaN/inf, named when the step is skipped (the
+        # flags ride along in the step's one host transfer).
+        bad_rows = ~(torch.isfinite(inputs).all(1) & torch.isfinite(targets).all(1))
+        host = torch.cat([losses.double(), grads["norms"], grads["zero"].double(),
+                          bad_rows.double()]).cpu().numpy()
+        bad_samples = np.flatnonzero(host[host.shape[0] - b:])
+        host = host[:host.shape[0] - b]
         loss_v, mse_v, cos_v = (float(v) for v in host[:3])
         module_norms = dict(zip(MODULES, (float(v) for v in host[3:3 + len(MODULES)])))
         total_norm = float(host[3 + len(MODULES)])
         missing = tuple(name for name, zero in zip(grads["names"], host[4 + len(MODULES):]) if zero)
 
         nonfinite = None
-        if not math.isfinite(loss_v):
+        if bad_samples.size:
+            where = ", ".join(str(int(indices[i])) for i in bad_samples[:8])
+            more = f" and {bad_samples.size - 8} more" if bad_samples.size > 8 else ""
+            nonfinite = (f"loss is {loss_v}: inputs or targets of {bad_samples.size} sample(s) hold NaN/inf "
+                         f"(dataset indices {where}{more})")
+        elif not math.isfinite(loss_v):
             nonfinite = f"loss is {loss_v} (mse {mse_v}, 1−cos {cos_v})"
         elif not math.isfinite(total_norm):
             bad = [m for m, v in module_norms.items() if not math.isfinite(v)]
