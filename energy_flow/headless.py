@@ -31,8 +31,9 @@ import torch
 
 from energy_flow.atomic import write_bytes_atomic
 from energy_flow.config import EnergyConfig
-from energy_flow.device import describe_device
+from energy_flow.device import describe_device, resolve_device
 from energy_flow.errors import reason
+from energy_flow.memory_estimate import estimate_memory, format_bytes, machine_memory_bytes
 from energy_flow.output_paths import check_distinct, check_output_path
 from energy_flow.run_control import EXIT_WRITE_FAILED, RunControl
 from energy_flow.trace.recording import RecordingWriter, is_recording, report_fields_from
@@ -120,6 +121,22 @@ def recording_mode(path: Path, overwrite: bool, append: bool) -> str:
                      "it or --append to add batches to it")
 
 
+def warn_about_memory(cfg: EnergyConfig) -> None:
+    """One warning line when the config's estimated need exceeds this machine's memory."""
+    device = str(resolve_device(cfg.device))
+    available = machine_memory_bytes(device)
+    if available is None:
+        return
+    size, what = available
+    estimate = estimate_memory(cfg)
+    if estimate.minimum_bytes > size:
+        print(f"warning: this config will not fit in the {format_bytes(size)} {what}: "
+              f"{estimate.describe()}", file=sys.stderr)
+    elif estimate.worst_case_bytes > size:
+        print(f"warning: this config may exceed the {format_bytes(size)} {what} if flows stay alive "
+              f"for many steps: {estimate.describe()}", file=sys.stderr)
+
+
 @dataclass
 class _Outcome:
     """What the run saved (for the summary and the final line)."""
@@ -144,6 +161,7 @@ def _run(opts: HeadlessOptions, out, control: RunControl) -> int:
         cfg = cfg.replace(teacher_dim=dataset.dim)
         print(f"teacher_dim set to {dataset.dim} to match the data ({dataset.provenance.source})", file=out)
     train_set, val_set = dataset.split(opts.val_fraction, seed=cfg.seed) if len(dataset) >= 10 else (dataset, None)
+    warn_about_memory(cfg)
     trainer = EnergyTrainer(build_model(cfg), cfg)
     trainer.provenance = dataset.provenance
     if opts.resume:
