@@ -113,7 +113,9 @@ def run_headless(args: argparse.Namespace, config) -> int:
     try:
         code = run(opts)
     except (ValueError, OSError) as exc:
-        print(f"main.py: error: {exc}", file=sys.stderr)
+        from energy_flow.errors import reason
+
+        print(f"main.py: error: {reason(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
         code = 2
     except (MemoryError, RuntimeError) as exc:
         if not _out_of_memory(exc):

@@ -17,16 +17,16 @@ _H5_ERROR_MESSAGE = re.compile(r"error message = '([^']*)'")
 
 def reason(exc: BaseException) -> str:
     """The user-facing reason of ``exc``: no ``[Errno N]`` prefix, no HDF5 internals."""
-    if isinstance(exc, OSError) and exc.strerror and not exc.filename and len(exc.args) == 2:
-        text = exc.strerror
+    if isinstance(exc, OSError) and exc.strerror and len(exc.args) == 2:
+        text = exc.strerror  # callers name the path themselves (a temporary's name helps no one)
     else:
         text = _ERRNO_PREFIX.sub("", str(exc))
+    # h5py: "Unable to synchronously create file (unable to truncate a file which is already open)"
+    text = re.sub(r"\bsynchronously ", "", text)
     found = _H5_ERROR_MESSAGE.search(text)
     if found:  # HDF5 wraps the OS's own message in a long parenthesis of internals
         head = text.split(" (", 1)[0]
         return f"{head}: {found[1]}"
-    # h5py: "Unable to synchronously create file (unable to truncate a file which is already open)"
-    text = re.sub(r"\bsynchronously ", "", text)
     return text.splitlines()[0] if text else type(exc).__name__
 
 

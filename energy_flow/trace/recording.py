@@ -657,14 +657,14 @@ def _open_h5(path: Path) -> h5py.File:
             have = f"{sizes[1]} of {sizes[2]} bytes present" if sizes else detail
             raise RecordingError(f"{path}: truncated file ({have})") from exc
         if "already open for write" not in detail:
-            raise RecordingError(f"{path}: cannot open the HDF5 file ({detail})") from exc
+            raise RecordingError(f"{path}: cannot open the HDF5 file ({reason(exc)})") from exc
         # Otherwise a SWMR writer is appending to it, or was killed while it was: the status
         # flags it set stay until a clean close. SWMR readers are allowed in; they see every
         # committed batch.
     try:
         return h5py.File(path, "r", swmr=True)
     except OSError as exc:
-        raise RecordingError(f"{path}: cannot open the HDF5 file for reading ({exc})") from exc
+        raise RecordingError(f"{path}: cannot open the HDF5 file for reading ({reason(exc)})") from exc
 
 
 class Recording:
@@ -721,7 +721,7 @@ class Recording:
         try:
             return self._ds[name][index]
         except (OSError, ValueError, KeyError) as exc:
-            raise RecordingError(f"{self.path}: cannot read {name} ({exc})") from exc
+            raise RecordingError(f"{self.path}: cannot read {name} ({reason(exc)})") from exc
 
     # -------------------------------------------------------------- following
     def refresh(self) -> int:
@@ -734,7 +734,7 @@ class Recording:
                 if name != "batches/complete":
                     ds.refresh()
         except (OSError, ValueError) as exc:
-            raise RecordingError(f"{self.path}: cannot refresh ({exc})") from exc
+            raise RecordingError(f"{self.path}: cannot refresh ({reason(exc)})") from exc
         self.num_batches = _count_complete(self._read("batches/complete", slice(None)))
         return self.num_batches
 
