@@ -45,6 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="headless: let --record replace an existing recording (never another kind of file)")
     p.add_argument("--append", action="store_true",
                    help="headless: let --record add batches to an existing recording of the same config")
+    p.add_argument("--health-every", type=_positive, default=None, metavar="N",
+                   help="headless: print the health verdicts every N batches (docs/health.md)")
+    p.add_argument("--stop-on-failure", action="store_true",
+                   help="headless: stop at the first failed health check (exit status 4)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no-progress", action="store_true", help="headless: plain lines, no progress bar")
     return p.parse_args(argv)
@@ -108,6 +112,7 @@ def run_headless(args: argparse.Namespace, config) -> int:
     opts = HeadlessOptions(config=config, batches=args.batches or FALLBACK_BATCHES, data=args.data,
                            teacher=args.teacher, checkpoint=args.checkpoint, resume=args.resume,
                            summary=args.summary, record=args.record, record_every=args.record_every,
+                           health_every=args.health_every, stop_on_failure=args.stop_on_failure,
                            progress=not args.no_progress, overwrite=args.overwrite, append=args.append,
                            checkpoint_every=args.checkpoint_every)
     try:

@@ -14,7 +14,9 @@ import pyqtgraph as pg
 
 from energy_flow.trace.telemetry import REASON_FADED, REASON_LANDED, REASON_TIMED_OUT
 
-#: Energy lives in (0, 1]; the colour bar and every energy colour use this fixed range.
+#: Our model's energies live in (0, 1]: the default colour range. A batch whose histogram spans
+#: more (another model's signed energies or energies above 1) is coloured over its own range,
+#: see :func:`energy_range_of`.
 ENERGY_RANGE = (0.0, 1.0)
 ENERGY_CMAP_NAME = "plasma"
 COVERAGE_CMAP_NAME = "inferno"
@@ -65,9 +67,17 @@ def map_values(values: np.ndarray, table: np.ndarray, lo: float = 0.0, hi: float
     return table[idx]
 
 
-def energy_colors(energy: np.ndarray) -> np.ndarray:
-    """RGBA float32 colours of energies on the fixed energy range."""
-    return map_values(energy, ENERGY_LUT, *ENERGY_RANGE)
+def energy_range_of(telemetry) -> tuple[float, float]:
+    """The colour range of a batch's energies: its histogram's edges (fixed [0, 1] for our
+    model; the data's range, widened to [0, 1], for a FlowRecorder batch), so no energy is
+    drawn at a clamped colour."""
+    edges = telemetry.aggregates.energy_bin_edges
+    return (min(float(edges[0]), ENERGY_RANGE[0]), max(float(edges[-1]), ENERGY_RANGE[1]))
+
+
+def energy_colors(energy: np.ndarray, lo: float = ENERGY_RANGE[0], hi: float = ENERGY_RANGE[1]) -> np.ndarray:
+    """RGBA float32 colours of energies over [lo, hi] (default: the fixed energy range)."""
+    return map_values(energy, ENERGY_LUT, lo, hi)
 
 
 def sample_colors(sample_index: np.ndarray) -> np.ndarray:

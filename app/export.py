@@ -40,11 +40,14 @@ MAX_PNG_SIDE = 8192
 def _report_fields_from_snapshot(snapshot: Snapshot) -> dict[str, Any]:
     """The batch's scalars: from the live report, else from the last history entry.
 
-    A replayed snapshot has no report; its history was read from the recording's columns, so
-    its last entry holds exactly the scalars recorded for this batch (NaN = unknown → None).
+    A replayed snapshot has no report but the batch's recorded training signals; a snapshot
+    without either (a batch without a training step) keeps what its history holds: the scalars
+    recorded for this batch (NaN = unknown → None).
     """
     if snapshot.report is not None:
         return report_fields_from(snapshot.report)
+    if snapshot.report_fields is not None:
+        return dict(snapshot.report_fields)
     fields: dict[str, Any] = {}
     for name in REPORT_FIELDS:
         series = snapshot.history.get(name)

@@ -45,7 +45,8 @@ from vispy.visuals.text.text import FontManager  # noqa: E402
 from vispy.visuals.transforms import STTransform  # noqa: E402
 
 from app.colormaps import (COVERAGE_LUT, ENERGY_LUT, ENERGY_RANGE, REASON_STYLE, SPAWN_COLOR,  # noqa: E402
-                           SPAWN_SYMBOL, energy_colors, log_normalise, map_values, sample_colors)
+                           SPAWN_SYMBOL, energy_colors, energy_range_of, log_normalise, map_values,
+                           sample_colors)
 from app.snapshot import Snapshot  # noqa: E402
 from energy_flow.trace.telemetry import BatchTelemetry, FlowSample  # noqa: E402
 
@@ -156,7 +157,8 @@ class FlowGeometry:
         return (self.birth_step <= step) & (step < self.end_step) & np.isfinite(self.positions[:, step, 0])
 
 
-def build_geometry(flows: FlowSample, budget: int) -> FlowGeometry:
+def build_geometry(flows: FlowSample, budget: int,
+                   energy_range: tuple[float, float] = ENERGY_RANGE) -> FlowGeometry:
     """Vertices, step-sorted segments and event points of the sampled flows (vectorised)."""
     rows = sample_flows(flows, budget)
     pos = flows.positions[rows]
@@ -168,7 +170,7 @@ def build_geometry(flows: FlowSample, budget: int) -> FlowGeometry:
     vertices = np.ascontiguousarray(pos[valid], dtype=np.float32)
     per_flow = valid.sum(axis=1)
     colors = {
-        "energy": _with_alpha(energy_colors(energy[valid]), TRAJECTORY_ALPHA),
+        "energy": _with_alpha(energy_colors(energy[valid], *energy_range), TRAJECTORY_ALPHA),
         "sample": _with_alpha(np.repeat(sample_colors(flows.sample_index[rows]), per_flow, axis=0),
                               TRAJECTORY_ALPHA),
     }
@@ -380,6 +382,7 @@ class _Overlay:
         self.entries += [(name, color, symbol) for name, color, symbol in REASON_STYLE.values()]
         self.info_lines: tuple[str, ...] = ()
         self.coverage_max = 0.0
+        self.energy_range = ENERGY_RANGE   # the shown batch's (energy_range_of)
         self.show_coverage_bar = True
 
     def set_visible(self, has_data: bool) -> None:
@@ -399,7 +402,7 @@ class _Overlay:
 
         bar_h = float(np.clip(h * 0.3, 60.0, 150.0))
         top = 56.0
-        bars = [("flow energy", ENERGY_LUT, ENERGY_RANGE)]
+        bars = [("flow energy", ENERGY_LUT, self.energy_range)]
         if self.show_coverage_bar:
             bars.append(("deposited (log)", COVERAGE_LUT, (0.0, self.coverage_max)))
         step = self.BAR_WIDTH * (self.BAR_GAP_COLUMNS + 1)
@@ -454,6 +457,7 @@ class LatticeView(QWidget):
         self._step = 0
         self._color_mode = COLOR_MODES[0]
         self._budget = DEFAULT_DISPLAY_BUDGET
+        self._energy_range = ENERGY_RANGE
         self._layer_on = {name: True for name in LAYERS}
         self._draw_times: deque[float] = deque(maxlen=240)
         self._head_count = 0
@@ -727,7 +731,10 @@ class LatticeView(QWidget):
     def _rebuild_flows(self) -> None:
         tel = self._snapshot.telemetry
         flows = tel.flows
-        self._geometry = build_geometry(flows, self._budget) if flows is not None else None
+        self._energy_range = energy_range_of(tel)
+        self._overlay.energy_range = self._energy_range
+        self._geometry = (build_geometry(flows, self._budget, self._energy_range)
+                          if flows is not None else None)
         geo = self._geometry
         if geo is not None and geo.vertices.shape[0]:
             self._trajectories.set_data(pos=geo.vertices, color=geo.vertex_colors[self._color_mode],
@@ -750,7 +757,8 @@ class LatticeView(QWidget):
                 self._trajectories.set_data(connect=geo.segments[:n_seg])
             alive = geo.alive_at(t)
             self._head_count = int(alive.sum())
-            self._heads.set_data(geo.positions[alive, t], energy_colors(geo.energy[alive, t]), "disc")
+            self._heads.set_data(geo.positions[alive, t], energy_colors(geo.energy[alive, t], *self._energy_range),
+                                 "disc")
             self._spawns.set_data(geo.spawn_pos[: geo.spawns_until[t]], SPAWN_COLOR, SPAWN_SYMBOL)
             n_end = int(geo.ends_until[t])
             self._ends.set_data(geo.end_pos[:n_end], geo.end_color[:n_end], geo.end_symbol[:n_end])

@@ -349,9 +349,8 @@ class MainWindow(QMainWindow):
     @pyqtSlot(dict)
     def _on_resources(self, info: dict) -> None:
         text = f"device: {info['device']}"
-        if info.get("cuda_memory_allocated") is not None:
-            text += (f", GPU mem {info['cuda_memory_allocated'] / 2**20:.0f} MiB allocated / "
-                     f"{info['cuda_memory_reserved'] / 2**20:.0f} MiB reserved")
+        if info.get("memory_text"):
+            text += f", {info['memory_text']}"
         self.status_labels["device"].setText(text)
 
     # ------------------------------------------------------------------ controls

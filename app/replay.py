@@ -35,6 +35,7 @@ import numpy as np
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal, pyqtSlot
 
 from app.snapshot import Snapshot
+from energy_flow.diagnostics.sources import assess_recording_batch
 from energy_flow.trace.recording import Recording, RecordingError, open_recording
 from energy_flow.trace.telemetry import BatchTelemetry
 
@@ -188,7 +189,8 @@ class ReplaySource(QObject):
         step = int(self._columns["step"][i])
         step_text = "unknown" if step < 0 else str(step)
         return Snapshot(telemetry=telemetry, history=self._history(i), report=None,
-                        source=str(rec.path),
+                        source=str(rec.path), report_fields=rec.report_fields(i),
+                        health=assess_recording_batch(rec, i, telemetry),
                         batch_label=f"recording batch {i + 1}/{n} (training step {step_text})")
 
     @pyqtSlot(int)

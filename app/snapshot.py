@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from energy_flow.diagnostics import HealthReport
 from energy_flow.trace.telemetry import BatchTelemetry
 from energy_flow.training.report import TrainReport
 
@@ -74,4 +75,9 @@ class Snapshot:
     report: TrainReport | None = None     # None when replaying a recording
     decoded: tuple[DecodedSample, ...] = ()
     source: str = "live"                  # "live" or the recording's path
+    health: HealthReport | None = None    # the batch's verdicts (energy_flow.diagnostics)
     batch_label: str = ""                 # e.g. "batch 12" or "recording batch 3/10"
+    #: A replayed batch's recorded training signals (``Recording.report_fields``: the dict
+    #: ``report_fields_from(report)`` makes; None for a batch without a training step, and
+    #: for live snapshots, which have ``report``).
+    report_fields: dict | None = None

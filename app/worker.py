@@ -35,8 +35,9 @@ import torch
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal, pyqtSlot
 
 from app.snapshot import DecodedSample, RunHistory, Snapshot
+from energy_flow.diagnostics.sources import HealthMonitor
 from energy_flow.config import EnergyConfig
-from energy_flow.device import describe_device
+from energy_flow.device import describe_device, memory_text, out_of_memory_advice
 from energy_flow.trace.recording import RecordingWriter, report_fields_from
 from energy_flow.training.data import EMBEDDING_SUFFIXES, PairDataset, build_dataset
 from energy_flow.training.report import TrainReport
@@ -98,6 +99,7 @@ class TrainingWorker(QObject):
         self._trainer: EnergyTrainer | None = None
         self._sampler: BatchSampler | None = None
         self._history = RunHistory()
+        self._health = HealthMonitor(config.to_dict())
         self._state = "loading"
         self._running = False
         self._tick_pending = False
@@ -358,6 +360,7 @@ class TrainingWorker(QObject):
         self.close_recording("the model was rebuilt")
         self._trainer, self._sampler, self._config = trainer, sampler, config
         self._history = RunHistory()
+        self._health = HealthMonitor(config.to_dict())
         self.loaded.emit({
             "device": describe_device(trainer.device),
             "data": self._dataset.provenance.to_dict(),
@@ -399,8 +402,8 @@ class TrainingWorker(QObject):
         except torch.OutOfMemoryError as exc:
             if trainer.device.type == "cuda":
                 torch.cuda.empty_cache()
-            self._fail(f"Out of memory on {trainer.device} at batch {trainer.step_count + 1}: {exc}. "
-                       "Training paused; lower batch_size, max_active_flows or the lattice size.")
+            self._fail(f"Out of memory on {trainer.device} at batch {trainer.step_count + 1}. Training "
+                       f"paused; {out_of_memory_advice(trainer.config)}. ({str(exc).splitlines()[0]})")
             return False
         except Exception as exc:  # noqa: BLE001
             log.error("training step failed:\n%s", traceback.format_exc())
@@ -429,6 +432,7 @@ class TrainingWorker(QObject):
         seconds = time.perf_counter() - t0
         # batches/s of the whole unit of work (sampling + step), before the snapshot is built.
         self._history.append(report, 1.0 / seconds if seconds > 0 else math.inf)
+        health = self._health.observe_report(report)   # every batch, so the trends see them all
         if report.telemetry is None:
             self.status.emit(f"batch {report.step}: loss {report.loss:.4f} — tracing is off "
                              "(config.trace_enabled = False), so there is nothing to draw")
@@ -436,7 +440,7 @@ class TrainingWorker(QObject):
         epoch, k = divmod(report.step - 1, self._sampler.batches_per_epoch)
         label = f"batch {report.step} (epoch {epoch + 1}, {k + 1}/{self._sampler.batches_per_epoch})"
         return Snapshot(telemetry=report.telemetry, history=self._history.arrays(), report=report,
-                        decoded=self._decode(report), source="live", batch_label=label)
+                        decoded=self._decode(report), source="live", batch_label=label, health=health)
 
     def _decode(self, report: TrainReport) -> tuple[DecodedSample, ...]:
         """The first samples of the batch: texts, nearest corpus sentences, cos(output, target)."""
@@ -479,7 +483,7 @@ def _make_bridge(dataset: PairDataset) -> tuple[TextBridge | None, str]:
 
 def _resources(device: torch.device) -> dict:
     info: dict = {"device": describe_device(device), "cuda_memory_allocated": None,
-                  "cuda_memory_reserved": None}
+                  "cuda_memory_reserved": None, "memory_text": memory_text(device)}
     if device.type == "cuda":
         info["cuda_memory_allocated"] = int(torch.cuda.memory_allocated(device))
         info["cuda_memory_reserved"] = int(torch.cuda.memory_reserved(device))

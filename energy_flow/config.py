@@ -68,6 +68,10 @@ class EnergyConfig:
     plateau_interval: int = 25
     seed: int = 0
     device: str = "auto"
+    # memory: 0 keeps every step's activations for backward; 1 recomputes each step's carrier
+    # (neuron → GRU → heads) in backward; k ≥ 2 also recomputes segments of k steps, keeping
+    # only the flow state at each segment's start. Same losses and gradients either way.
+    checkpoint_steps: int = 0
     # telemetry
     trace_enabled: bool = True
     trace_max_flows: int = 20_000
@@ -232,6 +236,10 @@ def _validate(c: EnergyConfig) -> None:
             _fail(name, v, "must be a number ≥ 0")
     if c.mse_weight == 0 and c.cosine_weight == 0:
         _fail("cosine_weight", c.cosine_weight, "mse_weight and cosine_weight cannot both be 0")
+    if isinstance(c.checkpoint_steps, bool) or not isinstance(c.checkpoint_steps, int) \
+            or c.checkpoint_steps < 0:
+        _fail("checkpoint_steps", c.checkpoint_steps,
+              "must be an integer ≥ 0 (0 = off, 1 = recompute each step's carrier, k ≥ 2 = segments of k steps)")
     if isinstance(c.seed, bool) or not isinstance(c.seed, int):
         _fail("seed", c.seed, "must be an integer")
     if not isinstance(c.trace_enabled, bool):
@@ -285,13 +293,20 @@ def create_experiment_config(**overrides: Any) -> EnergyConfig:
     return EnergyConfig(**base)
 
 
+#: Segment length of the optimized preset: the boundary states (⌈40/k⌉ of them) and one
+#: recomputed segment's kept inputs (k steps) cost about the same per step at 3×1024, so
+#: k ≈ √40 minimises their sum (the arithmetic is in tests/test_memory.py).
+OPTIMIZED_CHECKPOINT_STEPS = 6
+
+
 def create_optimized_config(**overrides: Any) -> EnergyConfig:
-    """100×100×50 with a 3×1024 GRU (≈10M carrier parameters): for a large GPU."""
+    """100×100×50 with a 3×1024 GRU (≈16M carrier parameters): for one GPU, ≤ 32 GB at batch 8
+    thanks to recomputation over segments of propagation steps (``checkpoint_steps``)."""
     base = dict(lattice_width=100, lattice_height=100, lattice_depth=50, batch_size=8,
                 max_active_flows=120_000, max_steps=40, displacement_scale=0.08,
                 carrier_hidden_size=1024, carrier_num_layers=3, neuron_hidden_dim=64,
                 neuron_output_dim=64, energy_dim=16, mapper_grid=16, learning_rate=5e-4,
-                trace_max_flows=20_000)
+                trace_max_flows=20_000, checkpoint_steps=OPTIMIZED_CHECKPOINT_STEPS)
     base.update(overrides)
     return EnergyConfig(**base)
 

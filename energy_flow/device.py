@@ -25,3 +25,23 @@ def describe_device(device: torch.device) -> str:
         props = torch.cuda.get_device_properties(device)
         return f"cuda ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def memory_text(device: torch.device) -> str | None:
+    """The status bar's GPU memory line: in use now and the peak since start (both what torch's
+    allocator handed out), against the card's size; None on a CPU, which has no such counter."""
+    if device.type != "cuda":
+        return None
+    gib = 2**30
+    total = torch.cuda.get_device_properties(device).total_memory
+    return (f"GPU memory {torch.cuda.memory_allocated(device) / gib:.1f} GiB in use, "
+            f"peak {torch.cuda.max_memory_allocated(device) / gib:.1f} GiB of {total / gib:.0f} GiB")
+
+
+def out_of_memory_advice(config) -> str:
+    """What to lower after an out-of-memory error, with the current values named."""
+    advice = (f"lower batch_size (now {config.batch_size}) or max_active_flows (now "
+              f"{config.max_active_flows:,})")
+    if config.checkpoint_steps < 2:
+        advice += f", or set checkpoint_steps ≥ 2 (now {config.checkpoint_steps}) to recompute steps in backward"
+    return advice

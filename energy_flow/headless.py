@@ -1,6 +1,10 @@
 """Headless training: the same trainer as the app, with a progress bar, per-batch lines and a
 JSON summary. Used by ``python main.py --headless`` and on machines without a display.
 
+Under ``torchrun --nproc_per_node N`` every process trains its share of each batch with
+DistributedDataParallel (energy_flow.training.distributed); rank 0 alone prints, records, and
+writes the checkpoint and summary.
+
 Nothing is lost, and no one else's file is destroyed (docs/reliability.md):
 
 * every output path is checked before the data is loaded (:mod:`energy_flow.output_paths`);
@@ -9,7 +13,7 @@ Nothing is lost, and no one else's file is destroyed (docs/reliability.md):
 * Ctrl+C, SIGTERM, a failed write and a non-finite batch all stop the run after the current
   batch (:mod:`energy_flow.run_control`): the checkpoint and summary are written if they can
   be, the recording is closed, one line says what was saved where, and the exit status says
-  why (3 non-finite, 74 write failed, 130 SIGINT, 143 SIGTERM);
+  why (3 non-finite, 4 health gate, 74 write failed, 130 SIGINT, 143 SIGTERM);
 * ``checkpoint_every`` saves the checkpoint every N batches, each save atomic, so the file
   always holds the last good one.
 
@@ -19,6 +23,8 @@ was before that batch: a run never carries on from a broken state silently.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -32,11 +38,13 @@ import torch
 from energy_flow.atomic import write_bytes_atomic
 from energy_flow.config import EnergyConfig
 from energy_flow.device import describe_device, resolve_device
+from energy_flow.diagnostics.gate import HealthGate
 from energy_flow.errors import reason
 from energy_flow.memory_estimate import estimate_memory, format_bytes, machine_memory_bytes
 from energy_flow.output_paths import check_distinct, check_output_path
 from energy_flow.run_control import EXIT_WRITE_FAILED, RunControl
 from energy_flow.trace.recording import RecordingWriter, is_recording, report_fields_from
+from energy_flow.training import distributed
 from energy_flow.training.data import PairDataset, build_dataset
 from energy_flow.training.embedding_cache import default_cache_dir
 from energy_flow.training.report import TrainReport
@@ -46,6 +54,7 @@ from energy_flow.training.text_bridge import TextBridge
 from energy_flow.training.trainer import EnergyTrainer, build_model
 
 EXIT_NONFINITE = 3
+EXIT_UNHEALTHY = 4
 
 
 @dataclass
@@ -64,6 +73,8 @@ class HeadlessOptions:
     overwrite: bool = False
     append: bool = False
     checkpoint_every: int | None = None
+    health_every: int | None = None
+    stop_on_failure: bool = False
 
 
 def load_data(config: EnergyConfig, data: str | None, teacher_path: str | None) -> PairDataset:
@@ -148,11 +159,25 @@ class _Outcome:
 
 
 def run(opts: HeadlessOptions, out=sys.stdout) -> int:
-    with RunControl() as control:
-        return _run(opts, out, control)
+    if not distributed.launched_by_torchrun():
+        with RunControl() as control:
+            return _run(opts, out, control, None)
+    context, config = distributed.init_from_env(opts.config)
+    try:
+        opts = dataclasses.replace(opts, config=config, progress=opts.progress and context.is_main)
+        with contextlib.ExitStack() as stack, RunControl() as control:
+            sink = out if context.is_main else stack.enter_context(open(os.devnull, "w"))
+            return _run(opts, sink, control, context)
+    finally:
+        distributed.shutdown()
 
 
-def _run(opts: HeadlessOptions, out, control: RunControl) -> int:
+def _run(opts: HeadlessOptions, out, control: RunControl,
+         context: distributed.DistributedContext | None) -> int:
+    main = context is None or context.is_main
+    if not main:  # only rank 0 writes files
+        opts = dataclasses.replace(opts, checkpoint=None, summary=None, record=None, checkpoint_every=None,
+                                   overwrite=False, append=False)
     cfg = opts.config
     t0 = time.perf_counter()
     record_mode = check_outputs(opts)
@@ -162,13 +187,15 @@ def _run(opts: HeadlessOptions, out, control: RunControl) -> int:
         print(f"teacher_dim set to {dataset.dim} to match the data ({dataset.provenance.source})", file=out)
     train_set, val_set = dataset.split(opts.val_fraction, seed=cfg.seed) if len(dataset) >= 10 else (dataset, None)
     warn_about_memory(cfg)
-    trainer = EnergyTrainer(build_model(cfg), cfg)
+    trainer = (EnergyTrainer(build_model(cfg), cfg) if context is None
+               else distributed.DistributedTrainer(build_model(cfg), cfg, context))
     trainer.provenance = dataset.provenance
     if opts.resume:
         trainer.load_checkpoint(opts.resume)
         print(f"resumed from {opts.resume} at step {trainer.step_count}", file=out)
     prov = dataset.provenance
-    print(f"device {describe_device(trainer.device)}; data: {prov.source} ({prov.num_pairs} pairs, "
+    ranks = f" × {context.world_size} processes ({context.backend})" if context else ""
+    print(f"device {describe_device(trainer.device)}{ranks}; data: {prov.source} ({prov.num_pairs} pairs, "
           f"teacher {prov.teacher}); {len(train_set)} train / {len(val_set) if val_set else 0} validation; "
           f"loaded in {time.perf_counter() - t0:.1f}s", file=out)
 
@@ -185,6 +212,8 @@ def _run(opts: HeadlessOptions, out, control: RunControl) -> int:
     recorded_bytes: list[int] = []
     trained = {"loss": [], "landed_fraction": []}
     start_step = trainer.step_count
+    gate = HealthGate(cfg.to_dict(), opts.health_every, opts.stop_on_failure,
+                      lambda line: _write(line, opts.progress, out))
 
     def save_checkpoint() -> bool:
         try:
@@ -209,6 +238,11 @@ def _run(opts: HeadlessOptions, out, control: RunControl) -> int:
             raise _Stop()
         trained["loss"].append(report.loss)
         trained["landed_fraction"].append(fs.landed_fraction)
+        unhealthy = gate.observe(report)
+        if context is not None:   # every rank judges its own share; all stop if one fails
+            unhealthy = trainer.any_rank(unhealthy)
+        if unhealthy:
+            control.stop(gate.stop_line(), EXIT_UNHEALTHY)
         if recorder is not None and report.telemetry is not None and report.step % opts.record_every == 0:
             size = os.path.getsize(opts.record)
             try:
@@ -219,7 +253,11 @@ def _run(opts: HeadlessOptions, out, control: RunControl) -> int:
         done = report.step - start_step
         if opts.checkpoint_every and done % opts.checkpoint_every == 0 and not control.stopping:
             save_checkpoint()
-        if control.stopping:
+        stopping = control.stopping
+        if context is not None:   # every rank stops after the same batch, or the others would hang
+            stopping = trainer.any_rank(stopping)
+        if stopping:
+            control.stop("stopped with another rank", EXIT_WRITE_FAILED)
             raise _Stop()
 
     history = None
@@ -247,12 +285,15 @@ def _run(opts: HeadlessOptions, out, control: RunControl) -> int:
         "steps": trainer.step_count, "seconds": time.perf_counter() - t0,
         "losses": trained["loss"], "landed_fraction": trained["landed_fraction"],
         "stopped_on_nonfinite": failure.nonfinite if failure else None,
+        "health": gate.summary(),
+        "stopped_by_health_gate": (gate.stop_line() if stopped is not None
+                                   and stopped.exit_code == EXIT_UNHEALTHY else None),
         "stopped": None if stopped is None else {"why": stopped.why, "exit_code": stopped.exit_code,
                                                  "batches_run": ran},
         "checkpoint": None if not opts.checkpoint else {"path": opts.checkpoint,
                                                         "step": outcome.checkpoint_step},
     }
-    if stopped is None and history is not None:
+    if stopped is None and history is not None and main:
         summary["train_eval"] = evaluate(trainer, train_set, _bridge_for(train_set))
         if val_set is not None:
             val = summary["validation_eval"] = evaluate(trainer, val_set, _bridge_for(val_set))

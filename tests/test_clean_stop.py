@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import energy_flow.atomic as atomic
-import energy_flow.trace.recording as recording
+import energy_flow.trace.recording.writer as recording
 from energy_flow.config import create_tiny_config
 from energy_flow.headless import HeadlessOptions, run
 from energy_flow.run_control import EXIT_SIGINT, EXIT_SIGTERM, EXIT_WRITE_FAILED, RunControl

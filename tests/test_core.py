@@ -25,9 +25,9 @@ class Observed(FlowProcessor):
         super().__init__(EnergyLattice(config), SimpleNeuron(config), config)
         self.steps = []
 
-    def step(self, state, active, field, collector, tracer, step):
+    def step(self, state, active, field, collector, tracer, step, hidden_dtype=None):
         before = {k: v.detach().clone() for k, v in vars(state).items()}
-        new = super().step(state, active, field, collector, tracer, step)
+        new = super().step(state, active, field, collector, tracer, step, hidden_dtype)
         after = {k: v.detach().clone() for k, v in vars(new).items()}
         self.steps.append((before, active.clone(), after))
         return new

@@ -4,6 +4,7 @@ and the recorder API for other flow models. Telemetry comes from a real FlowProc
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -21,7 +22,8 @@ import torch
 
 from energy_flow.config import create_tiny_config
 from energy_flow.core import EnergyLattice, FlowProcessor, SimpleNeuron
-from energy_flow.trace import (REASON_FADED, REASON_LANDED, REASON_TIMED_OUT, BatchTelemetry,
+from energy_flow.trace import (MODULES, REASON_FADED, REASON_LANDED, REASON_NAMES, REASON_TIMED_OUT,
+                               REPORT_FIELDS, BatchTelemetry,
                                FlowRecorder, RecordingError, RecordingWriter, export_snapshot,
                                open_recording)
 from energy_flow.trace.__main__ import main as cli_main
@@ -94,7 +96,7 @@ def test_round_trip_of_several_batches_is_exact(tmp_path, config, telemetries):
     path = tmp_path / "run.h5"
     _write(path, config, tels, reports)
     with open_recording(path) as rec:
-        assert rec.num_batches == 3 and rec.schema_version == 1
+        assert rec.num_batches == 3 and rec.schema_version == 2
         assert rec.config == config.to_dict()
         prov = rec.provenance
         assert prov["model_name"] == "test" and prov["teacher"] == "none"
@@ -116,6 +118,93 @@ def test_round_trip_of_several_batches_is_exact(tmp_path, config, telemetries):
         np.testing.assert_array_equal(rec.batch_column("num_steps"), [t.num_steps for t in tels])
         with pytest.raises(IndexError, match="run.h5: batch 3 out of range"):
             rec.batch(3)
+
+
+def _same_fields(a: dict, b: dict) -> None:
+    assert set(a) == set(b), (sorted(a), sorted(b))
+    for key, x in a.items():
+        y = b[key]
+        if isinstance(x, dict):
+            assert set(x) == set(y) and all(x[k] == y[k] or (math.isnan(x[k]) and math.isnan(y[k]))
+                                            for k in x), key
+        elif isinstance(x, float) and math.isnan(x):
+            assert isinstance(y, float) and math.isnan(y), key
+        else:
+            assert x == y and type(x) is type(y), f"{key}: {x!r} != {y!r}"
+
+
+def test_schema_2_fields_round_trip(tmp_path, config):
+    """Guards against a new telemetry field or training signal that is written but read back
+    differently (or not at all): a real train step's report and telemetry, through the file."""
+    from energy_flow.trace.recording import report_fields_from
+    from energy_flow.training.trainer import EnergyTrainer, build_model
+    from tests.conftest import unit_rows
+
+    trainer = EnergyTrainer(build_model(config), config)
+    report = trainer.train_step((unit_rows(4, config.teacher_dim, 1), unit_rows(4, config.teacher_dim, 2)))
+    skipped = trainer.train_step((unit_rows(4, config.teacher_dim, 1), unit_rows(4, config.teacher_dim, 2) * math.nan))
+    tel = report.telemetry
+    assert tel.aggregates.still_fraction is not None and tel.aggregates.saturation is not None
+    assert tel.plane_energy_steps is not None
+    fields = report_fields_from(report)
+    assert set(fields) == set(REPORT_FIELDS)
+    partial = {"step": 4, "grad_norms": {"carrier": 2.5}, "nonfinite": "x" * 300 + "é",
+               "params_without_grad": ("carrier.spawn_head.bias",)}
+    without_steps = dataclasses.replace(skipped.telemetry, plane_energy_steps=None,
+                                        aggregates=dataclasses.replace(skipped.telemetry.aggregates,
+                                                                       still_fraction=None, saturation=None))
+    path = tmp_path / "v2.h5"
+    with RecordingWriter(path, config.to_dict(), {}) as w:
+        w.append_batch(tel, fields)
+        w.append_batch(skipped.telemetry, report_fields_from(skipped))
+        w.append_batch(without_steps, partial)
+        w.append_batch(tel, {"landed_fraction": 0.5})
+    with open_recording(path) as rec:
+        assert_same_telemetry(tel, rec.batch(0))
+        _same_fields(fields, rec.report_fields(0))
+        back = rec.report_fields(1)
+        assert back["skipped"] is True and "loss" in back["nonfinite"]
+        assert all(math.isnan(v) for v in back["update_ratios"].values())
+        third = rec.batch(2)
+        # not measured: stored and read back as NaN ("unknown"), never as a value
+        assert third.plane_energy_steps is None and np.isnan(third.aggregates.still_fraction).all()
+        assert third.aggregates.saturation.shape == (third.num_steps + 1, 5)
+        assert np.isnan(third.aggregates.saturation).all()
+        got = rec.report_fields(2)
+        assert got["step"] == 4 and got["grad_norms"]["carrier"] == 2.5 and math.isnan(got["grad_norms"]["neuron"])
+        assert got["skipped"] is None and math.isnan(got["loss"]) and got["params_without_grad_count"] == 1
+        assert got["nonfinite"].endswith("…") and len(got["nonfinite"].encode()) <= 256
+        assert got["params_without_grad"] == ("carrier.spawn_head.bias",)
+        assert rec.report_fields(3) is None      # a flow count alone is no training step
+        norms = rec.batch_column("grad_norms")
+        assert norms.shape == (4, len(MODULES))
+        np.testing.assert_array_equal(norms[0], [report.grad_norms[m] for m in MODULES])
+        assert list(rec.batch_column("skipped")) == [0, 1, -1, -1]
+        assert rec.batch_column("nonfinite")[1] == skipped.nonfinite
+        np.testing.assert_array_equal(rec.batch_column("output_spread")[:1], [report.output_spread])
+
+
+FIXTURE_V1 = REPO / "tests" / "data" / "recording_v1.h5"
+
+
+def test_a_version_1_file_opens_with_the_new_fields_absent(tmp_path):
+    """Guards against schema 2 locking out recordings made before it (tests/data/README.md says
+    how the fixture was written by the version-1 writer)."""
+    with open_recording(FIXTURE_V1) as rec:
+        assert rec.schema_version == 1 and rec.num_batches == 2
+        tel = rec.batch(0)
+        assert tel.aggregates.still_fraction is None and tel.aggregates.saturation is None
+        assert tel.plane_energy_steps is None and tel.reason_names == REASON_NAMES
+        assert tel.flows is not None and tel.aggregates.active[0] > 0
+        _same_fields(rec.report_fields(0), {"step": 3, "loss": 0.5, "mse": 0.01, "cosine_loss": 0.49,
+                                            "learning_rate": 1e-3, "landed_fraction": 0.25})
+        assert rec.report_fields(1) is None
+        with pytest.raises(KeyError, match="grad_norm"):
+            rec.batch_column("grad_norm")
+    copy = tmp_path / "v1.h5"
+    copy.write_bytes(FIXTURE_V1.read_bytes())
+    with pytest.raises(RecordingError, match="v1.h5: cannot append: the recording has schema version 1"):
+        RecordingWriter(copy, json.loads(h5py.File(copy, "r").attrs["config"]), {}, mode="a")
 
 
 def test_writer_rejects_bad_input_without_touching_the_file(tmp_path, config, telemetries):
@@ -281,7 +370,7 @@ def _bad(tmp_path: Path, good: Path, kind: str) -> Path:
     ("empty", "empty file, not an HDF5 file"),
     ("truncated", r"truncated file \(\d+ of \d+ bytes present\)"),
     ("plain_hdf5", "not an energy-flow recording \\(no format marker"),
-    ("newer", "schema version 3 is newer than this program's 1; upgrade energy-flow-studio"),
+    ("newer", "schema version 3 is newer than this program's 2; upgrade energy-flow-studio"),
     ("marker", "not an energy-flow recording \\(format marker 'something-else'"),
     ("missing", "missing dataset 'flows/positions'"),
     ("trailing_shape", "inconsistent shapes: steps/landed has rows of shape \\(3,\\), expected \\(2,\\)"),
@@ -327,12 +416,12 @@ def test_export_snapshot_is_atomic_and_names_unwritable_paths(tmp_path, config, 
 def test_inspect_cli(tmp_path, good_file, capsys):
     assert cli_main(["inspect", str(good_file)]) == 0
     out = capsys.readouterr().out
-    assert "schema version 1" in out and "2 complete" in out and "per batch" in out
+    assert "schema version 2" in out and "2 complete" in out and "per batch" in out
     assert '"model_name": "test"' in out and "steps per batch" in out
     bad = _bad(tmp_path, good_file, "newer")
     assert cli_main(["inspect", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert err == f"{bad}: schema version 3 is newer than this program's 1; upgrade energy-flow-studio\n"
+    assert err == f"{bad}: schema version 3 is newer than this program's 2; upgrade energy-flow-studio\n"
     done = subprocess.run([sys.executable, "-m", "energy_flow.trace", "inspect", str(tmp_path / "missing.h5")],
                           capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=60)
     assert done.returncode == 2 and done.stderr.strip().endswith("missing.h5: no such file")
@@ -402,7 +491,7 @@ def test_recorder_derives_aggregates_from_recorded_flows(tmp_path):
         info = r.batch_info(0)
         assert info.step == 4 and info.loss == 0.3 and info.landed_fraction == 0.5
         assert math.isnan(info.mse)
-        assert r.config["lattice_shape"] == [3, 3, 3] and r.provenance["model_name"] == "hand"
+        assert r.config["lattice_shape"] == [3, 3, 3] and r.provenance["model"] == {"name": "hand", "version": None}
 
 
 def test_recorder_matches_our_model_where_both_see_the_same_flows(tmp_path, telemetries):

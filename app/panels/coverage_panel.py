@@ -64,7 +64,8 @@ class CoveragePanel(SnapshotPanel):
     # ------------------------------------------------------------------ layout per plane count
     def _build_plots(self, num_planes: int) -> None:
         """(Re)create one image plot per output plane plus the per-step curve."""
-        self.graphics.clear()
+        self.graphics.clear()   # deletes the old plots' items: the step line is made anew below
+        self.step_line = pg.InfiniteLine(angle=90, movable=False, pen=STEP_LINE_PEN)
         self.plane_plots, self.images, self.coverage_curves = [], [], []
         for p in range(num_planes):
             plot = self.graphics.addPlot(row=0, col=p)

@@ -13,7 +13,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QWidget
 
-from app.colormaps import ENERGY_LUT, ENERGY_RANGE, TITLE_SIZE, qcolor
+from app.colormaps import ENERGY_LUT, ENERGY_RANGE, TITLE_SIZE, energy_range_of, qcolor
 from app.panels.base import SnapshotPanel
 from app.snapshot import Snapshot
 
@@ -87,6 +87,9 @@ class EnergyPanel(SnapshotPanel):
         tel = snapshot.telemetry
         agg = tel.aggregates
         self.input_range.setRegion(tel.input_energy_range)
+        lo, hi = energy_range_of(tel)   # [0, 1], or another model's wider range (signed, > 1)
+        self.hist_plot.setXRange(lo, hi, padding=0.02)
+        self.band_plot.setYRange(lo, hi, padding=0.02)
         steps = np.arange(agg.num_steps + 1, dtype=np.float64)
         set_percentile_bands(self.band_curves, steps, agg.energy_percentiles)
         self.band_plot.setXRange(0, max(agg.num_steps, 1), padding=0.02)

@@ -1,86 +1,149 @@
-"""HealthPanel: a strip of green/red badges, one per check of :func:`app.health.compute_health`.
+"""HealthPanel: the health strip — every verdict of energy_flow.diagnostics, worst first.
 
-The checks are batch-level, so the panel changes with each snapshot; the step slider does not
-affect it. Colour alone is not the message: each badge also says in one line what it found.
+Fourteen checks must stay readable on a 1280-pixel-wide window, so the strip has two parts:
+a grid of compact chips (mark + title, coloured by level, the detail and advice in the
+tooltip), ordered worst first, and beside it the one-line details of the checks that are not
+ok, so a failure's numbers are readable without hovering. Colour is never the only message:
+every chip carries its level's mark (✖ ⚠ ? ✔) and the summary line counts the levels.
+
+The verdicts are computed where the snapshot is made (worker thread or replay source); the
+panel only draws them. They are batch-level: the step slider does not change them.
 """
 
 from __future__ import annotations
 
 from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PyQt6.QtGui import QFontMetrics
+from PyQt6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from app.health import HealthCheck, compute_health
 from app.snapshot import Snapshot
+from energy_flow.diagnostics import HealthReport, Level, Verdict
 
-#: Background / border colours by verdict (True healthy, False problem, None unknown).
+#: Background / border colours by level.
 _STYLE = {
-    True: ("#16361f", "#3ddc84"),
-    False: ("#4a1414", "#ff5a5a"),
-    None: ("#2a2a2e", "#8a8a90"),
+    Level.OK: ("#16361f", "#3ddc84"),
+    Level.UNKNOWN: ("#2a2a2e", "#8a8a90"),
+    Level.WARNING: ("#4a3a10", "#ffc640"),
+    Level.FAILURE: ("#4a1414", "#ff5a5a"),
 }
+CHIP_COLUMNS = 7
+MAX_DETAIL_LINES = 3
 
 
-class HealthBadge(QFrame):
-    """One check: title (bold, with a mark) over its one-line explanation."""
+class HealthChip(QFrame):
+    """One check: its level's mark and its title; detail and advice in the tooltip."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.title = QLabel("—")
-        self.detail = QLabel("waiting for the first batch")
-        self.detail.setWordWrap(True)
-        self.title.setStyleSheet("font-weight: bold;")
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(8, 4, 8, 4)
-        layout.setSpacing(1)
-        layout.addWidget(self.title)
-        layout.addWidget(self.detail)
-        self.check: HealthCheck | None = None
-        self._paint(None)
+        self.label = QLabel("—")
+        self.label.setStyleSheet("font-weight: bold;")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(6, 1, 6, 1)
+        layout.addWidget(self.label)
+        self.verdict: Verdict | None = None
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
 
-    def show_check(self, check: HealthCheck) -> None:
-        self.check = check
-        mark = {True: "✔", False: "✖", None: "?"}[check.ok]
-        self.title.setText(f"{mark} {check.title}")
-        self.detail.setText(check.detail)
-        self.setToolTip(check.tooltip or check.detail)
-        self._paint(check.ok)
-
-    def _paint(self, ok: bool | None) -> None:
-        bg, border = _STYLE[ok]
-        self.setStyleSheet(f"HealthBadge {{ background: {bg}; border: 1px solid {border}; border-radius: 4px; }}"
+    def show_verdict(self, verdict: Verdict) -> None:
+        restyle = self.verdict is None or self.verdict.level is not verdict.level
+        self.verdict = verdict
+        self.label.setText(f"{verdict.level.mark} {verdict.title}")
+        tip = f"<b>{verdict.title}: {verdict.level.label}</b><br>{verdict.detail}"
+        if verdict.advice:
+            tip += "<br><br>" + verdict.advice.replace("\n", "<br>")
+        self.setToolTip(tip)
+        if not restyle:   # a style sheet re-polishes the widget: only when the level changed
+            return
+        bg, border = _STYLE[verdict.level]
+        self.setStyleSheet(f"HealthChip {{ background: {bg}; border: 1px solid {border}; border-radius: 3px; }}"
                            f" QLabel {{ color: #f0f0f0; background: transparent; border: none; }}")
 
 
-class HealthPanel(QWidget):
-    """Badges for: finite values, flows landed, flows moving, spawn budget, gradients."""
+class ElidedLabel(QLabel):
+    """A one-line label that elides its text to its width (the full text is its tooltip)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._layout = QHBoxLayout(self)
-        self._layout.setContentsMargins(4, 2, 4, 2)
-        self._layout.setSpacing(6)
-        self.badges: dict[str, HealthBadge] = {}
+        self._full = ""
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+
+    def set_full_text(self, text: str) -> None:
+        self._full = text
+        self.setToolTip(text)
+        self._elide()
+
+    def full_text(self) -> str:
+        return self._full
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        metrics = QFontMetrics(self.font())
+        self.setText(metrics.elidedText(self._full, Qt.TextElideMode.ElideRight, max(self.width(), 40)))
+
+
+class HealthPanel(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
         self.snapshot: Snapshot | None = None
-        waiting = HealthBadge()  # the empty state, until the first batch can be checked
-        waiting.title.setText("Health")
-        self._waiting = waiting
-        self._layout.addWidget(waiting)
-        self.setMinimumHeight(56)
-        self._layout.setAlignment(Qt.AlignmentFlag.AlignTop)
+        self.report: HealthReport | None = None
+        self.chips: dict[str, HealthChip] = {}
+        self._order: list[str] = []
+        outer = QHBoxLayout(self)
+        outer.setContentsMargins(4, 2, 4, 2)
+        outer.setSpacing(8)
+        chips = QWidget()
+        self._grid = QGridLayout(chips)
+        self._grid.setContentsMargins(0, 0, 0, 0)
+        self._grid.setHorizontalSpacing(4)
+        self._grid.setVerticalSpacing(3)
+        outer.addWidget(chips, 0, Qt.AlignmentFlag.AlignTop)
+        right = QVBoxLayout()
+        right.setSpacing(0)
+        self.summary = QLabel("Health: waiting for the first batch")
+        self.summary.setStyleSheet("font-weight: bold;")
+        right.addWidget(self.summary)
+        self.detail_lines = [ElidedLabel() for _ in range(MAX_DETAIL_LINES)]
+        for label in self.detail_lines:
+            right.addWidget(label)
+        right.addStretch(1)
+        outer.addLayout(right, 1)
 
     def set_snapshot(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
-        checks = compute_health(snapshot)
-        if self._waiting is not None:
-            self._layout.removeWidget(self._waiting)
-            self._waiting.deleteLater()
-            self._waiting = None
-        for check in checks:
-            badge = self.badges.get(check.key)
-            if badge is None:
-                badge = self.badges[check.key] = HealthBadge(self)
-                self._layout.addWidget(badge, 1)
-            badge.show_check(check)
+        report = snapshot.health
+        if report is None:
+            self.summary.setText("Health: not judged for this batch")
+            return
+        self.report = report
+        ordered = report.worst_first()
+        for verdict in ordered:
+            if verdict.key not in self.chips:
+                self.chips[verdict.key] = HealthChip(self)
+            self.chips[verdict.key].show_verdict(verdict)
+        order = [v.key for v in ordered]
+        if order != self._order:   # re-place worst first (only when the order changed)
+            for chip in self.chips.values():
+                self._grid.removeWidget(chip)
+            for i, key in enumerate(order):
+                self._grid.addWidget(self.chips[key], i // CHIP_COLUMNS, i % CHIP_COLUMNS)
+            self._order = order
+        counts = report.counts()
+        parts = [f"{level.mark} {counts[level]} {level.label}" for level in
+                 (Level.FAILURE, Level.WARNING, Level.UNKNOWN, Level.OK) if counts[level]]
+        self.summary.setText("Health: " + " · ".join(parts))
+        problems = [v for v in ordered if v.level in (Level.FAILURE, Level.WARNING)]
+        lines = [f"{v.level.mark} {v.title}: {v.detail}" for v in problems]
+        if len(lines) > MAX_DETAIL_LINES:
+            lines = lines[:MAX_DETAIL_LINES - 1] + [f"… and {len(problems) - MAX_DETAIL_LINES + 1} more: "
+                                                    "hover the chips for their numbers"]
+        if not problems:
+            unknown = [v.title for v in ordered if v.level is Level.UNKNOWN]
+            lines = ["No check failed or warned."
+                     + (f" Cannot judge: {', '.join(unknown)} (hover for why)." if unknown else "")]
+        for label, text in zip(self.detail_lines, lines + [""] * MAX_DETAIL_LINES):
+            label.set_full_text(text)
 
     def set_step(self, step: int) -> None:
         """Health is judged per batch, not per propagation step: nothing to re-highlight."""

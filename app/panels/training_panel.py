@@ -130,6 +130,7 @@ class TrainingPanel(SnapshotPanel):
                            (self.speed_curve, "batches_per_second")):
             y = hist.get(key, np.zeros(0))
             keep = np.isfinite(y) & (y > 0) if key == "learning_rate" else np.isfinite(y)
+            keep &= np.isfinite(x)   # a batch whose training step is unknown has no place on the axis
             curve.setData(x[keep], y[keep])
             if key == "learning_rate" and keep.any():
                 # A constant rate spans no decade; give the log axis a factor of 3 either side.
@@ -138,8 +139,14 @@ class TrainingPanel(SnapshotPanel):
         self._update_losses()
         self._stack.setCurrentWidget(self._page)
         if len(x):
-            self.loss_plot.setTitle(f"loss per batch — step {int(x[-1])}: total {hist['loss'][-1]:.4g}, "
-                                    f"MSE {hist['mse'][-1]:.4g}, 1 − cos {hist['cosine_loss'][-1]:.4g}", size=TITLE_SIZE)
+            if np.isfinite(hist["loss"][-1]):
+                step = f"step {int(x[-1])}" if np.isfinite(x[-1]) else "step unknown"
+                self.loss_plot.setTitle(f"loss per batch — {step}: total {hist['loss'][-1]:.4g}, "
+                                        f"MSE {hist['mse'][-1]:.4g}, 1 − cos {hist['cosine_loss'][-1]:.4g}",
+                                        size=TITLE_SIZE)
+            else:   # e.g. a FlowRecorder batch of a model run without a training step
+                self.loss_plot.setTitle("loss per batch — this batch has no training step recorded",
+                                        size=TITLE_SIZE)
             rate = hist["batches_per_second"][-1]
             # Recordings keep no training speed (NaN): say nothing rather than "nan batches/s".
             speed = f" · {rate:.2f} batches/s" if np.isfinite(rate) else ""
@@ -166,5 +173,6 @@ class TrainingPanel(SnapshotPanel):
             y = hist.get(key, np.zeros(0))
             # A skipped (non-finite) batch is left out, as in TensorBoard; log y also needs > 0.
             keep = np.isfinite(y) & (y > 0) if self.log_check.isChecked() else np.isfinite(y)
+            keep &= np.isfinite(x)
             self.raw_curves[key].setData(x[keep], y[keep])
             self.smooth_curves[key].setData(x[keep], debiased_ema(y[keep], self.smoothing))

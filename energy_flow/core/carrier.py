@@ -29,6 +29,7 @@ class CarrierOutput:
     retention: torch.Tensor       # [n] in (0, 1): energy kept this step
     payload: torch.Tensor         # [n, E] in (−1, 1)
     displacement: torch.Tensor    # [n, 3], |Δ| ≤ displacement_scale per axis
+    displacement_unit: torch.Tensor  # [n, 3] the bounded activation before displacement_scale
     spawn_fraction: torch.Tensor  # [n] in (0, 1): energy share offered to children
 
 
@@ -54,6 +55,21 @@ class EnergyCarrier(nn.Module):
             self.displacement_head.bias[2].zero_()
         self.input_face = config.start_mode == "input_face"
 
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the GRU computes its state in under the current autocast settings.
+
+        Under CUDA autocast cuDNN's RNN wrapper picks a 16-bit type itself (float16 in torch's
+        AutocastRNN, whatever the autocast dtype), elsewhere it is the weights' dtype. Probed
+        with one zero row rather than assumed, so a torch that changes the rule is followed.
+        The flow state's hidden values are outputs of this dtype, so a copy in it is exact:
+        that is what lets recomputation keep only a 16-bit copy for backward.
+        """
+        w = self.gru.weight_ih_l0
+        with torch.no_grad():
+            _, h = self.gru(w.new_zeros(1, 1, self.gru.input_size),
+                            w.new_zeros(self.gru.num_layers, 1, self.gru.hidden_size))
+        return h.dtype
+
     def forward(self, x: torch.Tensor, hidden: torch.Tensor, cell_part: torch.Tensor) -> CarrierOutput:
         """x [n, input_dim], hidden [n, L, H], cell_part [n, E] → CarrierOutput for those n flows."""
         out, h_n = self.gru(x.unsqueeze(0), hidden.transpose(0, 1).contiguous())
@@ -62,13 +78,14 @@ class EnergyCarrier(nn.Module):
         raw = self.displacement_head(torch.cat([top, cell_part.to(top.dtype)], dim=1)).float()
         scale = self.config.displacement_scale
         if self.input_face:
-            delta = torch.cat([torch.tanh(raw[:, :2]), torch.sigmoid(raw[:, 2:])], dim=1) * scale
+            unit = torch.cat([torch.tanh(raw[:, :2]), torch.sigmoid(raw[:, 2:])], dim=1)
         else:
-            delta = torch.tanh(raw) * scale
+            unit = torch.tanh(raw)
         return CarrierOutput(
             hidden=h_n.transpose(0, 1).float(),
             retention=torch.sigmoid(e[:, 0]),
             payload=torch.tanh(e[:, 1:]),
-            displacement=delta,
+            displacement=unit * scale,
+            displacement_unit=unit,  # kept for the saturation telemetry (tracing.py)
             spawn_fraction=torch.sigmoid(self.spawn_head(top).float().squeeze(1)),
         )

@@ -29,6 +29,14 @@ class OutputCollector:
         self.energy = torch.zeros(rows, device=device, dtype=dtype)
         self.weighted_payload = torch.zeros(rows, payload_dim, device=device, dtype=dtype)
 
+    def with_sums(self, energy: torch.Tensor, weighted_payload: torch.Tensor) -> "OutputCollector":
+        """A collector for the same batch that continues from the given sums (a recomputed
+        propagation segment deposits into its own copy, never into this one)."""
+        other = object.__new__(OutputCollector)
+        other.lattice, other.batch, other.cells = self.lattice, self.batch, self.cells
+        other.energy, other.weighted_payload = energy, weighted_payload
+        return other
+
     def deposit(self, sample: torch.Tensor, plane: torch.Tensor, xy: torch.Tensor,
                 energy: torch.Tensor, payload: torch.Tensor, mask: torch.Tensor) -> None:
         """Deposit the flows where ``mask`` is set (others contribute zero weight)."""

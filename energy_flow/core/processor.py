@@ -11,18 +11,29 @@ A forward pass over a batch of input embeddings:
 
 The only host synchronisation per step is ``nonzero`` on the alive mask, which both compacts
 the work to the live flows and tells the loop when every flow has ended.
+
+Memory (``config.checkpoint_steps``, measured in docs/BENCHMARKS.md): autograd would keep every
+step's carrier activations (≈100 KB per flow-step at a 3×1024 GRU in float32) until backward.
+With ``checkpoint_steps ≥ 1`` the carrier part of each step (neuron → GRU → heads, a pure tensor
+function) is recomputed in backward, so a step keeps only its inputs — the hidden state in the
+GRU's own compute dtype (exact: it is what the GRU produced) and a few scalars per flow. With
+``checkpoint_steps = k ≥ 2`` whole segments of k steps are recomputed as well, so between
+forward and backward only the flow state at each segment's start is kept. Recomputation repeats
+the same arithmetic, so losses, gradients and telemetry are the same as without it; a
+recomputed segment deposits into its own collector copy and records no telemetry.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from energy_flow.config import EnergyConfig
-from energy_flow.core.carrier import EnergyCarrier
+from energy_flow.core.carrier import CarrierOutput, EnergyCarrier
 from energy_flow.core.collection import OutputCollector
 from energy_flow.core.lattice import EnergyLattice, FlowState
 from energy_flow.core.mappers import InputMapper, OutputMapper
@@ -30,6 +41,13 @@ from energy_flow.core.neuron import SimpleNeuron
 from energy_flow.core.tracing import StepTracer
 from energy_flow.trace.telemetry import (REASON_ACTIVE, REASON_FADED, REASON_LANDED,
                                          REASON_TIMED_OUT, BatchTelemetry, FlowStats)
+
+
+#: Rows per recomputed carrier call. Backward recomputes one chunk at a time, so its transient
+#: (≈100 KB per row at a 3×1024 GRU in float32) is bounded by the chunk, not by the flow
+#: capacity; on a GPU 32k rows still fill the matrix units. Rows are independent, so chunking
+#: changes values only by the rounding of differently blocked matrix products (last bit).
+RECOMPUTE_CHUNK_ROWS = 32_768
 
 
 @dataclass
@@ -79,21 +97,97 @@ class FlowProcessor(nn.Module):
         state.traced = state.alive & (state.sample < tracer.traced_samples)
         collector = OutputCollector(self.lattice, batch, c.energy_dim, device, energy0.dtype)
         field = cell_parts.reshape(-1, c.energy_dim)  # [B·H·W, E]: the cell's part, per sample
-        tracer.record_placement(state, collector)
-        for step in range(1, c.max_steps + 1):
-            active = torch.nonzero(state.alive).squeeze(1)
-            if active.numel() == 0:
-                break
-            state = self.step(state, active, field, collector, tracer, step)
+        with torch.no_grad():
+            tracer.record_placement(state, collector)
+        state = self._propagate(state, field, collector, tracer)
         payload, energy = collector.surfaces()
         outputs = self.output_mapper(payload, energy)
         stats, telemetry = tracer.finish(collector, state.next_id)
         return PropagationResult(outputs=outputs, flow_stats=stats, telemetry=telemetry)
 
+    # ------------------------------------------------------------------ the step loop
+    def _propagate(self, state: FlowState, field: torch.Tensor, collector: OutputCollector,
+                   tracer: StepTracer) -> FlowState:
+        """Every propagation step, in checkpointed segments when the config asks for them."""
+        c = self.config
+        recompute = c.checkpoint_steps >= 1 and torch.is_grad_enabled()
+        hidden_dtype = self.carrier.compute_dtype() if recompute else None
+        segment = c.checkpoint_steps if recompute else 0
+        if segment < 2:
+            return self._run_steps(state, field, collector, tracer, 1, c.max_steps, hidden_dtype)[0]
+        for first in range(1, c.max_steps + 1, segment):
+            last = min(first + segment - 1, c.max_steps)
+            state, more = self._segment(state, field, collector, tracer, first, last, hidden_dtype)
+            if not more:
+                break
+        return state
+
+    def _run_steps(self, state: FlowState, field: torch.Tensor, collector: OutputCollector,
+                   tracer: StepTracer | None, first: int, last: int,
+                   hidden_dtype: torch.dtype | None) -> tuple[FlowState, bool]:
+        """Steps ``first … last``; returns the state and whether any flow is still alive."""
+        for step in range(first, last + 1):
+            active = torch.nonzero(state.alive).squeeze(1)
+            if active.numel() == 0:
+                return state, False
+            state = self.step(state, active, field, collector, tracer, step, hidden_dtype)
+        return state, True
+
+    def _segment(self, state: FlowState, field: torch.Tensor, collector: OutputCollector,
+                 tracer: StepTracer, first: int, last: int,
+                 hidden_dtype: torch.dtype) -> tuple[FlowState, bool]:
+        """Steps ``first … last`` under one activation checkpoint: autograd keeps only the
+        segment's input state (hidden in the GRU's compute dtype, exact) and recomputes the
+        steps in backward. The first run deposits into ``collector`` and records telemetry;
+        the recomputation works on copies and records nothing, so neither is doubled."""
+        names = [f.name for f in fields(FlowState)]
+        state_dtype = state.hidden.dtype
+        runs: list[bool] = []
+
+        def run(field_, energy_sum, payload_sum, *values):
+            first_run = not runs
+            st = FlowState(**dict(zip(names, values)))
+            st.hidden = st.hidden.to(state_dtype)
+            col = collector.with_sums(energy_sum, payload_sum)
+            st, more = self._run_steps(st, field_, col, tracer if first_run else None, first, last,
+                                       hidden_dtype)
+            if first_run:
+                runs.append(more)
+            return (col.energy, col.weighted_payload, *(getattr(st, n) for n in names))
+
+        inputs = [getattr(state, n) for n in names]
+        inputs[names.index("hidden")] = state.hidden.to(hidden_dtype)
+        out = checkpoint(run, field, collector.energy, collector.weighted_payload, *inputs,
+                         use_reentrant=False, preserve_rng_state=False)
+        collector.energy, collector.weighted_payload = out[0], out[1]
+        return FlowState(**dict(zip(names, out[2:]))), runs[0]
+
     # ------------------------------------------------------------------ one step
+    def _carrier_step(self, pos: torch.Tensor, cell_part: torch.Tensor, payload: torch.Tensor,
+                      energy: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The heavy, pure part of a step: SimpleNeuron → carrier GRU → heads, for n flows.
+        Returns the fields of a CarrierOutput, in its order."""
+        x = self.neuron(pos, cell_part)
+        out = self.carrier(torch.cat([x, payload, energy.unsqueeze(1)], dim=1), hidden, cell_part)
+        return (out.hidden, out.retention, out.payload, out.displacement, out.displacement_unit,
+                out.spawn_fraction)
+
+    def _recomputed_carrier_step(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``_carrier_step`` under activation checkpoints of ``RECOMPUTE_CHUNK_ROWS`` rows each
+        (a loop over row chunks, at most capacity / 32k of them, not over flows)."""
+        chunks = [checkpoint(self._carrier_step, *part, use_reentrant=False, preserve_rng_state=False)
+                  for part in zip(*(t.split(RECOMPUTE_CHUNK_ROWS) for t in inputs))]
+        return chunks[0] if len(chunks) == 1 else tuple(torch.cat(col) for col in zip(*chunks))
+
     def step(self, state: FlowState, active: torch.Tensor, field: torch.Tensor,
-             collector: OutputCollector, tracer: StepTracer, step: int) -> FlowState:
-        """Advance the flows in slots ``active`` by one step; returns the new state."""
+             collector: OutputCollector, tracer: StepTracer | None, step: int,
+             hidden_dtype: torch.dtype | None = None) -> FlowState:
+        """Advance the flows in slots ``active`` by one step; returns the new state.
+
+        With ``hidden_dtype`` set (``checkpoint_steps ≥ 1``) the carrier part is recomputed in
+        backward and only its inputs are kept, the hidden state cast to ``hidden_dtype`` (the
+        GRU's compute dtype, in which the stored values are exact). ``tracer`` None records no
+        telemetry (a recomputed segment)."""
         c, lat = self.config, self.lattice
         cells = lat.width * lat.height
         pos = state.pos[active]
@@ -102,8 +196,12 @@ class FlowProcessor(nn.Module):
         sample = state.sample[active]
 
         cell_part = field[sample * cells + lat.nearest_cell(pos[:, :2])]
-        x = self.neuron(pos, cell_part)
-        out = self.carrier(torch.cat([x, payload, energy.unsqueeze(1)], dim=1), state.hidden[active], cell_part)
+        if hidden_dtype is None:
+            outs = self._carrier_step(pos, cell_part, payload, energy, state.hidden[active])
+        else:
+            outs = self._recomputed_carrier_step(pos, cell_part, payload, energy,
+                                                 state.hidden[active].to(hidden_dtype))
+        out = CarrierOutput(*outs)
 
         moved = pos + out.displacement
         new_pos = moved.clamp(-1.0, 1.0)
@@ -154,10 +252,12 @@ class FlowProcessor(nn.Module):
                    + self.child_offsets.to(new_pos.dtype).repeat(active.numel(), 1)).clamp(-1.0, 1.0)
 
         def write(full: torch.Tensor, parents: torch.Tensor, kids: torch.Tensor) -> torch.Tensor:
-            """Parents' new values at ``active``, children's at their slots (dump row dropped)."""
+            """Parents' new values at ``active``, children's at their slots (dump row dropped).
+            One full-capacity copy per field (``cat``), written in place: the same values and
+            gradients as out-of-place writes, without two more transient copies of the state."""
             grown = torch.cat([full, full[:1]])
-            grown = grown.index_put((active,), parents)
-            return grown.index_put((kid_slot,), kids)[:capacity]
+            grown.index_put_((active,), parents)
+            return grown.index_put_((kid_slot,), kids)[:capacity]
 
         hidden = out.hidden
         processed_ids = state.flow_id[active]  # before the update: a child may reuse a slot
@@ -177,9 +277,12 @@ class FlowProcessor(nn.Module):
             traced=write(state.traced, processed_traced, processed_traced[kid_parent]),
             next_id=state.next_id + granted.sum(),
         )
-        tracer.record_step(step, state=state, processed_ids=processed_ids,
-                           processed_traced=processed_traced, new_pos=new_pos, new_energy=kept_energy,
-                           delta=out.displacement, clamped=clamped, reason=reason, landed_plane=plane,
-                           requested=requested.sum(), granted=granted.sum(), kid_slots=kid_slot,
-                           collector=collector)
+        if tracer is not None:
+            with torch.no_grad():  # telemetry keeps no tensors in the graph: a recomputation must match the first run
+                tracer.record_step(step, state=state, processed_ids=processed_ids,
+                                   processed_traced=processed_traced, new_pos=new_pos,
+                                   new_energy=kept_energy, delta=out.displacement, moved=new_pos - pos,
+                                   clamped=clamped, reason=reason, landed_plane=plane,
+                                   requested=requested.sum(), granted=granted.sum(), kid_slots=kid_slot,
+                                   carrier_out=out, collector=collector)
         return state

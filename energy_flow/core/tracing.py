@@ -6,8 +6,9 @@ concatenates everything into one float64 buffer and copies it to the host in a s
 transfer, then unpacks it into the read-only dataclasses of :mod:`energy_flow.trace.telemetry`.
 
 Counts (active, spawns, terminations, coverage) are always kept: the trainer's flow statistics
-come from them. The heavier parts — energy histograms, percentiles, displacement ranges and the
-trajectory sample — are only computed when tracing is on.
+come from them. The heavier parts — energy histograms, percentiles, displacement ranges, the
+share of flows that did not move, head saturation, per-step plane deposits and the trajectory
+sample — are only computed when tracing is on.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import numpy as np
 import torch
 
 from energy_flow.config import EnergyConfig
+from energy_flow.core.carrier import CarrierOutput
 from energy_flow.core.collection import OutputCollector
 from energy_flow.core.lattice import EnergyLattice, FlowState
 from energy_flow.trace.telemetry import (PERCENTILES, REASON_ACTIVE, REASON_FADED, REASON_LANDED,
-                                         REASON_TIMED_OUT, BatchTelemetry, FlowSample, FlowStats,
+                                         REASON_TIMED_OUT, SATURATION_MARGIN, SATURATION_NAMES,
+                                         STILL_EPSILON, BatchTelemetry, FlowSample, FlowStats,
                                          StepAggregates)
 
 
@@ -51,18 +54,42 @@ class StepTracer:
         return torch.cat([scalars, landed.to(torch.float64), reached.to(torch.float64),
                           deposited.to(torch.float64)])
 
-    def _details(self, energy: torch.Tensor, delta: torch.Tensor | None,
-                 clamped: torch.Tensor | None) -> torch.Tensor:
+    def _details(self, energy: torch.Tensor, delta: torch.Tensor | None, clamped: torch.Tensor | None,
+                 moved: torch.Tensor | None, out: CarrierOutput | None,
+                 collector: OutputCollector) -> torch.Tensor:
         e = energy.detach().float()
         hist = torch.histc(e, bins=self.bins, min=0.0, max=1.0)
         e_pct = torch.quantile(e, self.q)
+        plane = collector.energy.detach().view(self.batch, self.planes, -1).sum(0).reshape(-1)
         if delta is None:
-            nan = torch.full((3 + 3 + 3 * len(PERCENTILES) + 1,), float("nan"), device=e.device)
-            return torch.cat([hist, e_pct, nan]).to(torch.float64)
+            nan = torch.full((3 + 3 + 3 * len(PERCENTILES) + 1 + 1 + len(SATURATION_NAMES),),
+                             float("nan"), device=e.device)
+            return torch.cat([hist, e_pct, nan, plane.float()]).to(torch.float64)
         d = delta.detach().float()
         d_pct = torch.quantile(d, self.q, dim=0).T.reshape(-1)  # [3·len(PERCENTILES)] axis-major
+        still = (moved.detach().abs().amax(dim=1) < STILL_EPSILON).float().mean().reshape(1)
         return torch.cat([hist, e_pct, d.min(dim=0).values, d.max(dim=0).values, d_pct,
-                          clamped.float().mean().reshape(1)]).to(torch.float64)
+                          clamped.float().mean().reshape(1), still, self._saturation(out),
+                          plane.float()]).to(torch.float64)
+
+    def _saturation(self, out: CarrierOutput) -> torch.Tensor:
+        """[5] shares of head outputs pinned at their limits (columns SATURATION_NAMES)."""
+        m = SATURATION_MARGIN
+
+        def sigmoid_pinned(v: torch.Tensor) -> torch.Tensor:
+            return (v < m) | (v > 1.0 - m)
+
+        def tanh_pinned(v: torch.Tensor) -> torch.Tensor:
+            return v.abs() > 1.0 - m
+
+        unit = out.displacement_unit.detach()
+        if self.config.start_mode == "input_face":  # Δz is a sigmoid there (flows only move forward)
+            disp = torch.cat([tanh_pinned(unit[:, :2]), sigmoid_pinned(unit[:, 2:])], dim=1)
+        else:
+            disp = tanh_pinned(unit)
+        shares = [sigmoid_pinned(out.retention.detach()), sigmoid_pinned(out.spawn_fraction.detach()),
+                  disp, tanh_pinned(out.payload.detach()), tanh_pinned(out.hidden.detach())]
+        return torch.stack([s.float().mean() for s in shares])
 
     def record_placement(self, state: FlowState, collector: OutputCollector) -> None:
         n0 = state.alive.sum()
@@ -72,7 +99,7 @@ class StepTracer:
         row = self._counts(n0, zero, zero, torch.zeros(self.planes, device=self.device, dtype=torch.long),
                            zero, zero, collector, e0.detach().sum())
         if self.detailed:
-            row = torch.cat([row, self._details(e0, None, None)])
+            row = torch.cat([row, self._details(e0, None, None, None, None, collector)])
             traced = torch.nonzero(state.traced).squeeze(1)
             self._meta.append(torch.stack([state.flow_id[traced], state.parent_id[traced],
                                            state.sample[traced], state.birth_step[traced]], 1).double())
@@ -89,16 +116,18 @@ class StepTracer:
 
     def record_step(self, step: int, *, state: FlowState, processed_ids: torch.Tensor,
                     processed_traced: torch.Tensor, new_pos: torch.Tensor, new_energy: torch.Tensor,
-                    delta: torch.Tensor, clamped: torch.Tensor, reason: torch.Tensor,
-                    landed_plane: torch.Tensor, requested: torch.Tensor, granted: torch.Tensor,
-                    kid_slots: torch.Tensor, collector: OutputCollector) -> None:
+                    delta: torch.Tensor, moved: torch.Tensor, clamped: torch.Tensor,
+                    reason: torch.Tensor, landed_plane: torch.Tensor, requested: torch.Tensor,
+                    granted: torch.Tensor, kid_slots: torch.Tensor, carrier_out: CarrierOutput,
+                    collector: OutputCollector) -> None:
         """Called once per step, after the update, terminations and spawns are applied.
 
         The flows stepped this time are described by their ids (taken before the update, since
         a child may reuse the slot of a flow that just ended), new position, the energy they
-        carry on with (after fading and after handing a share to children), displacement,
-        clamp flag and termination reason; ``kid_slots`` are the slots children
-        were written to (``state.capacity`` marks "no child").
+        carry on with (after fading and after handing a share to children), displacement (the
+        model's, unclamped), ``moved`` (the change of the clamped position), clamp flag and
+        termination reason; ``kid_slots`` are the slots children were written to
+        (``state.capacity`` marks "no child"); ``carrier_out`` the heads' outputs (saturation).
         """
         landed = torch.zeros(self.planes, device=self.device, dtype=torch.long)
         landed = landed.index_add(0, landed_plane.clamp(min=0), (reason == REASON_LANDED).long())
@@ -108,7 +137,7 @@ class StepTracer:
         active_energy = (state.energy.detach() * state.alive).sum()
         row = self._counts(active, requested, granted, landed, faded, timed_out, collector, active_energy)
         if self.detailed:
-            row = torch.cat([row, self._details(new_energy, delta, clamped)])
+            row = torch.cat([row, self._details(new_energy, delta, clamped, moved, carrier_out, collector)])
             sel = torch.nonzero(processed_traced).squeeze(1)
             self._points.append(self._point_rows(processed_ids[sel], step, new_pos[sel],
                                                  new_energy[sel], reason[sel]))
@@ -151,12 +180,15 @@ class StepTracer:
                  ("deposited", p)]
         if self.detailed:
             k = len(PERCENTILES)
+            cells = self.lattice.width * self.lattice.height
             names += [("hist", b), ("e_pct", k), ("d_min", 3), ("d_max", 3), ("d_pct", 3 * k),
-                      ("clamp", 1)]
+                      ("clamp", 1), ("still", 1), ("saturation", len(SATURATION_NAMES)),
+                      ("plane_steps", p * cells)]
         out, col = {}, 0
         for name, width in names:
             block = table[:, col:col + width]
-            out[name] = block[:, 0] if width == 1 and name not in ("landed", "coverage", "deposited") else block
+            out[name] = block[:, 0] if width == 1 and name not in ("landed", "coverage", "deposited",
+                                                                   "saturation") else block
             col += width
         return out
 
@@ -197,6 +229,8 @@ class StepTracer:
             coverage=c["coverage"].astype(np.float32),
             deposited_energy=c["deposited"].astype(np.float32),
             active_energy=c["active_energy"].astype(np.float32),
+            still_fraction=c["still"].astype(np.float32),
+            saturation=c["saturation"].astype(np.float32),
         )
         return BatchTelemetry(
             lattice_shape=lat.shape,
@@ -208,6 +242,7 @@ class StepTracer:
             plane_reached=reached.reshape(shape).astype(np.float32),
             flows=self._flow_sample(meta.reshape(-1, 4), points.reshape(-1, 7), steps, total),
             total_flows=total,
+            plane_energy_steps=c["plane_steps"].reshape(-1, *shape).astype(np.float32),
         )
 
     def _flow_sample(self, meta: np.ndarray, points: np.ndarray, steps: int, total: int) -> FlowSample:

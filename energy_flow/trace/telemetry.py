@@ -9,6 +9,9 @@ Step indexing, used by every array with a step axis: index 0 is the placement on
 plane (before any propagation), index ``t`` is the state after ``t`` propagation steps, so a
 batch that ran ``T`` steps has ``T + 1`` entries. Event counts (spawns, terminations) at index 0
 are zero; displacement statistics at index 0 are NaN (nothing has moved yet).
+
+Optional fields (``None``) are those a recording of schema version 1, or a recorder for another
+model, may not have; NaN inside an array means "could not be measured" for that step or column.
 """
 
 from __future__ import annotations
@@ -22,7 +25,23 @@ REASON_ACTIVE = 0
 REASON_LANDED = 1
 REASON_FADED = 2
 REASON_TIMED_OUT = 3
+#: Names of the built-in reason codes (index = code). Another model may name more reasons,
+#: with codes 4, 5, … (``BatchTelemetry.reason_names``); the first four always mean these.
 REASON_NAMES = ("active", "landed", "faded", "timed_out")
+
+#: A flow whose largest |Δx|, |Δy|, |Δz| in a step (the change of its clamped position, in
+#: normalised units) is below this did not move. 1e-3 is 1/20 of a cell on the 100-cell lattice
+#: (cells are 2/99 ≈ 0.02 apart there) and 1/100 of the debug lattice's: far below any move that
+#: takes a flow anywhere, far above float32 noise on coordinates in [-1, 1] (≈ 1e-7).
+STILL_EPSILON = 1e-3
+#: A bounded head output within this of its limit counts as saturated (pinned): sigmoid < m or
+#: > 1 − m, |tanh| > 1 − m. At 0.01 the activation's slope has fallen to ≈ 1–2 % of its peak,
+#: so the head's gradient has all but vanished.
+SATURATION_MARGIN = 0.01
+#: Columns of ``StepAggregates.saturation``: retention sigmoid, spawn sigmoid, displacement
+#: (unit tanh, or sigmoid for Δz in input_face mode, before displacement_scale), payload tanh
+#: (share of all payload elements), hidden (share of GRU hidden units of every layer, |h| > 1 − m).
+SATURATION_NAMES = ("retention", "spawn", "displacement", "payload", "hidden")
 
 #: Percentiles reported for energies and displacements (bands in the panels).
 PERCENTILES = (5.0, 25.0, 50.0, 75.0, 95.0)
@@ -47,7 +66,7 @@ class StepAggregates:
     faded: np.ndarray             # [T+1] int64: flows whose energy fell below energy_threshold
     timed_out: np.ndarray         # [T+1] int64: flows still alive when max_steps ran out
     energy_hist: np.ndarray       # [T+1, bins] int64: energies the flows stepped at t carry on with
-    energy_bin_edges: np.ndarray  # [bins+1] float32: fixed edges over [0, 1]
+    energy_bin_edges: np.ndarray  # [bins+1] float32: our model: fixed over [0, 1]; a recorder: the data's range
     energy_percentiles: np.ndarray  # [T+1, len(PERCENTILES)] float32 (NaN where no flow)
     delta_min: np.ndarray         # [T+1, 3] float32: smallest Δx, Δy, Δz of the step
     delta_max: np.ndarray         # [T+1, 3] float32
@@ -56,6 +75,13 @@ class StepAggregates:
     coverage: np.ndarray          # [T+1, P] float32: share of plane cells reached so far (mean over samples)
     deposited_energy: np.ndarray  # [T+1, P] float32: energy deposited on each plane so far
     active_energy: np.ndarray     # [T+1] float32: energy still carried by live flows
+    #: [T+1] float32: share of the flows stepped at t whose largest |Δ| component of their
+    #: (clamped) position change was < STILL_EPSILON; NaN at t = 0. None: not recorded.
+    still_fraction: np.ndarray | None = None
+    #: [T+1, len(SATURATION_NAMES)] float32: share of head outputs within SATURATION_MARGIN of
+    #: their limits over the flows stepped at t; NaN at t = 0 and in columns a recorder cannot
+    #: know. None: not recorded.
+    saturation: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _freeze(self)
@@ -109,6 +135,11 @@ class BatchTelemetry:
     plane_reached: np.ndarray  # [P, H, W] float32: share of samples that deposited in the cell
     flows: FlowSample | None   # None when tracing of trajectories is off
     total_flows: int           # flows created in the batch, placed + spawned
+    #: [T+1, P, H, W] float32: energy deposited per plane cell up to and including step t,
+    #: summed over the batch; the last row equals ``plane_energy``. None: not recorded.
+    plane_energy_steps: np.ndarray | None = None
+    #: Name of each reason code (index = code); a model may add its own after the built-in four.
+    reason_names: tuple[str, ...] = REASON_NAMES
 
     def __post_init__(self) -> None:
         _freeze(self)

@@ -34,7 +34,12 @@ class TrainReport:
     cosine_loss: float              # mean(1 − cosine(output, target))
     learning_rate: float
     grad_norm: float                # total norm before clipping (NaN if non-finite)
-    grad_norms: dict[str, float]    # per top-level module
+    grad_norms: dict[str, float]    # per module in MODULES, before clipping
+    grad_clip: float                # the config's clip level for the total gradient norm
+    update_ratios: dict[str, float]  # per module: ‖θ_after − θ_before‖ / ‖θ_before‖ (NaN: skipped)
+    weight_norms: dict[str, float]  # per module: ‖θ‖ after the step
+    output_spread: float            # 1 − mean off-diagonal cosine of the outputs (NaN: B < 2)
+    target_spread: float            # the same over the targets; outputs ≪ targets = collapse
     params_without_grad: tuple[str, ...]  # trainable parameters whose gradient was None or all zero
     timings: dict[str, float]       # seconds per phase: forward, backward, optimizer, telemetry, total
     flow_stats: FlowStats
@@ -55,6 +60,9 @@ class TrainReport:
         return {
             "step": self.step, "loss": self.loss, "mse": self.mse, "cosine_loss": self.cosine_loss,
             "learning_rate": self.learning_rate, "grad_norm": self.grad_norm,
+            "grad_norms": dict(self.grad_norms), "update_ratios": dict(self.update_ratios),
+            "weight_norms": dict(self.weight_norms), "output_spread": self.output_spread,
+            "target_spread": self.target_spread,
             "landed_fraction": fs.landed_fraction, "coverage": list(fs.coverage),
             "spawned": fs.spawned, "faded": fs.faded, "timed_out": fs.timed_out,
             "landed": list(fs.landed), "steps": fs.steps, "skipped": self.skipped,

@@ -2,8 +2,11 @@
 
 ``train_step`` is the unit everything else is made of — the app's Step button runs exactly
 one, the headless runner loops it — and it returns a :class:`TrainReport` of what happened,
-measured: losses, gradient norms per module, parameters that got no gradient, timings per
-phase, flow statistics and (with tracing on) the batch's telemetry.
+measured: losses, gradient norms per module, update-to-weight ratios and weight norms per
+module, the spread of the outputs against the spread of the targets (collapse), parameters
+that got no gradient, timings per phase, flow statistics and (with tracing on) the batch's
+telemetry. Everything measured before the optimiser step crosses to the host in one transfer;
+the update and weight norms after it in a second, small one (none when the step is skipped).
 
 A non-finite loss or gradient skips the update and says what was non-finite; the model's
 state is left as it was before the step. Each batch starts from a fresh flow state, so no
@@ -28,13 +31,12 @@ from energy_flow.config import EnergyConfig
 from energy_flow.core import EnergyLattice, FlowProcessor, SimpleNeuron
 from energy_flow.device import resolve_device
 from energy_flow.trace.telemetry import FlowStats
+from energy_flow.trace.training_signals import MODULES
 from energy_flow.training.checkpoint import (CHECKPOINT_VERSION, atomic_torch_save,
                                              incompatible_fields, read_checkpoint)
 from energy_flow.training.report import DataProvenance, TrainReport
 from energy_flow.training.sampler import BatchSampler
 
-#: The model's top-level parts, for per-module gradient norms.
-MODULES = ("input_mapper", "neuron", "carrier", "output_mapper")
 
 
 def build_model(config: EnergyConfig) -> FlowProcessor:
@@ -51,6 +53,20 @@ def embedding_losses(outputs: torch.Tensor, targets: torch.Tensor, config: Energ
     mse = F.mse_loss(outputs, targets)
     cosine = (1.0 - F.cosine_similarity(outputs, targets, dim=1)).mean()
     return config.mse_weight * mse + config.cosine_weight * cosine, mse, cosine
+
+
+def embedding_spread(rows: torch.Tensor) -> torch.Tensor:
+    """1 − mean off-diagonal pairwise cosine similarity of ``rows`` [B, D] (a device scalar).
+
+    0 when every row points the same way (collapsed outputs), about 1 for unrelated directions;
+    NaN for fewer than two rows. A zero row has cosine 0 with every other row.
+    """
+    b = rows.shape[0]
+    if b < 2:
+        return torch.full((), math.nan, device=rows.device, dtype=torch.float64)
+    unit = F.normalize(rows.detach().double(), dim=1)
+    cos = unit @ unit.T
+    return 1.0 - (cos.sum() - cos.diagonal().sum()) / (b * (b - 1))
 
 
 def merge_flow_stats(parts: list[FlowStats], sizes: list[int]) -> FlowStats:
@@ -100,6 +116,9 @@ class EnergyTrainer:
         #: Set by whoever supplies the data; copied into every report.
         self.provenance: DataProvenance | None = None
         self.use_autocast = self.device.type == "cuda"
+        #: What the forward pass is called on: the processor, or its DDP wrapper
+        #: (energy_flow.training.distributed).
+        self.forward_module: nn.Module = self.processor
 
     # ------------------------------------------------------------------ one step
     @property
@@ -129,14 +148,16 @@ class EnergyTrainer:
         loss_parts, stats_parts, sizes, outputs = [], [], [], []
         telemetry = None
         t_forward = t_backward = 0.0
+        weight = self._loss_weight(b)
         try:
-            for x, y in zip(inputs.tensor_split(micro), targets.tensor_split(micro)):
+            for i, (x, y) in enumerate(zip(inputs.tensor_split(micro), targets.tensor_split(micro))):
                 t0 = time.perf_counter()
-                with self._autocast():
-                    result = self.processor(x)
-                loss, mse, cosine = embedding_losses(result.outputs, y, c)
-                t1 = time.perf_counter()
-                (loss * (x.shape[0] / b)).backward()
+                with self._micro_context(last=i == micro - 1):
+                    with self._autocast():
+                        result = self.forward_module(x)
+                    loss, mse, cosine = embedding_losses(result.outputs, y, c)
+                    t1 = time.perf_counter()
+                    (loss * (x.shape[0] / b * weight)).backward()
                 t_backward += time.perf_counter() - t1
                 t_forward += t1 - t0
                 loss_parts.append(torch.stack([loss, mse, cosine]).detach() * (x.shape[0] / b))
@@ -151,18 +172,24 @@ class EnergyTrainer:
 
         t0 = time.perf_counter()
         grads = self._gradient_summary()
-        losses = torch.stack(loss_parts).sum(0)
+        losses = self._reduce_losses(torch.stack(loss_parts).sum(0), b)
+        out_all = torch.cat(outputs)
+        spreads = torch.stack([embedding_spread(out_all), embedding_spread(targets)]).double()
+        params = self._module_parameters()
+        weights_before = self._module_norms([[p.detach() for p in ps] for ps in params])
+        m = len(MODULES)
         # Samples whose input or target holds NaN/inf, named when the step is skipped (the
-        # flags ride along in the step's one host transfer).
+        # flags ride along in the step's one host transfer, last).
         bad_rows = ~(torch.isfinite(inputs).all(1) & torch.isfinite(targets).all(1))
-        host = torch.cat([losses.double(), grads["norms"], grads["zero"].double(),
-                          bad_rows.double()]).cpu().numpy()
+        host = torch.cat([losses.double(), spreads, weights_before, grads["norms"],
+                          grads["zero"].double(), bad_rows.double()]).cpu().numpy()   # the step's one transfer
         bad_samples = np.flatnonzero(host[host.shape[0] - b:])
         host = host[:host.shape[0] - b]
-        loss_v, mse_v, cos_v = (float(v) for v in host[:3])
-        module_norms = dict(zip(MODULES, (float(v) for v in host[3:3 + len(MODULES)])))
-        total_norm = float(host[3 + len(MODULES)])
-        missing = tuple(name for name, zero in zip(grads["names"], host[4 + len(MODULES):]) if zero)
+        loss_v, mse_v, cos_v, out_spread, target_spread = (float(v) for v in host[:5])
+        weight_norms = dict(zip(MODULES, (float(v) for v in host[5:5 + m])))
+        module_norms = dict(zip(MODULES, (float(v) for v in host[5 + m:5 + 2 * m])))
+        total_norm = float(host[5 + 2 * m])
+        missing = tuple(name for name, zero in zip(grads["names"], host[6 + 2 * m:]) if zero)
 
         nonfinite = None
         if bad_samples.size:
@@ -175,9 +202,18 @@ class EnergyTrainer:
         elif not math.isfinite(total_norm):
             bad = [m for m, v in module_norms.items() if not math.isfinite(v)]
             nonfinite = f"gradient is non-finite in {', '.join(bad)}"
+        nonfinite = self._agree_nonfinite(nonfinite)
+        update_ratios = dict.fromkeys(MODULES, math.nan)
         if nonfinite is None:
             nn.utils.clip_grad_norm_(self.processor.parameters(), c.grad_clip)
+            before = [[p.detach().clone() for p in ps] for ps in params]
             self.optimizer.step()
+            after = [[p.detach() for p in ps] for ps in params]
+            updates = self._module_norms([[a - b for a, b in zip(ga, gb)] for ga, gb in zip(after, before)])
+            norms = torch.cat([updates, self._module_norms(after)]).cpu().numpy()  # second, small transfer
+            weight_norms = dict(zip(MODULES, (float(v) for v in norms[m:])))
+            update_ratios = {name: float(u / w) if w > 0 else math.nan
+                             for name, u, w in zip(MODULES, norms[:m], host[5:5 + m])}
         else:
             self.optimizer.zero_grad(set_to_none=True)
         t_opt = time.perf_counter() - t0
@@ -188,14 +224,29 @@ class EnergyTrainer:
         return TrainReport(
             step=self.step_count, loss=loss_v, mse=mse_v, cosine_loss=cos_v,
             learning_rate=self.learning_rate, grad_norm=total_norm, grad_norms=module_norms,
+            grad_clip=float(c.grad_clip), update_ratios=update_ratios, weight_norms=weight_norms,
+            output_spread=out_spread, target_spread=target_spread,
             params_without_grad=missing,
             timings={"forward": t_forward, "backward": t_backward, "optimizer": t_opt,
                      "total": time.perf_counter() - t_start},
             flow_stats=merge_flow_stats(stats_parts, sizes), telemetry=telemetry,
             skipped=nonfinite is not None, nonfinite=nonfinite,
-            outputs=torch.cat(outputs).cpu().numpy(), sample_indices=indices.cpu().numpy().astype(np.int64),
+            outputs=out_all.cpu().numpy(), sample_indices=indices.cpu().numpy().astype(np.int64),
             device=str(self.device), provenance=self.provenance,
         )
+
+    # Hooks for data-parallel training (DistributedTrainer); in one process they change nothing.
+    def _micro_context(self, last: bool):
+        return contextlib.nullcontext()
+
+    def _loss_weight(self, local_batch: int) -> float:
+        return 1.0
+
+    def _reduce_losses(self, losses: torch.Tensor, local_batch: int) -> torch.Tensor:
+        return losses
+
+    def _agree_nonfinite(self, nonfinite: str | None) -> str | None:
+        return nonfinite
 
     def _gradient_summary(self) -> dict:
         """Per-module and total gradient norms plus a per-parameter "no gradient" flag, all as
@@ -218,6 +269,20 @@ class EnergyTrainer:
         sq = torch.stack(per_module)
         norms = torch.cat([sq.sqrt(), sq.sum().sqrt().reshape(1)])
         return {"names": names, "zero": torch.stack(zero), "norms": norms}
+
+    def _module_parameters(self) -> list[list[torch.Tensor]]:
+        """Trainable parameters of each module in MODULES (the order of every per-module norm)."""
+        return [[p for p in getattr(self.processor, name).parameters() if p.requires_grad] for name in MODULES]
+
+    @staticmethod
+    def _module_norms(tensors: list[list[torch.Tensor]]) -> torch.Tensor:
+        """[len(MODULES)] float64 L2 norm over each module's tensors, on the device."""
+        out = []
+        for group in tensors:
+            sq = [torch.linalg.vector_norm(t, dtype=torch.float64).square() for t in group]
+            out.append(torch.stack(sq).sum().sqrt() if sq else torch.zeros((), dtype=torch.float64))
+        device = next((v.device for v in out if v.device.type != "cpu"), out[0].device)
+        return torch.stack([v.to(device) for v in out])
 
     def _plateau(self, loss: float) -> None:
         self._plateau_window.append(loss)
@@ -243,14 +308,19 @@ class EnergyTrainer:
                   ) -> TrainHistory:
         """``count`` more steps; the batch of each is ``sampler.indices(step_count)``, so a run
         resumed from a checkpoint continues exactly as the original would have."""
+        return self._loop(inputs, targets, sampler, count, progress, on_report,
+                          step_fn=lambda idx: self.train_step((inputs[idx], targets[idx], idx)))
+
+    def _loop(self, inputs: torch.Tensor, targets: torch.Tensor, sampler: BatchSampler, count: int,
+              progress: bool, on_report: Callable[[TrainReport], None] | None,
+              step_fn: Callable[[torch.Tensor], TrainReport]) -> TrainHistory:
         from tqdm import tqdm
 
         history = TrainHistory()
         bar = tqdm(total=count, disable=not progress, unit="batch", dynamic_ncols=True)
         try:
             for _ in range(count):
-                idx = sampler.indices(self.step_count)
-                report = self.train_step((inputs[idx], targets[idx], idx))
+                report = step_fn(sampler.indices(self.step_count))
                 history.loss.append(report.loss)
                 history.mse.append(report.mse)
                 history.cosine_loss.append(report.cosine_loss)

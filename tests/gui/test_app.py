@@ -14,7 +14,7 @@ import pytest
 import torch
 from PyQt6.QtCore import Qt, QTimer
 
-from app.health import STUCK_DISPLACEMENT, compute_health
+from energy_flow.diagnostics import Level, assess_batch
 from app.lattice_view import LAYERS, LatticeView
 from app.main_window import WINDOW_TITLE, MainWindow, UnavailableWidget
 from app.snapshot import Snapshot
@@ -64,7 +64,7 @@ def test_step_runs_exactly_one_batch_and_every_panel_shows_it(qtbot, make_window
     panels = window.panels
     for title in ("Spawn", "Energy", "Displacement", "Coverage", "Training"):
         assert panels[title]._stack.currentWidget() is panels[title].empty_label, title
-    assert not window.health_panel.badges
+    assert not window.health_panel.chips
     assert window.text_bridge_panel.view.toPlainText() == "no batch yet"
 
     window.activateWindow()
@@ -113,11 +113,17 @@ def test_step_runs_exactly_one_batch_and_every_panel_shows_it(qtbot, make_window
             window.worker.dataset.targets[row].numpy()
         cos = float(out @ target / (np.linalg.norm(out) * np.linalg.norm(target)))
         assert sample.target_similarity == pytest.approx(cos, abs=1e-5)
-    # health badges: exactly the checks computed from this snapshot
-    checks = compute_health(snap)
-    assert [b.check for b in window.health_panel.badges.values()] == list(checks)
-    for check in checks:
-        assert window.health_panel.badges[check.key].detail.text() == check.detail
+    # health strip: a chip per verdict of this snapshot, worst first, problems spelled out
+    panel = window.health_panel
+    ordered = snap.health.worst_first()
+    placed = sorted(panel.chips.values(), key=lambda c: (panel._grid.getItemPosition(panel._grid.indexOf(c))[:2]))
+    assert [c.verdict for c in placed] == list(ordered)
+    for chip in placed:
+        assert chip.label.text() == f"{chip.verdict.level.mark} {chip.verdict.title}"
+    problems = [v for v in ordered if v.level >= Level.WARNING][:2]
+    shown = [label.full_text() for label in panel.detail_lines]
+    for v, line in zip(problems, shown):
+        assert line == f"{v.level.mark} {v.title}: {v.detail}"
     # status bar
     status = window.status_labels
     assert status["batch"].text() == snap.batch_label
@@ -265,9 +271,11 @@ def test_nonfinite_loss_pauses_and_the_window_stays_usable(qtbot, make_window, n
     assert "loss is nan" in window.banner.label.text() and "paused" in window.banner.label.text()
     for key, value in trainer.processor.state_dict().items():
         assert torch.equal(value, weights[key]), key      # the update was skipped
-    qtbot.waitUntil(lambda: "finite" in window.health_panel.badges, timeout=2000)
-    badge = window.health_panel.badges["finite"]
-    assert badge.check.ok is False and "loss is nan" in badge.detail.text()
+    qtbot.waitUntil(lambda: "finite" in window.health_panel.chips, timeout=2000)
+    chip = window.health_panel.chips["finite"]
+    assert chip.verdict.level is Level.FAILURE and "loss is nan" in chip.verdict.detail
+    assert chip.label.text().startswith("✖")
+    assert "loss is nan" in window.health_panel.detail_lines[0].full_text()   # worst first
 
     # still usable: the slider drives the view, Step trains again (and pauses again), Run is offered
     assert window.run_action.isEnabled() and window.step_action.isEnabled()
@@ -281,20 +289,25 @@ def test_nonfinite_loss_pauses_and_the_window_stays_usable(qtbot, make_window, n
 
 
 # --------------------------------------------------------------------------- health (pure)
-def test_health_checks_read_the_real_snapshot(qtbot, make_window):
+def test_a_broken_run_turns_the_strip_red_worst_first(qtbot, make_window):
+    """Guards against the strip calling a broken run healthy: with the displacement head frozen
+    (nobody moves, nobody lands) the landing, timeout and motion chips fail and lead the strip."""
     window = make_window()
+    head = window.worker.trainer.processor.carrier.displacement_head
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
     snap = _step_once(qtbot, window)
-    checks = {c.key: c for c in compute_health(snap)}
-    agg = snap.telemetry.aggregates
-    assert checks["finite"].ok is True
-    assert checks["landed"].ok is (int(agg.landed.sum()) > 0)
-    assert checks["spawn_budget"].ok is (int(agg.spawn_denied.sum()) == 0)
-    assert checks["gradients"].ok is (not snap.report.params_without_grad)
-    moved = float(np.nanmax(np.abs(agg.delta_percentiles[1:])))
-    assert checks["moving"].ok is (moved >= STUCK_DISPLACEMENT)
-    # a replayed batch has no report: gradient health cannot be judged, and says so
-    replay = Snapshot(telemetry=snap.telemetry, history=snap.history, report=None)
-    assert {c.key: c for c in compute_health(replay)}["gradients"].ok is None
+    assert snap.telemetry.aggregates.landed.sum() == 0
+    panel = window.health_panel
+    for key in ("landing", "timeouts", "motion"):
+        assert panel.chips[key].verdict.level is Level.FAILURE, key
+        assert panel.chips[key].label.text().startswith("✖")
+    first_row = [panel._grid.itemAtPosition(0, c).widget().verdict.level for c in range(3)]
+    assert first_row == [Level.FAILURE] * 3
+    assert panel.summary.text().startswith("Health: ✖")
+    assert any("Landing: 0 of" in label.full_text() for label in panel.detail_lines) or \
+        "more" in panel.detail_lines[-1].full_text()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA (device='cuda' must fail)")
@@ -330,13 +343,14 @@ def test_a_snapshot_without_report_is_drawn_like_a_replayed_batch(qtbot, make_wi
     window = make_window()
     live = _step_once(qtbot, window)
     replayed = Snapshot(telemetry=live.telemetry, history=live.history, report=None,
-                        source="run.h5", batch_label="recording batch 1/1")
+                        source="run.h5", batch_label="recording batch 1/1",
+                        health=assess_batch(live.telemetry, None, live.history))
     with qtbot.waitSignal(window.snapshot_shown, timeout=5000) as shown:
         window.show_snapshot(replayed)
     assert shown.args[0] is replayed
     assert window.status_labels["batch"].text() == "recording batch 1/1"
     assert window.status_labels["loss"].text() == "loss –"
-    assert window.health_panel.badges["gradients"].check.ok is None
+    assert window.health_panel.chips["gradients"].verdict.level is Level.UNKNOWN
     assert "no decoded samples" in window.text_bridge_panel.plain_text()
     assert "recording batch 1/1" in window.lattice_view.info_text
 

@@ -99,7 +99,7 @@ def test_snapshots_hold_the_recorded_telemetry_and_history(qtbot, source, good, 
     with qtbot.waitSignals([source.opened, source.batch_count_changed, source.snapshot_ready]) as blocker:
         assert source.open(good)
     path, info = blocker.all_signals_and_args[0].args
-    assert path == str(good) and info["num_batches"] == NUM_REPORTS and info["schema_version"] == 1
+    assert path == str(good) and info["num_batches"] == NUM_REPORTS and info["schema_version"] == 2
     assert info["provenance"]["model_name"] == PROVENANCE["model_name"]
     first = blocker.all_signals_and_args[2].args[0]
     assert isinstance(first, Snapshot) and first.batch_label.startswith(f"recording batch 1/{NUM_REPORTS}")
@@ -157,7 +157,7 @@ def _damage(tmp_path: Path, good: Path, kind: str) -> Path:
 @pytest.mark.parametrize("kind, message", [
     ("not-hdf5", "not an HDF5 file"),
     ("truncated", "truncated file"),
-    ("newer-schema", "schema version 99 is newer than this program's 1"),
+    ("newer-schema", "schema version 99 is newer than this program's 2"),
     ("missing-dataset", "missing dataset 'flows/positions'"),
     ("wrong-format", "not an energy-flow recording (format marker 'someone-elses-format'"),
     ("no-such-file", "no such file"),
@@ -282,6 +282,12 @@ def test_export_batch_round_trips_live_and_replayed(qtbot, tmp_path, tiny, repor
         assert_same_telemetry(orig.batch(2), rec.batch(0))
         assert rec.batch_info(0).as_dict() | {"index": 2} == orig.batch_info(2).as_dict()
         assert rec.provenance["created"] == orig.provenance["created"]
+        # every recorded training signal travels with the exported batch (gradients, spreads …)
+        assert replayed.report_fields is not None and replayed.report_fields["grad_norm"] > 0
+        copied, recorded = rec.report_fields(0), orig.report_fields(2)
+        assert set(copied) == set(recorded)
+        assert all(copied[k] == recorded[k] or copied[k] != copied[k] for k in recorded)
+        assert copied["update_ratios"] == recorded["update_ratios"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.h5", "live-batch.h5", "replayed.h5"]
 
     with pytest.raises(ValueError, match="no telemetry"):

@@ -1,0 +1,228 @@
+"""The recording schema: dataset names, shapes, dtypes and chunking, shared by writer and reader.
+
+``docs/recording-format.md`` specifies the same in prose; the two must agree. Schema version 2
+added per-step ``still_fraction``, ``saturation`` and ``plane_energy`` and the per-batch training
+signals (gradient, update and weight norms per module, output and target spread, the skipped
+flag, what was non-finite, parameters without a gradient). Files of version 1 lack exactly the
+datasets in :data:`V2_DATASETS`; the reader gives None/NaN for them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import h5py
+import numpy as np
+
+from energy_flow.trace.telemetry import PERCENTILES, REASON_NAMES, SATURATION_NAMES
+from energy_flow.trace.training_signals import MODULE_FIELDS, MODULES, SCALAR_FIELDS
+
+FORMAT = "energy-flow-recording"
+SCHEMA_VERSION = 2
+
+# Rows per chunk along the growing axis. Segments of a batch start on these boundaries.
+TABLE_CHUNK = 64
+STEP_CHUNK = 64
+#: steps/plane_energy rows are whole plane images: fewer per chunk keeps a chunk small (debug
+#: preset: 8 × 2 × 20 × 20 float32 = 25.6 kB). Must divide STEP_CHUNK, so every batch's segment,
+#: which starts on a STEP_CHUNK boundary, starts on one of its chunk boundaries too.
+PLANE_STEP_CHUNK = 8
+FLOW_CHUNK = 8192
+POINT_CHUNK = 16384
+#: Default filter for the growing datasets. lzf: at the debug preset it writes a batch about
+#: twice as fast as gzip level 1 for ~15 % more bytes (docs/recording-format.md, "Measured
+#: figures"); the writer runs inside the training loop, so its time matters more than bytes.
+COMPRESSION = "lzf"
+#: Accepted by RecordingWriter(compression=...): what h5py is asked for.
+COMPRESSIONS = {"lzf": ("lzf", None), "none": (None, None),
+                **{f"gzip-{level}": ("gzip", level) for level in range(1, 10)}}
+
+START_MODE_BYTES = 32
+#: Fixed-length UTF-8 columns (SWMR writers cannot write variable-length strings safely).
+NONFINITE_BYTES = 256
+PARAM_NAMES_BYTES = 2048
+#: Reason codes are int8.
+MAX_REASONS = 127
+
+
+class RecordingError(ValueError):
+    """A file that cannot be read as a recording; the message names the file and the problem."""
+
+
+# ---------------------------------------------------------------------------------- layout
+@dataclass(frozen=True)
+class RecordingLayout:
+    """What every batch of one recording shares (fixed when the file is created)."""
+
+    width: int
+    height: int
+    depth: int
+    planes: int
+    bins: int
+    reason_names: tuple[str, ...] = REASON_NAMES
+
+    @property
+    def lattice_shape(self) -> tuple[int, int, int]:
+        return (self.width, self.height, self.depth)
+
+
+@dataclass(frozen=True)
+class Spec:
+    group: str          # "batches", "steps" or "flows"
+    trailing: tuple[int, ...]
+    dtype: str
+    chunk_rows: int
+    compressed: bool
+
+
+STEP_TRAILING = {  # StepAggregates fields stored in steps/*, by trailing shape kind
+    "active": "", "spawn_requested": "", "spawn_granted": "", "spawn_denied": "",
+    "landed": "P", "faded": "", "timed_out": "", "energy_hist": "B", "energy_percentiles": "K",
+    "delta_min": "3", "delta_max": "3", "delta_percentiles": "3K", "clamp_fraction": "",
+    "coverage": "P", "deposited_energy": "P", "active_energy": "",
+    "still_fraction": "", "saturation": "S",
+}
+#: StepAggregates fields that may be None (stored as NaN rows).
+OPTIONAL_STEP_FIELDS = ("still_fraction", "saturation")
+INT_STEP_FIELDS = {"active", "spawn_requested", "spawn_granted", "spawn_denied", "landed", "faded",
+                   "timed_out", "energy_hist"}
+FLOW_FIELDS = {"flow_id": "i8", "parent_id": "i8", "sample_index": "i4", "birth_step": "i4",
+               "end_step": "i4", "reason": "i1"}
+#: Per-batch columns of the training signals (schema 2), besides the version-1 ones.
+TRAINING_COLUMNS = {
+    **{name: ("f8", ()) for name in SCALAR_FIELDS if name not in
+       ("loss", "mse", "cosine_loss", "learning_rate", "landed_fraction")},
+    **{name: ("f8", (len(MODULES),)) for name in MODULE_FIELDS},
+    "skipped": ("i1", ()),                       # -1 unknown, 0, 1
+    "nonfinite": (f"S{NONFINITE_BYTES}", ()),    # UTF-8; empty: none (or unknown)
+    "params_without_grad_count": ("i4", ()),     # -1 unknown
+    "params_without_grad": (f"S{PARAM_NAMES_BYTES}", ()),  # comma-separated names
+}
+#: Datasets a version-1 file does not have.
+V2_DATASETS = frozenset({"steps/still_fraction", "steps/saturation", "steps/plane_energy",
+                         "batches/has_plane_energy_steps",
+                         *(f"batches/{name}" for name in TRAINING_COLUMNS)})
+
+
+def specs(layout: RecordingLayout) -> dict[str, Spec]:
+    """Every dataset of the current schema, by path."""
+    p, k = layout.planes, len(PERCENTILES)
+    kinds = {"": (), "P": (p,), "B": (layout.bins,), "K": (k,), "3": (3,), "3K": (3, k),
+             "S": (len(SATURATION_NAMES),)}
+    out: dict[str, Spec] = {}
+    table = {"complete": ("u1", ()), "step": ("i8", ()), "loss": ("f8", ()), "mse": ("f8", ()),
+             "cosine_loss": ("f8", ()), "learning_rate": ("f8", ()), "landed_fraction": ("f8", ()),
+             **TRAINING_COLUMNS,
+             "num_steps": ("i4", ()), "total_flows": ("i8", ()), "lattice_shape": ("i4", (3,)),
+             "start_mode": (f"S{START_MODE_BYTES}", ()), "plane_z": ("f8", (p,)),
+             "input_energy_range": ("f8", (2,)), "energy_bin_edges": ("f4", (layout.bins + 1,)),
+             "step_start": ("i8", ()), "has_flows": ("u1", ()), "flow_start": ("i8", ()),
+             "num_flows": ("i8", ()), "point_start": ("i8", ()), "sample_total_flows": ("i8", ()),
+             "traced_samples": ("i4", ()), "has_plane_energy_steps": ("u1", ())}
+    for name, (dtype, trailing) in table.items():
+        # Uncompressed: these chunks are rewritten in place by later batches, and an in-place
+        # rewrite of an uncompressed chunk leaves the bytes of committed rows unchanged.
+        out[f"batches/{name}"] = Spec("batches", trailing, dtype, TABLE_CHUNK, False)
+    plane = (p, layout.height, layout.width)
+    out["batches/plane_energy"] = Spec("batches", plane, "f4", 1, True)
+    out["batches/plane_reached"] = Spec("batches", plane, "f4", 1, True)
+    for name, kind in STEP_TRAILING.items():
+        dtype = "i8" if name in INT_STEP_FIELDS else "f4"
+        out[f"steps/{name}"] = Spec("steps", kinds[kind], dtype, STEP_CHUNK, True)
+    out["steps/plane_energy"] = Spec("steps", plane, "f4", PLANE_STEP_CHUNK, True)
+    for name, dtype in FLOW_FIELDS.items():
+        out[f"flows/{name}"] = Spec("flows", (), dtype, FLOW_CHUNK, True)
+    out["flows/positions"] = Spec("flows", (3,), "f4", POINT_CHUNK, True)
+    out["flows/energy"] = Spec("flows", (), "f4", POINT_CHUNK, True)
+    return out
+
+
+def reason_names_from_config(config: Mapping[str, Any], source: str = "config") -> tuple[str, ...]:
+    """The recording's reason names: ``config["reason_names"]`` when a model named its own
+    (the four built-in names first, then its own, codes 4, 5, …), else the built-in four."""
+    names = config.get("reason_names", REASON_NAMES)
+    if (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names)
+            or tuple(names[:len(REASON_NAMES)]) != REASON_NAMES or len(set(names)) != len(names)
+            or len(names) > MAX_REASONS):
+        raise ValueError(f"{source}: reason_names must be unique non-empty strings starting with "
+                         f"{list(REASON_NAMES)} (at most {MAX_REASONS}), got {names!r}")
+    return tuple(names)
+
+
+def layout_from_config(config: Mapping[str, Any], source: str = "config") -> RecordingLayout:
+    """The recording's dimensions from its config dict.
+
+    Any other model's dict gives ``lattice_shape`` ``[W, H, D]``, ``plane_z`` (z of each output
+    plane) and ``energy_hist_bins``; a dict without ``lattice_shape`` must be an
+    :class:`~energy_flow.config.EnergyConfig` dict and is validated as one.
+    """
+    if not isinstance(config, Mapping):
+        raise ValueError(f"{source}: config must be a dict, got {type(config).__name__}")
+    if "lattice_shape" not in config and "lattice_width" in config:
+        from energy_flow.config import EnergyConfig  # torch-free; imported only when needed
+        c = EnergyConfig.from_dict(dict(config), source=source)
+        return RecordingLayout(c.lattice_width, c.lattice_height, c.lattice_depth,
+                               c.num_output_planes, c.energy_hist_bins)
+    for key, what in (("lattice_shape", "[width, height, depth]"), ("plane_z", "z of each output plane"),
+                      ("energy_hist_bins", "number of energy histogram bins")):
+        if key not in config:
+            raise ValueError(f"{source}: config needs {key!r} ({what})")
+    shape = config["lattice_shape"]
+    if (not isinstance(shape, (list, tuple)) or len(shape) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in shape)):
+        raise ValueError(f"{source}: lattice_shape must be three integers ≥ 2, got {shape!r}")
+    planes = config["plane_z"]
+    if (not isinstance(planes, (list, tuple)) or not planes
+            or not all(isinstance(z, (int, float)) and not isinstance(z, bool) and -1 <= z <= 1
+                       for z in planes)):
+        raise ValueError(f"{source}: plane_z must be a non-empty list of numbers in [-1, 1], got {planes!r}")
+    bins = config["energy_hist_bins"]
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins <= 0:
+        raise ValueError(f"{source}: energy_hist_bins must be a positive integer, got {bins!r}")
+    return RecordingLayout(shape[0], shape[1], shape[2], len(planes), bins,
+                           reason_names_from_config(config, source))
+
+
+def align(n: int, chunk: int) -> int:
+    return -(-n // chunk) * chunk
+
+
+def count_complete(flags: np.ndarray) -> int:
+    """Batches committed: the leading run of ``complete == 1``."""
+    incomplete = np.flatnonzero(flags != 1)
+    return int(incomplete[0]) if incomplete.size else int(flags.shape[0])
+
+
+def check_root(f: h5py.File, path: Path) -> int:
+    """Check the format marker and schema version; returns the version."""
+    marker = f.attrs.get("format")
+    if isinstance(marker, bytes):
+        marker = marker.decode("utf-8", "replace")
+    if marker != FORMAT:
+        found = "no format marker" if marker is None else f"format marker {marker!r}"
+        raise RecordingError(f"{path}: not an energy-flow recording ({found}, expected {FORMAT!r})")
+    version = f.attrs.get("schema_version")
+    if version is None:
+        raise RecordingError(f"{path}: missing attribute 'schema_version'")
+    version = int(version)
+    if version > SCHEMA_VERSION:
+        raise RecordingError(f"{path}: schema version {version} is newer than this program's "
+                             f"{SCHEMA_VERSION}; upgrade energy-flow-studio")
+    if version < 1:
+        raise RecordingError(f"{path}: invalid schema version {version}")
+    return version
+
+
+def load_json_attr(f: h5py.File, name: str, path: Path) -> dict:
+    if name not in f.attrs:
+        raise RecordingError(f"{path}: missing attribute {name!r}")
+    try:
+        value = json.loads(f.attrs[name])
+    except (TypeError, ValueError) as exc:
+        raise RecordingError(f"{path}: attribute {name!r} is not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise RecordingError(f"{path}: attribute {name!r} must hold a JSON object")
+    return value
