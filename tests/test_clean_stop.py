@@ -165,7 +165,7 @@ def test_a_really_full_disk_ends_with_74_not_a_segfault(tmp_path):
     """The issue's case on a real small tmpfs (4 of 4 runs exited 139 with nothing saved).
     Needs permission to mount; without it the injected-ENOSPC test above covers the logic."""
     disk = tmp_path / "small"
-    if not _mount_tmpfs(disk, "2400k"):  # about 7 tiny batches above the safety margin
+    if not _mount_tmpfs(disk, "3m"):  # a few tiny batches above the ~2.3 MiB safety margin
         pytest.skip("cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)")
     try:
         env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}

@@ -31,6 +31,6 @@ from energy_flow.trace.recording.writer import RecordingWriter, export_snapshot
 from energy_flow.trace.training_signals import MODULES, REPORT_FIELDS, report_fields_from
 
 __all__ = ["COMPRESSION", "COMPRESSIONS", "FORMAT", "MODULES", "REPORT_FIELDS", "SCHEMA_VERSION",
-           "BatchInfo", "DiskFullError", "Recording", "RecordingError", "RecordingLayout", "RecordingWriter",
-           "abandoned_writers", "environment_provenance", "is_recording", "export_snapshot", "git_commit", "layout_from_config",
-           "open_recording", "report_fields_from"]
+           "BatchInfo", "DiskFullError", "Recording", "RecordingError", "RecordingLayout",
+           "RecordingWriter", "abandoned_writers", "environment_provenance", "export_snapshot",
+           "git_commit", "is_recording", "layout_from_config", "open_recording", "report_fields_from"]
