@@ -312,8 +312,10 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
             control.stop(f"summary write failed ({_cause(exc)})", EXIT_WRITE_FAILED)
     stopped = control.request
     if stopped is None:
-        for item in outcome.saved:
-            print(f"saved {item}", file=out)
+        if opts.checkpoint:
+            print(f"checkpoint written to {opts.checkpoint} (step {outcome.checkpoint_step})", file=out)
+        if opts.summary:
+            print(f"summary written to {opts.summary}", file=out)
         if recorded_bytes:
             print(f"recorded {len(recorded_bytes)} batches to {opts.record}, "
                   f"{np.mean(recorded_bytes) / 1024:.0f} KiB per batch", file=out)
