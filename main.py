@@ -32,11 +32,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "dataset name: wordnet, wordnet:N (N pairs); default: the bundled corpus")
     p.add_argument("--teacher", metavar="DIR", help="a local sentence-transformers model directory "
                    "(default: the bundled all-MiniLM-L6-v2)")
-    p.add_argument("--checkpoint", metavar="PATH", help="headless: write a checkpoint here at the end")
+    p.add_argument("--checkpoint", metavar="PATH", help="headless: write a checkpoint here at the end "
+                   "(and when the run is stopped)")
+    p.add_argument("--checkpoint-every", type=_positive, default=None, metavar="N",
+                   help="headless: also save the checkpoint every N batches (atomic: the file always "
+                   "holds the last good one)")
     p.add_argument("--resume", metavar="PATH", help="headless: continue from this checkpoint")
     p.add_argument("--summary", metavar="PATH.json", help="headless: write a JSON summary here")
     p.add_argument("--record", metavar="PATH.h5", help="headless: record batches to this file")
     p.add_argument("--record-every", type=_positive, default=1, metavar="K", help="record every K-th batch")
+    p.add_argument("--overwrite", action="store_true",
+                   help="headless: let --record replace an existing recording (never another kind of file)")
+    p.add_argument("--append", action="store_true",
+                   help="headless: let --record add batches to an existing recording of the same config")
     p.add_argument("--health-every", type=_positive, default=None, metavar="N",
                    help="headless: print the health verdicts every N batches (docs/health.md)")
     p.add_argument("--stop-on-failure", action="store_true",
@@ -105,15 +113,39 @@ def run_headless(args: argparse.Namespace, config) -> int:
                            teacher=args.teacher, checkpoint=args.checkpoint, resume=args.resume,
                            summary=args.summary, record=args.record, record_every=args.record_every,
                            health_every=args.health_every, stop_on_failure=args.stop_on_failure,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, overwrite=args.overwrite, append=args.append,
+                           checkpoint_every=args.checkpoint_every)
     try:
-        return run(opts)
+        code = run(opts)
     except (ValueError, OSError) as exc:
-        print(f"main.py: error: {exc}", file=sys.stderr)
-        return 2
+        from energy_flow.errors import reason
+
+        print(f"main.py: error: {reason(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
+        code = 2
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        print("main.py: error: out of memory (the allocator refused); lower batch_size, max_active_flows "
+              "or the lattice size (see the memory estimate above)", file=sys.stderr)
+        code = 2
     except KeyboardInterrupt:
-        print("main.py: interrupted", file=sys.stderr)
-        return 130
+        print("main.py: interrupted (a second Ctrl+C; nothing more was saved)", file=sys.stderr)
+        code = 130
+    from energy_flow.trace.recording import abandoned_writers
+
+    if abandoned_writers():
+        # HDF5 cannot close a file whose flush failed, and its shutdown would crash on it: end
+        # here, with every other output already written (docs/reliability.md, "full disk").
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, torch.OutOfMemoryError (CUDA) or the CPU allocator's RuntimeError."""
+    return (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+            or "can't allocate memory" in str(exc))
 
 
 if __name__ == "__main__":

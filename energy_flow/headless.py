@@ -5,9 +5,20 @@ Under ``torchrun --nproc_per_node N`` every process trains its share of each bat
 DistributedDataParallel (energy_flow.training.distributed); rank 0 alone prints, records, and
 writes the checkpoint and summary.
 
-A non-finite loss or gradient stops the run (the update was already skipped, so the model is
-as it was before that batch), saves the checkpoint if one was asked for, writes the summary
-with the reason and exits with status 3: a run never carries on from a broken state silently.
+Nothing is lost, and no one else's file is destroyed (docs/reliability.md):
+
+* every output path is checked before the data is loaded (:mod:`energy_flow.output_paths`);
+* ``--record`` never replaces an existing file unless ``overwrite`` is set, and never one that
+  is not a recording; ``append`` continues an existing recording of the same config;
+* Ctrl+C, SIGTERM, a failed write and a non-finite batch all stop the run after the current
+  batch (:mod:`energy_flow.run_control`): the checkpoint and summary are written if they can
+  be, the recording is closed, one line says what was saved where, and the exit status says
+  why (3 non-finite, 4 health gate, 74 write failed, 130 SIGINT, 143 SIGTERM);
+* ``checkpoint_every`` saves the checkpoint every N batches, each save atomic, so the file
+  always holds the last good one.
+
+A non-finite loss or gradient stops the run with the update skipped, so the model is as it
+was before that batch: a run never carries on from a broken state silently.
 """
 
 from __future__ import annotations
@@ -18,16 +29,21 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from energy_flow.atomic import write_bytes_atomic
 from energy_flow.config import EnergyConfig
-from energy_flow.device import describe_device
+from energy_flow.device import describe_device, resolve_device
 from energy_flow.diagnostics.gate import HealthGate
-from energy_flow.trace.recording import RecordingWriter, report_fields_from
+from energy_flow.errors import reason
+from energy_flow.memory_estimate import estimate_memory, format_bytes, machine_memory_bytes
+from energy_flow.output_paths import check_distinct, check_output_path
+from energy_flow.run_control import EXIT_WRITE_FAILED, RunControl
+from energy_flow.trace.recording import RecordingWriter, is_recording, report_fields_from
 from energy_flow.training import distributed
 from energy_flow.training.data import PairDataset, build_dataset
 from energy_flow.training.embedding_cache import default_cache_dir
@@ -52,10 +68,13 @@ class HeadlessOptions:
     summary: str | None = None
     record: str | None = None
     record_every: int = 1
-    health_every: int | None = None
-    stop_on_failure: bool = False
     val_fraction: float = 0.1
     progress: bool = True
+    overwrite: bool = False
+    append: bool = False
+    checkpoint_every: int | None = None
+    health_every: int | None = None
+    stop_on_failure: bool = False
 
 
 def load_data(config: EnergyConfig, data: str | None, teacher_path: str | None) -> PairDataset:
@@ -78,30 +97,96 @@ def evaluate(trainer: EnergyTrainer, dataset: PairDataset, bridge: TextBridge | 
     return result
 
 
+def check_outputs(opts: HeadlessOptions) -> str | None:
+    """Check every output path before any work; returns the recording's open mode (or None)."""
+    if opts.checkpoint_every is not None and not opts.checkpoint:
+        raise ValueError("--checkpoint-every needs --checkpoint PATH (where to keep the checkpoint)")
+    if opts.overwrite and opts.append:
+        raise ValueError("--overwrite and --append exclude each other")
+    if (opts.overwrite or opts.append) and not opts.record:
+        raise ValueError("--overwrite and --append apply to --record; no --record was given")
+    check_distinct({"--checkpoint": opts.checkpoint, "--summary": opts.summary, "--record": opts.record,
+                    "--data": opts.data})
+    check_distinct({"--summary": opts.summary, "--resume": opts.resume})
+    check_distinct({"--record": opts.record, "--resume": opts.resume})
+    for what, path in (("--checkpoint", opts.checkpoint), ("--summary", opts.summary), ("--record", opts.record)):
+        if path:
+            check_output_path(path, what)
+    return recording_mode(Path(opts.record), opts.overwrite, opts.append) if opts.record else None
+
+
+def recording_mode(path: Path, overwrite: bool, append: bool) -> str:
+    """How ``--record`` opens ``path``: never replacing a file by accident, nor a non-recording."""
+    if not path.exists() or path.stat().st_size == 0:
+        if append:
+            raise ValueError(f"--record {path}: --append needs an existing recording, and there is none")
+        return "w"
+    if not is_recording(path):
+        raise ValueError(f"--record {path}: the file exists and is not a recording; refusing to replace "
+                         "it (also with --overwrite); choose another path")
+    if overwrite:
+        return "w"
+    if append:
+        return "a"
+    raise ValueError(f"--record {path}: a recording already exists there; pass --overwrite to replace "
+                     "it or --append to add batches to it")
+
+
+def warn_about_memory(cfg: EnergyConfig) -> None:
+    """One warning line when the config's estimated need exceeds this machine's memory."""
+    device = str(resolve_device(cfg.device))
+    available = machine_memory_bytes(device)
+    if available is None:
+        return
+    size, what = available
+    estimate = estimate_memory(cfg)
+    if estimate.minimum_bytes > size:
+        print(f"warning: this config will not fit in the {format_bytes(size)} {what}: "
+              f"{estimate.describe()}", file=sys.stderr)
+    elif estimate.worst_case_bytes > size:
+        print(f"warning: this config may exceed the {format_bytes(size)} {what} if flows stay alive "
+              f"for many steps: {estimate.describe()}", file=sys.stderr)
+
+
+@dataclass
+class _Outcome:
+    """What the run saved (for the summary and the final line)."""
+
+    saved: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    checkpoint_step: int | None = None    # the step of the last checkpoint written
+    checkpoint_error: str | None = None   # why the last attempt failed, if it did
+
+
 def run(opts: HeadlessOptions, out=sys.stdout) -> int:
     if not distributed.launched_by_torchrun():
-        return _run(opts, out, None)
+        with RunControl() as control:
+            return _run(opts, out, control, None)
     context, config = distributed.init_from_env(opts.config)
     try:
         opts = dataclasses.replace(opts, config=config, progress=opts.progress and context.is_main)
-        with contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack, RunControl() as control:
             sink = out if context.is_main else stack.enter_context(open(os.devnull, "w"))
-            return _run(opts, sink, context)
+            return _run(opts, sink, control, context)
     finally:
         distributed.shutdown()
 
 
-def _run(opts: HeadlessOptions, out, context: distributed.DistributedContext | None) -> int:
+def _run(opts: HeadlessOptions, out, control: RunControl,
+         context: distributed.DistributedContext | None) -> int:
     main = context is None or context.is_main
     if not main:  # only rank 0 writes files
-        opts = dataclasses.replace(opts, checkpoint=None, summary=None, record=None)
+        opts = dataclasses.replace(opts, checkpoint=None, summary=None, record=None, checkpoint_every=None,
+                                   overwrite=False, append=False)
     cfg = opts.config
     t0 = time.perf_counter()
+    record_mode = check_outputs(opts)
     dataset = load_data(cfg, opts.data, opts.teacher)
     if dataset.dim != cfg.teacher_dim:
         cfg = cfg.replace(teacher_dim=dataset.dim)
         print(f"teacher_dim set to {dataset.dim} to match the data ({dataset.provenance.source})", file=out)
     train_set, val_set = dataset.split(opts.val_fraction, seed=cfg.seed) if len(dataset) >= 10 else (dataset, None)
+    warn_about_memory(cfg)
     trainer = (EnergyTrainer(build_model(cfg), cfg) if context is None
                else distributed.DistributedTrainer(build_model(cfg), cfg, context))
     trainer.provenance = dataset.provenance
@@ -120,16 +205,28 @@ def _run(opts: HeadlessOptions, out, context: distributed.DistributedContext | N
             raise ValueError("--record needs telemetry, but the config has trace_enabled = false")
         recorder = RecordingWriter(opts.record, cfg.to_dict(), {
             "teacher": prov.teacher, "data_source": prov.source, "num_pairs": prov.num_pairs,
-            "device": describe_device(trainer.device), "model": "energy_flow.FlowProcessor"})
+            "device": describe_device(trainer.device), "model": "energy_flow.FlowProcessor"}, mode=record_mode)
     sampler = BatchSampler(len(train_set), cfg.batch_size, cfg.seed)
+    outcome = _Outcome()
     failure: TrainReport | None = None
     recorded_bytes: list[int] = []
+    trained = {"loss": [], "landed_fraction": []}
+    start_step = trainer.step_count
     gate = HealthGate(cfg.to_dict(), opts.health_every, opts.stop_on_failure,
                       lambda line: _write(line, opts.progress, out))
-    unhealthy = False
+
+    def save_checkpoint() -> bool:
+        try:
+            trainer.save_checkpoint(opts.checkpoint, extra={"provenance": prov.to_dict()})
+        except OSError as exc:
+            outcome.checkpoint_error = f"step {trainer.step_count} ({_cause(exc)})"
+            control.stop(f"checkpoint write failed ({_cause(exc)})", EXIT_WRITE_FAILED)
+            return False
+        outcome.checkpoint_step, outcome.checkpoint_error = trainer.step_count, None
+        return True
 
     def on_report(report: TrainReport) -> None:
-        nonlocal failure, unhealthy
+        nonlocal failure
         fs = report.flow_stats
         cov = "/".join(f"{c:.2f}" for c in fs.coverage)
         line = (f"batch {report.step:5d}  loss {report.loss:.4f}  mse {report.mse:.5f}  1-cos {report.cosine_loss:.4f}"
@@ -137,40 +234,66 @@ def _run(opts: HeadlessOptions, out, context: distributed.DistributedContext | N
         _write(line, opts.progress, out)
         if report.skipped:
             failure = report
+            control.stop(f"non-finite batch {report.step}", EXIT_NONFINITE)
             raise _Stop()
+        trained["loss"].append(report.loss)
+        trained["landed_fraction"].append(fs.landed_fraction)
+        unhealthy = gate.observe(report)
+        if context is not None:   # every rank judges its own share; all stop if one fails
+            unhealthy = trainer.any_rank(unhealthy)
+        if unhealthy:
+            control.stop(gate.stop_line(), EXIT_UNHEALTHY)
         if recorder is not None and report.telemetry is not None and report.step % opts.record_every == 0:
             size = os.path.getsize(opts.record)
-            recorder.append_batch(report.telemetry, report_fields_from(report))
-            recorded_bytes.append(os.path.getsize(opts.record) - size)
-        stop = gate.observe(report)
-        if context is not None:   # every rank judges its own share; all stop if one fails
-            stop = trainer.any_rank(stop)
-        if stop:
-            unhealthy = True
+            try:
+                recorder.append_batch(report.telemetry, report_fields_from(report))
+                recorded_bytes.append(os.path.getsize(opts.record) - size)
+            except OSError as exc:
+                control.stop(f"recording write failed ({exc})", EXIT_WRITE_FAILED)
+        done = report.step - start_step
+        if opts.checkpoint_every and done % opts.checkpoint_every == 0 and not control.stopping:
+            save_checkpoint()
+        stopping = control.stopping
+        if context is not None:   # every rank stops after the same batch, or the others would hang
+            stopping = trainer.any_rank(stopping)
+        if stopping:
+            control.stop("stopped with another rank", EXIT_WRITE_FAILED)
             raise _Stop()
 
     history = None
     try:
-        history = trainer.run_steps(train_set.inputs, train_set.targets, sampler, opts.batches,
-                                    progress=opts.progress, on_report=on_report)
+        if not control.stopping:
+            history = trainer.run_steps(train_set.inputs, train_set.targets, sampler, opts.batches,
+                                        progress=opts.progress, on_report=on_report)
     except _Stop:
         pass
     finally:
         if recorder is not None:
-            recorder.close()
+            _close_recording(recorder, outcome, len(recorded_bytes))
 
+    ran = trainer.step_count - start_step
+    if opts.checkpoint and (ran > 0 or opts.resume) and outcome.checkpoint_step != trainer.step_count:
+        save_checkpoint()
     if opts.checkpoint:
-        trainer.save_checkpoint(opts.checkpoint, extra={"provenance": prov.to_dict()})
-        print(f"checkpoint written to {opts.checkpoint}", file=out)
+        if outcome.checkpoint_step is not None:
+            outcome.saved.append(f"checkpoint {opts.checkpoint} (step {outcome.checkpoint_step})")
+        if outcome.checkpoint_error is not None:
+            outcome.failed.append(f"checkpoint {opts.checkpoint} at {outcome.checkpoint_error}")
+    stopped = control.request
     summary = {
         "config": cfg.to_dict(), "provenance": prov.to_dict(), "device": str(trainer.device),
         "steps": trainer.step_count, "seconds": time.perf_counter() - t0,
-        "losses": history.loss if history else [], "landed_fraction": history.landed_fraction if history else [],
+        "losses": trained["loss"], "landed_fraction": trained["landed_fraction"],
         "stopped_on_nonfinite": failure.nonfinite if failure else None,
         "health": gate.summary(),
-        "stopped_by_health_gate": gate.stop_line() if unhealthy else None,
+        "stopped_by_health_gate": (gate.stop_line() if stopped is not None
+                                   and stopped.exit_code == EXIT_UNHEALTHY else None),
+        "stopped": None if stopped is None else {"why": stopped.why, "exit_code": stopped.exit_code,
+                                                 "batches_run": ran},
+        "checkpoint": None if not opts.checkpoint else {"path": opts.checkpoint,
+                                                        "step": outcome.checkpoint_step},
     }
-    if failure is None and not unhealthy and main:
+    if stopped is None and history is not None and main:
         summary["train_eval"] = evaluate(trainer, train_set, _bridge_for(train_set))
         if val_set is not None:
             val = summary["validation_eval"] = evaluate(trainer, val_set, _bridge_for(val_set))
@@ -179,24 +302,55 @@ def _run(opts: HeadlessOptions, out, context: distributed.DistributedContext | N
     if opts.record:
         summary["record"] = {"path": opts.record, "batches": len(recorded_bytes),
                              "bytes_per_batch": float(np.mean(recorded_bytes)) if recorded_bytes else None}
+    if opts.summary:
+        try:
+            text = json.dumps(summary, indent=2) + "\n"
+            write_bytes_atomic(opts.summary, text.encode("utf-8"), "summary")
+            outcome.saved.append(f"summary {opts.summary}")
+        except OSError as exc:
+            outcome.failed.append(f"summary {opts.summary} ({_cause(exc)})")
+            control.stop(f"summary write failed ({_cause(exc)})", EXIT_WRITE_FAILED)
+    stopped = control.request
+    if stopped is None:
+        if opts.checkpoint:
+            print(f"checkpoint written to {opts.checkpoint} (step {outcome.checkpoint_step})", file=out)
+        if opts.summary:
+            print(f"summary written to {opts.summary}", file=out)
         if recorded_bytes:
             print(f"recorded {len(recorded_bytes)} batches to {opts.record}, "
                   f"{np.mean(recorded_bytes) / 1024:.0f} KiB per batch", file=out)
-    if opts.summary:
-        Path(opts.summary).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        print(f"summary written to {opts.summary}", file=out)
+        return 0
+    print(_stop_line(stopped.why, trainer.step_count, failure, outcome), file=sys.stderr)
+    return stopped.exit_code
+
+
+def _close_recording(recorder: RecordingWriter, outcome: _Outcome, batches: int) -> None:
+    try:
+        recorder.close()
+    except OSError as exc:
+        outcome.failed.append(f"recording {recorder.path} (close failed: {reason(exc)})")
+        return
+    state = "left open: its flush failed" if recorder.broken else "closed"
+    outcome.saved.append(f"recording {recorder.path} ({recorder.num_batches} batches, {state})")
+
+
+def _stop_line(why: str, step: int, failure: TrainReport | None, outcome: _Outcome) -> str:
+    """The one line a stopped run ends with: why, at which batch, what was saved where."""
+    head = f"stopped after batch {step}: {why}"
     if failure is not None:
-        print(f"stopped: {failure.nonfinite} at batch {failure.step}; the update was skipped and the "
-              f"model kept its previous state", file=sys.stderr)
-        return EXIT_NONFINITE
-    if unhealthy:
-        print(gate.stop_line(), file=sys.stderr)
-        return EXIT_UNHEALTHY
-    return 0
+        head += f" ({failure.nonfinite}; the update was skipped and the model kept its previous state)"
+    saved = "; saved " + ", ".join(outcome.saved) if outcome.saved else "; nothing saved"
+    failed = "; NOT saved: " + ", ".join(outcome.failed) if outcome.failed else ""
+    return head + saved + failed
+
+
+def _cause(exc: OSError) -> str:
+    """The OS's reason alone (the path is named by the caller's line)."""
+    return os.strerror(exc.errno) if exc.errno else reason(exc)
 
 
 class _Stop(Exception):
-    """Raised from the per-report callback to end the loop after a non-finite step."""
+    """Raised from the per-report callback to end the loop after the current batch."""
 
 
 def _write(line: str, progress: bool, out) -> None:
@@ -211,4 +365,3 @@ def _bridge_for(subset: PairDataset) -> TextBridge | None:
     """A bridge over the subset's own target texts: top-1 asks "is the output nearest to its own
     target among this split's targets?" (None for precomputed embeddings, which have no texts)."""
     return TextBridge.from_dataset(subset) if subset.target_texts is not None else None
-

@@ -42,8 +42,11 @@ class OutputCollector:
         """Deposit the flows where ``mask`` is set (others contribute zero weight)."""
         lat = self.lattice
         g = lat.to_grid(xy)
-        x0 = g[:, 0].detach().floor().clamp(0, lat.width - 2)
-        y0 = g[:, 1].detach().floor().clamp(0, lat.height - 2)
+        # A NaN position (from NaN inputs or weights) must not become an index: NaN → long is
+        # out of range and raised IndexError. Its cell is taken as 0 while its weights stay NaN,
+        # so the NaN still reaches that sample's output and the loss, where it is reported.
+        x0 = torch.nan_to_num(g[:, 0].detach(), nan=0.0).floor().clamp(0, lat.width - 2)
+        y0 = torch.nan_to_num(g[:, 1].detach(), nan=0.0).floor().clamp(0, lat.height - 2)
         fx = (g[:, 0] - x0).clamp(0.0, 1.0)
         fy = (g[:, 1] - y0).clamp(0.0, 1.0)
         x0 = x0.long()

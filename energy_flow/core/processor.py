@@ -227,7 +227,8 @@ class FlowProcessor(nn.Module):
         frac = out.spawn_fraction
         k = c.max_spawn_per_step
         eligible = still & (new_energy > c.spawn_threshold)
-        requested = torch.where(eligible, (frac.detach() * (k + 1)).floor().long().clamp(max=k),
+        # nan_to_num: a NaN share would become a huge negative count and corrupt every flow's rank
+        requested = torch.where(eligible, (frac.detach().nan_to_num(0.0) * (k + 1)).floor().long().clamp(0, k),
                                 torch.zeros_like(plane))
         free = ~alive
         free_count = free.sum()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 import torch
 
+from energy_flow.errors import reason
 from energy_flow.training.report import DataProvenance
 
 if TYPE_CHECKING:
@@ -87,7 +88,10 @@ def _load_jsonl(path: Path) -> list[TextPair]:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise DataFileError(path, f"invalid JSON ({exc.msg} at column {exc.colno}); each line "
+                # json's messages may end in "at" ("Unterminated string starting at"): one "at" only
+                where = f"{exc.msg} column {exc.colno}" if exc.msg.endswith(" at") else \
+                    f"{exc.msg} at column {exc.colno}"
+                raise DataFileError(path, f"invalid JSON ({where}); each line "
                                           "must be one JSON object (JSON Lines)", lineno) from None
             if not isinstance(obj, dict):
                 raise DataFileError(path, f"expected a JSON object per line (JSON Lines), got "
@@ -197,6 +201,7 @@ def load_embedding_pairs(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: unsupported embedding file type {path.suffix!r}; "
                          f"allowed: {', '.join(EMBEDDING_SUFFIXES)}")
     _check_exists(path)
+    _check_magic(path, suffix)
     if suffix == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
@@ -224,7 +229,8 @@ def load_embedding_pairs(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many types (pickle, zip, RuntimeError)
-            raise DataFileError(path, f"cannot be read as a torch file ({type(exc).__name__}: {exc})") from None
+            raise DataFileError(path, f"cannot be read as a torch file ({type(exc).__name__}: "
+                                      f"{reason(exc)})") from None
         if not isinstance(obj, dict):
             raise DataFileError(path, f"holds a {type(obj).__name__}, expected a dict with "
                                       "tensors 'inputs' and 'targets'")
@@ -238,6 +244,27 @@ def load_embedding_pairs(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         inputs, targets = obj["inputs"], obj["targets"]
     return _validate_embedding_pair(path, _as_float_array(path, "inputs", inputs),
                                     _as_float_array(path, "targets", targets))
+
+
+#: How each binary format starts, and what a file that starts otherwise is not. Checked first:
+#: numpy reads anything else as a pickle and reports random bytes as "pickled (object) data",
+#: which sends the user the wrong way.
+_MAGIC = {".npy": (b"\x93NUMPY", "not a valid .npy file (no .npy header)"),
+          ".npz": (b"PK\x03\x04", "not a valid .npz file (not a zip archive of .npy arrays)"),
+          ".pt": (b"PK\x03\x04", "not a valid torch file (not the zip archive torch.save writes)")}
+
+
+def _check_magic(path: Path, suffix: str) -> None:
+    magic, problem = _MAGIC[suffix]
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(magic))
+    except OSError as exc:
+        raise DataFileError(path, f"cannot be read ({reason(exc)})") from None
+    if suffix == ".pt" and head[:1] == b"\x80":
+        return  # torch's legacy (non-zip) format is a bare pickle; the safe loader judges it
+    if head != magic:
+        raise DataFileError(path, f"is {problem}")
 
 
 # --------------------------------------------------------------------------- dataset

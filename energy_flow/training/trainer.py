@@ -171,21 +171,26 @@ class EnergyTrainer:
         telemetry = None
         t_forward = t_backward = 0.0
         weight = self._loss_weight(b)
-        for i, (x, y) in enumerate(zip(inputs.tensor_split(micro), targets.tensor_split(micro))):
-            t0 = time.perf_counter()
-            with self._micro_context(last=i == micro - 1):
-                with self._autocast():
-                    result = self.forward_module(x)
-                loss, mse, cosine = embedding_losses(result.outputs, y, c)
-                t1 = time.perf_counter()
-                (loss * (x.shape[0] / b * weight)).backward()
-            t_backward += time.perf_counter() - t1
-            t_forward += t1 - t0
-            loss_parts.append(torch.stack([loss, mse, cosine]).detach() * (x.shape[0] / b))
-            stats_parts.append(result.flow_stats)
-            sizes.append(x.shape[0])
-            outputs.append(result.outputs.detach().float())
-            telemetry = telemetry or result.telemetry
+        try:
+            for i, (x, y) in enumerate(zip(inputs.tensor_split(micro), targets.tensor_split(micro))):
+                t0 = time.perf_counter()
+                with self._micro_context(last=i == micro - 1):
+                    with self._autocast():
+                        result = self.forward_module(x)
+                    loss, mse, cosine = embedding_losses(result.outputs, y, c)
+                    t1 = time.perf_counter()
+                    (loss * (x.shape[0] / b * weight)).backward()
+                t_backward += time.perf_counter() - t1
+                t_forward += t1 - t0
+                loss_parts.append(torch.stack([loss, mse, cosine]).detach() * (x.shape[0] / b))
+                stats_parts.append(result.flow_stats)
+                sizes.append(x.shape[0])
+                outputs.append(result.outputs.detach().float())
+                telemetry = telemetry or result.telemetry
+        except BaseException:
+            # A failing micro-batch must not leave the earlier ones' gradients behind.
+            self.optimizer.zero_grad(set_to_none=True)
+            raise
 
         t0 = time.perf_counter()
         grads = self._gradient_summary()
@@ -195,8 +200,13 @@ class EnergyTrainer:
         params = self._module_parameters()
         weights_before = self._module_norms([[p.detach() for p in ps] for ps in params])
         m = len(MODULES)
-        host = torch.cat([losses, spreads, weights_before, grads["norms"],
-                          grads["zero"].double()]).cpu().numpy()   # the step's one transfer
+        # Samples whose input or target holds NaN/inf, named when the step is skipped (the
+        # flags ride along in the step's one host transfer, last).
+        bad_rows = ~(torch.isfinite(inputs).all(1) & torch.isfinite(targets).all(1))
+        host = torch.cat([losses.double(), spreads, weights_before, grads["norms"],
+                          grads["zero"].double(), bad_rows.double()]).cpu().numpy()   # the step's one transfer
+        bad_samples = np.flatnonzero(host[host.shape[0] - b:])
+        host = host[:host.shape[0] - b]
         loss_v, mse_v, cos_v, out_spread, target_spread = (float(v) for v in host[:5])
         weight_norms = dict(zip(MODULES, (float(v) for v in host[5:5 + m])))
         module_norms = dict(zip(MODULES, (float(v) for v in host[5 + m:5 + 2 * m])))
@@ -204,7 +214,12 @@ class EnergyTrainer:
         missing = tuple(name for name, zero in zip(grads["names"], host[6 + 2 * m:]) if zero)
 
         nonfinite = None
-        if not math.isfinite(loss_v):
+        if bad_samples.size:
+            where = ", ".join(str(int(indices[i])) for i in bad_samples[:8])
+            more = f" and {bad_samples.size - 8} more" if bad_samples.size > 8 else ""
+            nonfinite = (f"loss is {loss_v}: inputs or targets of {bad_samples.size} sample(s) hold NaN/inf "
+                         f"(dataset indices {where}{more})")
+        elif not math.isfinite(loss_v):
             nonfinite = f"loss is {loss_v} (mse {mse_v}, 1−cos {cos_v})"
         elif not math.isfinite(total_norm):
             bad = [m for m, v in module_norms.items() if not math.isfinite(v)]
@@ -374,13 +389,18 @@ class EnergyTrainer:
         bad = incompatible_fields(data["config"], self.config)
         if bad:
             raise ValueError(f"checkpoint {path} does not fit this model; mismatched fields: {'; '.join(bad)}")
-        self.processor.load_state_dict(data["model"])
-        self.optimizer.load_state_dict(data["optimizer"])
-        self.scheduler.load_state_dict(data["scheduler"])
-        self.step_count = int(data["step_count"])
-        self._plateau_window = list(data["plateau_window"])
-        torch.set_rng_state(data["torch_rng"])
-        return data.get("extra", {})
+        try:
+            self.processor.load_state_dict(data["model"])
+            self.optimizer.load_state_dict(data["optimizer"])
+            self.scheduler.load_state_dict(data["scheduler"])
+            torch.set_rng_state(data["torch_rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"checkpoint {path} does not fit this model: {first}") from None
+        self.step_count = data["step_count"]
+        self._plateau_window = [float(v) for v in data["plateau_window"]]
+        extra = data.get("extra", {})
+        return extra if isinstance(extra, dict) else {}
 
 
 def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -22,6 +22,7 @@ what was already committed. A batch becomes visible when its ``batches/complete`
 to 1, which is written and flushed only after all its data has been flushed.
 """
 
+from energy_flow.trace.recording.guards import DiskFullError, abandoned_writers, is_recording
 from energy_flow.trace.recording.provenance import environment_provenance, git_commit
 from energy_flow.trace.recording.reader import BatchInfo, Recording, open_recording
 from energy_flow.trace.recording.schema import (COMPRESSION, COMPRESSIONS, FORMAT, SCHEMA_VERSION,
@@ -30,6 +31,6 @@ from energy_flow.trace.recording.writer import RecordingWriter, export_snapshot
 from energy_flow.trace.training_signals import MODULES, REPORT_FIELDS, report_fields_from
 
 __all__ = ["COMPRESSION", "COMPRESSIONS", "FORMAT", "MODULES", "REPORT_FIELDS", "SCHEMA_VERSION",
-           "BatchInfo", "Recording", "RecordingError", "RecordingLayout", "RecordingWriter",
-           "environment_provenance", "export_snapshot", "git_commit", "layout_from_config",
-           "open_recording", "report_fields_from"]
+           "BatchInfo", "DiskFullError", "Recording", "RecordingError", "RecordingLayout",
+           "RecordingWriter", "abandoned_writers", "environment_provenance", "export_snapshot",
+           "git_commit", "is_recording", "layout_from_config", "open_recording", "report_fields_from"]

@@ -17,6 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from energy_flow.errors import reason
 from energy_flow.trace.recording import report_columns
 from energy_flow.trace.recording.schema import (FLOW_FIELDS, STEP_TRAILING,
                                                 TRAINING_COLUMNS, V2_DATASETS, RecordingError,
@@ -79,14 +80,14 @@ def _open_h5(path: Path) -> h5py.File:
             have = f"{sizes[1]} of {sizes[2]} bytes present" if sizes else detail
             raise RecordingError(f"{path}: truncated file ({have})") from exc
         if "already open for write" not in detail:
-            raise RecordingError(f"{path}: cannot open the HDF5 file ({detail})") from exc
+            raise RecordingError(f"{path}: cannot open the HDF5 file ({reason(exc)})") from exc
         # Otherwise a SWMR writer is appending to it, or was killed while it was: the status
         # flags it set stay until a clean close. SWMR readers are allowed in; they see every
         # committed batch.
     try:
         return h5py.File(path, "r", swmr=True)
     except OSError as exc:
-        raise RecordingError(f"{path}: cannot open the HDF5 file for reading ({exc})") from exc
+        raise RecordingError(f"{path}: cannot open the HDF5 file for reading ({reason(exc)})") from exc
 
 
 class Recording:
@@ -150,7 +151,7 @@ class Recording:
         try:
             return self._ds[name][index]
         except (OSError, ValueError, KeyError) as exc:
-            raise RecordingError(f"{self.path}: cannot read {name} ({exc})") from exc
+            raise RecordingError(f"{self.path}: cannot read {name} ({reason(exc)})") from exc
 
     # -------------------------------------------------------------- following
     def refresh(self) -> int:
@@ -163,7 +164,7 @@ class Recording:
                 if name != "batches/complete":
                     ds.refresh()
         except (OSError, ValueError) as exc:
-            raise RecordingError(f"{self.path}: cannot refresh ({exc})") from exc
+            raise RecordingError(f"{self.path}: cannot refresh ({reason(exc)})") from exc
         self.num_batches = count_complete(self._read("batches/complete", slice(None)))
         return self.num_batches
 

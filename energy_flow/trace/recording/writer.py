@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,7 +19,11 @@ import h5py
 import numpy as np
 
 from energy_flow.atomic import atomic_write
+from energy_flow.errors import os_error, reason
+from energy_flow.filelock import FileLock
 from energy_flow.trace.recording import report_columns
+from energy_flow.trace.recording.guards import (METADATA_HEADROOM, DiskFullError, abandon, disk_full,
+                                                h5_errno, refuse_to_replace_non_recording)
 from energy_flow.trace.recording.provenance import environment_provenance
 from energy_flow.trace.recording.schema import (COMPRESSION, COMPRESSIONS, FLOW_CHUNK, FLOW_FIELDS, FORMAT,
                                                 OPTIONAL_STEP_FIELDS, POINT_CHUNK, SCHEMA_VERSION,
@@ -39,12 +44,18 @@ def _to_json(value: Any, what: str, path: Path) -> str:
 class RecordingWriter:
     """Appends batches to a recording; each batch is durable once ``append_batch`` returns.
 
-    ``mode``: ``"w"`` create (truncating), ``"x"`` create (fail if the file exists), ``"a"``
-    append to an existing recording made with the same config (an incomplete trailing batch
-    left by a killed writer is overwritten). Readers in other processes may open the file at
-    any time (SWMR) and call :meth:`Recording.refresh` to see new batches. ``compression``
-    (one of :data:`COMPRESSIONS`) only matters when the file is created; readers need no
-    setting for it.
+    ``mode``: ``"w"`` create, replacing an existing *recording* (any other non-empty file is
+    refused: a writer never destroys what it cannot recreate), ``"x"`` create (fail if the file
+    exists), ``"a"`` append to an existing recording made with the same config (an incomplete
+    trailing batch left by a killed writer is overwritten). Readers in other processes may open
+    the file at any time (SWMR) and call :meth:`Recording.refresh` to see new batches.
+    ``compression`` (one of :data:`COMPRESSIONS`) only matters when the file is created;
+    readers need no setting for it.
+
+    One writer per file: the writer holds an exclusive lock (:mod:`energy_flow.filelock`) from
+    before it opens the file until it is closed, and a second writer fails at once naming the
+    holder's process id. A batch that would not fit on the disk is refused before any of it is
+    written, so the file stays whole and closes cleanly (see :meth:`append_batch`).
     """
 
     def __init__(self, path: str | os.PathLike, config_dict: Mapping[str, Any],
@@ -61,14 +72,33 @@ class RecordingWriter:
         self.layout = layout_from_config(config_dict, source=f"{self.path}: config")
         config_json = _to_json(dict(config_dict), "config", self.path)
         self._specs = specs(self.layout)
+        self._file = None
+        self._broken: str | None = None
+        self._lock = FileLock(self.path, "recording").acquire()
         try:
-            self._file = h5py.File(self.path, "r+" if mode == "a" else mode, libver="latest")
+            if mode == "w":
+                refuse_to_replace_non_recording(self.path)
+        except BaseException:
+            self._lock.release()
+            raise
+        try:
+            # No raw-data chunk cache: every batch starts on fresh chunks and writes each dataset
+            # once, so a cache never saves a read, yet HDF5 kept filling one per dataset — the
+            # writer's memory grew with every append (docs/reliability.md, "Memory while recording").
+            self._file = h5py.File(self.path, "r+" if mode == "a" else mode, libver="latest",
+                                   rdcc_nbytes=0)
         except OSError as exc:
+            self._lock.release()
             if mode == "a" and "already open for write" in str(exc):
                 raise RecordingError(
-                    f"{self.path}: cannot append: the file is still open in a writer, or its writer was "
-                    "killed (it stays readable; `h5clear -s` clears the flag that blocks appending)") from exc
-            raise OSError(exc.errno, f"{self.path}: cannot open recording for writing: {exc}") from exc
+                    f"{self.path}: cannot append: its writer was killed before closing it (it stays "
+                    "readable; `h5clear -s` clears the flag that blocks appending)") from None
+            if mode == "x" and self.path.exists():
+                raise os_error(f"{self.path}: cannot create recording: the file exists", exc.errno) from None
+            raise os_error(f"{self.path}: cannot open recording for writing: {reason(exc)}", exc.errno) from None
+        except BaseException:
+            self._lock.release()
+            raise
         try:
             if mode == "a":
                 self._check_appendable(config_json)
@@ -79,6 +109,7 @@ class RecordingWriter:
             self._file.swmr_mode = True
         except BaseException:
             self._file.close()
+            self._lock.release()
             raise
 
     # -------------------------------------------------------------- structure
@@ -122,12 +153,32 @@ class RecordingWriter:
         """Write one batch and flush it; returns its index.
 
         Everything is validated before the first byte is written, so a rejected batch leaves
-        the file untouched.
+        the file untouched. So is the free space of the disk: a batch that may not fit raises
+        :class:`~energy_flow.trace.recording.guards.DiskFullError` (errno ENOSPC) naming the
+        file before anything is written, and the writer can still be closed cleanly. Should
+        the disk fill anyway (another process writing to it meanwhile), HDF5 cannot flush or
+        close the file any more: the writer is marked broken, its committed batches stay
+        readable, and ``guards.abandoned_writers()`` tells the program to end without HDF5's
+        shutdown (which would crash on the unflushable file).
         """
         if self._file is None:
             raise ValueError(f"{self.path}: recording is closed")
+        if self._broken:
+            raise os_error(f"{self.path}: recording stopped after a failed write ({self._broken})", None)
+        try:
+            return self._append(telemetry, report_fields)
+        except DiskFullError:
+            raise  # refused before writing: the file is whole
+        except (OSError, RuntimeError) as exc:
+            code = h5_errno(exc)
+            self._broken = reason(exc)
+            raise os_error(f"{self.path}: cannot write batch {self._rows}: {self._broken}", code) from None
+
+    def _append(self, telemetry: BatchTelemetry, report_fields: Mapping[str, Any] | None) -> int:
         row = self._row_values(telemetry, report_fields or {})
         steps, flows, points = self._segments(telemetry)
+        self._ensure_space([*steps.items(), *flows.items(), *points.items(),
+                            *((f"batches/{k}", np.asarray(v)[None]) for k, v in row.items())])
         n = self._rows
         ds = self._ds
         starts = {"steps": align(ds["steps/active"].shape[0], STEP_CHUNK),
@@ -232,11 +283,45 @@ class RecordingWriter:
                              f"which cannot be stored as {np.dtype(dtype)}")
         return arr.astype(dtype, copy=False)
 
+    def _ensure_space(self, writes: list[tuple[str, np.ndarray]]) -> None:
+        """Refuse a batch the disk may not hold: an upper bound of the bytes it adds (every
+        chunk it touches stored uncompressed, plus room for HDF5's metadata) against the free
+        space. Writing into a full disk is what HDF5 cannot recover from."""
+        need = METADATA_HEADROOM
+        for name, values in writes:
+            ds = self._ds.get(name)
+            if ds is None:
+                continue
+            chunk_bytes = int(np.prod(ds.chunks)) * ds.dtype.itemsize
+            need += (-(-max(values.shape[0], 1) // ds.chunks[0]) + 1) * chunk_bytes
+        free = shutil.disk_usage(self.path.parent).free
+        if free < need:
+            raise disk_full(f"{self.path}: disk full: batch {self._rows} needs up to {need / 2**20:.1f} MiB, "
+                            f"{free / 2**20:.1f} MiB free; the recording keeps its {self._rows} complete "
+                            "batches")
+
     # -------------------------------------------------------------- closing
+    @property
+    def broken(self) -> bool:
+        """True after a write failed inside HDF5 (the file can no longer be closed)."""
+        return self._broken is not None
+
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Close the file (clearing its open-for-write flag) and release the lock."""
+        if self._file is None:
+            return
+        file, self._file = self._file, None
+        try:
+            if self._broken:
+                abandon(file)
+                return
+            try:
+                file.close()
+            except (OSError, RuntimeError) as exc:
+                abandon(file)
+                raise os_error(f"{self.path}: cannot close recording: {reason(exc)}", h5_errno(exc)) from None
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> "RecordingWriter":
         return self

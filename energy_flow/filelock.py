@@ -1,0 +1,108 @@
+"""An exclusive, process-wide lock on an output file: one writer per recording.
+
+HDF5's own file lock cannot do this job: a SWMR writer gives it up as soon as it starts SWMR
+mode (so readers may open the file), after which a second writer could open the same file
+and truncate it under the first. So each writer also holds ``fcntl.flock`` on a sidecar file
+``<name>.lock`` next to the file, with its process id written in it. The kernel releases the
+lock when the holder exits in any way (kill -9 included), so a stale sidecar never blocks
+anyone; the next writer simply takes it. A second writer fails at once with a message naming
+the file and the holder's process id.
+
+The sidecar is removed on release. Because removing it while another process may have just
+opened it would let two processes lock two different files of the same name, a lock is only
+taken as held once the locked file is still the one under the sidecar name.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from energy_flow.errors import os_error, reason
+
+
+class FileLockedError(OSError):
+    """Another process holds the lock; the message names the file and the holder's PID."""
+
+
+def lock_path(path: Path) -> Path:
+    return path.parent / f"{path.name}.lock"
+
+
+class FileLock:
+    """Hold with ``acquire()`` / ``release()`` or as a context manager; never blocks."""
+
+    def __init__(self, path: str | os.PathLike, what: str = "file"):
+        self.path = Path(path)
+        self.what = what
+        self.sidecar = lock_path(self.path)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> "FileLock":
+        if self._fd is not None:
+            return self
+        while True:
+            try:
+                fd = os.open(self.sidecar, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise os_error(f"cannot lock {self.what} {self.path}: cannot create {self.sidecar.name} "
+                               f"({reason(exc)})", exc.errno) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                who = f"process {holder}" if holder else "another process"
+                raise FileLockedError(f"{self.path}: {self.what} is being written by {who} "
+                                      f"(lock {self.sidecar.name}); wait for it to finish or choose "
+                                      "another path") from None
+            if _same_file(fd, self.sidecar):
+                break
+            os.close(fd)  # the previous holder removed the sidecar after we opened it: retry
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            self.sidecar.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only folder: the unlocked sidecar is harmless
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def __enter__(self) -> "FileLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
