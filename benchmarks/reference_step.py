@@ -1,8 +1,9 @@
-"""A straightforward per-flow implementation of FlowProcessor.step, for benchmarks only.
+"""A straightforward per-flow implementation of FlowProcessor.step, the batched step's oracle.
 
 It walks the live flows one by one in Python — the way the original research code updated its
 flows — using the same modules and the same rules (termination precedence, spawn ranking
-against free slots, energy split, bilinear deposit). ``bench_step.py`` checks it reaches the
+against free slots, energy split, bilinear deposit). ``tests/test_reference_step.py`` checks the
+batched step against it at every step of whole batches; ``bench_step.py`` checks it reaches the
 same state as the batched step before it compares their speed.
 """
 

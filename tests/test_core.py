@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from energy_flow.config import create_tiny_config
-from energy_flow.core import EnergyCarrier, EnergyLattice, FlowProcessor, SimpleNeuron
+from energy_flow.core import EnergyLattice, FlowProcessor, SimpleNeuron
 from energy_flow.core import processor as processor_module
 from energy_flow.trace.telemetry import REASON_LANDED, REASON_NAMES
 from energy_flow.training import build_model
@@ -18,25 +18,60 @@ from tests.conftest import unit_rows
 
 
 class Observed(FlowProcessor):
-    """FlowProcessor that keeps (before, after) copies of the state at every step."""
+    """FlowProcessor that keeps (before, after) copies of the state at every step, and the
+    carrier's retention and spawn fraction for the flows it stepped (a forward hook; a step
+    that runs the carrier in row chunks gives several calls, joined in order)."""
 
     def __init__(self, config):
         torch.manual_seed(config.seed)
         super().__init__(EnergyLattice(config), SimpleNeuron(config), config)
         self.steps = []
+        self.outputs = []
+        self._calls = []
+        self.carrier.register_forward_hook(self._keep_carrier_output)
 
-    def step(self, state, active, field, collector, tracer, step, hidden_dtype=None):
+    def _keep_carrier_output(self, module, args, out):
+        self._calls.append((out.retention.detach().clone(), out.spawn_fraction.detach().clone()))
+
+    def step(self, state, active, field, collector, tracer, step, *rest):
         before = {k: v.detach().clone() for k, v in vars(state).items()}
-        new = super().step(state, active, field, collector, tracer, step, hidden_dtype)
+        self._calls = []
+        new = super().step(state, active, field, collector, tracer, step, *rest)
         after = {k: v.detach().clone() for k, v in vars(new).items()}
         self.steps.append((before, active.clone(), after))
+        retention, spawn_fraction = (torch.cat(col) for col in zip(*self._calls))
+        self.outputs.append({"retention": retention, "spawn_fraction": spawn_fraction})
         return new
 
 
-def run(config, n=None, seed=0):
+def run(config, n=None, seed=0, spawn_bias=None):
+    """One forward pass of an observed model; ``spawn_bias`` overrides the spawn head's bias
+    (sigmoid(1.5) ≈ 0.82 asks for floor(0.82·(k+1)) = k children at k ≤ 4)."""
     model = Observed(config)
+    if spawn_bias is not None:
+        with torch.no_grad():
+            model.carrier.spawn_head.bias.fill_(spawn_bias)
     result = model(unit_rows(n or config.batch_size, config.teacher_dim, seed))
     return model, result
+
+
+def spawn_ledger(model) -> dict[str, np.ndarray]:
+    """Per step, recomputed from the observed states and carrier outputs only (not from the
+    processor's own counters): children requested by the surviving flows, free slots after
+    terminations, children actually born into the state, and flows that survived the step."""
+    c = model.config
+    k = c.max_spawn_per_step
+    rows = []
+    for (before, active, after), out in zip(model.steps, model.outputs):
+        faded = before["energy"][active] * out["retention"]
+        survived = after["alive"][active] & (after["flow_id"][active] == before["flow_id"][active])
+        want = (out["spawn_fraction"] * (k + 1)).floor().clamp(max=k).long()
+        requested = int((want * (survived & (faded > c.spawn_threshold))).sum())
+        free = c.max_active_flows - int(survived.sum())
+        born = int((after["alive"] & (after["flow_id"] >= before["next_id"])).sum())
+        rows.append((requested, free, born, int(survived.sum())))
+    requested, free, born, survivors = (np.array(col) for col in zip(*rows))
+    return {"requested": requested, "free": free, "born": born, "survivors": survivors}
 
 
 @pytest.fixture(params=["center", "input_face"])
@@ -52,6 +87,23 @@ def test_positions_stay_in_the_unit_cube_after_every_step(observed):
         assert pos.numel() == 0 or (pos.min() >= -1.0 and pos.max() <= 1.0)
 
 
+def test_displacements_are_bounded_by_the_scale(observed):
+    """Every stepped flow moves at most ``displacement_scale`` per axis and step (the clamp
+    can only shorten a move), and the heads use a good part of that range. Guards against a
+    mis-scaled displacement head (mutation testing: ``/ scale`` for ``* scale`` in
+    ``input_face`` mode survived, the unit-cube clamp hid it)."""
+    model, _ = observed
+    scale = model.config.displacement_scale
+    largest = 0.0
+    for before, active, after in model.steps:
+        same = after["flow_id"][active] == before["flow_id"][active]
+        move = (after["pos"][active][same] - before["pos"][active][same]).abs()
+        assert move.numel() == 0 or move.max() <= scale * (1 + 1e-6)
+        if move.numel():
+            largest = max(largest, float(move.max()))
+    assert largest > 0.5 * scale
+
+
 def test_every_active_flow_is_updated_exactly_once_per_step(observed):
     model, _ = observed
     for before, active, after in model.steps:
@@ -65,22 +117,40 @@ def test_every_active_flow_is_updated_exactly_once_per_step(observed):
             assert moved.float().mean() > 0.5  # flows move (a few may sit clamped at an edge)
 
 
-def test_budget_is_respected_and_spawn_counts_add_up(observed):
-    model, result = observed
-    cap = model.config.max_active_flows
-    for _, _, after in model.steps:
-        assert int(after["alive"].sum()) <= cap
+@pytest.mark.parametrize("k", [1, 3])
+def test_budget_is_respected_and_spawn_counts_add_up(k):
+    """Children are granted up to the free slots and no further, and the telemetry's spawn
+    counts are the children really born. Guards against granting past the budget (planted:
+    ``free_count + 10_000`` in the grant, which reports children that never got a slot) and
+    against counters that do not match the state."""
+    c = create_tiny_config(max_active_flows=200, max_spawn_per_step=k)  # 144 placed
+    model, result = run(c)
+    led = spawn_ledger(model)
     agg = result.telemetry.aggregates
-    assert (agg.active <= cap).all()
-    assert np.array_equal(agg.spawn_requested, agg.spawn_granted + agg.spawn_denied)
+    assert (led["requested"] > led["free"]).any()  # the budget binds at some step
+    assert (led["born"] > 0).any()
+    np.testing.assert_array_equal(led["born"], np.minimum(led["requested"], led["free"]))
+    np.testing.assert_array_equal(agg.spawn_requested[1:], led["requested"])
+    np.testing.assert_array_equal(agg.spawn_granted[1:], led["born"])
+    np.testing.assert_array_equal(agg.spawn_denied[1:], led["requested"] - led["born"])
+    np.testing.assert_array_equal(agg.active[1:], led["survivors"] + led["born"])
+    assert (agg.active <= c.max_active_flows).all()
 
 
 def test_a_tight_budget_denies_spawns_and_counts_them():
+    """With room for only a few children, the free slots are all filled and the rest denied.
+    Guards against never granting a spawn (planted: ``granted`` forced to zero) and against
+    denying children while slots are free."""
     c = create_tiny_config(max_active_flows=150, batch_size=4)  # 144 placed, room for 6
-    _, result = run(c)
+    model, result = run(c)
+    led = spawn_ledger(model)
     agg = result.telemetry.aggregates
-    assert agg.spawn_requested.sum() > 6
-    assert agg.spawn_denied.sum() > 0
+    first = led["requested"][0]
+    assert first > led["free"][0] > 0                        # step 1 asks for more than fits
+    assert led["born"][0] == led["free"][0]                  # ... and every free slot is used
+    assert agg.spawn_granted[1] == led["free"][0]
+    assert agg.spawn_denied[1] == first - led["free"][0]
+    assert agg.spawn_denied.sum() == (led["requested"] - np.minimum(led["requested"], led["free"])).sum() > 0
     assert agg.active.max() <= 150
 
 
@@ -92,26 +162,36 @@ def test_active_counts_follow_terminations_and_spawns(observed):
     assert a.active[-1] == 0  # every flow ends by max_steps
 
 
-def test_energy_is_conserved_when_flows_split(monkeypatch):
-    """Σ energy of live flows after a step (parents' kept share + children) equals Σ of what
-    the surviving flows had after fading, before any split."""
-    retentions = []
-    original = EnergyCarrier.forward
-
-    def spy(self, *args):
-        out = original(self, *args)
-        retentions.append(out.retention.detach().clone())
-        return out
-
-    monkeypatch.setattr(EnergyCarrier, "forward", spy)
-    model, result = run(create_tiny_config(max_active_flows=400))
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_energy_is_conserved_when_flows_split(k):
+    """Per parent, kept energy + Σ its children's energy = its energy after fading; the parent
+    keeps (1 − f) and each of its n ≤ k children gets f / n. Guards against a split that loses
+    or creates energy, in particular with several children (planted: each child gets
+    ``new_energy · f`` instead of ``new_energy · f / granted``, invisible with one child)."""
+    model, result = run(create_tiny_config(max_active_flows=600, max_spawn_per_step=k), spawn_bias=1.5)
+    most_children = 0
+    for (before, active, after), out in zip(model.steps, model.outputs):
+        faded = before["energy"][active] * out["retention"]
+        frac = out["spawn_fraction"]
+        survived = after["alive"][active] & (after["flow_id"][active] == before["flow_id"][active])
+        row_of = {fid: row for row, fid in enumerate(before["flow_id"][active][survived].tolist())}
+        ids = list(row_of)
+        kept = after["energy"][active][survived]
+        kids = after["alive"] & (after["flow_id"] >= before["next_id"])
+        parent_row = torch.tensor([row_of[p] for p in after["parent_id"][kids].tolist()], dtype=torch.long)
+        n_kids = torch.bincount(parent_row, minlength=len(ids))
+        to_kids = torch.zeros(len(ids)).index_add(0, parent_row, after["energy"][kids])
+        torch.testing.assert_close(kept + to_kids, faded[survived])
+        split = n_kids > 0
+        torch.testing.assert_close(kept[split], (faded * (1 - frac))[survived][split])
+        share = (faded * frac)[survived] / n_kids.clamp(min=1)
+        torch.testing.assert_close(after["energy"][kids], share[parent_row])
+        most_children = max(most_children, int(n_kids.max()) if len(ids) else 0)
+        assert most_children <= k
+        # live energy after the step is exactly what the survivors had after fading
+        torch.testing.assert_close(after["energy"][after["alive"]].sum(), faded[survived].sum())
     assert result.flow_stats.spawned > 0
-    for (before, active, after), retention in zip(model.steps, retentions):
-        faded_energy = before["energy"][active] * retention
-        same = after["flow_id"][active] == before["flow_id"][active]
-        survived = after["alive"][active] & same
-        torch.testing.assert_close(after["energy"][after["alive"]].sum(), faded_energy[survived].sum(),
-                                   rtol=1e-5, atol=1e-5)
+    assert most_children == k  # some parent used every child it may have
 
 
 def test_trajectory_sample_keeps_whole_families_within_the_cap():
@@ -133,6 +213,29 @@ def test_flows_reach_output_planes_and_cover_them():
     fs = result.flow_stats
     assert sum(fs.landed) > 0
     assert all(c > 0 for c in fs.coverage)  # both planes of center mode receive energy
+
+
+def test_an_untrained_model_lands_most_flows_instead_of_fading_them():
+    """Before any training the carrier keeps most energy per step, so flows live long enough
+    to land (the module's stated reason for its retention bias). Guards against an
+    initialisation that fades flows before they arrive (mutation testing: the retention bias
+    written to a payload channel survived)."""
+    _, result = run(create_tiny_config(max_spawn_per_step=0, spawn_threshold=0.0))
+    fs = result.flow_stats
+    assert sum(fs.landed) > 0.5 * fs.initial_flows, fs
+    assert fs.faded < 0.1 * fs.initial_flows, fs
+
+
+def test_carrier_depth_follows_the_config():
+    """A two-layer carrier keeps, per flow, a GRU state for each layer, and both layers are
+    stepped. Guards against ignoring ``carrier_num_layers`` (mutation testing: a one-layer GRU
+    survived, as the tiny preset has one layer)."""
+    model, _ = run(create_tiny_config(carrier_num_layers=2))
+    assert model.carrier.gru.num_layers == 2
+    before, active, after = model.steps[0]
+    hidden = after["hidden"][active]
+    assert hidden.shape[1:] == (2, model.config.carrier_hidden_size)
+    assert (hidden.abs().sum(dim=(0, 2)) > 0).all()  # both layers moved away from the zero state
 
 
 def test_max_steps_policy_project_deposits_timed_out_flows_drop_does_not():

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from tests.conftest import unit_rows
 
@@ -37,6 +38,8 @@ def test_headless_run_writes_summary_and_checkpoint(tmp_path):
     assert "batch     3" in proc.stdout and "landed" in proc.stdout and "coverage" in proc.stdout
     s = json.loads(summary.read_text())
     assert s["steps"] == 3 and len(s["losses"]) == 3
+    # the tiny preset's device is "auto": it must resolve to CUDA exactly where torch sees one
+    assert s["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert s["provenance"]["source"] == str(data) and s["provenance"]["num_pairs"] == 16
     assert ck.exists()
     resumed = run_main("--headless", "--preset", "tiny", "--batches", "1", "--data", str(data),

@@ -29,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the level that makes the exit status non-zero (default: failure)")
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    # The streams are looked up per call: a default of sys.stdout would be the one of the moment
+    # this module was imported (pytest's capsys, or a redirected stream, would never see output).
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     try:
         with open_recording(args.path) as rec:
             n = rec.num_batches

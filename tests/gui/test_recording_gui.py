@@ -60,30 +60,46 @@ def test_recording_to_an_unwritable_path_is_refused_and_training_is_unaffected(q
     qtbot.waitUntil(lambda: window.worker.trainer.step_count == 1, timeout=20_000)
 
 
+def _shows(window, tel, step: int) -> bool:
+    """True when the Energy and Spawn panels and the 3D view draw ``tel`` at ``step``: the
+    histogram curve holds that step's recorded counts, the spawn curve the recorded requests."""
+    hist = window.panels["Energy"].hist_curve.getData()[1]
+    requested = window.panels["Spawn"].step_curves["requested"].getData()[1]
+    return (hist is not None and requested is not None
+            and np.array_equal(hist, tel.aggregates.energy_hist[step])
+            and np.array_equal(requested, tel.aggregates.spawn_requested)
+            and window.lattice_view.total_flows == tel.flows.total_flows)
+
+
 def test_replay_drives_the_view_and_panels_and_back_to_live(qtbot, recorded):
+    """Replayed batches reach every view with their recorded content, follow the step slider
+    and the batch slider, and Back to live hands the panels to live snapshots again. Guards
+    against replayed snapshots that never reach the panels (planted: the frame round skipped
+    the panels for replayed snapshots), which the window's latest snapshot alone did not show."""
     window, path = recorded
     rec = window.recordings
     assert rec.open_recording(path)
     assert rec.mode == "replay" and rec.timeline.isVisible()
     with open_recording(path) as r:
-        expected = r.batch(0)
+        first, last = r.batch(0), r.batch(2)
+    assert not np.array_equal(first.aggregates.energy_hist, last.aggregates.energy_hist)
     qtbot.waitUntil(lambda: window.latest_snapshot is not None and window.latest_snapshot.report is None,
                     timeout=10_000)
-    shown = window.latest_snapshot
-    assert np.array_equal(shown.telemetry.aggregates.active, expected.aggregates.active)
-    energy = window.panels["Energy"]
+    qtbot.waitUntil(lambda: _shows(window, first, window.current_step), timeout=10_000)
     window.step_slider.setValue(1)
-    qtbot.waitUntil(lambda: window.current_step == 1, timeout=2000)
-    qtbot.wait(200)
-    assert window.lattice_view.total_flows == expected.flows.total_flows
-    # the batch slider shows another recorded batch in every view
+    qtbot.waitUntil(lambda: window.current_step == 1 and _shows(window, first, 1), timeout=5000)
+    # the batch slider shows another recorded batch in every view, at the selected step
+    energy = window.panels["Energy"]
     rec.timeline.batch_selected.emit(2)
     qtbot.waitUntil(lambda: window.latest_snapshot.batch_label.startswith("recording batch 3/3"), timeout=10_000)
+    qtbot.waitUntil(lambda: _shows(window, last, window.current_step), timeout=10_000)
     assert energy is window.panels["Energy"]
     # live snapshots are not drawn while replaying; Back to live restores them
     rec.back_to_live()
     assert rec.mode == "live" and not rec.timeline.isVisible()
     qtbot.waitUntil(lambda: window.latest_snapshot.report is not None, timeout=10_000)
+    live = window.latest_snapshot.telemetry
+    qtbot.waitUntil(lambda: _shows(window, live, window.current_step), timeout=10_000)
 
 
 @pytest.mark.parametrize("damage", ["not_hdf5", "truncated", "newer_schema", "missing_dataset"])

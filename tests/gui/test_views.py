@@ -31,7 +31,7 @@ RENDER_SIZE = (480, 320)
 @pytest.fixture(scope="module")
 def snapshot() -> Snapshot:
     """A snapshot of the third real batch of a fresh tiny model, with its run history."""
-    c = create_tiny_config()
+    c = create_tiny_config(device="cpu")
     trainer = EnergyTrainer(build_model(c), c)
     g = torch.Generator().manual_seed(0)
     inputs = F.normalize(torch.randn(c.batch_size, c.teacher_dim, generator=g), dim=1)

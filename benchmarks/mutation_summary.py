@@ -1,0 +1,44 @@
+"""Mutant verdicts per module from mutmut's result files (mutants/**/*.py.meta), as Markdown.
+
+mutmut 3 stores one exit code per mutant; its own ``status_by_exit_code`` names them (killed,
+survived, timeout, no tests, not checked, ...). A timeout counts as killed (the mutant broke
+the run), as mutmut's summary counts it. Run after ``benchmarks/mutation.sh``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from mutmut.stats import status_by_exit_code
+
+COLUMNS = ("killed", "timeout", "survived", "no tests", "not checked")
+
+
+def main() -> None:
+    total: Counter = Counter()
+    print("| module | " + " | ".join(COLUMNS) + " | killed / checked |")
+    print("|---|" + "---:|" * (len(COLUMNS) + 1))
+    for meta in sorted(Path("mutants").rglob("*.py.meta")):
+        codes = json.loads(meta.read_text())["exit_code_by_key"].values()
+        if not codes:
+            continue
+        count = Counter(status_by_exit_code[c] for c in codes)
+        total.update(count)
+        print(_row(str(meta.relative_to("mutants")).removesuffix(".meta"), count))
+    print(_row("**all**", total))
+
+
+def _row(name: str, count: Counter) -> str:
+    killed = count["killed"] + count["timeout"]
+    checked = sum(count.values()) - count["not checked"]
+    share = f"{100 * killed / checked:.1f} %" if checked else "—"
+    other = sum(v for k, v in count.items() if k not in COLUMNS)
+    cells = [str(count[c]) for c in COLUMNS]
+    note = f" (+{other} other)" if other else ""
+    return f"| {name}{note} | " + " | ".join(cells) + f" | {share} |"
+
+
+if __name__ == "__main__":
+    main()
