@@ -145,5 +145,17 @@ class HealthPanel(QWidget):
         for label, text in zip(self.detail_lines, lines + [""] * MAX_DETAIL_LINES):
             label.set_full_text(text)
 
+    def clear(self) -> None:
+        """Back to the empty state (a reset or rebuilt model has no batch yet)."""
+        for chip in self.chips.values():
+            self._grid.removeWidget(chip)
+            chip.deleteLater()
+        self.chips.clear()
+        self._order = []
+        self.snapshot = self.report = None
+        self.summary.setText("Health: waiting for the first batch")
+        for label in self.detail_lines:
+            label.set_full_text("")
+
     def set_step(self, step: int) -> None:
         """Health is judged per batch, not per propagation step: nothing to re-highlight."""

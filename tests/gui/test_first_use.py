@@ -102,6 +102,7 @@ def _assert_every_view_empty(window) -> None:
         panel = window.panels[title]
         assert panel._stack.currentWidget() is panel.empty_label, title
     assert window.text_bridge_panel.view.toPlainText() == "no batch yet"
+    assert not window.health_panel.chips and "waiting" in window.health_panel.summary.text()
     for key in ("batch", "step", "active", "loss", "rate"):
         assert window.status_labels[key].text() == "–", key
     assert window.step_label.text().strip() == "– / –"
