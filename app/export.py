@@ -23,7 +23,7 @@ from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QF
                              QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from app.snapshot import Snapshot
-from energy_flow.atomic import atomic_write
+from energy_flow.atomic import write_bytes_atomic
 from energy_flow.trace.recording import REPORT_FIELDS, export_snapshot, report_fields_from
 from energy_flow.trace.training_signals import MODULES
 from energy_flow.training.report import TrainReport
@@ -108,31 +108,9 @@ def encode_png(rgba: np.ndarray) -> bytes:
     return bytes(data)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    """Write every byte (os.write may write fewer than asked). Tests replace this to fake ENOSPC."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in its directory, fsync and rename.
-
-    Raises OSError (errno kept) naming ``path``; no temporary file survives a failure.
-    """
-    path = Path(path)
-    with atomic_write(path, "image") as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
-        try:
-            _write_all(fd, data)
-        finally:
-            os.close(fd)
-    return path
-
-
 def save_png(path: str | os.PathLike, rgba: np.ndarray) -> Path:
     """Save an ``[h, w, 4]`` uint8 RGBA array (e.g. ``LatticeView.render_image``) as a PNG, atomically."""
-    return atomic_write_bytes(path, encode_png(rgba))
+    return write_bytes_atomic(path, encode_png(rgba), "image")
 
 
 # ---------------------------------------------------------------------------------- dialog

@@ -18,11 +18,11 @@ import pytest
 import torch
 from PyQt6.QtGui import QImage
 
-from app import export
 from app.export import ExportDialog, ExportRequest, export_batch, save_png, write_export
 from app.replay import ReplaySource
 from app.snapshot import Snapshot
 from app.timeline import ReplayTimeline
+from energy_flow import atomic
 from energy_flow.config import create_tiny_config
 from energy_flow.trace import RecordingWriter, open_recording
 from energy_flow.trace.recording import report_fields_from
@@ -328,7 +328,7 @@ def test_save_png_on_a_full_disk_leaves_nothing_behind(qtbot, tmp_path, monkeypa
     def full_disk(fd: int, data: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(export, "_write_all", full_disk)
+    monkeypatch.setattr(atomic, "_write_all", full_disk)
     with pytest.raises(OSError) as info:
         save_png(target, _test_image())
     assert info.value.errno == errno.ENOSPC and str(target) in str(info.value)
