@@ -145,9 +145,8 @@ class DiagnosticsPanel(SnapshotPanel):
             self.update_curves[m].setData(*_finite_positive(x, ratios[:, k]))
         last = ratios[-1] if n else np.full(len(MODULES), np.nan)
         self.update_plot.setTitle(
-            "update / weight ratio per module — not recorded" if not np.isfinite(ratios).any() else
-            "‖Δθ‖/‖θ‖ per module — last: "
-            + ", ".join(f"{m.split('_')[0]} {v:.0e}" for m, v in zip(MODULES, last) if np.isfinite(v)),
+            "‖Δθ‖/‖θ‖ per module: not recorded" if not np.isfinite(last).any() else
+            f"‖Δθ‖/‖θ‖ per module · largest {np.nanmax(last):.0e}",
             size=TITLE_SIZE)
 
         out = np.asarray(hist.get("output_spread", np.full(n, np.nan)), dtype=np.float64)[:n]
@@ -156,9 +155,9 @@ class DiagnosticsPanel(SnapshotPanel):
             keep = np.isfinite(x) & np.isfinite(y)
             curve.setData(x[keep], y[keep])
         if n and np.isfinite(out[-1]) and np.isfinite(tgt[-1]) and tgt[-1] > 0:
-            spread_title = f"output vs target spread — outputs {out[-1] / tgt[-1]:.2f}× targets"
+            spread_title = f"spread · outputs {out[-1] / tgt[-1]:.2f}× targets"
         else:
-            spread_title = "output vs target spread — not recorded"
+            spread_title = "output vs target spread: not recorded"
         self.spread_plot.setTitle(spread_title, size=TITLE_SIZE)
 
         sat = snapshot.telemetry.aggregates.saturation
@@ -171,10 +170,10 @@ class DiagnosticsPanel(SnapshotPanel):
         if known:
             worst = np.nanmax(sat, axis=0)
             k = int(np.nanargmax(worst))
-            self.saturation_plot.setTitle(f"saturated head outputs — worst: {SATURATION_NAMES[k]} "
-                                          f"{worst[k]:.0%}", size=TITLE_SIZE)
+            self.saturation_plot.setTitle(f"saturated · worst {SATURATION_NAMES[k]} {worst[k]:.0%}",
+                                          size=TITLE_SIZE)
         else:
-            self.saturation_plot.setTitle("saturated head outputs over steps — not recorded", size=TITLE_SIZE)
+            self.saturation_plot.setTitle("saturated outputs: not recorded", size=TITLE_SIZE)
         self._show_page(snapshot.telemetry.num_steps)
 
     def _show_step(self, step: int) -> None:
@@ -183,8 +182,8 @@ class DiagnosticsPanel(SnapshotPanel):
     @staticmethod
     def _grad_title(grads: np.ndarray, total: np.ndarray, clip: float | None) -> str:
         if not np.isfinite(grads).any() and not np.isfinite(total).any():
-            return "gradient norm per module — not recorded"
+            return "‖g‖ per module: not recorded"
         now = total[-1] if total.shape[0] else np.nan
         if clip is not None and np.isfinite(now):
-            return f"‖g‖ per module — total {now:.3g} = {now / clip:.3g}× clip"
-        return f"‖g‖ per module — total {now:.3g}"
+            return f"‖g‖ per module · {now / clip:.3g}× clip"
+        return f"‖g‖ per module · total {now:.3g}"

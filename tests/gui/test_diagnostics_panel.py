@@ -81,7 +81,7 @@ def test_pinned_retention_shows_as_saturation(qtbot, healthy):
     panel.set_snapshot(snapshot)
     after = np.asarray(panel.saturation_curves["retention"].yData)
     assert after.min() > 0.99
-    assert "worst: retention 100%" in panel.saturation_plot.titleLabel.text
+    assert "worst retention 100%" in panel.saturation_plot.titleLabel.text
 
 
 def test_exploding_gradients_show_far_above_the_clip_line(qtbot, healthy):
