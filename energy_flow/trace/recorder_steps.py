@@ -189,7 +189,7 @@ class StepAccumulator:
             self._fail(f"flow {s.ids[k]} serves sample {s.samples[k]}, which placed no flow at step 0")
 
     def _reasons(self, s: StepRecord, ending: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Reason per row (given, else landed on a plane, else faded for now) and the rows whose
+        """Reason per row (given, else landed on a plane, else provisionally faded) and the rows whose
         reason was inferred off-plane (timed out instead, should this be the last step)."""
         planes = np.asarray(self.geo.plane_z, np.float64)
         z = s.positions[:, 2].astype(np.float64)

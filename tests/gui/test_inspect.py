@@ -50,11 +50,11 @@ def family(flows, flow_id: int) -> tuple[set[int], set[int]]:
     while p >= 0 and p in parent:
         ancestors.add(p)
         p = parent[p]
-    descendants, todo = set(), list(children.get(flow_id, []))
-    while todo:
-        f = todo.pop()
+    descendants, pending = set(), list(children.get(flow_id, []))
+    while pending:
+        f = pending.pop()
         descendants.add(f)
-        todo += children.get(f, [])
+        pending += children.get(f, [])
     return ancestors, descendants
 
 
