@@ -73,7 +73,7 @@ def test_every_check_answers_once_in_the_fixed_order(healthy):
         assert isinstance(v.level, Level)
 
 
-def test_the_healthy_default_fails_no_flow_check(healthy):
+def test_the_healthy_default_fails_no_check_but_output_spread(healthy):
     """Guards against thresholds so tight that a working model is flagged (a badge that is
     always red is ignored as surely as one that is always green)."""
     _, health = healthy

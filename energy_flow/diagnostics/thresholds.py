@@ -44,8 +44,8 @@ _TABLE = (
               "5 % the output embedding is built from a handful of flows (the research code landed 0.06 %)."),
     Threshold("timeouts", "share of the batch's flows still travelling when max_steps ran out", "above", 0.25, 0.5,
               "A timed-out flow did not finish its path; with timeout_policy='project' its energy is "
-              "moved to the nearest plane by a rule, not by the model. A fresh debug model times out "
-              "~15 %; when half the flows time out the projection, not the flows, makes the output."),
+              "moved to the nearest plane by a rule, not by the model. The debug preset's model times out "
+              "10–22 %; when half the flows time out the projection, not the flows, makes the output."),
     Threshold("motion", "share of flow-steps that moved less than STILL_EPSILON on every axis", "above", 0.25, 0.5,
               "A flow that does not move never reaches a plane. A fresh model moves every flow at every "
               "step (share 0); when a quarter of all flow-steps stand still the displacement head is "
@@ -56,7 +56,7 @@ _TABLE = (
               "above", 0.3, 0.6,
               "Flows pushed into the x/y clamp slide along the lattice's walls and land on the outermost "
               "cells, so the planes' interior goes unused. The debug preset's default model measures "
-              "0.1–0.4 while it learns (its border gets 2–3× its fair share): a warning. At 0.6 most "
+              "0.1–0.5 while it learns (its border gets 2–3× its fair share): a warning. At 0.6 most "
               "energy is on the border (on a 20×20 plane: 68 % of it on 19 % of the cells)."),
     Threshold("fading", "share of the batch's flows that faded in the first half of max_steps", "above", 0.3, 0.6,
               "Fading is the model's way to drop a flow, but flows that fade early carry nothing to the "
