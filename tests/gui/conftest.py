@@ -139,3 +139,4 @@ def make_window(qtbot, tiny_dataset, small_config) -> Iterator[Callable[..., Mai
     yield make
     for window in windows:
         window.shutdown()
+

@@ -11,33 +11,20 @@ import json
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from PyQt6.QtCore import QPoint, Qt
 
 from app.lattice_view import LatticeView
 from app.panels.inspector_panel import InspectorPanel
 from app.replay import ReplaySource
-from app.snapshot import RunHistory, Snapshot
+from app.snapshot import Snapshot
 from app.view.highlight import DIM_ALPHA
-from energy_flow.config import create_tiny_config
 from energy_flow.trace import FlowRecorder
-from energy_flow.training import EnergyTrainer, build_model
+from tests.gui.builders import trained_snapshot
 
 
 @pytest.fixture(scope="module")
 def snapshot() -> Snapshot:
-    c = create_tiny_config()
-    trainer = EnergyTrainer(build_model(c), c)
-    g = torch.Generator().manual_seed(1)
-    inputs = F.normalize(torch.randn(c.batch_size, c.teacher_dim, generator=g), dim=1)
-    targets = F.normalize(torch.randn(c.batch_size, c.teacher_dim, generator=g), dim=1)
-    history = RunHistory()
-    for _ in range(2):
-        report = trainer.train_step((inputs, targets))
-        history.append(report, 1.0 / report.timings["total"])
-    return Snapshot(telemetry=report.telemetry, history=history.arrays(), report=report,
-                    batch_label=f"batch {report.step}")
+    return trained_snapshot(batches=2, seed=1)
 
 
 def family(flows, flow_id: int) -> tuple[set[int], set[int]]:

@@ -11,8 +11,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from app.lattice_view import LAYERS, LatticeView, build_geometry, sample_flows
 from app.panels.coverage_panel import CoveragePanel
@@ -20,10 +18,10 @@ from app.panels.displacement_panel import DisplacementPanel
 from app.panels.energy_panel import EnergyPanel
 from app.panels.spawn_panel import SpawnPanel
 from app.panels.training_panel import TrainingPanel, debiased_ema
-from app.snapshot import RunHistory, Snapshot
+from app.snapshot import Snapshot
 from energy_flow.config import create_tiny_config
 from energy_flow.trace.telemetry import REASON_ACTIVE
-from energy_flow.training import EnergyTrainer, build_model
+from tests.gui.builders import trained_snapshot
 
 RENDER_SIZE = (480, 320)
 
@@ -31,17 +29,7 @@ RENDER_SIZE = (480, 320)
 @pytest.fixture(scope="module")
 def snapshot() -> Snapshot:
     """A snapshot of the third real batch of a fresh tiny model, with its run history."""
-    c = create_tiny_config(device="cpu")
-    trainer = EnergyTrainer(build_model(c), c)
-    g = torch.Generator().manual_seed(0)
-    inputs = F.normalize(torch.randn(c.batch_size, c.teacher_dim, generator=g), dim=1)
-    targets = F.normalize(torch.randn(c.batch_size, c.teacher_dim, generator=g), dim=1)
-    history = RunHistory()
-    for _ in range(3):
-        report = trainer.train_step((inputs, targets))
-        history.append(report, 1.0 / report.timings["total"])
-    snap = Snapshot(telemetry=report.telemetry, history=history.arrays(), report=report,
-                    batch_label=f"batch {report.step}")
+    snap = trained_snapshot(batches=3, seed=0)
     flows = snap.telemetry.flows
     assert flows is not None and flows.num_flows > 100
     assert snap.telemetry.aggregates.spawn_granted.sum() > 0
