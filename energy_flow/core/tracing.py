@@ -94,11 +94,14 @@ class StepTracer:
     def record_placement(self, state: FlowState, collector: OutputCollector) -> None:
         n0 = state.alive.sum()
         zero = torch.zeros((), device=self.device, dtype=torch.long)
-        e0 = state.energy[state.alive]
-        self._input_energy = torch.stack([e0.detach().min(), e0.detach().max()])
+        energy = state.energy.detach()
+        # masked reductions, not ``energy[alive]``: a boolean index would wait for the device
+        self._input_energy = torch.stack([energy.masked_fill(~state.alive, float("inf")).min(),
+                                          energy.masked_fill(~state.alive, float("-inf")).max()])
         row = self._counts(n0, zero, zero, torch.zeros(self.planes, device=self.device, dtype=torch.long),
-                           zero, zero, collector, e0.detach().sum())
+                           zero, zero, collector, (energy * state.alive).sum())
         if self.detailed:
+            e0 = energy[state.alive]
             row = torch.cat([row, self._details(e0, None, None, None, None, collector)])
             traced = torch.nonzero(state.traced).squeeze(1)
             self._meta.append(torch.stack([state.flow_id[traced], state.parent_id[traced],
