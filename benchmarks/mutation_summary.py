@@ -3,11 +3,15 @@
 mutmut 3 stores one exit code per mutant; its own ``status_by_exit_code`` names them (killed,
 survived, timeout, no tests, not checked, ...). A timeout counts as killed (the mutant broke
 the run), as mutmut's summary counts it. Run after ``benchmarks/mutation.sh``.
+
+Where only a sample of a module's mutants was checked (``benchmarks/mutation_sample.py``), the
+share is an estimate; the last column is its 95 % Wilson score interval.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -18,8 +22,8 @@ COLUMNS = ("killed", "timeout", "survived", "no tests", "not checked")
 
 def main() -> None:
     total: Counter = Counter()
-    print("| module | " + " | ".join(COLUMNS) + " | killed / checked |")
-    print("|---|" + "---:|" * (len(COLUMNS) + 1))
+    print("| module | " + " | ".join(COLUMNS) + " | killed / checked | 95 % interval |")
+    print("|---|" + "---:|" * (len(COLUMNS) + 2))
     for meta in sorted(Path("mutants").rglob("*.py.meta")):
         codes = json.loads(meta.read_text())["exit_code_by_key"].values()
         if not codes:
@@ -34,10 +38,19 @@ def _row(name: str, count: Counter) -> str:
     killed = count["killed"] + count["timeout"]
     checked = sum(count.values()) - count["not checked"]
     share = f"{100 * killed / checked:.1f} %" if checked else "—"
+    interval = "{:.0f}–{:.0f} %".format(*(100 * v for v in wilson(killed, checked))) if checked else "—"
     other = sum(v for k, v in count.items() if k not in COLUMNS)
     cells = [str(count[c]) for c in COLUMNS]
     note = f" (+{other} other)" if other else ""
-    return f"| {name}{note} | " + " | ".join(cells) + f" | {share} |"
+    return f"| {name}{note} | " + " | ".join(cells) + f" | {share} | {interval} |"
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial share k / n."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 if __name__ == "__main__":
