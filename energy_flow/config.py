@@ -33,6 +33,14 @@ PAYLOAD_UPDATES = ("replace", "gated")
 #: rows of the displacement head start at zero: flows first land under their start cell and
 #: learn to move sideways only where that lowers the loss).
 FLOW_XY_STARTS = ("free", "still")
+#: The output mapper's initial weights: "random" (PyTorch's default for a Linear layer) or
+#: "tied": each output plane's payload channels read the coarse grid back through the transpose
+#: of the input mapper's projection (the energy channels start at zero), like a tied
+#: autoencoder. With payloads that reach the planes under their start cells (gated payload,
+#: still start) an untrained lattice then hands the output roughly its input, and training
+#: learns a correction to that instead of a map from scratch. The information still travels
+#: only through the deposits: the readout is a function of the output planes alone.
+READOUT_INITS = ("random", "tied")
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class EnergyConfig:
     energy_dim: int = 8
     mapper_grid: int = 8
     payload_update: str = "replace"
+    readout_init: str = "random"
     teacher_dim: int = 384
     # training
     learning_rate: float = 2e-3
@@ -255,6 +264,8 @@ def _validate(c: EnergyConfig) -> None:
         _fail("payload_update", c.payload_update, f"must be one of {PAYLOAD_UPDATES}")
     if c.flow_xy_start not in FLOW_XY_STARTS:
         _fail("flow_xy_start", c.flow_xy_start, f"must be one of {FLOW_XY_STARTS}")
+    if c.readout_init not in READOUT_INITS:
+        _fail("readout_init", c.readout_init, f"must be one of {READOUT_INITS}")
     if c.loss not in LOSSES:
         _fail("loss", c.loss, f"must be one of {LOSSES}")
     if c.loss == "mse_cosine" and c.mse_weight == 0 and c.cosine_weight == 0:

@@ -21,6 +21,7 @@ CONFIGS = {
     "contrastive": {"loss": "contrastive"},
     "finer mapper grid": {"mapper_grid": 6, "energy_dim": 6},
     "gated payload, still start": {"payload_update": "gated", "flow_xy_start": "still"},
+    "tied readout": {"payload_update": "gated", "flow_xy_start": "still", "readout_init": "tied"},
 }
 
 

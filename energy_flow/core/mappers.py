@@ -49,6 +49,23 @@ class OutputMapper(nn.Module):
         self.channels = config.num_output_planes * (1 + config.energy_dim)
         self.proj = nn.Linear(self.channels * g * g, config.teacher_dim)
 
+    @torch.no_grad()
+    def tie_to(self, input_mapper: InputMapper) -> None:
+        """``readout_init = "tied"``: every plane's payload channel ``e`` at coarse cell ``k``
+        reads back through the input mapper's weights for the same channel and cell
+        (transposed), the energy channels through zeros. Gaussian N(0, 1) input weights have
+        nearly orthogonal columns, so Wᵀ·W ≈ (g²·E)·I and the composite starts close to a
+        scaled identity wherever payloads land under their start cell; ``1 / (g²·E)`` undoes
+        that scale. Planes are summed, since each flow lands on one of them."""
+        c, g = self.config, self.config.mapper_grid
+        cells, e = g * g, c.energy_dim
+        w_in = input_mapper.proj.weight.view(1 + e, cells, c.teacher_dim)[1:]   # [E, g², D]
+        readout = w_in.permute(2, 0, 1) / (cells * e)                           # [D, E, g²]
+        weight = self.proj.weight.view(c.teacher_dim, c.num_output_planes, 1 + e, cells)
+        weight.zero_()
+        weight[:, :, :e] = readout.unsqueeze(1)
+        self.proj.bias.zero_()
+
     def forward(self, payload: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
         """payload [B, P, H·W, E] (energy-weighted mean per cell), energy [B, P, H·W] → [B, D]."""
         c, g = self.config, self.config.mapper_grid

@@ -73,6 +73,8 @@ class FlowProcessor(nn.Module):
         self.neuron = neuron
         self.carrier = EnergyCarrier(config, input_dim=neuron.output_dim + config.energy_dim + 1)
         self.output_mapper = OutputMapper(config)
+        if config.readout_init == "tied":
+            self.output_mapper.tie_to(self.input_mapper)
         self.trace_enabled = config.trace_enabled
         k = config.max_spawn_per_step
         angles = torch.arange(max(k, 1), dtype=torch.float32) * (2 * math.pi / max(k, 1)) + math.pi / 4
