@@ -53,8 +53,9 @@ def carrier_flops_per_flow_step(c: EnergyConfig) -> float:
     return 2.0 * (gru + heads)
 
 
-def bench(preset: str, device: torch.device, steps: int, batch_size: int | None) -> dict:
-    changes = {"device": device.type if device.type == "cpu" else str(device)}
+def bench(preset: str, device: torch.device, steps: int, batch_size: int | None,
+          telemetry: bool = True) -> dict:
+    changes = {"device": device.type if device.type == "cpu" else str(device), "trace_enabled": telemetry}
     if batch_size:
         changes["batch_size"] = batch_size
     c = create_preset(preset, **changes)
@@ -89,6 +90,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=None, help="override every preset's batch size")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--telemetry", choices=("on", "off"), default="on",
+                   help="per-step telemetry as the app and headless runs keep it (on, default), or "
+                        "off as energy_flow.evaluate trains (three fewer host syncs per step)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -103,7 +107,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for preset in presets:
         try:
-            r = bench(preset, device, args.steps, args.batch_size)
+            r = bench(preset, device, args.steps, args.batch_size, args.telemetry == "on")
         except torch.cuda.OutOfMemoryError as exc:
             print(f"| {preset} | | | | out of memory: {str(exc).splitlines()[0]} | | | | |")
             torch.cuda.empty_cache()
