@@ -31,11 +31,6 @@ class Threshold:
             return Level.FAILURE
         return Level.WARNING if worse(value, self.warn) else Level.OK
 
-    def describe(self) -> str:
-        sign = "≥" if self.bad_when == "above" else "≤"
-        fail = f"fail {sign} {self.fail:g}" if self.fail is not None else "never fails"
-        return f"warn {sign} {self.warn:g}, {fail}"
-
 
 _TABLE = (
     Threshold("landing", "share of the batch's flows that reached an output plane", "below", 0.25, 0.05,
