@@ -55,7 +55,12 @@ def test_the_gate_learns_and_the_options_are_validated_and_checkpointed(tmp_path
     assert trainer.processor.carrier.payload_gate.weight.grad.abs().sum() > 0
     assert incompatible_fields(c.to_dict(), c.replace(payload_update="replace")) == [
         "payload_update (checkpoint 'gated', model 'replace')"]
-    for field, bad in (("payload_update", "keep"), ("flow_xy_start", "random")):
+    tied = c.replace(readout_init="tied")
+    assert incompatible_fields(tied.to_dict(), c) == ["readout_init (checkpoint 'tied', model 'random')"]
+    older = {k: v for k, v in c.to_dict().items() if k != "readout_init"}  # written before the field
+    assert incompatible_fields(older, c) == []
+    assert incompatible_fields(older, tied) == ["readout_init (checkpoint 'random', model 'tied')"]
+    for field, bad in (("payload_update", "keep"), ("flow_xy_start", "random"), ("readout_init", "copy")):
         with pytest.raises(ValueError, match=field):
             create_tiny_config(**{field: bad})
 
