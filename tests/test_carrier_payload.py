@@ -55,7 +55,12 @@ def test_the_gate_learns_and_the_options_are_validated_and_checkpointed(tmp_path
     assert trainer.processor.carrier.payload_gate.weight.grad.abs().sum() > 0
     assert incompatible_fields(c.to_dict(), c.replace(payload_update="replace")) == [
         "payload_update (checkpoint 'gated', model 'replace')"]
-    for field, bad in (("payload_update", "keep"), ("flow_xy_start", "random")):
+    tied = c.replace(readout_init="tied")
+    assert incompatible_fields(tied.to_dict(), c) == ["readout_init (checkpoint 'tied', model 'random')"]
+    older = {k: v for k, v in c.to_dict().items() if k != "readout_init"}  # written before the field
+    assert incompatible_fields(older, c) == []
+    assert incompatible_fields(older, tied) == ["readout_init (checkpoint 'random', model 'tied')"]
+    for field, bad in (("payload_update", "keep"), ("flow_xy_start", "random"), ("readout_init", "copy")):
         with pytest.raises(ValueError, match=field):
             create_tiny_config(**{field: bad})
 
@@ -63,7 +68,7 @@ def test_the_gate_learns_and_the_options_are_validated_and_checkpointed(tmp_path
 def test_a_tied_readout_reads_back_the_input_mappers_weights() -> None:
     """Guards against a readout tied to the wrong channel or cell (or to the energy channel):
     each plane's payload channel e at coarse cell k holds input weight row (1 + e)·g² + k,
-    transposed and divided by g²·E; energy channels and the bias are zero."""
+    transposed; energy channels and the bias are zero; the fixed gain is 1 / (g²·E)."""
     c = create_tiny_config(readout_init="tied", mapper_grid=3, energy_dim=4)
     model = build_model(c)
     g2, e = c.mapper_grid ** 2, c.energy_dim
@@ -72,9 +77,11 @@ def test_a_tied_readout_reads_back_the_input_mappers_weights() -> None:
     for plane in range(c.num_output_planes):
         for ch in range(e):
             for k in (0, g2 - 1):
-                torch.testing.assert_close(w_out[:, plane, ch, k], w_in[(1 + ch) * g2 + k] / (g2 * e))
+                torch.testing.assert_close(w_out[:, plane, ch, k], w_in[(1 + ch) * g2 + k])
         assert w_out[:, plane, e].abs().max() == 0
     assert model.output_mapper.proj.bias.abs().max() == 0
+    assert model.output_mapper.gain == 1 / (g2 * e)
+    assert build_model(create_tiny_config()).output_mapper.gain == 1.0
 
 
 def cosine_with_input(config_overrides: dict) -> float:

@@ -48,6 +48,12 @@ class OutputMapper(nn.Module):
         g = config.mapper_grid
         self.channels = config.num_output_planes * (1 + config.energy_dim)
         self.proj = nn.Linear(self.channels * g * g, config.teacher_dim)
+        # "tied": the readout's weights are stored at the input mapper's scale (O(1)) and the
+        # 1 / (g²·E) that undoes Wᵀ·W ≈ (g²·E)·I is a fixed gain in forward. Stored divided,
+        # the weights would be ~0.002 and Adam's steps (≈ lr per parameter, whatever the
+        # gradient's size) would wipe the tie out within a hundred batches; measured in
+        # docs/BENCHMARKS.md.
+        self.gain = 1.0 / (g * g * config.energy_dim) if config.readout_init == "tied" else 1.0
 
     @torch.no_grad()
     def tie_to(self, input_mapper: InputMapper) -> None:
@@ -55,15 +61,14 @@ class OutputMapper(nn.Module):
         reads back through the input mapper's weights for the same channel and cell
         (transposed), the energy channels through zeros. Gaussian N(0, 1) input weights have
         nearly orthogonal columns, so Wᵀ·W ≈ (g²·E)·I and the composite starts close to a
-        scaled identity wherever payloads land under their start cell; ``1 / (g²·E)`` undoes
-        that scale. Planes are summed, since each flow lands on one of them."""
-        c, g = self.config, self.config.mapper_grid
-        cells, e = g * g, c.energy_dim
+        scaled identity wherever payloads land under their start cell (``gain`` undoes the
+        scale). Planes are summed, since each flow lands on one of them."""
+        c = self.config
+        cells, e = c.mapper_grid ** 2, c.energy_dim
         w_in = input_mapper.proj.weight.view(1 + e, cells, c.teacher_dim)[1:]   # [E, g², D]
-        readout = w_in.permute(2, 0, 1) / (cells * e)                           # [D, E, g²]
         weight = self.proj.weight.view(c.teacher_dim, c.num_output_planes, 1 + e, cells)
         weight.zero_()
-        weight[:, :, :e] = readout.unsqueeze(1)
+        weight[:, :, :e] = w_in.permute(2, 0, 1).unsqueeze(1)
         self.proj.bias.zero_()
 
     def forward(self, payload: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
@@ -72,5 +77,7 @@ class OutputMapper(nn.Module):
         b, p = energy.shape[:2]
         planes = torch.cat([payload, torch.log1p(energy).unsqueeze(-1)], dim=-1)  # [B,P,HW,E+1]
         planes = planes.permute(0, 1, 3, 2).reshape(b, self.channels, c.lattice_height, c.lattice_width)
-        pooled = F.adaptive_avg_pool2d(planes, g)
-        return self.proj(pooled.flatten(1))
+        pooled = F.adaptive_avg_pool2d(planes, g).flatten(1)
+        if self.gain == 1.0:
+            return self.proj(pooled)
+        return F.linear(pooled, self.proj.weight) * self.gain + self.proj.bias

@@ -27,9 +27,13 @@ FORMAT = "energy-flow-checkpoint"
 
 #: Fields that decide the shapes of the model's parameters: a checkpoint can only be loaded
 #: into a model that agrees on all of them.
+#: ``readout_init`` is among them although no shape depends on it: it sets the output mapper's
+#: fixed gain, so weights trained with one value give wrong outputs under the other.
 SHAPE_FIELDS = ("lattice_width", "lattice_height", "start_mode", "carrier_hidden_size",
                 "carrier_num_layers", "neuron_hidden_dim", "neuron_output_dim", "energy_dim",
-                "mapper_grid", "teacher_dim", "max_spawn_per_step", "payload_update")
+                "mapper_grid", "teacher_dim", "max_spawn_per_step", "payload_update", "readout_init")
+#: A field a checkpoint does not name was at its default when it was written (older versions).
+_DEFAULTS = EnergyConfig().to_dict()
 
 #: Every key a checkpoint must hold, with the type its value must have.
 REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -40,8 +44,9 @@ REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
 
 def incompatible_fields(saved: dict[str, Any], config: EnergyConfig) -> list[str]:
     current = config.to_dict()
-    return [f"{name} (checkpoint {saved.get(name)!r}, model {current[name]!r})"
-            for name in SHAPE_FIELDS if saved.get(name) != current[name]]
+    saved = {name: saved.get(name, _DEFAULTS[name]) for name in SHAPE_FIELDS}
+    return [f"{name} (checkpoint {saved[name]!r}, model {current[name]!r})"
+            for name in SHAPE_FIELDS if saved[name] != current[name]]
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
