@@ -10,6 +10,7 @@ share is an estimate; the last column is its 95 % Wilson score interval.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from collections import Counter
@@ -21,11 +22,18 @@ COLUMNS = ("killed", "timeout", "survived", "no tests", "not checked")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", metavar="FILE",
+                        help="count only the mutants named in FILE (one per line, e.g. a sample "
+                             "from mutation_sample.py), so mutants run outside it do not bias it")
+    args = parser.parse_args()
+    only = set(open(args.only, encoding="utf-8").read().split()) if args.only else None
     total: Counter = Counter()
     print("| module | " + " | ".join(COLUMNS) + " | killed / checked | 95 % interval |")
     print("|---|" + "---:|" * (len(COLUMNS) + 2))
     for meta in sorted(Path("mutants").rglob("*.py.meta")):
-        codes = json.loads(meta.read_text())["exit_code_by_key"].values()
+        by_key = json.loads(meta.read_text())["exit_code_by_key"]
+        codes = [code for key, code in by_key.items() if only is None or key in only]
         if not codes:
             continue
         count = Counter(status_by_exit_code[c] for c in codes)
