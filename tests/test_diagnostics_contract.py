@@ -26,7 +26,7 @@ from energy_flow.diagnostics import (CHECK_KEYS, THRESHOLDS, Evidence, HealthRep
 from energy_flow.diagnostics.flow_checks import _share, _weighted_mean, border_mask
 from energy_flow.diagnostics.sources import (HealthMonitor, assess_recording_batch, recording_history,
                                              signals_from_report)
-from energy_flow.diagnostics.thresholds import LOSS_WINDOW
+from energy_flow.diagnostics.thresholds import FLAT_WINDOW, LOSS_WINDOW
 from energy_flow.trace.recording import Recording, RecordingWriter, open_recording, report_fields_from
 from energy_flow.trace.telemetry import SATURATION_NAMES, BatchTelemetry
 from energy_flow.training.trainer import EnergyTrainer, build_model
@@ -501,3 +501,111 @@ def test_loss_trend_reports_the_rolling_means(live):
     head = verdict.detail.split(";")[0]
     assert head == f"last {LOSS_WINDOW} batches' mean {last:.4g}, {last / best:.2f}× the best {best:.4g}", head
     assert verdict.value == pytest.approx(last / best)
+
+
+# ---------------------------------------------------------------------------------- 6. the optimisation checks' numbers
+def step_signals(**fields) -> dict:
+    """A training step's signals with every parameter given a gradient, plus ``fields``."""
+    return {"params_without_grad": [], "params_without_grad_count": 0, **fields}
+
+
+def test_gradients_judges_every_module_with_a_weight_norm_above_zero():
+    """Guards against the vanishing-gradient ratio skipping modules whose weight norm is small
+    (≤ 1: a displacement head, a bias, a freshly initialised layer), which are the ones that
+    vanish first, and against a weightless module dividing by zero."""
+    grads = {"displacement": 2e-7, "gru": 0.3, "spare": 0.1}
+    weights = {"displacement": 0.8, "gru": 12.0, "spare": 0.0}
+    ratios = {m: grads[m] / weights[m] for m in ("displacement", "gru")}
+    weakest = min(ratios, key=ratios.get)
+    assert weakest == "displacement"
+    verdict = assess(Evidence(None, step_signals(grad_norms=grads, weight_norms=weights)))["gradients"]
+    assert verdict.value == pytest.approx(ratios[weakest])
+    assert verdict.level is THRESHOLDS["gradient_vanishing"].level(ratios[weakest]) is Level.WARNING
+    assert verdict.detail.endswith(f"{ratios[weakest]:.1e} ({weakest})"), verdict.detail
+
+
+def test_updates_names_the_module_with_the_largest_and_the_smallest_step():
+    """Guards against the largest update being picked by module name instead of by size: the
+    researcher lowers the learning rate of the module the detail names."""
+    ratios = {"decoder": 0.3, "encoder": 2e-7, "head": 1e-3, "lost": float("nan")}
+    verdict = assess(Evidence(None, step_signals(update_ratios=ratios)))["updates"]
+    assert verdict.detail == f"‖Δθ‖/‖θ‖ from {2e-7:.1e} (encoder) to {0.3:.1e} (decoder)", verdict.detail
+    assert verdict.value == 0.3
+    expected = max(THRESHOLDS["update_ratio"].level(0.3), THRESHOLDS["update_stalled"].level(2e-7))
+    assert verdict.level is expected is Level.WARNING
+
+
+def test_a_skipped_update_cannot_be_judged_on_its_size():
+    """Guards against a step the trainer skipped (non-finite) being judged from the ratios it
+    left behind, or its cannot-judge verdict losing the updates key (the strip and the gate look
+    verdicts up by key)."""
+    signals = step_signals(skipped=True, update_ratios={"decoder": 5.0, "encoder": 1e-3})
+    verdict = assess(Evidence(None, signals))["updates"]
+    assert verdict.level is Level.UNKNOWN and verdict.value is None
+    assert "skipped" in verdict.detail, verdict.detail
+
+
+def test_collapse_is_the_median_over_batches_where_both_spreads_are_finite():
+    """Guards against the finite mask letting a batch through when only one of its spreads is
+    usable (a NaN output spread, a NaN or zero target spread turn the median into NaN or inf),
+    and against the target history being ignored (the check then judges the last batch alone)."""
+    out = np.array([0.2, 0.3, 0.4, np.nan, 0.3])
+    tgt = np.array([1.0, np.nan, 0.0, 0.7, 0.5])
+    usable = [(o, t) for o, t in zip(out, tgt) if math.isfinite(o) and math.isfinite(t) and t > 0]
+    assert len(usable) == 2
+    ratio = float(np.median([o / t for o, t in usable]))   # (0.2 + 0.6) / 2
+    signals = step_signals(output_spread=float(out[-1]), target_spread=float(tgt[-1]))
+    verdict = assess(Evidence(None, signals, {"output_spread": out, "target_spread": tgt}))["collapse"]
+    assert verdict.value == pytest.approx(ratio)
+    assert verdict.level is THRESHOLDS["collapse"].level(ratio) is Level.WARNING
+    assert verdict.detail.endswith("(0.300 vs 0.500; median of 2 batches)"), verdict.detail
+
+
+def rolling_means(losses: np.ndarray) -> np.ndarray:
+    return np.lib.stride_tricks.sliding_window_view(losses, LOSS_WINDOW).mean(axis=1)
+
+
+def test_loss_flatness_compares_the_last_window_with_the_one_flat_window_before():
+    """Guards against the relative change being taken from the wrong windowed mean (the first
+    instead of the last), and against a flat loss's verdict losing the change it was judged on."""
+    n = FLAT_WINDOW + 2 * LOSS_WINDOW
+    falling = 2.0 * np.exp(-np.arange(n) / 60.0) + 0.05 * np.sin(np.arange(n))
+    means = rolling_means(falling)
+    change = abs(means[-1] - means[-1 - FLAT_WINDOW]) / abs(means[-1 - FLAT_WINDOW])
+    verdict = assess(Evidence(None, {"loss": float(falling[-1])}, {"loss": falling}))["loss"]
+    assert f"; {change:.2%} change over {FLAT_WINDOW} batches" in verdict.detail, verdict.detail
+    assert verdict.level is Level.OK and verdict.value == pytest.approx(means[-1] / means.min())
+
+    flat = 0.7 + 1e-6 * np.cos(np.arange(n))
+    means = rolling_means(flat)
+    change = abs(means[-1] - means[-1 - FLAT_WINDOW]) / abs(means[-1 - FLAT_WINDOW])
+    verdict = assess(Evidence(None, {"loss": float(flat[-1])}, {"loss": flat}))["loss"]
+    assert verdict.level is THRESHOLDS["loss_flat"].level(change) is Level.FAILURE
+    assert verdict.value == pytest.approx(change, rel=1e-6)
+
+
+def test_a_loss_whose_best_mean_is_not_positive_has_no_divergence_ratio():
+    """Guards against a loss that can reach zero or go negative (a shifted or log-likelihood
+    loss) crashing the trend check or getting a divergence ratio that means nothing; its
+    flatness is still judged."""
+    short = -0.5 + 0.01 * np.arange(2 * LOSS_WINDOW)
+    verdict = assess(Evidence(None, {"loss": float(short[-1])}, {"loss": short}))["loss"]
+    assert verdict.level is Level.UNKNOWN and math.isnan(verdict.value), verdict.detail
+    n = FLAT_WINDOW + LOSS_WINDOW
+    flat = -0.5 + 1e-8 * np.arange(n)
+    means = rolling_means(flat)
+    assert means.min() < 0
+    change = abs(means[-1] - means[-1 - FLAT_WINDOW]) / abs(means[-1 - FLAT_WINDOW])
+    verdict = assess(Evidence(None, {"loss": float(flat[-1])}, {"loss": flat}))["loss"]
+    assert verdict.level is THRESHOLDS["loss_flat"].level(change) is Level.FAILURE
+    assert verdict.value == pytest.approx(change, rel=1e-6)
+
+
+def test_collapse_with_only_one_spread_recorded_cannot_be_judged():
+    """Guards against a batch that recorded one spread but not the other (a trainer that only
+    measures its outputs, a spread that was NaN for a batch of one) crashing the collapse check
+    instead of saying what is missing."""
+    for signals in (step_signals(output_spread=0.3), step_signals(output_spread=0.3, target_spread=float("nan"))):
+        verdict = assess(Evidence(None, signals, {"output_spread": np.array([0.3])}))["collapse"]
+        assert verdict.level is Level.UNKNOWN and verdict.value is None
+        assert verdict.detail == "output and target spread not recorded", verdict.detail
