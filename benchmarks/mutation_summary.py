@@ -26,6 +26,11 @@ def main() -> None:
     parser.add_argument("--only", metavar="FILE",
                         help="count only the mutants named in FILE (one per line, e.g. a sample "
                              "from mutation_sample.py), so mutants run outside it do not bias it")
+    parser.add_argument("--earlier", metavar="DIR", action="append", default=[],
+                        help="a copy of an earlier run's mutants/ folder: a mutant the latest run "
+                             "left unchecked takes its result from there (mutmut resets decided "
+                             "results when the test selection changes; a killed mutant of "
+                             "unchanged source stays killed when tests are only added)")
     args = parser.parse_args()
     only = set(open(args.only, encoding="utf-8").read().split()) if args.only else None
     total: Counter = Counter()
@@ -33,6 +38,11 @@ def main() -> None:
     print("|---|" + "---:|" * (len(COLUMNS) + 2))
     for meta in sorted(Path("mutants").rglob("*.py.meta")):
         by_key = json.loads(meta.read_text())["exit_code_by_key"]
+        for earlier in args.earlier:
+            old_meta = Path(earlier) / meta.relative_to("mutants")
+            if old_meta.exists():
+                old = json.loads(old_meta.read_text())["exit_code_by_key"]
+                by_key = {k: old.get(k) if v is None else v for k, v in by_key.items()}
         codes = [code for key, code in by_key.items() if only is None or key in only]
         if not codes:
             continue
