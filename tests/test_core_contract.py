@@ -103,3 +103,66 @@ def test_saturation_reads_delta_z_as_a_sigmoid_only_in_input_face_mode():
         shares[mode] = float(tracer._saturation(carrier_output(0.001))[column])
     # one of three displacement axes pinned (x, y at 0 are centred in both modes)
     assert shares["input_face"] == pytest.approx(1 / 3) and shares["center"] == 0.0
+
+
+def test_the_tied_readout_applies_its_gain_and_adds_its_bias():
+    """The readout is ``gain · W · pooled + bias``: guards against the gain skipped (outputs
+    g²·E = 512 times too long: cosine-based tests would not notice) and a subtracted bias."""
+    c = create_tiny_config(readout_init="tied", payload_update="gated", flow_xy_start="still",
+                           mapper_grid=3, energy_dim=4)
+    mapper = build_model(c).output_mapper
+    b, p, hw, e = 2, c.num_output_planes, c.lattice_width * c.lattice_height, c.energy_dim
+    g = torch.Generator().manual_seed(0)
+    payload, energy = torch.rand(b, p, hw, e, generator=g) - 0.5, torch.rand(b, p, hw, generator=g)
+    planes = torch.cat([payload, torch.log1p(energy).unsqueeze(-1)], dim=-1)
+    planes = planes.permute(0, 1, 3, 2).reshape(b, p * (e + 1), c.lattice_height, c.lattice_width)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(planes, c.mapper_grid).flatten(1)
+    with torch.no_grad():
+        mapper.proj.bias.copy_(torch.linspace(-1, 1, c.teacher_dim))
+        expected = pooled @ mapper.proj.weight.T / (c.mapper_grid ** 2 * e) + mapper.proj.bias
+        torch.testing.assert_close(mapper(payload, energy), expected)
+
+
+def test_the_coarse_grid_corners_land_on_the_lattice_corners():
+    """The input mapper interpolates with aligned corners: the start plane's corner cells get
+    the coarse grid's corner values exactly (guards against ``align_corners=False``, which
+    shifts every cell's part by a fraction of a coarse cell)."""
+    c = create_tiny_config(lattice_width=7, lattice_height=5, mapper_grid=3, energy_dim=2)
+    mapper = build_model(c).input_mapper
+    x = unit_rows(2, c.teacher_dim, seed=3)
+    with torch.no_grad():
+        coarse = mapper.proj(torch.nn.functional.normalize(x, dim=1)).view(2, 1 + c.energy_dim, 3, 3)
+        _, parts = mapper(x)
+    parts = parts.view(2, 5, 7, c.energy_dim)
+    for (row, col), (crow, ccol) in (((0, 0), (0, 0)), ((0, 6), (0, 2)), ((4, 0), (2, 0)), ((4, 6), (2, 2))):
+        torch.testing.assert_close(parts[:, row, col], torch.tanh(coarse[:, 1:, crow, ccol]))
+    # and between them, linearly in the aligned-corner coordinate: column 1 of 7 sits a third of
+    # the way from coarse column 0 to 1
+    third = coarse[:, 1:, 0, 0] * 2 / 3 + coarse[:, 1:, 0, 1] / 3
+    torch.testing.assert_close(parts[:, 0, 1], torch.tanh(third))
+
+
+def test_children_start_half_a_step_away_each_in_its_own_direction():
+    """The design's spawn rule: child k of a parent starts at displacement_scale / 2 from it, at
+    angle π/4 + 2πk/K in the x/y plane (guards against children stacked on their parent or
+    thrown a step and a half away)."""
+    c = create_tiny_config(max_spawn_per_step=3, displacement_scale=0.2)
+    offsets = build_model(c).child_offsets
+    angles = torch.pi / 4 + torch.arange(3) * 2 * torch.pi / 3
+    expected = torch.stack([angles.cos(), angles.sin(), torch.zeros(3)], dim=1) * 0.1
+    torch.testing.assert_close(offsets, expected)
+
+
+def test_telemetry_keeps_its_documented_dtypes_and_per_plane_columns():
+    """Recordings store what the telemetry holds: float32 values, integer counts, and one
+    column per output plane even where there is only one (input_face mode). Guards against a
+    plane column squeezed to 1-D and float64 arrays doubling a recording's size."""
+    c = create_tiny_config(start_mode="input_face")
+    tel = build_model(c)(unit_rows(c.batch_size, c.teacher_dim)).telemetry
+    agg = tel.aggregates
+    steps = agg.active.shape[0]
+    for name in ("landed", "coverage", "deposited_energy"):
+        assert getattr(agg, name).shape == (steps, 1), name
+    for name in ("delta_min", "delta_max", "delta_percentiles", "energy_percentiles", "clamp_fraction"):
+        assert getattr(agg, name).dtype == np.float32, name
+    assert agg.spawn_denied.dtype == np.int64 and agg.active.dtype == np.int64
