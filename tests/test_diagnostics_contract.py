@@ -67,48 +67,68 @@ def live_config():
     return create_tiny_config(device="cpu", lattice_width=8, lattice_height=8, max_active_flows=3000)
 
 
+# The fixtures are split: the real training runs happen once per module, and every test judges
+# them again itself. Mutation testing (mutmut) runs, for each mutant, only the tests that called
+# the mutated function; verdicts computed once in a module fixture would be credited to the
+# first test alone, and every other contract test here would never see the mutant.
+
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    """Four real training steps judged live by a HealthMonitor while a RecordingWriter stores
-    them, as the app's worker does (app/worker.py): returns (reports, live verdicts, path)."""
+def live_run(tmp_path_factory):
+    """Four real training steps written by a RecordingWriter, as the app's worker does
+    (app/worker.py): returns (config, reports, path)."""
     config = live_config()
     torch.manual_seed(0)
     trainer = EnergyTrainer(build_model(config), config)
-    monitor = HealthMonitor(config.to_dict())
     x = unit_rows(4 * BATCHES, config.teacher_dim, seed=11)
     y = unit_rows(4 * BATCHES, config.teacher_dim, seed=12)
     path = tmp_path_factory.mktemp("live") / "live.h5"
-    reports, verdicts = [], []
+    reports = []
     provenance = {"model": "energy_flow.FlowProcessor"}
     with one_torch_thread(), RecordingWriter(path, config.to_dict(), provenance) as writer:
         for i in range(BATCHES):
             idx = torch.arange(4 * i, 4 * i + 4)
             report = trainer.train_step((x[idx], y[idx], idx))
-            verdicts.append(monitor.observe_report(report))
             writer.append_batch(report.telemetry, report_fields_from(report))
             reports.append(report)
-    return reports, verdicts, path
+    return config, reports, path
+
+
+@pytest.fixture
+def live(live_run):
+    """The live run judged batch by batch by a HealthMonitor, in this test: (reports, verdicts, path)."""
+    config, reports, path = live_run
+    monitor = HealthMonitor(config.to_dict())
+    return reports, [monitor.observe_report(r) for r in reports], path
 
 
 @pytest.fixture(scope="module")
-def broken():
+def broken_run():
     """One real step of a model whose displacement head outputs zero: nobody moves or lands."""
     config = live_config()
     torch.manual_seed(1)
     trainer = EnergyTrainer(build_model(config), config)
     freeze_displacement(trainer)
-    monitor = HealthMonitor(config.to_dict())
     x, y = unit_rows(4, config.teacher_dim, seed=21), unit_rows(4, config.teacher_dim, seed=22)
     with one_torch_thread():
         report = trainer.train_step((x, y, torch.arange(4)))
-    return report, monitor.observe_report(report)
+    return config, report
+
+
+@pytest.fixture
+def broken(broken_run):
+    config, report = broken_run
+    return report, HealthMonitor(config.to_dict()).observe_report(report)
 
 
 @pytest.fixture(scope="module")
-def research(tmp_path_factory):
+def research_path(tmp_path_factory):
     """The research-like FlowRecorder recording of test_diagnostics (no training step)."""
-    path = research_like_recording(tmp_path_factory.mktemp("research") / "research.h5")
-    with open_recording(path) as rec:
+    return research_like_recording(tmp_path_factory.mktemp("research") / "research.h5")
+
+
+@pytest.fixture
+def research(research_path):
+    with open_recording(research_path) as rec:
         return rec.batch(0), assess_recording_batch(rec, 0)
 
 
@@ -127,7 +147,7 @@ SITUATIONS = ("live", "replayed", "broken", "nothing", "no_telemetry", "no_train
               "version_1_trained", "version_1_untrained", "no_flows", "nan_telemetry")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def situations(live, broken, research):
     reports, verdicts, path = live
     report = reports[-1]
