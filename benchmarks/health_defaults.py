@@ -13,6 +13,7 @@ import torch
 from energy_flow.config import create_preset
 from energy_flow.diagnostics import CHECK_KEYS
 from energy_flow.diagnostics.sources import HealthMonitor
+from energy_flow.evaluate import parse_overrides
 from energy_flow.headless import load_data
 from energy_flow.training.sampler import BatchSampler
 from energy_flow.training.trainer import EnergyTrainer, build_model
@@ -24,9 +25,11 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=60)
     p.add_argument("--every", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field (repeatable)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    config = create_preset(args.preset, device="cpu")
+    config = create_preset(args.preset, device="cpu", **parse_overrides(args.set))
     data = load_data(config, None, None)
     trainer = EnergyTrainer(build_model(config), config)
     sampler = BatchSampler(len(data), config.batch_size, config.seed)

@@ -316,9 +316,19 @@ def create_tiny_config(**overrides: Any) -> EnergyConfig:
 
 
 def create_debug_config(**overrides: Any) -> EnergyConfig:
-    """20×20×10: the app's default. Small enough to train live on two CPU cores."""
+    """20×20×10: the app's default. Small enough to train live on two CPU cores.
+
+    It carries the input to the planes and reads it back (gated payload, still start, tied
+    readout on a grid as fine as the lattice) and trains with a light contrastive term: on held-out
+    pairs this beats the field defaults on both mean cosine and top-1, on the bundled corpus
+    (0.544 / 0.944 against 0.297 / 0.472 after 300 batches) and on WordNet (0.403 / 0.353 against
+    0.346 / 0.003); docs/BENCHMARKS.md, "Learning on WordNet". The other presets keep the field
+    defaults: they were not measured with it.
+    """
     base = dict(lattice_width=20, lattice_height=20, lattice_depth=10, batch_size=16,
-                max_active_flows=16_000, carrier_hidden_size=64, carrier_num_layers=2)
+                max_active_flows=16_000, carrier_hidden_size=64, carrier_num_layers=2,
+                payload_update="gated", flow_xy_start="still", readout_init="tied", mapper_grid=20,
+                loss="contrastive", contrastive_weight=0.1)
     base.update(overrides)
     return EnergyConfig(**base)
 

@@ -84,8 +84,8 @@ def test_a_tied_readout_reads_back_the_input_mappers_weights() -> None:
     assert build_model(create_tiny_config()).output_mapper.gain == 1.0
 
 
-def cosine_with_input(config_overrides: dict) -> float:
-    c = create_tiny_config(lattice_width=12, lattice_height=12, mapper_grid=4, energy_dim=8,
+def cosine_with_input(config_overrides: dict, mapper_grid: int = 4) -> float:
+    c = create_tiny_config(lattice_width=12, lattice_height=12, mapper_grid=mapper_grid, energy_dim=8,
                            batch_size=8, max_active_flows=4_000, **config_overrides)
     x = unit_rows(8, c.teacher_dim, seed=5)
     with torch.no_grad():
@@ -101,3 +101,14 @@ def test_an_untrained_lattice_with_a_tied_readout_hands_the_output_its_input() -
     carried = {"payload_update": "gated", "flow_xy_start": "still"}
     assert cosine_with_input({**carried, "readout_init": "tied"}) > 0.3
     assert abs(cosine_with_input({**carried, "readout_init": "random"})) < 0.15
+
+
+def test_a_mapper_grid_as_fine_as_the_lattice_hands_on_more_of_the_input() -> None:
+    """The mappers' coarse grid blurs: the input mapper interpolates g×g up to the lattice and the
+    readout pools it back, so at g < width the untrained tied model loses part of its input on
+    the way. At g = width nothing is pooled away (on WordNet, debug preset: cosine with the input
+    0.67 at g = 8, 0.93 at g = 20; docs/BENCHMARKS.md). Guards that finer grids keep more."""
+    tied = {"payload_update": "gated", "flow_xy_start": "still", "readout_init": "tied"}
+    coarse, fine = cosine_with_input(tied, mapper_grid=4), cosine_with_input(tied, mapper_grid=12)
+    assert fine > 0.7
+    assert fine > coarse + 0.2
