@@ -106,8 +106,8 @@ def test_an_untrained_lattice_with_a_tied_readout_hands_the_output_its_input() -
 def test_a_mapper_grid_as_fine_as_the_lattice_hands_on_more_of_the_input() -> None:
     """The mappers' coarse grid blurs: the input mapper interpolates g×g up to the lattice and the
     readout pools it back, so at g < width the untrained tied model loses part of its input on
-    the way. At g = width nothing is pooled away (on WordNet, debug preset: cosine with the input
-    0.67 at g = 8, 0.93 at g = 20; docs/BENCHMARKS.md). Guards that finer grids keep more."""
+    the way. At g = width no two cells are pooled together (on WordNet, debug preset: cosine with
+    the input 0.67 at g = 8, 0.93 at g = 20; docs/BENCHMARKS.md). Guards that finer grids keep more."""
     tied = {"payload_update": "gated", "flow_xy_start": "still", "readout_init": "tied"}
     coarse, fine = cosine_with_input(tied, mapper_grid=4), cosine_with_input(tied, mapper_grid=12)
     assert fine > 0.7
