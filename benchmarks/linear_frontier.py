@@ -71,5 +71,6 @@ def ridge_toward_identity(x, y, lam: float, s: float):
     w = torch.linalg.solve(xc.T @ xc + lam * eye, xc.T @ yc + lam * s * eye)
     return lambda inputs: (inputs - mx) @ w + my
 
+
 if __name__ == "__main__":
     main()
