@@ -88,7 +88,7 @@ def format_bytes(n: float) -> str:
 
 def parameter_count(c: "EnergyConfig") -> int:
     """Exact number of parameters of FlowProcessor for ``c`` (without building it)."""
-    e, g, d, h, layers = c.energy_dim, c.mapper_grid, c.teacher_dim, c.carrier_hidden_size, c.carrier_num_layers
+    e, g, d, h, layers = c.energy_dim, c.resolved_mapper_grid, c.teacher_dim, c.carrier_hidden_size, c.carrier_num_layers
     nh, no = c.neuron_hidden_dim, c.neuron_output_dim
     input_mapper = d * g * g * (1 + e) + g * g * (1 + e) + 1
     neuron = (3 + e) * nh + nh + nh * no + no
