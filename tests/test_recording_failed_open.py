@@ -16,7 +16,6 @@ import errno
 import hashlib
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -32,7 +31,7 @@ from energy_flow.trace.recording import writer as writer_module
 from energy_flow.trace.recording.schema import RecordingError
 from energy_flow.trace.telemetry import BatchTelemetry
 from energy_flow.training import EnergyTrainer, build_model
-from tests.conftest import unit_rows
+from tests.conftest import killed_at_exit, unit_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -309,17 +308,10 @@ def test_a_creation_killed_midway_leaves_no_file_under_the_name(tmp_path, teleme
     temporary and the unlocked sidecar is no obstacle."""
     path = tmp_path / "run.h5"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WHILE_CREATING, str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
-    try:
+    with killed_at_exit([sys.executable, "-c", _KILLED_WHILE_CREATING, str(path)], cwd=ROOT, env=env) as proc:
         assert proc.stdout.readline().strip() == "creating", proc.stderr.read()
         assert not path.exists()
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait(timeout=60)
-        proc.stdout.close()
-        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
     orphans = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert len(orphans) == 1 and orphans[0].startswith(".run.h5.")
     assert not path.exists()
