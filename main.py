@@ -8,6 +8,8 @@ import argparse
 import os
 import sys
 
+from energy_flow.broken_pipe import run_cli
+
 FALLBACK_BATCHES = 60
 
 
@@ -152,4 +154,4 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

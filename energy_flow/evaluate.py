@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from energy_flow.broken_pipe import run_cli
 from energy_flow.config import EnergyConfig, create_preset, parse_overrides
 from energy_flow.device import describe_device
 from energy_flow.training import baselines
@@ -268,4 +269,4 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))
