@@ -75,7 +75,8 @@ def reference_step(model: FlowProcessor, state: FlowState, field: torch.Tensor,
         if reason != REASON_ACTIVE or energy <= c.spawn_threshold:
             continue
         frac = float(out.spawn_fraction[0])
-        want = min(k, math.floor(frac * (k + 1)))
+        dither = ((int(s.flow_id[i]) * 2_654_435_761 + step * 2_246_822_519) % 2**32 >> 8) / 2**24
+        want = min(k, math.floor(frac * k + dither))
         grant = max(0, min(want, len(free) - next_rank))
         if grant == 0:
             continue
@@ -84,7 +85,7 @@ def reference_step(model: FlowProcessor, state: FlowState, field: torch.Tensor,
             slot = free[next_rank + kid]
             s.pos[slot] = (new_pos + model.child_offsets[kid]).clamp(-1.0, 1.0)
             s.energy[slot] = energy * frac / grant
-            s.payload[slot] = out.payload[0]
+            s.payload[slot] = field[int(s.sample[i]) * cells + int(lat.nearest_cell(s.pos[slot:slot + 1, :2]))]
             s.hidden[slot] = out.hidden[0]
             s.sample[slot] = s.sample[i]
             s.parent_id[slot] = s.flow_id[i]

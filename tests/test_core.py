@@ -46,7 +46,8 @@ class Observed(FlowProcessor):
 
 def run(config, n=None, seed=0, spawn_bias=None):
     """One forward pass of an observed model; ``spawn_bias`` overrides the spawn head's bias
-    (sigmoid(1.5) ≈ 0.82 asks for floor(0.82·(k+1)) = k children at k ≤ 4)."""
+    (sigmoid(1.5) ≈ 0.82: a flow asks for floor(0.82·k + u) children, all k when its dither
+    u ≥ 0.18·k)."""
     model = Observed(config)
     if spawn_bias is not None:
         with torch.no_grad():
@@ -62,16 +63,22 @@ def spawn_ledger(model) -> dict[str, np.ndarray]:
     c = model.config
     k = c.max_spawn_per_step
     rows = []
-    for (before, active, after), out in zip(model.steps, model.outputs):
+    for step, ((before, active, after), out) in enumerate(zip(model.steps, model.outputs), start=1):
         faded = before["energy"][active] * out["retention"]
         survived = after["alive"][active] & (after["flow_id"][active] == before["flow_id"][active])
-        want = (out["spawn_fraction"] * (k + 1)).floor().clamp(max=k).long()
+        want = (out["spawn_fraction"] * k + dither(before["flow_id"][active], step)).floor().clamp(max=k).long()
         requested = int((want * (survived & (faded > c.spawn_threshold))).sum())
         free = c.max_active_flows - int(survived.sum())
         born = int((after["alive"] & (after["flow_id"] >= before["next_id"])).sum())
         rows.append((requested, free, born, int(survived.sum())))
     requested, free, born, survivors = (np.array(col) for col in zip(*rows))
     return {"requested": requested, "free": free, "born": born, "survivors": survivors}
+
+
+def dither(flow_id: torch.Tensor, step: int) -> torch.Tensor:
+    """The spawn dither, written out in Python integers (energy_flow/core/spawning.py)."""
+    return torch.tensor([((i * 2_654_435_761 + step * 2_246_822_519) % 2**32 >> 8) / 2**24
+                         for i in flow_id.tolist()], dtype=torch.float64)
 
 
 @pytest.fixture(params=["center", "input_face"])

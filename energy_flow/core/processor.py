@@ -38,6 +38,7 @@ from energy_flow.core.collection import OutputCollector
 from energy_flow.core.lattice import EnergyLattice, FlowState
 from energy_flow.core.mappers import InputMapper, OutputMapper
 from energy_flow.core.neuron import SimpleNeuron
+from energy_flow.core.spawning import requested_children
 from energy_flow.core.tracing import StepTracer
 from energy_flow.trace.telemetry import (REASON_ACTIVE, REASON_FADED, REASON_LANDED,
                                          REASON_TIMED_OUT, BatchTelemetry, FlowStats)
@@ -229,9 +230,8 @@ class FlowProcessor(nn.Module):
         frac = out.spawn_fraction
         k = c.max_spawn_per_step
         eligible = still & (new_energy > c.spawn_threshold)
-        # nan_to_num: a NaN share would become a huge negative count and corrupt every flow's rank
-        requested = torch.where(eligible, (frac.detach().nan_to_num(0.0) * (k + 1)).floor().long().clamp(0, k),
-                                torch.zeros_like(plane))
+        processed_ids = state.flow_id[active]  # before the update: a child may reuse a slot
+        requested = requested_children(frac, eligible, processed_ids, step, k)
         free = ~alive
         free_count = free.sum()
         before = torch.cumsum(requested, 0) - requested
@@ -252,6 +252,9 @@ class FlowProcessor(nn.Module):
         kid_energy = (new_energy * frac / granted.clamp(min=1)).repeat_interleave(max(k, 1))
         kid_pos = (new_pos.repeat_interleave(max(k, 1), 0)
                    + self.child_offsets.to(new_pos.dtype).repeat(active.numel(), 1)).clamp(-1.0, 1.0)
+        # a child carries its birth cell's part of the input, as a placed flow carries its start
+        # cell's: a copy of the parent's payload would deposit it on a neighbouring cell
+        kid_payload = field[sample[kid_parent] * cells + lat.nearest_cell(kid_pos[:, :2])]
 
         def write(full: torch.Tensor, parents: torch.Tensor, kids: torch.Tensor) -> torch.Tensor:
             """Parents' new values at ``active``, children's at their slots (dump row dropped).
@@ -262,13 +265,12 @@ class FlowProcessor(nn.Module):
             return grown.index_put_((kid_slot,), kids)[:capacity]
 
         hidden = out.hidden
-        processed_ids = state.flow_id[active]  # before the update: a child may reuse a slot
         processed_traced = state.traced[active]
         new_ids = state.next_id + kid_rank.reshape(-1)
         state = FlowState(
             pos=write(state.pos, new_pos, kid_pos),
             energy=write(state.energy, kept_energy, kid_energy),
-            payload=write(state.payload, out.payload, out.payload[kid_parent]),
+            payload=write(state.payload, out.payload, kid_payload),
             hidden=write(state.hidden, hidden, hidden[kid_parent]),
             sample=write(state.sample, sample, sample[kid_parent]),
             flow_id=write(state.flow_id, processed_ids, new_ids),
