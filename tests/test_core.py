@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.reference_step import dither
 from energy_flow.config import create_tiny_config
 from energy_flow.core import EnergyLattice, FlowProcessor, SimpleNeuron
 from energy_flow.core import processor as processor_module
@@ -66,7 +67,7 @@ def spawn_ledger(model) -> dict[str, np.ndarray]:
     for step, ((before, active, after), out) in enumerate(zip(model.steps, model.outputs), start=1):
         faded = before["energy"][active] * out["retention"]
         survived = after["alive"][active] & (after["flow_id"][active] == before["flow_id"][active])
-        want = (out["spawn_fraction"] * k + dither(before["flow_id"][active], step)).floor().clamp(max=k).long()
+        want = (out["spawn_fraction"] * k + dithers(before["lineage"][active], step)).floor().clamp(max=k).long()
         requested = int((want * (survived & (faded > c.spawn_threshold))).sum())
         free = c.max_active_flows - int(survived.sum())
         born = int((after["alive"] & (after["flow_id"] >= before["next_id"])).sum())
@@ -75,10 +76,9 @@ def spawn_ledger(model) -> dict[str, np.ndarray]:
     return {"requested": requested, "free": free, "born": born, "survivors": survivors}
 
 
-def dither(flow_id: torch.Tensor, step: int) -> torch.Tensor:
-    """The spawn dither, written out in Python integers (energy_flow/core/spawning.py)."""
-    return torch.tensor([((i * 2_654_435_761 + step * 2_246_822_519) % 2**32 >> 8) / 2**24
-                         for i in flow_id.tolist()], dtype=torch.float64)
+def dithers(keys: torch.Tensor, step: int) -> torch.Tensor:
+    """Each flow's spawn dither, worked out in Python integers by the per-flow reference."""
+    return torch.tensor([dither(key, step) for key in keys.tolist()], dtype=torch.float64)
 
 
 @pytest.fixture(params=["center", "input_face"])

@@ -8,39 +8,59 @@ import pytest
 import torch
 
 from energy_flow.config import create_tiny_config
-from energy_flow.core.spawning import requested_children, spawn_dither
+from benchmarks.reference_step import mix
+from energy_flow.core.spawning import child_keys, placed_keys, requested_children, sample_keys, spawn_dither
 from energy_flow.training import EnergyTrainer, build_model
 from tests.conftest import unit_rows
 
 
-def test_the_dither_spreads_any_run_of_ids_evenly_over_the_unit_interval():
-    """Placement numbers flows 0 … n−1 and children continue from there: any such run must
+def test_the_dither_spreads_any_run_of_keys_evenly_over_the_unit_interval():
+    """The placed flows of a sample (one key per cell) and the children of a step must each
     cover [0, 1) evenly, or the share of flows that split would not follow the share."""
-    for start, n in ((0, 144), (6400, 1000), (123_456, 5000)):
-        u = spawn_dither(torch.arange(start, start + n), step=start % 7).numpy()
-        assert u.min() >= 0.0 and u.max() < 1.0
-        grid = np.linspace(0, 1, 21)
-        below = np.array([(u < x).mean() for x in grid])
-        assert np.abs(below - grid).max() < 3.0 / np.sqrt(n), (start, n)
+    for keys in (placed_keys(torch.tensor([12345]), 400), placed_keys(torch.tensor([0, 99]), 144),
+                 child_keys(placed_keys(torch.tensor([5]), 2000), 3, torch.zeros(2000, dtype=torch.long))):
+        n = keys.numel()
+        for step in (1, 2, 9):
+            u = spawn_dither(keys, step).numpy()
+            assert u.min() >= 0.0 and u.max() < 1.0
+            grid = np.linspace(0, 1, 21)
+            below = np.array([(u < x).mean() for x in grid])
+            assert np.abs(below - grid).max() < 3.0 / np.sqrt(n), (n, step)
 
 
-def test_the_dither_is_a_function_of_id_and_step_alone():
-    """What lets a recomputed step repeat its spawns; and a flow's successive steps differ."""
-    ids = torch.tensor([0, 5, 2**31 - 1, 5])
-    u = spawn_dither(ids, 3)
-    assert u[1] == u[3] and torch.equal(u, spawn_dither(ids.clone(), 3))
-    assert not torch.equal(u, spawn_dither(ids, 4))
-    assert (u < 1.0).all()  # the largest id still maps below 1 (float32 could round 32 bits up)
-    # over steps, one flow's dithers are spread too (draws, not a fixed threshold per flow)
-    per_step = torch.stack([spawn_dither(torch.tensor([42]), s) for s in range(1, 401)]).squeeze(1)
+def test_keys_and_dithers_match_the_reference_written_in_python_integers():
+    keys = placed_keys(torch.tensor([3, 2**31 - 1]), 6)
+    assert keys.tolist() == [mix(s, c) for s in (3, 2**31 - 1) for c in range(6)]
+    kids = child_keys(keys, 4, torch.arange(12) % 2)
+    assert kids.tolist() == [mix(mix(k, 4), i % 2) for i, k in enumerate(keys.tolist())]
+    u = spawn_dither(keys, 7)
+    assert u.tolist() == [(mix(k, 7) >> 7) / 2**24 for k in keys.tolist()]
+    assert (keys >= 0).all() and (keys < 2**31).all() and (u < 1.0).all()
+
+
+def test_a_sample_gets_the_same_keys_whatever_batch_it_is_in():
+    """What keeps gradient accumulation and torchrun equal to the full batch: a sample's flows
+    split the same way alone, in a batch, or in a micro-batch. Different inputs differ."""
+    rows = unit_rows(5, seed=3)
+    alone = torch.cat([sample_keys(rows[i:i + 1]) for i in range(5)])
+    assert torch.equal(sample_keys(rows), alone)
+    assert torch.equal(sample_keys(rows[[4, 0, 2]]), alone[[4, 0, 2]])
+    assert alone.unique().numel() == 5
+    assert (alone >= 0).all() and (alone < 2**31).all()
+
+
+def test_a_flows_dithers_over_steps_are_spread_too():
+    """Draws, not one fixed threshold per flow: a flow that missed at one step may split at the next."""
+    key = placed_keys(torch.tensor([42]), 1)
+    per_step = torch.cat([spawn_dither(key, s) for s in range(1, 401)])
     assert abs(per_step.mean().item() - 0.5) < 0.05 and (per_step < 0.1).any() and (per_step > 0.9).any()
 
 
 @pytest.mark.parametrize("share,k", [(0.1, 1), (0.3, 1), (0.5, 1), (0.9, 1), (0.4, 3), (0.8, 2)])
 def test_children_asked_for_follow_the_share_on_average(share, k):
     n = 4000
-    ids = torch.arange(n)
-    want = requested_children(torch.full((n,), share), torch.ones(n, dtype=torch.bool), ids, 2, k)
+    keys = placed_keys(torch.tensor([77]), n)
+    want = requested_children(torch.full((n,), share), torch.ones(n, dtype=torch.bool), keys, 2, k)
     assert want.min() >= 0 and want.max() <= k
     assert abs(want.float().mean().item() - share * k) < 0.01
     # a flow asks for ⌊share·k⌋ or one more, never anything else
@@ -49,11 +69,10 @@ def test_children_asked_for_follow_the_share_on_average(share, k):
 
 def test_ineligible_flows_and_nan_shares_ask_for_nothing():
     n = 100
-    ids = torch.arange(n)
-    eligible = ids % 2 == 0
+    eligible = torch.arange(n) % 2 == 0
     share = torch.full((n,), 0.99)
     share[::4] = float("nan")
-    want = requested_children(share, eligible, ids, 1, 2)
+    want = requested_children(share, eligible, placed_keys(torch.tensor([1]), n), 1, 2)
     assert (want[~eligible] == 0).all()
     assert (want[::4] == 0).all()
     assert (want[2::4] >= 1).all()

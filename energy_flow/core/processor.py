@@ -38,7 +38,7 @@ from energy_flow.core.collection import OutputCollector
 from energy_flow.core.lattice import EnergyLattice, FlowState
 from energy_flow.core.mappers import InputMapper, OutputMapper
 from energy_flow.core.neuron import SimpleNeuron
-from energy_flow.core.spawning import requested_children
+from energy_flow.core.spawning import child_keys, requested_children, sample_keys
 from energy_flow.core.tracing import StepTracer
 from energy_flow.trace.telemetry import (REASON_ACTIVE, REASON_FADED, REASON_LANDED,
                                          REASON_TIMED_OUT, BatchTelemetry, FlowStats)
@@ -95,7 +95,7 @@ class FlowProcessor(nn.Module):
         energy0, cell_parts = self.input_mapper(embeddings)
         energy0, cell_parts = energy0.float(), cell_parts.float()  # flow state is float32 even under autocast
         state = self.lattice.place(energy0, cell_parts, (c.carrier_num_layers, c.carrier_hidden_size),
-                                   traced_samples=0)
+                                   traced_samples=0, sample_keys=sample_keys(embeddings))
         tracer = StepTracer(c, self.lattice, batch, detailed=self.trace_enabled, device=device)
         state.traced = state.alive & (state.sample < tracer.traced_samples)
         collector = OutputCollector(self.lattice, batch, c.energy_dim, device, energy0.dtype)
@@ -231,7 +231,8 @@ class FlowProcessor(nn.Module):
         k = c.max_spawn_per_step
         eligible = still & (new_energy > c.spawn_threshold)
         processed_ids = state.flow_id[active]  # before the update: a child may reuse a slot
-        requested = requested_children(frac, eligible, processed_ids, step, k)
+        lineage = state.lineage[active]
+        requested = requested_children(frac, eligible, lineage, step, k)
         free = ~alive
         free_count = free.sum()
         before = torch.cumsum(requested, 0) - requested
@@ -255,6 +256,7 @@ class FlowProcessor(nn.Module):
         # a child carries its birth cell's part of the input, as a placed flow carries its start
         # cell's: a copy of the parent's payload would deposit it on a neighbouring cell
         kid_payload = field[sample[kid_parent] * cells + lat.nearest_cell(kid_pos[:, :2])]
+        kid_lineage = child_keys(lineage[kid_parent], step, kid_k.repeat(active.numel()))
 
         def write(full: torch.Tensor, parents: torch.Tensor, kids: torch.Tensor) -> torch.Tensor:
             """Parents' new values at ``active``, children's at their slots (dump row dropped).
@@ -279,6 +281,7 @@ class FlowProcessor(nn.Module):
             birth_step=write(state.birth_step, state.birth_step[active], torch.full_like(kid_slot, step)),
             alive=write(state.alive, still, torch.ones_like(kid_slot, dtype=torch.bool)),
             traced=write(state.traced, processed_traced, processed_traced[kid_parent]),
+            lineage=write(state.lineage, lineage, kid_lineage),
             next_id=state.next_id + granted.sum(),
         )
         if tracer is not None:
