@@ -17,7 +17,7 @@ What it does, all with real data:
   loop with ``torch.set_num_threads(1)`` (the app leaves one core to the GUI the same way),
   also recording the longest gap between ticks of a 10 ms QTimer (the worst GUI stall).
 
-It prints a table; ``app.lattice_view.DEFAULT_DISPLAY_BUDGET`` is the largest budget whose
+It prints a table; ``app.view.lattice_view.DEFAULT_DISPLAY_BUDGET`` is the largest budget whose
 frame rate stays above 20 fps while training, on these machines.
 """
 
@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from PyQt6.QtCore import QElapsedTimer, QEventLoop, QTimer
 from PyQt6.QtWidgets import QApplication
 
-from app.lattice_view import DEFAULT_DISPLAY_BUDGET, LatticeView
 from app.snapshot import RunHistory, Snapshot
+from app.view.lattice_view import DEFAULT_DISPLAY_BUDGET, LatticeView
 from energy_flow.config import create_debug_config
 from energy_flow.trace.telemetry import BatchTelemetry
 from energy_flow.training import EnergyTrainer, build_model

@@ -1,6 +1,6 @@
 """The selected flow of the 3D view: click picking, its lineage, and the dimming of the rest.
 
-Owned by :class:`app.lattice_view.LatticeView`, which calls three hooks: ``include_rows``
+Owned by :class:`app.view.lattice_view.LatticeView`, which calls three hooks: ``include_rows``
 when it rebuilds the drawn sample (the lineage is always drawn, even beyond the display
 budget), ``apply`` after every step change or recolouring (the lineage keeps its colours,
 every other flow is dimmed — an alpha change, see :mod:`app.view.highlight`), and nothing
@@ -27,7 +27,7 @@ from energy_flow.trace.lineage import FlowNotFound, lineage_mask
 from energy_flow.trace.telemetry import FlowSample
 
 if TYPE_CHECKING:
-    from app.lattice_view import LatticeView
+    from app.view.lattice_view import LatticeView
 
 #: A press and release farther apart than this is a drag (camera), not a click.
 CLICK_SLOP_PX = 4.0

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PyQt6.QtCore import QPoint, Qt
 
-from app.lattice_view import LatticeView
 from app.panels.inspector_panel import InspectorPanel
-from app.replay import ReplaySource
 from app.snapshot import Snapshot
+from app.sources.replay import ReplaySource
 from app.view.highlight import DIM_ALPHA
+from app.view.lattice_view import LatticeView
 from energy_flow.trace import FlowRecorder
 from tests.gui.builders import trained_snapshot
 

@@ -12,13 +12,13 @@ import warnings
 import numpy as np
 import pytest
 
-from app.lattice_view import LAYERS, LatticeView, build_geometry, sample_flows
 from app.panels.coverage_panel import CoveragePanel
 from app.panels.displacement_panel import DisplacementPanel
 from app.panels.energy_panel import EnergyPanel
 from app.panels.spawn_panel import SpawnPanel
 from app.panels.training_panel import TrainingPanel, debiased_ema
 from app.snapshot import Snapshot
+from app.view.lattice_view import LAYERS, LatticeView, build_geometry, sample_flows
 from energy_flow.config import create_tiny_config
 from energy_flow.trace.telemetry import REASON_ACTIVE
 from tests.gui.builders import trained_snapshot
