@@ -16,7 +16,8 @@ from PyQt6.QtCore import Qt, QTimer
 
 from app.snapshot import Snapshot
 from app.sources.worker import TrainingWorker
-from app.view.lattice_view import LAYERS, LatticeView
+from app.view.lattice_view import LatticeView
+from app.view.style import LAYERS
 from app.window.failures import UnavailableWidget
 from app.window.main_window import WINDOW_TITLE, MainWindow
 from energy_flow.diagnostics import Level, assess_batch

@@ -267,7 +267,8 @@ def test_3d_legend_tells_the_truth_and_the_box_is_framed(qtbot, debug_batch):
     exported PNG) that cut off the bottom of the box."""
     from app.colormaps import SAMPLE_PALETTE, energy_colors
     from app.snapshot import Snapshot
-    from app.view.lattice_view import BACKGROUND, LatticeView
+    from app.view.lattice_view import LatticeView
+    from app.view.style import BACKGROUND
 
     view = LatticeView()
     qtbot.addWidget(view)
@@ -277,7 +278,7 @@ def test_3d_legend_tells_the_truth_and_the_box_is_framed(qtbot, debug_batch):
     tel = debug_batch.telemetry
     view.set_snapshot(Snapshot(telemetry=tel, history={}, report=debug_batch))
     view.set_step(2)
-    geo = view._geometry
+    geo = view.geometry
     alive = geo.alive_at(2)
     assert alive.sum() > 10
     label, swatches, _ = view.legend_entries[0]
