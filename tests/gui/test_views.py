@@ -181,6 +181,15 @@ def test_geometry_items_sit_where_their_flow_is_at_their_step(snapshot):
         np.testing.assert_allclose(geo.head_pos[heads], geo.positions[alive, t], rtol=1e-6)
 
 
+def test_exports_in_a_row_are_the_same_image(view, snapshot):
+    """Guards against VisPy's cached canvas→FBO mapping: every render after the first, at a size
+    larger than the canvas, came out shifted down by the difference in height."""
+    size = (int(view.canvas.size[0]) + 200, int(view.canvas.size[1]) + 150)
+    first = view.render_image(size)
+    np.testing.assert_array_equal(view.render_image(size), first)
+    np.testing.assert_array_equal(view.render_image(size), first)
+
+
 def test_colour_modes_change_only_colours(view, snapshot):
     for name in LAYERS:
         view.set_layer_visible(name, name == "trajectories")
