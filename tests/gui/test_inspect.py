@@ -49,13 +49,13 @@ def family(flows, flow_id: int) -> tuple[set[int], set[int]]:
     return ancestors, descendants
 
 
-def middle_flow(flows) -> int:
-    """A traced flow with both a parent and children (a middle generation)."""
+def middle_flow(flows) -> tuple[int, int]:
+    """(id, row) of a traced flow with both a parent and children (a middle generation)."""
     has_parent = flows.parent_id >= 0
     is_parent = np.isin(flows.flow_id, flows.parent_id)
     rows = np.flatnonzero(has_parent & is_parent)
     assert rows.shape[0], "the tiny model spawned no grandchildren in this batch"
-    return int(flows.flow_id[rows[0]])
+    return int(flows.flow_id[rows[0]]), int(rows[0])
 
 
 def _wired(qtbot, snapshot, budget: int = 100_000) -> tuple[LatticeView, InspectorPanel]:
@@ -85,8 +85,7 @@ def test_click_on_a_projected_head_selects_that_flow_and_shows_its_values(qtbot,
     and an inspector showing anything but the telemetry's values for it."""
     view, panel = _wired(qtbot, snapshot)
     flows = snapshot.telemetry.flows
-    target = middle_flow(flows)
-    row = int(np.flatnonzero(flows.flow_id == target)[0])
+    target, row = middle_flow(flows)
     t = int(flows.birth_step[row])               # alive after its birth step, before its end
     assert t < flows.end_step[row]
     view.set_step(t)
@@ -127,7 +126,7 @@ def test_lineage_highlight_marks_exactly_ancestors_and_descendants(qtbot, snapsh
     """Guards against highlighting siblings or cousins, missing a generation, or dimming the lineage."""
     view, panel = _wired(qtbot, snapshot)
     flows = snapshot.telemetry.flows
-    target = middle_flow(flows)
+    target, _ = middle_flow(flows)
     ancestors, descendants = family(flows, target)
     assert ancestors and descendants
     panel.select_flow(target)
@@ -172,8 +171,7 @@ def test_the_selected_flow_has_a_ring_at_its_head_that_follows_the_step(qtbot, s
     before the flow exists, and a marker that is computed but never reaches the screen."""
     view, panel = _wired(qtbot, snapshot)
     flows = snapshot.telemetry.flows
-    target = middle_flow(flows)
-    row = int(np.flatnonzero(flows.flow_id == target)[0])
+    target, row = middle_flow(flows)
     birth, end = int(flows.birth_step[row]), int(flows.end_step[row])
     panel.select_flow(target)
     size = tuple(int(v) for v in view.canvas.size)
@@ -214,8 +212,7 @@ def test_hovering_a_head_shows_that_flows_id_and_leaving_it_hides_the_tip(qtbot,
     against a tooltip that stays up over empty canvas."""
     view, _ = _wired(qtbot, snapshot)
     flows = snapshot.telemetry.flows
-    target = middle_flow(flows)
-    row = int(np.flatnonzero(flows.flow_id == target)[0])
+    target, row = middle_flow(flows)
     t = int(flows.birth_step[row])
     view.set_step(t)
     _hover(qtbot, view, _screen(view, flows.positions[row, t][None])[0])
@@ -259,7 +256,7 @@ def test_an_id_not_in_the_sample_is_reported_and_nothing_is_highlighted(qtbot, s
 def test_export_csv_and_json_hold_the_lineage(qtbot, snapshot, tmp_path):
     view, panel = _wired(qtbot, snapshot)
     flows = snapshot.telemetry.flows
-    target = middle_flow(flows)
+    target, _ = middle_flow(flows)
     panel.select_flow(target)
     ancestors, descendants = family(flows, target)
     lines = panel.export_csv(tmp_path / "f.csv").read_text().splitlines()
