@@ -6,7 +6,8 @@ never rebuild data):
 
 * :meth:`FlowLayers.show` — a new batch, budget or selection beyond the drawn sample: every
   array of the :class:`~app.view.geometry.FlowGeometry` is uploaded once;
-* :meth:`FlowLayers.set_step` — the step slider, Play steps: one uniform per visual;
+* :meth:`FlowLayers.set_step` — the step slider, Play steps: one uniform (and the vertex range
+  it can show) per visual;
 * :meth:`FlowLayers.recolor` — colour mode or lineage dimming: colour buffers only.
 """
 

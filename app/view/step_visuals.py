@@ -5,7 +5,9 @@ until)``; the vertex shader compares it with the uniform ``u_step`` and moves an
 its window out of the clip volume, where OpenGL drops it before rasterising. So moving through
 the steps — the step slider, Play steps, a new batch shown at its last step — sets one float
 per visual: no array is sliced, recoloured or uploaded (napari's tracks layer shows tracks by
-time the same way). A batch is uploaded once, by :meth:`set_data`.
+time the same way). A batch is uploaded once, by :meth:`set_data`. Items are uploaded sorted by
+window start, so each step also narrows the draw call to the items whose window can hold it (a
+range of the uploaded buffers: attribute offsets, no data): hidden items cost no vertex work.
 
 Both visuals are minimal GL programs rather than VisPy's ``Markers`` and ``Line``: on software
 OpenGL (Mesa llvmpipe, the build machines) ``Markers`` evaluates every symbol, an outline and
@@ -123,6 +125,9 @@ class _StepVisual(Visual):
         self.shared_program["u_step"] = 0.0
         self.colors = np.zeros((0, 4), np.float32)       # as uploaded (read back by the view and tests)
         self.windows = np.zeros((0, 2), np.float32)
+        self._starts_sorted = self._ends_sorted = True
+        self._step = 0.0
+        self._drawn = (0, 0)                              # the range of items given to the draw call
         self._draw_mode = draw_mode
 
     @property
@@ -135,10 +140,36 @@ class _StepVisual(Visual):
         """[n, 3] float32 vertices as uploaded."""
         return self._positions
 
+    @property
+    def drawn_range(self) -> tuple[int, int]:
+        """[first, last) of the items the draw call processes at the current step."""
+        return self._drawn
+
     def set_step(self, step: float) -> None:
         """Show the items whose window holds ``step``: one uniform, nothing uploaded."""
-        self.shared_program["u_step"] = float(step)
+        self._step = float(step)
+        self.shared_program["u_step"] = self._step
+        self._narrow()
         self.update()
+
+    def _narrow(self) -> None:
+        """Give the draw call only the items whose window can hold the step.
+
+        The uniform decides what is shown; this only spares the vertex shader the items it would
+        drop anyway (at 20k flows, hundreds of thousands of hidden heads and segments per frame).
+        Items come sorted by window start, so those starting after the step are a suffix; where
+        the ends are sorted too (heads: one step each), those ended before it are a prefix. The
+        range is a view into the uploaded buffers: attribute offsets change, no data moves.
+        """
+        n = self.count
+        starts, ends = self.windows[:, 0], self.windows[:, 1]
+        last = int(np.searchsorted(starts, self._step, side="right")) if self._starts_sorted else n
+        first = int(np.searchsorted(ends, self._step, side="right")) if self._ends_sorted else 0
+        drawn = (min(first, last), last)
+        if drawn != self._drawn and drawn[1] > drawn[0]:
+            for name, buffer in self._buffers.items():
+                self.shared_program[name] = buffer[drawn[0]:drawn[1]]
+        self._drawn = drawn
 
     def set_colors(self, colors: np.ndarray) -> None:
         """Recolour the uploaded items ([n, 4]); only the colour buffer is uploaded."""
@@ -154,10 +185,14 @@ class _StepVisual(Visual):
         self._positions[:, : pos.shape[1]] = pos
         self.colors = np.ascontiguousarray(np.broadcast_to(np.asarray(color, np.float32), (n, 4)))
         self.windows = step_windows(np.full(n, -NEVER)) if windows is None else np.asarray(windows, np.float32)
+        self._starts_sorted = bool(np.all(np.diff(self.windows[:, 0]) >= 0))
+        self._ends_sorted = bool(np.all(np.diff(self.windows[:, 1]) >= 0))
+        self._drawn = (0, 0)
         if n:
             arrays = {"a_position": self._positions, "a_color": self.colors, "a_window": self.windows, **more}
             for name, data in arrays.items():
                 self._buffers[name].set_data(np.ascontiguousarray(data, np.float32).reshape(n, -1))
+        self._narrow()
         self.update()
 
     def _prepare_transforms(self, view) -> None:
@@ -193,7 +228,7 @@ class StepPointsVisual(_StepVisual):
         self._upload(pos, color, windows, a_symbol=codes)
 
     def _prepare_draw(self, view) -> bool | None:
-        if self.count == 0:
+        if self._drawn[1] == self._drawn[0]:
             return False
         view.view_program.vert["size"] = self._size * view.transforms.pixel_scale
         return None
@@ -214,7 +249,7 @@ class StepLinesVisual(_StepVisual):
         self._upload(pos, colors, windows)
 
     def _prepare_draw(self, view) -> bool | None:
-        return False if self.count == 0 else None
+        return False if self._drawn[1] == self._drawn[0] else None
 
 
 StepPoints = scene.visuals.create_visual_node(StepPointsVisual)

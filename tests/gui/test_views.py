@@ -167,6 +167,21 @@ def test_moving_through_the_steps_sets_a_uniform_and_uploads_nothing(view, snaps
     assert all(v.positions is p and v.colors is c and v.windows is w for v, (p, c, w) in zip(visuals, drawn))
 
 
+def test_the_draw_call_gets_every_shown_item_and_skips_the_hidden_ones(view, snapshot):
+    """Guards against a vertex range that cuts off shown items (they would vanish) or that
+    still hands every hidden item to the vertex shader (the cost the range exists to avoid)."""
+    geo = view.geometry
+    for t in range(snapshot.telemetry.num_steps + 1):
+        view.set_step(t)
+        for name in ("trajectories", "heads", "spawns", "terminations"):
+            visual = view.layers[name][0]
+            first, last = visual.drawn_range
+            shown = np.flatnonzero((visual.windows[:, 0] <= t) & (t < visual.windows[:, 1]))
+            assert shown.shape[0] == 0 or (first <= shown.min() and shown.max() < last), (name, t)
+            assert last - first == shown.shape[0], (name, t)     # sorted by step: nothing hidden drawn
+        assert view.layers["heads"][0].drawn_range == (geo.heads_start[t], geo.heads_start[t + 1])
+
+
 def test_geometry_items_sit_where_their_flow_is_at_their_step(snapshot):
     """Guards against segments joining the wrong points, heads of another step, and windows out of order."""
     geo = build_geometry(snapshot.telemetry.flows, budget=10**9)
