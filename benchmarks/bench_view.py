@@ -22,7 +22,8 @@ What it does, all with real data:
   render threads together): unlike the frame rate it hardly moves when other jobs share the cores.
 
 It prints a table; ``app.view.lattice_view.DEFAULT_DISPLAY_BUDGET`` is the largest budget whose
-frame rate stays at or above 30 fps while training in every cell, on these machines.
+frame rate stays above 20 fps while training in every cell, on these machines; the last line
+also says whether 5,000 flows hold the aim of 30 fps.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ from energy_flow.config import create_debug_config
 from energy_flow.trace.telemetry import BatchTelemetry
 from energy_flow.training import EnergyTrainer, build_model
 
-#: The frame rate a budget must hold while training, in every cell, to be the default.
-TARGET_FPS = 30.0
+#: The frame rate a budget must keep while training, in every cell, to be the default.
+DEFAULT_RULE_FPS = 20.0
+#: The aim: this many flows drawn at this frame rate while training, in every cell.
+AIM = (5_000, 30.0)
 
 
 def unit_rows(n: int, dim: int, seed: int) -> torch.Tensor:
@@ -167,6 +170,20 @@ def cells(view: LatticeView, tel: BatchTelemetry) -> list[tuple[str, int, Callab
             ("play steps", 0, play)]
 
 
+def drawn_counts(view: LatticeView, step: int, last_step: int | None) -> tuple[str, str]:
+    """Show ``step``; the line segments and heads drawn there, or their range over every step up
+    to ``last_step`` (the play cell shows them all in turn)."""
+    every_step = last_step is not None
+    steps = range(last_step + 1) if every_step else [step]
+    counts = []
+    for t in steps:
+        view.set_step(t)
+        counts.append((view.segment_count, view.head_count))
+    view.set_step(step)
+    (s_lo, h_lo), (s_hi, h_hi) = np.min(counts, axis=0), np.max(counts, axis=0)
+    return (f"{s_lo:,}–{s_hi:,}", f"{h_lo:,}–{h_hi:,}") if every_step else (f"{s_hi:,}", f"{h_hi:,}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budgets", type=int, nargs="+", default=[1000, 5000, 20000])
@@ -206,8 +223,7 @@ def main() -> None:
         view.set_display_budget(budget)
         build_ms = 1000 * (time.perf_counter() - t_build)
         for label, step, change in cells(view, tel):
-            view.set_step(step)
-            segments, heads = view.segment_count, view.head_count
+            segments, heads = drawn_counts(view, step, tel.num_steps if label == "play steps" else None)
             idle = [measure(app, view, change, args.seconds) for _ in range(args.repeat)]
             t_train = time.perf_counter()
             with train:
@@ -228,13 +244,17 @@ def main() -> None:
     print(header)
     print("|" + "|".join("---" for _ in range(10)) + "|")
     for budget, shown, label, segments, heads, fi, ci, gi, fb, gb in rows:
-        print(f"| {budget:,} | {shown:,} | {label} | {segments:,} | {heads:,} | {fi:.1f} | {ci:.1f} | {gi:.0f} "
+        print(f"| {budget:,} | {shown:,} | {label} | {segments} | {heads} | {fi:.1f} | {ci:.1f} | {gi:.0f} "
               f"| {fb:.1f} | {gb:.0f} |")
     print(f"\nload average at the end {os.getloadavg()[0]:.1f} (other processes share these cores)")
-    ok = [b for b in args.budgets if all(r[8] >= TARGET_FPS for r in rows if r[0] == b)]
+    ok = [b for b in args.budgets if all(r[8] > DEFAULT_RULE_FPS for r in rows if r[0] == b)]
     print()
-    print(f"largest budget at or above {TARGET_FPS:g} fps while training (every cell): {max(ok):,}" if ok
-          else f"no budget holds {TARGET_FPS:g} fps while training in every cell")
+    print(f"largest budget above {DEFAULT_RULE_FPS:g} fps while training (every cell): {max(ok):,}" if ok
+          else f"no budget stays above {DEFAULT_RULE_FPS:g} fps while training in every cell")
+    aim = [r[8] for r in rows if r[0] == AIM[0]]
+    if aim:
+        print(f"aim {AIM[1]:g} fps at {AIM[0]:,} flows while training: {'met' if min(aim) >= AIM[1] else 'not met'} "
+              f"(slowest cell {min(aim):.1f} fps)")
     view.close()
 
 

@@ -64,6 +64,15 @@ class LatticeFrame:
         self.coverage = scene.visuals.Mesh(parent=parent)
         self.labels = scene.visuals.Text("", parent=parent, color=TEXT_COLOR, font_size=8, anchor_x="left",
                                          anchor_y="center", font_manager=fonts)
+        # Draw order with the flows (app.view.flow_layers): opaque box and points first, with depth
+        # writes (GL state leaks from one visual to the next); translucent lines (5), then these
+        # translucent planes and coverage (10, 11) without depth writes; labels over everything.
+        self.box.update_gl_state(depth_mask=True)
+        for order, node in ((10, self.planes), (11, self.coverage)):
+            node.set_gl_state("translucent", depth_test=True, depth_mask=False)
+            node.order = order
+        self.labels.order = 20
+        self.labels.update_gl_state(depth_test=False, depth_mask=True)
         self.layers: dict[str, list[scene.Node]] = {"box": [self.box], "planes": [self.planes],
                                                     "coverage": [self.coverage]}
         self.has_coverage = False

@@ -48,10 +48,11 @@ from app.view.picking import Transform  # noqa: E402
 from app.view.style import BACKGROUND, COLOR_MODES, LAYERS  # noqa: E402
 from energy_flow.trace.telemetry import BatchTelemetry, FlowSample  # noqa: E402
 
-#: Flows drawn by default. Chosen with benchmarks/bench_view.py: the largest measured budget
-#: that kept a ~900×530 canvas at or above 30 fps (median of repeated runs) while debug-preset
-#: training ran in a background thread, on the shared 2-core Mesa llvmpipe build machines
-#: (docs/BENCHMARKS.md, "Lattice view frame rate"). On a real GPU raise it freely.
+#: Flows drawn by default. Chosen with benchmarks/bench_view.py: the largest measured budget that
+#: kept a ~900×530 canvas above 20 fps (median of repeated runs) while debug-preset training ran
+#: in a background thread, on the shared 2-core Mesa llvmpipe build machines (docs/BENCHMARKS.md,
+#: "Lattice view frame rate"). Trajectory lines dominate the frame on software GL (their
+#: rasterisation, not their upload); on a real GPU raise it freely.
 DEFAULT_DISPLAY_BUDGET = 1_000
 
 FPS_WINDOW_S = 1.0
@@ -93,15 +94,8 @@ class LatticeView(QWidget):
         self.view = self.canvas.central_widget.add_view()
         self.view.camera = scene.TurntableCamera(fov=40.0, elevation=24.0, azimuth=-55.0)
         self._world = scene.Node(parent=self.view.scene)
-        self._frame = LatticeFrame(self._world, fonts)
+        self._frame = LatticeFrame(self._world, fonts)     # their draw orders interleave: see both
         self._flows = FlowLayers(self._world)
-        # Translucent planes and coverage after the lines, labels last (see FlowLayers for the rest).
-        for order, node in ((10, self._frame.planes), (11, self._frame.coverage)):
-            node.set_gl_state("translucent", depth_test=True, depth_mask=False)
-            node.order = order
-        self._frame.box.update_gl_state(depth_mask=True)
-        self._frame.labels.order = 20
-        self._frame.labels.update_gl_state(depth_test=False, depth_mask=True)
         self.layers: dict[str, list[scene.Node]] = {**self._frame.layers, **self._flows.layers}
         self._overlay = Overlay(self.canvas.scene, fonts)
         self._overlay.layout(self.canvas.size)
