@@ -27,7 +27,7 @@ from vispy import scene
 
 from app.view.geometry import FlowGeometry
 from app.view.picking import Transform, pick_row, project
-from app.view.step_visuals import step_windows
+from app.view.step_visuals import NEVER, step_windows
 from energy_flow.trace.lineage import FlowNotFound, lineage_mask
 from energy_flow.trace.telemetry import FlowSample
 
@@ -113,7 +113,7 @@ class FlowSelection(QObject):
         pos = geo.positions[drawn[0]]
         steps = np.flatnonzero(np.isfinite(pos[:, 0]))
         windows = step_windows(steps, steps + 1)
-        windows[-1, 1] = step_windows(steps[-1:])[0, 1]
+        windows[-1, 1] = NEVER
         return pos[steps].astype(np.float32), windows
 
     def include_rows(self, flows: FlowSample | None) -> np.ndarray | None:
