@@ -18,6 +18,8 @@ from typing import Any, Sequence
 
 import tomli_w
 
+from energy_flow.memory_estimate import REFUSE_BYTES, estimate_memory, format_bytes
+
 START_MODES = ("center", "input_face")
 TIMEOUT_POLICIES = ("drop", "project")
 DEVICES = ("auto", "cpu", "cuda")
@@ -332,8 +334,6 @@ def _validate(c: EnergyConfig) -> None:
         _fail("max_active_flows", c.max_active_flows,
               f"must be ≥ the initial flows of one (micro-)batch = batch_size/grad_accumulation_steps × "
               f"width × height = {micro}")
-    from energy_flow.memory_estimate import REFUSE_BYTES, estimate_memory, format_bytes
-
     estimate = estimate_memory(c)
     if estimate.minimum_bytes > REFUSE_BYTES:
         raise ValueError(f"EnergyConfig is too large for any machine: {estimate.describe()} "
