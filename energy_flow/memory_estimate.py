@@ -41,7 +41,6 @@ class SizedConfig(Protocol):
     """
 
     energy_dim: int
-    mapper_grid: int
     teacher_dim: int
     carrier_hidden_size: int
     carrier_num_layers: int
@@ -54,6 +53,9 @@ class SizedConfig(Protocol):
 
     @property
     def num_output_planes(self) -> int: ...
+
+    @property
+    def resolved_mapper_grid(self) -> int: ...
 
     @property
     def cells_per_plane(self) -> int: ...
