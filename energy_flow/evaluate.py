@@ -110,8 +110,8 @@ def plane_diagnostics(trainer: EnergyTrainer, split: PairDataset) -> dict[str, f
 def plane_features(trainer: EnergyTrainer, inputs: torch.Tensor) -> torch.Tensor:
     """What the output mapper's projection reads: the pooled output planes, ``[N, P·(E+1)·g²]``."""
     captured: list[torch.Tensor] = []
-    hook = trainer.processor.output_mapper.proj.register_forward_hook(
-        lambda module, args, output: captured.append(args[0].detach().float().cpu()))
+    hook = trainer.processor.output_mapper.register_forward_hook(
+        lambda module, args, output: captured.append(module.features(*args).detach().float().cpu()))
     try:
         trainer.predict(inputs)
     finally:

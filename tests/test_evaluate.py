@@ -137,3 +137,22 @@ def test_evaluate_trains_saves_and_reevaluates_a_checkpoint(tmp_path: Path, caps
         assert b["rows"][row][split] == pytest.approx(a["rows"][row][split], abs=1e-6)
     assert a["rows"]["identity (input as output)"]["validation"]["mean_cosine"] == pytest.approx(
         float(F.cosine_similarity(inputs, targets).mean()), abs=0.05)
+
+
+@pytest.mark.parametrize("readout_init", ["random", "tied"])
+def test_the_deposit_probe_reads_the_pooled_planes_whatever_the_readout(readout_init) -> None:
+    """``--probe`` fits a ridge map on what the output mapper's projection reads. The tied
+    readout applies its weights with a gain, bypassing the Linear module's call, and a hook on
+    that module saw nothing: the probe failed on every tied model (the debug preset)."""
+    from energy_flow.evaluate import plane_features
+    from energy_flow.training import EnergyTrainer, build_model
+
+    c = create_tiny_config(readout_init=readout_init, device="cpu", trace_enabled=False)
+    trainer = EnergyTrainer(build_model(c), c)
+    x = unit_rows(6, seed=5)
+    features = plane_features(trainer, x)
+    g = c.resolved_mapper_grid
+    assert features.shape == (6, c.num_output_planes * (c.energy_dim + 1) * g * g)
+    mapper = trainer.processor.output_mapper
+    weight = mapper.proj.weight * mapper.gain
+    torch.testing.assert_close(features @ weight.T + mapper.proj.bias, trainer.predict(x), rtol=1e-4, atol=1e-5)

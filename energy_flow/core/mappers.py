@@ -71,13 +71,17 @@ class OutputMapper(nn.Module):
         weight[:, :, :e] = w_in.permute(2, 0, 1).unsqueeze(1)
         self.proj.bias.zero_()
 
-    def forward(self, payload: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
-        """payload [B, P, H·W, E] (energy-weighted mean per cell), energy [B, P, H·W] → [B, D]."""
+    def features(self, payload: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+        """What the projection reads: the planes pooled onto the coarse grid, [B, P·(E+1)·g²]."""
         c, g = self.config, self.config.resolved_mapper_grid
-        b, p = energy.shape[:2]
+        b = energy.shape[0]
         planes = torch.cat([payload, torch.log1p(energy).unsqueeze(-1)], dim=-1)  # [B,P,HW,E+1]
         planes = planes.permute(0, 1, 3, 2).reshape(b, self.channels, c.lattice_height, c.lattice_width)
-        pooled = F.adaptive_avg_pool2d(planes, g).flatten(1)
+        return F.adaptive_avg_pool2d(planes, g).flatten(1)
+
+    def forward(self, payload: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+        """payload [B, P, H·W, E] (energy-weighted mean per cell), energy [B, P, H·W] → [B, D]."""
+        pooled = self.features(payload, energy)
         if self.gain == 1.0:
             return self.proj(pooled)
         return F.linear(pooled, self.proj.weight) * self.gain + self.proj.bias
