@@ -8,6 +8,8 @@ import argparse
 import os
 import sys
 
+from energy_flow.broken_pipe import run_cli
+
 FALLBACK_BATCHES = 60
 
 
@@ -25,6 +27,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--open", metavar="PATH.h5", help="replay a recording in the app")
     p.add_argument("--preset", default="debug", help="tiny | debug | experiment | optimized (default debug)")
     p.add_argument("--config", metavar="FILE", help="a config file (.toml or .json); overrides --preset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="set any config field on top of the preset or --config (repeatable), "
+                   "e.g. --set lattice_width=8")
     p.add_argument("--batches", type=_positive, default=None,
                    help=f"headless: number of training batches (default {FALLBACK_BATCHES})")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: the config's (auto)")
@@ -65,10 +70,10 @@ def _positive(text: str) -> int:
 
 
 def build_config(args: argparse.Namespace):
-    from energy_flow.config import EnergyConfig, create_preset
+    from energy_flow.config import EnergyConfig, create_preset, parse_overrides
 
     config = EnergyConfig.load(args.config) if args.config else create_preset(args.preset)
-    changes = {}
+    changes = parse_overrides(args.overrides)
     if args.device:
         changes["device"] = args.device
     if args.seed is not None:
@@ -149,4 +154,4 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

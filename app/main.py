@@ -84,8 +84,8 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Energy Flow Studio")
 
-    from app.main_window import MainWindow
-    from app.worker import TrainingWorker
+    from app.sources.worker import TrainingWorker
+    from app.window.main_window import MainWindow
 
     worker = TrainingWorker(config, data_source=data_source, teacher_path=teacher_path)
     window = MainWindow(worker)

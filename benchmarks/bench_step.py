@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.reference_step import reference_step  # noqa: E402
 from energy_flow.config import create_debug_config  # noqa: E402
 from energy_flow.core.collection import OutputCollector  # noqa: E402
+from energy_flow.core.spawning import sample_keys  # noqa: E402
 from energy_flow.core.tracing import StepTracer  # noqa: E402
 from energy_flow.training import build_model  # noqa: E402
 
@@ -37,7 +38,8 @@ def setup(samples: int):
     x = F.normalize(torch.randn(samples, c.teacher_dim, generator=torch.Generator().manual_seed(0)), dim=1)
     with torch.no_grad():
         energy, parts = model.input_mapper(x)
-        state = model.lattice.place(energy, parts, (c.carrier_num_layers, c.carrier_hidden_size), 0)
+        state = model.lattice.place(energy, parts, (c.carrier_num_layers, c.carrier_hidden_size), 0,
+                                       sample_keys(x))
     field = parts.reshape(-1, c.energy_dim)
     return c, model, state, field, samples
 
@@ -98,7 +100,8 @@ def main() -> None:
             model.input_mapper(x)
             mapper_times.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            state = model.lattice.place(energy, parts, (c.carrier_num_layers, c.carrier_hidden_size), 0)
+            state = model.lattice.place(energy, parts, (c.carrier_num_layers, c.carrier_hidden_size), 0,
+                                        sample_keys(x))
             times.append(time.perf_counter() - t0)
     print(f"\nplacing {int(state.alive.sum()):,} initial flows: {statistics.median(times) * 1e3:.1f} ms "
           f"(input mapper for 250 samples: {statistics.median(mapper_times) * 1e3:.1f} ms)")

@@ -13,7 +13,7 @@ import torch
 from energy_flow.config import create_preset
 from energy_flow.diagnostics import CHECK_KEYS
 from energy_flow.diagnostics.sources import HealthMonitor
-from energy_flow.evaluate import parse_overrides
+from energy_flow.config import parse_overrides
 from energy_flow.headless import load_data
 from energy_flow.training.sampler import BatchSampler
 from energy_flow.training.trainer import EnergyTrainer, build_model

@@ -18,6 +18,17 @@ from energy_flow.core.lattice import FlowState
 from energy_flow.core.processor import FlowProcessor
 
 REASON_ACTIVE, REASON_LANDED, REASON_FADED, REASON_TIMED_OUT = 0, 1, 2, 3
+MASK32 = (1 << 32) - 1
+
+
+def mix(a: int, b: int) -> int:
+    """energy_flow/core/spawning.py's key mix, in Python integers."""
+    return ((((a * 2_654_435_761) & MASK32) ^ ((b * 2_246_822_519) & MASK32)) * 3_266_489_917 & MASK32) >> 1
+
+
+def dither(key: int, step: int) -> float:
+    """A flow's spawn dither at ``step``, from its lineage key."""
+    return (mix(key, step) >> 7) / 2**24
 
 
 @torch.no_grad()
@@ -75,7 +86,8 @@ def reference_step(model: FlowProcessor, state: FlowState, field: torch.Tensor,
         if reason != REASON_ACTIVE or energy <= c.spawn_threshold:
             continue
         frac = float(out.spawn_fraction[0])
-        want = min(k, math.floor(frac * (k + 1)))
+        key = int(s.lineage[i])
+        want = min(k, math.floor(frac * k + dither(key, step)))
         grant = max(0, min(want, len(free) - next_rank))
         if grant == 0:
             continue
@@ -84,7 +96,7 @@ def reference_step(model: FlowProcessor, state: FlowState, field: torch.Tensor,
             slot = free[next_rank + kid]
             s.pos[slot] = (new_pos + model.child_offsets[kid]).clamp(-1.0, 1.0)
             s.energy[slot] = energy * frac / grant
-            s.payload[slot] = out.payload[0]
+            s.payload[slot] = field[int(s.sample[i]) * cells + int(lat.nearest_cell(s.pos[slot:slot + 1, :2]))]
             s.hidden[slot] = out.hidden[0]
             s.sample[slot] = s.sample[i]
             s.parent_id[slot] = s.flow_id[i]
@@ -93,6 +105,7 @@ def reference_step(model: FlowProcessor, state: FlowState, field: torch.Tensor,
             s.birth_step[slot] = step
             s.alive[slot] = True
             s.traced[slot] = s.traced[i]
+            s.lineage[slot] = mix(mix(key, step), kid)
         next_rank += want  # ranks count requests, granted or not, like the batched step
         created += grant
     s.next_id = s.next_id + created

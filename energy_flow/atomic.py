@@ -3,7 +3,9 @@
 Checkpoints, summaries, exported recordings and exported images are all written the same way:
 to a temporary file in the target's directory (so the rename cannot cross file systems),
 flushed to disk, renamed over the target, and the directory entry flushed too. A failure at
-any point removes the temporary file and raises an OSError that names the target.
+any point removes the temporary file and raises an OSError that names the target. A new
+recording is built the same way (under :func:`temp_name`, then :func:`move_into_place`), but
+stays open for appending once it has its name.
 
 A process killed mid-write (kill -9, power loss) cannot remove its temporary file; the next
 save to the same path removes such orphans — temporaries of that target whose writer process
@@ -12,6 +14,7 @@ no longer exists — so repeated crashes do not fill the disk.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -49,6 +52,40 @@ def atomic_write(path: str | os.PathLike, what: str = "file") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     _fsync(path.parent, os.O_RDONLY)  # make the rename itself durable
+
+
+#: Errors of ``os.link`` meaning "this file system has no hard links", not "the name is taken".
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK})
+
+
+def move_into_place(tmp: Path, path: Path, replace: bool) -> None:
+    """Give the complete file ``tmp`` its real name ``path`` (same folder) in one step.
+
+    ``replace``: whatever is under ``path`` is replaced at once (``os.replace``). Otherwise an
+    existing ``path`` is never replaced: a hard link gives the file the name only if the name is
+    free (FileExistsError otherwise), then the temporary name goes. Where the file system has no
+    hard links, the existence check and the rename are two steps. A temporary name that cannot
+    be removed once the file has its name is left to :func:`remove_orphans`: the file is in
+    place, and that is what the caller asked for.
+    """
+    if replace:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.replace(tmp, path)
+        return
+    try:
+        tmp.unlink()
+    except OSError:
+        pass
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, what: str = "file") -> Path:

@@ -14,9 +14,11 @@ import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import tomli_w
+
+from energy_flow.memory_estimate import REFUSE_BYTES, estimate_memory, format_bytes
 
 START_MODES = ("center", "input_face")
 TIMEOUT_POLICIES = ("drop", "project")
@@ -74,7 +76,14 @@ class EnergyConfig:
     neuron_hidden_dim: int = 32
     neuron_output_dim: int = 32
     energy_dim: int = 8
-    mapper_grid: int = 8
+    #: Side of the mappers' coarse grid. 0 (every preset): it follows the lattice, as fine as
+    #: the lattice up to ``mapper_grid_max`` (``resolved_mapper_grid``), so changing the
+    #: lattice's size never leaves a grid that no longer fits. A positive value is used as
+    #: given and must fit the lattice.
+    mapper_grid: int = 0
+    #: The largest grid a following ``mapper_grid`` (0) takes: the mappers' weights grow with
+    #: the grid's square (teacher_dim × grid² × (1 + energy_dim) each).
+    mapper_grid_max: int = 8
     payload_update: str = "replace"
     readout_init: str = "random"
     teacher_dim: int = 384
@@ -123,6 +132,12 @@ class EnergyConfig:
     @property
     def start_plane_z(self) -> float:
         return 0.0 if self.start_mode == "center" else -1.0
+
+    @property
+    def resolved_mapper_grid(self) -> int:
+        """The side of the grid the mappers use (``mapper_grid``, or what it follows)."""
+        return resolve_mapper_grid(self.mapper_grid, self.mapper_grid_max, self.lattice_width,
+                                   self.lattice_height)
 
     @property
     def initial_flows_per_batch(self) -> int:
@@ -174,8 +189,32 @@ class EnergyConfig:
         return cls.from_dict(data, source=str(path))
 
 
+def resolve_mapper_grid(mapper_grid: int, mapper_grid_max: int, width: int, height: int) -> int:
+    """``mapper_grid`` when it is set (> 0); else the lattice's smaller side, at most
+    ``mapper_grid_max``."""
+    return mapper_grid if mapper_grid > 0 else min(width, height, mapper_grid_max)
+
+
 def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in fields(EnergyConfig))
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` strings (``--set``) → a dict; VALUE is read as JSON (numbers, true/false)
+    or else taken as a string. Values are checked by the config they are applied to."""
+    known = set(field_names())
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or name not in known:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD a config field"
+                             + ("" if not sep else f"; {name!r} is not one"))
+        try:
+            out[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[name] = raw
+    return out
 
 
 def _reject_unknown(data: dict[str, Any], source: str) -> None:
@@ -226,13 +265,17 @@ def _validate(c: EnergyConfig) -> None:
     for name in ("carrier_hidden_size", "carrier_num_layers", "neuron_hidden_dim",
                  "neuron_output_dim", "energy_dim", "teacher_dim", "batch_size",
                  "grad_accumulation_steps", "max_steps", "trace_max_flows",
-                 "energy_hist_bins", "plateau_interval", "mapper_grid"):
+                 "energy_hist_bins", "plateau_interval", "mapper_grid_max"):
         v = getattr(c, name)
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             _fail(name, v, "must be a positive integer")
+    if isinstance(c.mapper_grid, bool) or not isinstance(c.mapper_grid, int) or c.mapper_grid < 0:
+        _fail("mapper_grid", c.mapper_grid,
+              "must be an integer ≥ 0 (0 = follow the lattice, up to mapper_grid_max)")
     if c.mapper_grid > min(c.lattice_width, c.lattice_height):
         _fail("mapper_grid", c.mapper_grid,
-              f"must be ≤ min(lattice_width, lattice_height) = {min(c.lattice_width, c.lattice_height)}")
+              f"must be ≤ min(lattice_width, lattice_height) = {min(c.lattice_width, c.lattice_height)}"
+              " (or 0: follow the lattice)")
     if c.batch_size % c.grad_accumulation_steps != 0:
         _fail("grad_accumulation_steps", c.grad_accumulation_steps,
               f"must divide batch_size = {c.batch_size}")
@@ -291,8 +334,6 @@ def _validate(c: EnergyConfig) -> None:
         _fail("max_active_flows", c.max_active_flows,
               f"must be ≥ the initial flows of one (micro-)batch = batch_size/grad_accumulation_steps × "
               f"width × height = {micro}")
-    from energy_flow.memory_estimate import REFUSE_BYTES, estimate_memory, format_bytes
-
     estimate = estimate_memory(c)
     if estimate.minimum_bytes > REFUSE_BYTES:
         raise ValueError(f"EnergyConfig is too large for any machine: {estimate.describe()} "
@@ -308,11 +349,16 @@ def create_tiny_config(**overrides: Any) -> EnergyConfig:
     """6×6×5 lattice and a small model: for tests, runs in well under a second per batch."""
     base = dict(lattice_width=6, lattice_height=6, lattice_depth=5, max_active_flows=400,
                 carrier_hidden_size=24, carrier_num_layers=1, neuron_hidden_dim=16,
-                neuron_output_dim=16, energy_dim=4, mapper_grid=3, batch_size=4, max_steps=10,
+                neuron_output_dim=16, energy_dim=4, mapper_grid_max=3, batch_size=4, max_steps=10,
                 displacement_scale=0.4, spawn_threshold=0.3, trace_max_flows=2_000,
                 energy_hist_bins=16, learning_rate=5e-3)
     base.update(overrides)
     return EnergyConfig(**base)
+
+
+#: The debug preset's grid follows the lattice all the way (the finding above) up to this side:
+#: at 64 each mapper holds 384 × 64² × 9 ≈ 14 M weights, already 170× its 20 × 20 size.
+DEBUG_MAPPER_GRID_MAX = 64
 
 
 def create_debug_config(**overrides: Any) -> EnergyConfig:
@@ -328,8 +374,8 @@ def create_debug_config(**overrides: Any) -> EnergyConfig:
     """
     base = dict(lattice_width=20, lattice_height=20, lattice_depth=10, batch_size=16,
                 max_active_flows=16_000, carrier_hidden_size=64, carrier_num_layers=2,
-                payload_update="gated", flow_xy_start="still", readout_init="tied", mapper_grid=20,
-                loss="contrastive", contrastive_weight=0.1)
+                payload_update="gated", flow_xy_start="still", readout_init="tied",
+                mapper_grid_max=DEBUG_MAPPER_GRID_MAX, loss="contrastive", contrastive_weight=0.1)
     base.update(overrides)
     return EnergyConfig(**base)
 
@@ -339,7 +385,7 @@ def create_experiment_config(**overrides: Any) -> EnergyConfig:
     base = dict(lattice_width=50, lattice_height=50, lattice_depth=20, batch_size=16,
                 max_active_flows=80_000, max_steps=24, displacement_scale=0.15,
                 carrier_hidden_size=128, carrier_num_layers=2, neuron_hidden_dim=32,
-                energy_dim=16, mapper_grid=10, learning_rate=1e-3)
+                energy_dim=16, mapper_grid_max=10, learning_rate=1e-3)
     base.update(overrides)
     return EnergyConfig(**base)
 
@@ -356,7 +402,7 @@ def create_optimized_config(**overrides: Any) -> EnergyConfig:
     base = dict(lattice_width=100, lattice_height=100, lattice_depth=50, batch_size=8,
                 max_active_flows=120_000, max_steps=40, displacement_scale=0.08,
                 carrier_hidden_size=1024, carrier_num_layers=3, neuron_hidden_dim=64,
-                neuron_output_dim=64, energy_dim=16, mapper_grid=16, learning_rate=5e-4,
+                neuron_output_dim=64, energy_dim=16, mapper_grid_max=16, learning_rate=5e-4,
                 trace_max_flows=20_000, checkpoint_steps=OPTIMIZED_CHECKPOINT_STEPS)
     base.update(overrides)
     return EnergyConfig(**base)

@@ -25,7 +25,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from energy_flow.config import EnergyConfig, create_preset, field_names
+from energy_flow.broken_pipe import run_cli
+from energy_flow.config import EnergyConfig, create_preset, parse_overrides
 from energy_flow.device import describe_device
 from energy_flow.training import baselines
 from energy_flow.training.checkpoint import read_checkpoint
@@ -45,23 +46,6 @@ class TrainingRun:
     seconds: float
     first_loss: float | None
     last_loss: float | None   # mean of the last 10 steps
-
-
-def parse_overrides(items: Sequence[str]) -> dict:
-    """``FIELD=VALUE`` strings → a dict; VALUE is read as JSON (numbers, true/false) or a string."""
-    known = set(field_names())
-    out = {}
-    for item in items:
-        name, sep, raw = item.partition("=")
-        name = name.strip()
-        if not sep or name not in known:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD a config field"
-                             + ("" if not sep else f"; {name!r} is not one"))
-        try:
-            out[name] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[name] = raw
-    return out
 
 
 def train_sample(train: PairDataset, size: int, seed: int) -> PairDataset:
@@ -285,4 +269,4 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -44,30 +44,63 @@ class FileLock:
         return self._fd is not None
 
     def acquire(self) -> "FileLock":
+        """Take the lock or fail at once. A failure (also Ctrl+C) leaves no descriptor open and
+        no sidecar this call created."""
         if self._fd is not None:
             return self
         while True:
+            fd, created = self._open_sidecar()
+            locked = False
             try:
-                fd = os.open(self.sidecar, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = _read_pid(fd)
+                    who = f"process {holder}" if holder else "another process"
+                    raise FileLockedError(f"{self.path}: {self.what} is being written by {who} "
+                                          f"(lock {self.sidecar.name}); wait for it to finish or choose "
+                                          "another path") from None
+                locked = True
+                if not _same_file(fd, self.sidecar):
+                    os.close(fd)  # the previous holder removed the sidecar after we opened it: retry
+                    continue
+                try:
+                    _write_pid(fd)
+                except OSError as exc:
+                    raise self._cannot("write", exc) from None
+            except BaseException:
+                # Only a sidecar this call created and locked is removed: one still unlocked may
+                # already be another writer's, and a stale one was there before.
+                try:
+                    if created and locked:
+                        self.sidecar.unlink(missing_ok=True)
+                except OSError:
+                    pass  # a read-only folder: the unlocked sidecar is harmless
+                finally:
+                    os.close(fd)
+                raise
+            self._fd = fd
+            return self
+
+    def _open_sidecar(self) -> tuple[int, bool]:
+        """A descriptor of the sidecar, and whether this call created it."""
+        while True:
+            try:
+                return os.open(self.sidecar, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+            except FileExistsError:
+                pass
             except OSError as exc:
-                raise os_error(f"cannot lock {self.what} {self.path}: cannot create {self.sidecar.name} "
-                               f"({reason(exc)})", exc.errno) from None
+                raise self._cannot("create", exc) from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read_pid(fd)
-                os.close(fd)
-                who = f"process {holder}" if holder else "another process"
-                raise FileLockedError(f"{self.path}: {self.what} is being written by {who} "
-                                      f"(lock {self.sidecar.name}); wait for it to finish or choose "
-                                      "another path") from None
-            if _same_file(fd, self.sidecar):
-                break
-            os.close(fd)  # the previous holder removed the sidecar after we opened it: retry
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-        return self
+                return os.open(self.sidecar, os.O_RDWR), False
+            except FileNotFoundError:
+                continue  # its holder removed it between the two opens: create it
+            except OSError as exc:
+                raise self._cannot("open", exc) from None
+
+    def _cannot(self, verb: str, exc: OSError) -> OSError:
+        return os_error(f"cannot lock {self.what} {self.path}: cannot {verb} {self.sidecar.name} "
+                        f"({reason(exc)})", exc.errno)
 
     def release(self) -> None:
         if self._fd is None:
@@ -89,6 +122,12 @@ class FileLock:
     def __del__(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
+
+
+def _write_pid(fd: int) -> None:
+    """Say who holds the lock (a full disk fails here; tests replace this to fake it)."""
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
 
 
 def _read_pid(fd: int) -> int | None:

@@ -12,10 +12,11 @@ Nothing is lost, and no one else's file is destroyed (docs/reliability.md):
 * every output path is checked before the data is loaded (:mod:`energy_flow.output_paths`);
 * ``--record`` never replaces an existing file unless ``overwrite`` is set, and never one that
   is not a recording; ``append`` continues an existing recording of the same config;
-* Ctrl+C, SIGTERM, a failed write and a non-finite batch all stop the run after the current
-  batch (:mod:`energy_flow.run_control`): the checkpoint and summary are written if they can
-  be, the recording is closed, one line says what was saved where, and the exit status says
-  why (3 non-finite, 4 health gate, 74 write failed, 130 SIGINT, 143 SIGTERM);
+* Ctrl+C, SIGTERM, a failed write, a non-finite batch and a closed stdout (``| head``,
+  :mod:`energy_flow.broken_pipe`) all stop the run after the current batch
+  (:mod:`energy_flow.run_control`): the checkpoint and summary are written if they can be, the
+  recording is closed, one line says what was saved where, and the exit status says why
+  (3 non-finite, 4 health gate, 74 write failed, 130 SIGINT, 141 stdout closed, 143 SIGTERM);
 * ``checkpoint_every`` saves the checkpoint every N batches, each save atomic, so the file
   always holds the last good one.
 
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 from energy_flow.atomic import write_bytes_atomic
+from energy_flow.broken_pipe import EXIT_BROKEN_PIPE, StopOnBrokenPipe
 from energy_flow.config import EnergyConfig
 from energy_flow.device import describe_device, resolve_device
 from energy_flow.diagnostics.gate import HealthGate
@@ -177,6 +179,8 @@ def run(opts: HeadlessOptions, out=sys.stdout) -> int:
 def _run(opts: HeadlessOptions, out, control: RunControl,
          context: distributed.DistributedContext | None) -> int:
     main = context is None or context.is_main
+    # A reader that goes away (`| head`) stops the run after its batch, which saves as on SIGTERM.
+    out = StopOnBrokenPipe(out, lambda: control.stop("stdout closed (broken pipe)", EXIT_BROKEN_PIPE))
     if not main:  # only rank 0 writes files
         opts = dataclasses.replace(opts, checkpoint=None, summary=None, record=None, checkpoint_every=None,
                                    overwrite=False, append=False)

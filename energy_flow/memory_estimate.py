@@ -30,10 +30,35 @@ repeats that measurement and holds the estimate within a factor of 2 of it). Ref
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from energy_flow.config import EnergyConfig
+
+class SizedConfig(Protocol):
+    """The fields of :class:`~energy_flow.config.EnergyConfig` an estimate reads.
+
+    A Protocol rather than EnergyConfig itself because the config calls this module while it
+    validates itself: the dependency runs one way, config → memory_estimate.
+    """
+
+    energy_dim: int
+    teacher_dim: int
+    carrier_hidden_size: int
+    carrier_num_layers: int
+    neuron_hidden_dim: int
+    neuron_output_dim: int
+    batch_size: int
+    grad_accumulation_steps: int
+    max_active_flows: int
+    max_steps: int
+
+    @property
+    def num_output_planes(self) -> int: ...
+
+    @property
+    def resolved_mapper_grid(self) -> int: ...
+
+    @property
+    def cells_per_plane(self) -> int: ...
 
 #: A config estimated above this is refused: no single machine holds it.
 REFUSE_BYTES = 1 << 40
@@ -86,9 +111,9 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} PiB"
 
 
-def parameter_count(c: "EnergyConfig") -> int:
+def parameter_count(c: SizedConfig) -> int:
     """Exact number of parameters of FlowProcessor for ``c`` (without building it)."""
-    e, g, d, h, layers = c.energy_dim, c.mapper_grid, c.teacher_dim, c.carrier_hidden_size, c.carrier_num_layers
+    e, g, d, h, layers = c.energy_dim, c.resolved_mapper_grid, c.teacher_dim, c.carrier_hidden_size, c.carrier_num_layers
     nh, no = c.neuron_hidden_dim, c.neuron_output_dim
     input_mapper = d * g * g * (1 + e) + g * g * (1 + e) + 1
     neuron = (3 + e) * nh + nh + nh * no + no
@@ -99,7 +124,7 @@ def parameter_count(c: "EnergyConfig") -> int:
     return input_mapper + neuron + gru + heads + output_mapper
 
 
-def saved_bytes_per_flow_step(c: "EnergyConfig") -> int:
+def saved_bytes_per_flow_step(c: SizedConfig) -> int:
     """Bytes autograd keeps per (flow, propagation step): GRU gates and states (~12 floats per
     hidden unit and layer), the neuron's two layers, the deposit's four bilinear corners of the
     payload, indices and heads."""
@@ -108,13 +133,13 @@ def saved_bytes_per_flow_step(c: "EnergyConfig") -> int:
     return FLOAT * floats
 
 
-def lattice_bytes(c: "EnergyConfig", batch: int) -> int:
+def lattice_bytes(c: SizedConfig, batch: int) -> int:
     """Start-plane field of the input mapper and the collected output planes of one batch."""
     cells = batch * c.cells_per_plane
     return FLOAT * cells * (1 + c.energy_dim) * (4 + 4 * c.num_output_planes)
 
 
-def estimate_memory(c: "EnergyConfig") -> MemoryEstimate:
+def estimate_memory(c: SizedConfig) -> MemoryEstimate:
     params = parameter_count(c)
     micro_batch = c.batch_size // c.grad_accumulation_steps
     slot = FLOAT * (4 + c.energy_dim + c.carrier_num_layers * c.carrier_hidden_size) + LONG * 5 + 2

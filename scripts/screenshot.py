@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     vispy.use("pyqt6")
     app = QApplication(sys.argv[:1])
 
-    from app.main_window import MainWindow
-    from app.worker import TrainingWorker
+    from app.sources.worker import TrainingWorker
+    from app.window.main_window import MainWindow
     from energy_flow.config import create_preset
 
     window = MainWindow(TrainingWorker(create_preset(args.preset)))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+from contextlib import contextmanager
+from typing import Iterator
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,3 +29,17 @@ def unit_rows(n: int, dim: int = 384, seed: int = 0) -> torch.Tensor:
 @pytest.fixture
 def pairs8() -> tuple[torch.Tensor, torch.Tensor]:
     return unit_rows(8, seed=1), unit_rows(8, seed=2)
+
+
+@contextmanager
+def killed_at_exit(args: list[str], **popen_kwargs) -> Iterator[subprocess.Popen]:
+    """A process with text pipes for stdout and stderr; on leaving the block, however it is
+    left, it is SIGKILLed (if still running), reaped and its pipes are closed."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kwargs)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+        proc.stdout.close()
+        proc.stderr.close()

@@ -1,4 +1,5 @@
-"""energy_flow/ never imports a GUI toolkit: it must run headless, in tests and on GPU boxes."""
+"""The project's shape: energy_flow/ never imports a GUI toolkit (it must run headless, in tests
+and on GPU boxes), and no import circles, oversized modules or private names across modules."""
 
 import pkgutil
 import subprocess
@@ -6,6 +7,8 @@ import sys
 from pathlib import Path
 
 import energy_flow
+from tests.architecture import (MAX_LINES, import_cycles, import_graph, long_modules, private_imports,
+                                project_modules)
 
 GUI = ("PyQt6", "PySide6", "vispy", "pyqtgraph")
 
@@ -28,3 +31,71 @@ def test_no_gui_import_statement_in_the_library_source():
             stripped = line.strip()
             if stripped.startswith(("import ", "from ")):
                 assert not any(stripped.split()[1].startswith(g) for g in GUI), f"{path}: {line}"
+
+
+# ---------------------------------------------------------------------------- structure
+# The rules and why: tests/architecture.py. Tests themselves are left out: a test may import a
+# private helper to test it, and a long test module is a list of cases, not a second concept.
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = project_modules(ROOT, ("app", "energy_flow", "benchmarks", "scripts"), ("main.py",))
+
+
+def test_the_structure_checks_see_the_whole_project():
+    assert {"app.main", "energy_flow.config", "benchmarks.bench_view", "main"} <= set(PROJECT)
+    assert len(PROJECT) > 100
+    graph = import_graph(PROJECT)
+    assert "energy_flow.config" in graph["energy_flow.training.trainer"]
+
+
+def test_no_import_circles_among_project_modules():
+    assert import_cycles(PROJECT) == []
+
+
+def test_no_module_over_the_line_limit():
+    assert long_modules(PROJECT) == {}, f"split these into packages (limit {MAX_LINES} lines)"
+
+
+def test_no_private_name_imported_from_another_module():
+    assert private_imports(PROJECT) == []
+
+
+# -- each rule fails on a constructed violation (a check that cannot fail guards nothing)
+def _write(root: Path, files: dict[str, str]) -> dict:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return project_modules(root, ("pkg",))
+
+
+def test_a_circle_through_a_deferred_and_a_type_checking_import_is_found(tmp_path):
+    modules = _write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "def f():\n    from pkg.b import g\n    return g()\n",
+        "pkg/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n",
+        "pkg/sub/__init__.py": "",
+        "pkg/sub/c.py": "from .. import b\nfrom ..sub import d\n",
+        "pkg/sub/d.py": "import pkg.sub.c\n",
+        "pkg/e.py": "import pkg.a\n",       # imports into a circle, is not part of one
+    })
+    assert import_cycles(modules) == [["pkg.a", "pkg.b"], ["pkg.sub.c", "pkg.sub.d"]]
+    (tmp_path / "pkg/b.py").write_text("X = 1\n")
+    (tmp_path / "pkg/sub/d.py").write_text("Y = 2\n")
+    assert import_cycles(modules) == []
+
+
+def test_a_module_one_line_over_the_limit_is_reported(tmp_path):
+    modules = _write(tmp_path, {"pkg/__init__.py": "", "pkg/long.py": "x = 1\n" * (MAX_LINES + 1),
+                                "pkg/fits.py": "x = 1\n" * MAX_LINES})
+    assert long_modules(modules) == {"pkg.long": MAX_LINES + 1}
+
+
+def test_private_names_taken_from_another_module_are_reported(tmp_path):
+    modules = _write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "def _helper():\n    return 1\n\ndef public():\n    return _helper()\n",
+        "pkg/b.py": "from pkg.a import _helper\n",
+        "pkg/c.py": "from pkg import a\n\nVALUE = a._helper()\n",
+        "pkg/d.py": "from pkg.a import public\nfrom pkg import a\n\nVALUE = a.public() + a.__name__.count('a')\n",
+    })
+    assert private_imports(modules) == ["pkg.b:1 takes _helper from pkg.a", "pkg.c:3 takes _helper from pkg.a"]

@@ -7,10 +7,12 @@ plane and compare every cell with the hand-computed splat.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from energy_flow.config import create_tiny_config
 from energy_flow.core import EnergyLattice, OutputCollector
+from energy_flow.core.collection import FULL_CELL_ENERGY
 
 W = H = 6  # the tiny preset's plane; grid coordinate g ↔ normalised −1 + 2g/5
 
@@ -92,3 +94,29 @@ def test_the_deposit_is_differentiable_in_x_and_y():
     (grad,) = torch.autograd.grad(right, xy)
     # the cell's weight is fx·(1 − fy) with fx = 0.25, fy = 0; one normalised unit is 2.5 cells
     torch.testing.assert_close(grad, torch.tensor([[2.5 * (1 - 0.0), -0.25 * 2.5]]))
+
+
+def test_a_cell_holding_little_energy_has_a_payload_that_fades_with_it():
+    """A cell's payload is the energy-weighted mean only where the cell holds at least
+    ``FULL_CELL_ENERGY``; below, it is the weighted sum, which goes to zero with the energy.
+    Guards against the mean's singularity at empty cells (issue 19): divided by energy + 1e-6,
+    the payload of an empty cell next to a flow jumped from 0 to the whole payload for any
+    splat, so its gradient in x was ~10⁶ per unit payload, and the debug preset's first
+    gradient was 3.7·10⁴ × grad_clip (the Clipping check failed at batch 1)."""
+    col = _collector()
+    xy = torch.tensor([_norm(2.0, 2.0)], requires_grad=True)   # exactly on a cell centre
+    col.deposit(torch.tensor([0]), torch.tensor([0]), xy, torch.tensor([0.8]),
+                torch.tensor([[0.5, -0.5]]), torch.tensor([True]))
+    payload, energy = col.surfaces()
+    cells = payload[0, 0].view(H, W, 2)
+    torch.testing.assert_close(cells[2, 2], torch.tensor([0.5, -0.5]))  # a full cell: the mean
+    (grad,) = torch.autograd.grad(cells[2, 3, 0], xy)   # the empty neighbour in +x
+    pitch = 2 / (W - 1)
+    # d(payload)/dx = e·p / FULL_CELL_ENERGY · (1 / pitch) = 0.8·0.5 / 0.05 / 0.4 = 20
+    assert grad[0, 0] == pytest.approx(0.8 * 0.5 / FULL_CELL_ENERGY / pitch, rel=1e-5)
+    assert grad.abs().max() < 100
+
+    faint = _collector()
+    _deposit(faint, [_norm(1.0, 1.0)], [0.01], [[0.5, -0.5]])   # one faint flow
+    torch.testing.assert_close(faint.surfaces()[0][0, 0].view(H, W, 2)[1, 1],
+                               torch.tensor([0.5, -0.5]) * 0.01 / FULL_CELL_ENERGY)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.reference_step import dither
 from energy_flow.config import create_tiny_config
 from energy_flow.core import EnergyLattice, FlowProcessor, SimpleNeuron
 from energy_flow.core import processor as processor_module
@@ -46,7 +47,8 @@ class Observed(FlowProcessor):
 
 def run(config, n=None, seed=0, spawn_bias=None):
     """One forward pass of an observed model; ``spawn_bias`` overrides the spawn head's bias
-    (sigmoid(1.5) ≈ 0.82 asks for floor(0.82·(k+1)) = k children at k ≤ 4)."""
+    (sigmoid(1.5) ≈ 0.82: a flow asks for floor(0.82·k + u) children, all k when its dither
+    u ≥ 0.18·k)."""
     model = Observed(config)
     if spawn_bias is not None:
         with torch.no_grad():
@@ -62,16 +64,21 @@ def spawn_ledger(model) -> dict[str, np.ndarray]:
     c = model.config
     k = c.max_spawn_per_step
     rows = []
-    for (before, active, after), out in zip(model.steps, model.outputs):
+    for step, ((before, active, after), out) in enumerate(zip(model.steps, model.outputs), start=1):
         faded = before["energy"][active] * out["retention"]
         survived = after["alive"][active] & (after["flow_id"][active] == before["flow_id"][active])
-        want = (out["spawn_fraction"] * (k + 1)).floor().clamp(max=k).long()
+        want = (out["spawn_fraction"] * k + dithers(before["lineage"][active], step)).floor().clamp(max=k).long()
         requested = int((want * (survived & (faded > c.spawn_threshold))).sum())
         free = c.max_active_flows - int(survived.sum())
         born = int((after["alive"] & (after["flow_id"] >= before["next_id"])).sum())
         rows.append((requested, free, born, int(survived.sum())))
     requested, free, born, survivors = (np.array(col) for col in zip(*rows))
     return {"requested": requested, "free": free, "born": born, "survivors": survivors}
+
+
+def dithers(keys: torch.Tensor, step: int) -> torch.Tensor:
+    """Each flow's spawn dither, worked out in Python integers by the per-flow reference."""
+    return torch.tensor([dither(key, step) for key in keys.tolist()], dtype=torch.float64)
 
 
 @pytest.fixture(params=["center", "input_face"])

@@ -48,7 +48,8 @@ def test_placement_fills_the_first_slots_and_leaves_the_rest_free():
     batch, cells, e = 2, 20, 3
     energy = torch.rand(batch, cells)
     payload = torch.rand(batch, cells, e)
-    st = lat.place(energy, payload, (2, 7), traced_samples=1)
+    keys = torch.tensor([7, 7])  # two samples with equal inputs: equal lineage keys
+    st = lat.place(energy, payload, (2, 7), traced_samples=1, sample_keys=keys)
     n0 = batch * cells
     assert st.capacity == 100 and st.hidden.shape == (100, 2, 7) and st.hidden.abs().max() == 0
     assert st.alive[:n0].all() and not st.alive[n0:].any()
@@ -56,6 +57,7 @@ def test_placement_fills_the_first_slots_and_leaves_the_rest_free():
     assert (st.parent_id == -1).all()
     assert st.traced[:cells].all() and not st.traced[cells:].any()
     assert st.sample[:n0].tolist() == [0] * cells + [1] * cells
+    assert torch.equal(st.lineage[:cells], st.lineage[cells:n0]) and st.lineage[:cells].unique().numel() == cells
     torch.testing.assert_close(st.pos[:n0, :2], lat.cell_xy().repeat(batch, 1))
     assert (st.pos[:n0, 2] == lat.start_z).all() and st.pos[n0:].abs().max() == 0
     torch.testing.assert_close(st.energy[:n0], energy.reshape(-1))

@@ -75,7 +75,7 @@ def live_config():
 @pytest.fixture(scope="module")
 def live_run(tmp_path_factory):
     """Four real training steps written by a RecordingWriter, as the app's worker does
-    (app/worker.py): returns (config, reports, path)."""
+    (app/sources/worker.py): returns (config, reports, path)."""
     config = live_config()
     torch.manual_seed(0)
     trainer = EnergyTrainer(build_model(config), config)

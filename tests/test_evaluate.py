@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from energy_flow.config import create_tiny_config
 from energy_flow.evaluate import main as evaluate_main
-from energy_flow.evaluate import parse_overrides
+from energy_flow.config import parse_overrides
 from energy_flow.training import baselines
 from energy_flow.training.data import PairDataset
 from energy_flow.training.metrics import score, spread

@@ -27,6 +27,7 @@ from energy_flow.trace import (MODULES, REASON_FADED, REASON_LANDED, REASON_NAME
                                FlowRecorder, RecordingError, RecordingWriter, export_snapshot,
                                open_recording)
 from energy_flow.trace.__main__ import main as cli_main
+from tests.conftest import killed_at_exit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -301,9 +302,7 @@ def test_killed_writer_leaves_every_complete_batch_readable(tmp_path, config, te
     script = tmp_path / "writer.py"
     script.write_text(_KILLED_WRITER)
     path = tmp_path / "killed.h5"
-    proc = subprocess.Popen([sys.executable, str(script), str(snapshot), str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    try:
+    with killed_at_exit([sys.executable, str(script), str(snapshot), str(path)], env=_env()) as proc:
         assert proc.stdout.readline().strip() == "open", proc.stderr.read()
         live = open_recording(path)                     # another process, while it writes
         assert live.num_batches == 0
@@ -312,11 +311,6 @@ def test_killed_writer_leaves_every_complete_batch_readable(tmp_path, config, te
         assert live.refresh() >= 3
         time.sleep(0.05)                                # let it get into the middle of a batch
         proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        proc.stdout.close()
-        proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     live.refresh()
     assert_same_telemetry(telemetries[0], live.batch(live.num_batches - 1))

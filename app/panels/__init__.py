@@ -1,1 +1,2 @@
-"""pyqtgraph panels, one module each. Every panel has ``set_snapshot`` and ``set_step``."""
+"""pyqtgraph panels, one module each. Every panel has ``set_snapshot`` and ``set_step``;
+``reference_curves`` draws the runs opened for comparison into the training panel."""

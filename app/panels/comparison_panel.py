@@ -9,6 +9,7 @@ and the config keys whose values differ. Nothing here stops or pauses anything.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping
 
 from PyQt6.QtCore import Qt
@@ -16,8 +17,9 @@ from PyQt6.QtGui import QBrush, QColor
 from PyQt6.QtWidgets import (QCheckBox, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableWidget,
                              QTableWidgetItem, QVBoxLayout, QWidget)
 
-from app.comparison import ComparisonSet, config_differences, finite_or_dash, level_text
+from app.panels.reference_curves import ComparisonSet
 from app.snapshot import Snapshot
+from app.sources.references import MISSING, config_differences
 from energy_flow.diagnostics import CHECK_KEYS, HealthReport, Level
 
 LEVEL_COLORS = {Level.OK: "#16361f", Level.UNKNOWN: "#2a2a2e", Level.WARNING: "#4a3a10", Level.FAILURE: "#4a1414"}
@@ -177,3 +179,18 @@ class ComparisonPanel(QWidget):
         return {self.config_table.verticalHeaderItem(i).text():
                 [self.config_table.item(i, j).text() for j in range(self.config_table.columnCount())]
                 for i in range(self.config_table.rowCount())}
+
+
+def level_text(report: HealthReport | None, key: str) -> tuple[str, Any]:
+    """(cell text, level or None) of check ``key`` in ``report`` for the side-by-side table."""
+    if report is None:
+        return "not judged", None
+    try:
+        verdict = report[key]
+    except KeyError:
+        return "not judged", None
+    return f"{verdict.level.mark} {verdict.level.label}", verdict.level
+
+
+def finite_or_dash(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else MISSING

@@ -79,7 +79,7 @@ class DiagnosticsPanel(SnapshotPanel):
         super().__init__(parent)
         self.graphics = pg.GraphicsLayoutWidget()
         # Four stacked plots stay legible only with ~130 px each: below that the dock's scroll
-        # area (app.dock_layout) scrolls.
+        # area (app.window.dock_layout) scrolls.
         self.setMinimumSize(320, 4 * PLOT_MIN_HEIGHT)
         self._add_page(self.graphics)
         self.grad_plot = self._plot(0, "grad", "gradient norm per module (before clip)", "‖g‖", log_y=True)

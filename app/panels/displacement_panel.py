@@ -13,9 +13,8 @@ import pyqtgraph as pg
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QWidget
 
-from app.colormaps import TITLE_SIZE
-from app.panels.energy_panel import STEP_LINE_PEN, add_percentile_bands, set_percentile_bands
 from app.panels.base import SnapshotPanel
+from app.panels.energy_panel import STEP_LINE_PEN, add_percentile_bands, set_percentile_bands
 from app.panels.series import set_title
 from app.snapshot import Snapshot
 

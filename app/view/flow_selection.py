@@ -1,36 +1,59 @@
-"""The selected flow of the 3D view: click picking, its lineage, and the dimming of the rest.
+"""The selected flow of the 3D view: click picking, its lineage, the dimming of the rest, and the
+ring that marks the flow itself.
 
-Owned by :class:`app.lattice_view.LatticeView`, which calls three hooks: ``include_rows``
-when it rebuilds the drawn sample (the lineage is always drawn, even beyond the display
-budget), ``apply`` after every step change or recolouring (the lineage keeps its colours,
-every other flow is dimmed — an alpha change, see :mod:`app.view.highlight`), and nothing
-else. The selection is a flow *id*: it survives new batches (the same id is the same start
-cell of the same sample) and follows the step slider; a batch whose traced sample lacks the
-id shows nothing highlighted and says so through :attr:`message`.
+The selection is a flow *id*: it survives new batches (the same id is the same start cell of
+the same sample) and follows the step slider; a batch whose traced sample lacks the id shows
+nothing highlighted and says so through :attr:`FlowSelection.message`. The lineage (ancestors
+and descendants) keeps its colours, every other drawn flow is dimmed (colour buffers, see
+:mod:`app.view.highlight`), and the flow itself gets a ring of its own at its head: one point
+per step of its life, each with that step as its window, so the ring follows the step slider
+by the same uniform as everything else and nothing is uploaded while scrubbing. After its end
+step the ring stays where the flow ended.
 
 A click is a press and release of the left button less than ``CLICK_SLOP_PX`` apart (a drag
 turns the camera and picks nothing); picking runs on the click only (:mod:`app.view.picking`).
+
+The view is reached through :class:`SelectionHost` (what this module needs of it), so the view
+can own a selection without this module importing the view.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from PyQt6.QtCore import QObject, pyqtSignal
+from vispy import scene
 
-from vispy.color import Color
-
-from app.view.highlight import dimmed, dimmed_opaque
-from app.view.picking import pick_row, project
+from app.view.geometry import FlowGeometry
+from app.view.picking import Transform, pick_row, project
+from app.view.step_visuals import NEVER, step_windows
 from energy_flow.trace.lineage import FlowNotFound, lineage_mask
 from energy_flow.trace.telemetry import FlowSample
 
-if TYPE_CHECKING:
-    from app.lattice_view import LatticeView
-
 #: A press and release farther apart than this is a drag (camera), not a click.
 CLICK_SLOP_PX = 4.0
+
+
+class SelectionHost(Protocol):
+    """What a selection needs of the view that draws it."""
+
+    canvas: scene.SceneCanvas
+
+    @property
+    def flows(self) -> FlowSample | None: ...          # the traced sample of the shown batch
+
+    @property
+    def geometry(self) -> FlowGeometry | None: ...     # what is drawn of it
+
+    @property
+    def step(self) -> int: ...
+
+    def layer_shown(self, name: str) -> bool: ...
+
+    def scene_transform(self) -> Transform: ...        # lattice coordinates → canvas pixels
+
+    def show_selection(self) -> None: ...              # draw the lineage (rebuild if it is not drawn)
 
 
 class FlowSelection(QObject):
@@ -39,71 +62,60 @@ class FlowSelection(QObject):
 
     picked = pyqtSignal(int)
 
-    def __init__(self, view: "LatticeView") -> None:
-        super().__init__(view)
-        self._view = view
+    def __init__(self, host: SelectionHost, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._host = host
         self.flow_id: int | None = None
         self.message = ""
         self._flows: FlowSample | None = None   # the sample ``_lineage`` was computed for
         self._lineage: np.ndarray | None = None  # [F] bool over the sample, None: nothing to show
-        self._dimmed = False
-        self.vertex_keep = np.zeros(0, bool)      # [V] drawn vertices of the lineage
-        self.head_keep = np.zeros(0, bool)        # [h] drawn heads of the lineage
         self._press: tuple[float, float] | None = None
-        self._background = tuple(Color(view.canvas.bgcolor).rgb)
-        view.canvas.events.mouse_press.connect(self._on_press)
-        view.canvas.events.mouse_release.connect(self._on_release)
+        host.canvas.events.mouse_press.connect(self._on_press)
+        host.canvas.events.mouse_release.connect(self._on_release)
 
     # ------------------------------------------------------------------ public
     def select(self, flow_id: int | None) -> None:
-        """Select ``flow_id`` (None clears); the view redraws at once (rebuilt only when the
-        lineage holds flows outside the drawn sample)."""
+        """Select ``flow_id`` (None clears); the view redraws at once."""
         self.flow_id = None if flow_id is None else int(flow_id)
         self._flows = None
-        view = self._view
-        flows = self._current_flows()
+        flows = self._host.flows
         if flows is None:
             self._lineage = None
             return
         self._compute(flows)
-        geo = view._geometry
-        if self._lineage is not None and geo is not None and not np.all(np.isin(np.flatnonzero(self._lineage), geo.rows)):
-            view._rebuild_flows()    # calls include_rows, then apply through _update_step
-        else:
-            view._update_step()      # fresh head colours, then apply
+        self._host.show_selection()
 
     @property
     def lineage_rows(self) -> np.ndarray:
         """Rows of the traced sample that are highlighted (empty: no selection shown)."""
         return np.zeros(0, np.intp) if self._lineage is None else np.flatnonzero(self._lineage)
 
-    def screen_positions(self, points: np.ndarray) -> np.ndarray:
-        """[n, 2] canvas pixels (x right, y down) of lattice points [n, 3], as the view draws them."""
-        return project(points, self._transform())
+    def lineage_drawn(self, geo: FlowGeometry) -> bool:
+        """True when every flow of the lineage is in the drawn sample (else it must be rebuilt)."""
+        return self._lineage is None or bool(np.all(np.isin(np.flatnonzero(self._lineage), geo.rows)))
 
-    def pick(self, at: tuple[float, float]) -> int | None:
-        """Flow id drawn nearest to canvas pixel ``at`` (heads first), None if nothing is near."""
-        view, geo = self._view, self._view._geometry
-        flows = self._current_flows()
-        if geo is None or flows is None:
+    def keep(self, geo: FlowGeometry | None) -> np.ndarray | None:
+        """[N] drawn flows that keep their colours, None when nothing is selected (none dimmed)."""
+        if self._lineage is None or geo is None:
             return None
-        t = view.step
-        empty3, empty = np.zeros((0, 3), np.float32), np.zeros(0, np.intp)
-        if view._layer_on["heads"]:
-            alive = geo.alive_at(t)
-            head_pos, head_rows = geo.positions[alive, t], np.flatnonzero(alive)
-        else:
-            head_pos, head_rows = empty3, empty
-        if view._layer_on["trajectories"]:
-            shown = geo.vertex_step <= t
-            vertex_pos, vertex_rows = geo.vertices[shown], geo.vertex_flow[shown]
-        else:
-            vertex_pos, vertex_rows = empty3, empty
-        hit = pick_row(at, self._transform(), head_pos=head_pos, head_rows=head_rows,
-                       vertex_pos=vertex_pos, vertex_rows=vertex_rows)
-        return None if hit is None else int(flows.flow_id[geo.rows[hit]])
+        return self._lineage[geo.rows]
 
-    # ------------------------------------------------------------------ hooks of the view
+    def marker(self, geo: FlowGeometry | None) -> tuple[np.ndarray, np.ndarray]:
+        """(points [n, 3], step windows [n, 2]) of the selected flow's ring: its position after
+        each step from its birth, the last one shown from then on."""
+        flows = self._host.flows
+        empty = (np.zeros((0, 3), np.float32), np.zeros((0, 2), np.float32))
+        if self._lineage is None or geo is None or flows is None:
+            return empty
+        drawn = np.flatnonzero(flows.flow_id[geo.rows] == self.flow_id)
+        if not drawn.shape[0]:
+            return empty
+        pos = geo.positions[drawn[0]]
+        steps = np.flatnonzero(np.isfinite(pos[:, 0]))
+        windows = step_windows(steps, steps + 1)
+        windows[-1, 1] = NEVER
+        return pos[steps].astype(np.float32), windows
+
     def include_rows(self, flows: FlowSample | None) -> np.ndarray | None:
         """Rows the drawn sample must hold (the lineage), recomputed for a new batch."""
         if flows is None:
@@ -113,33 +125,34 @@ class FlowSelection(QObject):
             self._compute(flows)
         return None if self._lineage is None else np.flatnonzero(self._lineage)
 
-    def apply(self) -> None:
-        """Dim every drawn flow outside the lineage (or undo the dimming); colours only."""
-        view, geo = self._view, self._view._geometry
-        active = self._lineage is not None and geo is not None
-        if not active:
-            self.vertex_keep = np.zeros(0, bool)
-            self.head_keep = np.zeros(0, bool)
-            if self._dimmed and geo is not None and geo.vertices.shape[0]:
-                view._trajectories.set_data(color=geo.vertex_colors[view._color_mode])
-            self._dimmed = False
-            return
-        keep_flow = self._lineage[geo.rows]
-        self.vertex_keep = keep_flow[geo.vertex_flow]
-        if geo.vertices.shape[0]:
-            view._trajectories.set_data(color=dimmed(geo.vertex_colors[view._color_mode], self.vertex_keep))
-        self.head_keep = keep_flow[geo.alive_at(view.step)]
-        for points, keep in ((view._heads, self.head_keep), (view._spawns, keep_flow[geo.spawn_flow[:view._spawns.count]]),
-                             (view._ends, keep_flow[geo.end_flow[:view._ends.count]])):
-            if keep.shape[0] == points.count:
-                points.set_colors(dimmed_opaque(points.colors, keep, self._background))
-        self._dimmed = True
+    def pick(self, at: tuple[float, float]) -> int | None:
+        """Flow id drawn nearest to canvas pixel ``at`` (heads first), None if nothing is near."""
+        row = self.pick_row(at)
+        return None if row is None else int(self._host.flows.flow_id[self._host.geometry.rows[row]])
+
+    def pick_row(self, at: tuple[float, float]) -> int | None:
+        """Index into the drawn flows of the flow nearest to ``at`` (heads first), or None."""
+        host = self._host
+        geo, t = host.geometry, host.step
+        if geo is None or host.flows is None:
+            return None
+        empty3, empty = np.zeros((0, 3), np.float32), np.zeros(0, np.intp)
+        heads = geo.heads_at(t)
+        head_pos, head_rows = ((geo.head_pos[heads], geo.head_flow[heads]) if host.layer_shown("heads")
+                               else (empty3, empty))
+        if host.layer_shown("trajectories"):
+            shown = geo.vertex_step <= t
+            vertex_pos, vertex_rows = geo.vertices[shown], geo.vertex_flow[shown]
+        else:
+            vertex_pos, vertex_rows = empty3, empty
+        return pick_row(at, host.scene_transform(), head_pos=head_pos, head_rows=head_rows,
+                        vertex_pos=vertex_pos, vertex_rows=vertex_rows)
+
+    def screen_positions(self, points: np.ndarray) -> np.ndarray:
+        """[n, 2] canvas pixels (x right, y down) of lattice points [n, 3], as the view draws them."""
+        return project(points, self._host.scene_transform())
 
     # ------------------------------------------------------------------ internals
-    def _current_flows(self) -> FlowSample | None:
-        snap = self._view._snapshot
-        return None if snap is None else snap.telemetry.flows
-
     def _compute(self, flows: FlowSample) -> None:
         self._flows = flows
         self._lineage = None
@@ -151,9 +164,6 @@ class FlowSelection(QObject):
             self.message = ""
         except FlowNotFound as exc:
             self.message = str(exc)
-
-    def _transform(self):
-        return self._view._heads.get_transform("visual", "canvas")
 
     def _on_press(self, event) -> None:
         self._press = (float(event.pos[0]), float(event.pos[1])) if event.button == 1 else None

@@ -14,7 +14,10 @@ Every active flow is one row of a batched GRU step. The heads read the top layer
   driven by that part's first channel, which sends about half the cells towards each output
   plane before anything is learned (a GRU-only head sends nearly all flows one way);
 - spawn head → the share of energy the flow hands to children, which also sets how many it asks
-  for. Because the split moves energy, the spawn head gets a gradient through the deposit.
+  for on average (``floor(share·k + u)`` with a per-flow, per-step dither ``u``:
+  energy_flow/core/spawning.py). Because the split moves energy, the spawn head gets a gradient
+  through the deposit of every flow that split. A child starts like a placed flow: carrying the
+  part of the input embedding of the cell it is born in, and its parent's GRU state.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class EnergyCarrier(nn.Module):
             # Start by keeping most energy (sigmoid(2.5) ≈ 0.92 per step), so flows live long
             # enough to reach an output plane before the model has learned anything.
             self.energy_head.bias[0].fill_(2.5)
-            # Start at an even split share, so about half the eligible flows ask for children.
+            # Start at an even split share: at each step about half the eligible flows ask for a child.
             self.spawn_head.bias.zero_()
             # Δz follows the cell's part at first (see module docstring), and strongly enough
             # that flows commit to a direction instead of dithering around the start plane.

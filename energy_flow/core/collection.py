@@ -4,7 +4,11 @@ A landing flow splats its energy bilinearly onto the four cells around its (x, y
 deposit — and through it the loss — is differentiable in x and y and the displacement head
 learns where to land. Positions are clamped to the lattice, so an out-of-range x/y lands on the
 nearest edge cell. Per cell, payloads of several flows are combined by an energy-weighted
-average: ``payload = Σ w·e·p / Σ w·e``; the cell's energy is ``Σ w·e``.
+average: ``payload = Σ w·e·p / max(Σ w·e, FULL_CELL_ENERGY)``; the cell's energy is ``Σ w·e``.
+The floor makes a nearly empty cell's payload fade with its energy instead of jumping to a whole
+payload at the first splat: with a vanishing floor (``+ 1e-6``) an empty cell beside a flow had a
+gradient of ~10⁶ per unit payload in that flow's x and y, and the first gradients of a training
+run were clipped by a factor of 10⁴ (docs/health.md, "Clipping").
 
 The sums are kept as autograd-tracked tensors replaced out of place at each deposit, so every
 step's landings stay in the graph until backward.
@@ -15,6 +19,11 @@ from __future__ import annotations
 import torch
 
 from energy_flow.core.lattice import EnergyLattice
+
+
+#: Below this energy a cell's payload is the energy-weighted *sum*, not the mean: a tenth of what
+#: a placed flow starts with (≈ 0.8), and the default energy_threshold, below which a flow fades.
+FULL_CELL_ENERGY = 0.05
 
 
 class OutputCollector:
@@ -67,10 +76,11 @@ class OutputCollector:
 
     # ------------------------------------------------------------------ results
     def surfaces(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(payload [B, P, H·W, E] energy-weighted mean, energy [B, P, H·W])."""
+        """(payload [B, P, H·W, E] energy-weighted mean — sum ÷ FULL_CELL_ENERGY in cells holding
+        less — and energy [B, P, H·W])."""
         shape = (self.batch, self.lattice.num_planes, self.cells)
         energy = self.energy.view(shape)
-        payload = self.weighted_payload.view(*shape, -1) / (energy.unsqueeze(-1) + 1e-6)
+        payload = self.weighted_payload.view(*shape, -1) / energy.clamp(min=FULL_CELL_ENERGY).unsqueeze(-1)
         return payload, energy
 
     def reached(self, eps: float = 1e-6) -> torch.Tensor:

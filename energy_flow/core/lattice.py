@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from energy_flow.config import EnergyConfig
+from energy_flow.core.spawning import placed_keys
 
 
 @dataclass
@@ -34,6 +35,7 @@ class FlowState:
     birth_step: torch.Tensor  # [N] int64
     alive: torch.Tensor       # [N] bool
     traced: torch.Tensor      # [N] bool: part of the telemetry's trajectory sample
+    lineage: torch.Tensor     # [N] int64: batch-independent key of the flow (core/spawning.py)
     next_id: torch.Tensor     # [] int64 on the device: the id the next child gets
 
     @property
@@ -96,12 +98,13 @@ class EnergyLattice:
 
     # ------------------------------------------------------------------ placement
     def place(self, energy: torch.Tensor, payload: torch.Tensor, hidden_shape: tuple[int, int],
-              traced_samples: int) -> FlowState:
+              traced_samples: int, sample_keys: torch.Tensor) -> FlowState:
         """One flow per (sample, start-plane cell), in slots ``0 … B·H·W − 1``.
 
         ``energy`` is [B, H·W], ``payload`` [B, H·W, E] (the input mapper's output);
         ``hidden_shape`` is the carrier's (layers, hidden size). Flows of the first
-        ``traced_samples`` samples are marked for the trajectory sample.
+        ``traced_samples`` samples are marked for the trajectory sample. ``sample_keys`` [B]
+        (``spawning.sample_keys`` of the inputs) seed the flows' lineage keys.
         """
         batch, cells = energy.shape
         n0 = batch * cells
@@ -133,5 +136,7 @@ class EnergyLattice:
             birth_step=torch.zeros_like(slots),
             alive=placed,
             traced=placed & (sample < traced_samples),
+            lineage=torch.cat([placed_keys(sample_keys.to(device), cells),
+                               torch.zeros(pad, device=device, dtype=torch.long)]),
             next_id=torch.tensor(n0, device=device, dtype=torch.long),
         )

@@ -1,6 +1,6 @@
 """Learned maps between teacher embeddings and the lattice's planes.
 
-Both work through a coarse ``mapper_grid`` × ``mapper_grid`` grid so their size does not grow
+Both work through a coarse g × g grid (``config.resolved_mapper_grid``) so their size need not grow
 with the lattice: the input mapper projects an embedding onto the coarse grid and interpolates
 it bilinearly onto the start plane (each cell gets its own part of the embedding and an initial
 energy); the output mapper pools each output plane's collected surface onto the coarse grid and
@@ -20,7 +20,7 @@ class InputMapper(nn.Module):
     def __init__(self, config: EnergyConfig):
         super().__init__()
         self.config = config
-        g = config.mapper_grid
+        g = config.resolved_mapper_grid
         self.channels = 1 + config.energy_dim
         self.proj = nn.Linear(config.teacher_dim, g * g * self.channels)
         # Inputs are normalised to unit length (sentence embeddings carry meaning in their
@@ -32,7 +32,7 @@ class InputMapper(nn.Module):
 
     def forward(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, D] → (energy [B, H·W] in (0, 1), cell parts [B, H·W, E] in (−1, 1))."""
-        c, g = self.config, self.config.mapper_grid
+        c, g = self.config, self.config.resolved_mapper_grid
         coarse = self.proj(F.normalize(embeddings, dim=1)).view(-1, self.channels, g, g)
         field = F.interpolate(coarse, size=(c.lattice_height, c.lattice_width), mode="bilinear",
                               align_corners=True)
@@ -45,7 +45,7 @@ class OutputMapper(nn.Module):
     def __init__(self, config: EnergyConfig):
         super().__init__()
         self.config = config
-        g = config.mapper_grid
+        g = config.resolved_mapper_grid
         self.channels = config.num_output_planes * (1 + config.energy_dim)
         self.proj = nn.Linear(self.channels * g * g, config.teacher_dim)
         # "tied": the readout's weights are stored at the input mapper's scale (O(1)) and the
@@ -64,7 +64,7 @@ class OutputMapper(nn.Module):
         scaled identity wherever payloads land under their start cell (``gain`` undoes the
         scale). Planes are summed, since each flow lands on one of them."""
         c = self.config
-        cells, e = c.mapper_grid ** 2, c.energy_dim
+        cells, e = c.resolved_mapper_grid ** 2, c.energy_dim
         w_in = input_mapper.proj.weight.view(1 + e, cells, c.teacher_dim)[1:]   # [E, g², D]
         weight = self.proj.weight.view(c.teacher_dim, c.num_output_planes, 1 + e, cells)
         weight.zero_()
@@ -73,7 +73,7 @@ class OutputMapper(nn.Module):
 
     def forward(self, payload: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
         """payload [B, P, H·W, E] (energy-weighted mean per cell), energy [B, P, H·W] → [B, D]."""
-        c, g = self.config, self.config.mapper_grid
+        c, g = self.config, self.config.resolved_mapper_grid
         b, p = energy.shape[:2]
         planes = torch.cat([payload, torch.log1p(energy).unsqueeze(-1)], dim=-1)  # [B,P,HW,E+1]
         planes = planes.permute(0, 1, 3, 2).reshape(b, self.channels, c.lattice_height, c.lattice_width)

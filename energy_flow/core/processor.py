@@ -38,6 +38,7 @@ from energy_flow.core.collection import OutputCollector
 from energy_flow.core.lattice import EnergyLattice, FlowState
 from energy_flow.core.mappers import InputMapper, OutputMapper
 from energy_flow.core.neuron import SimpleNeuron
+from energy_flow.core.spawning import child_keys, requested_children, sample_keys
 from energy_flow.core.tracing import StepTracer
 from energy_flow.trace.telemetry import (REASON_ACTIVE, REASON_FADED, REASON_LANDED,
                                          REASON_TIMED_OUT, BatchTelemetry, FlowStats)
@@ -94,7 +95,7 @@ class FlowProcessor(nn.Module):
         energy0, cell_parts = self.input_mapper(embeddings)
         energy0, cell_parts = energy0.float(), cell_parts.float()  # flow state is float32 even under autocast
         state = self.lattice.place(energy0, cell_parts, (c.carrier_num_layers, c.carrier_hidden_size),
-                                   traced_samples=0)
+                                   traced_samples=0, sample_keys=sample_keys(embeddings))
         tracer = StepTracer(c, self.lattice, batch, detailed=self.trace_enabled, device=device)
         state.traced = state.alive & (state.sample < tracer.traced_samples)
         collector = OutputCollector(self.lattice, batch, c.energy_dim, device, energy0.dtype)
@@ -229,9 +230,9 @@ class FlowProcessor(nn.Module):
         frac = out.spawn_fraction
         k = c.max_spawn_per_step
         eligible = still & (new_energy > c.spawn_threshold)
-        # nan_to_num: a NaN share would become a huge negative count and corrupt every flow's rank
-        requested = torch.where(eligible, (frac.detach().nan_to_num(0.0) * (k + 1)).floor().long().clamp(0, k),
-                                torch.zeros_like(plane))
+        processed_ids = state.flow_id[active]  # before the update: a child may reuse a slot
+        lineage = state.lineage[active]
+        requested = requested_children(frac, eligible, lineage, step, k)
         free = ~alive
         free_count = free.sum()
         before = torch.cumsum(requested, 0) - requested
@@ -252,6 +253,10 @@ class FlowProcessor(nn.Module):
         kid_energy = (new_energy * frac / granted.clamp(min=1)).repeat_interleave(max(k, 1))
         kid_pos = (new_pos.repeat_interleave(max(k, 1), 0)
                    + self.child_offsets.to(new_pos.dtype).repeat(active.numel(), 1)).clamp(-1.0, 1.0)
+        # a child carries its birth cell's part of the input, as a placed flow carries its start
+        # cell's: a copy of the parent's payload would deposit it on a neighbouring cell
+        kid_payload = field[sample[kid_parent] * cells + lat.nearest_cell(kid_pos[:, :2])]
+        kid_lineage = child_keys(lineage[kid_parent], step, kid_k.repeat(active.numel()))
 
         def write(full: torch.Tensor, parents: torch.Tensor, kids: torch.Tensor) -> torch.Tensor:
             """Parents' new values at ``active``, children's at their slots (dump row dropped).
@@ -262,13 +267,12 @@ class FlowProcessor(nn.Module):
             return grown.index_put_((kid_slot,), kids)[:capacity]
 
         hidden = out.hidden
-        processed_ids = state.flow_id[active]  # before the update: a child may reuse a slot
         processed_traced = state.traced[active]
         new_ids = state.next_id + kid_rank.reshape(-1)
         state = FlowState(
             pos=write(state.pos, new_pos, kid_pos),
             energy=write(state.energy, kept_energy, kid_energy),
-            payload=write(state.payload, out.payload, out.payload[kid_parent]),
+            payload=write(state.payload, out.payload, kid_payload),
             hidden=write(state.hidden, hidden, hidden[kid_parent]),
             sample=write(state.sample, sample, sample[kid_parent]),
             flow_id=write(state.flow_id, processed_ids, new_ids),
@@ -277,6 +281,7 @@ class FlowProcessor(nn.Module):
             birth_step=write(state.birth_step, state.birth_step[active], torch.full_like(kid_slot, step)),
             alive=write(state.alive, still, torch.ones_like(kid_slot, dtype=torch.bool)),
             traced=write(state.traced, processed_traced, processed_traced[kid_parent]),
+            lineage=write(state.lineage, lineage, kid_lineage),
             next_id=state.next_id + granted.sum(),
         )
         if tracer is not None:

@@ -24,7 +24,7 @@ def _share(n: float, total: float) -> float:
     return n / total if total > 0 else float("nan")
 
 
-def _pct(x: float) -> str:
+def percent(x: float) -> str:
     """A share as a percentage that never rounds a non-zero share to "0 %"."""
     if x == 0 or x >= 0.01:
         return f"{x:.0%}"
@@ -51,7 +51,7 @@ def landing(ev: Evidence) -> Verdict:
     per_plane = tel.aggregates.landed.sum(axis=0)
     share = _share(float(per_plane.sum()), float(tel.total_flows))
     planes = ", ".join(f"z={z:+g}: {int(n)}" for z, n in zip(tel.plane_z, per_plane))
-    detail = f"{int(per_plane.sum())} of {tel.total_flows} flows landed ({_pct(share)}; {planes})"
+    detail = f"{int(per_plane.sum())} of {tel.total_flows} flows landed ({percent(share)}; {planes})"
     return Verdict("landing", title, th.level(share), detail,
                    "Flows that never reach an output plane carry nothing to the output embedding. "
                    "Usual causes: displacement too small for the lattice depth (displacement_scale, "
@@ -67,7 +67,7 @@ def timeouts(ev: Evidence) -> Verdict:
     n = int(tel.aggregates.timed_out.sum())
     share = _share(n, float(tel.total_flows))
     return Verdict("timeouts", title, th.level(share),
-                   f"{n} of {tel.total_flows} flows timed out after {tel.num_steps} steps ({_pct(share)})",
+                   f"{n} of {tel.total_flows} flows timed out after {tel.num_steps} steps ({percent(share)})",
                    "Timed-out flows were still travelling when max_steps ran out; their deposit (with "
                    "timeout_policy='project') comes from a projection rule, not from the model. Raise "
                    "max_steps or displacement_scale, or look at the motion and landing checks.",
@@ -87,7 +87,7 @@ def motion(ev: Evidence) -> Verdict:
     if still is not None and np.isfinite(still[1:]).any():
         share = _weighted_mean(np.asarray(still[1:], dtype=np.float64), _stepped_weights(tel))
         worst = float(np.nanmax(still[1:]))
-        detail = (f"{_pct(share)} of flow-steps moved < {STILL_EPSILON:g} (worst step {_pct(worst)}), "
+        detail = (f"{percent(share)} of flow-steps moved < {STILL_EPSILON:g} (worst step {percent(worst)}), "
                   f"all {tel.total_flows} flows")
         return Verdict("motion", title, th.level(share), detail, advice, share)
     flows = tel.flows
@@ -99,7 +99,7 @@ def motion(ev: Evidence) -> Verdict:
     if not measured.any():
         return _unknown("motion", title, "the trajectory sample has no step to measure", advice)
     share = float(np.mean(step[measured] < STILL_EPSILON))
-    detail = (f"{_pct(share)} of flow-steps moved < {STILL_EPSILON:g}, "
+    detail = (f"{percent(share)} of flow-steps moved < {STILL_EPSILON:g}, "
               f"from {flows.num_flows} sampled flows of {tel.total_flows}")
     return Verdict("motion", title, th.level(share), detail, advice, share)
 
@@ -133,8 +133,8 @@ def edge(ev: Evidence) -> Verdict:
     excess = (energy_share - cell_share) / (1.0 - cell_share)
     clamp = tel.aggregates.clamp_fraction[1:]
     clamp_share = _weighted_mean(np.asarray(clamp, dtype=np.float64), _stepped_weights(tel))
-    detail = (f"border cells got {_pct(energy_share)} of the energy for {_pct(cell_share)} of the cells "
-              f"(excess {excess:.2f}); {_pct(clamp_share)} of moves clamped")
+    detail = (f"border cells got {percent(energy_share)} of the energy for {percent(cell_share)} of the cells "
+              f"(excess {excess:.2f}); {percent(clamp_share)} of moves clamped")
     return Verdict("edge", title, th.level(excess), detail, advice, excess)
 
 
@@ -156,8 +156,8 @@ def fading(ev: Evidence) -> Verdict:
     fade_level = THRESHOLDS["fading"].level(early_share)
     kept_level = THRESHOLDS["energy_kept"].level(kept_share) if faded == 0 else Level.OK
     level = max(fade_level, kept_level)
-    detail = (f"{_pct(early_share)} of flows faded by step {half} ({faded} in all); "
-              f"{_pct(kept_share) if np.isfinite(kept_share) else '–'} of the placed energy kept")
+    detail = (f"{percent(early_share)} of flows faded by step {half} ({faded} in all); "
+              f"{percent(kept_share) if np.isfinite(kept_share) else '–'} of the placed energy kept")
     if kept_level > Level.OK and fade_level <= Level.OK:
         detail = f"energy never fades: {detail}"
     return Verdict("fading", title, level, detail,
@@ -179,7 +179,7 @@ def spawn_budget(ev: Evidence) -> Verdict:
         return Verdict("spawn_budget", title, Level.OK, "no spawn was requested in this batch", "", 0.0)
     share = denied / requested
     return Verdict("spawn_budget", title, th.level(share),
-                   f"{denied} of {requested} spawn requests denied ({_pct(share)})",
+                   f"{denied} of {requested} spawn requests denied ({percent(share)})",
                    "The flow budget (max_active_flows) was full when flows asked for children. Raise "
                    "max_active_flows, lower max_spawn_per_step, or raise spawn_threshold.",
                    share)
@@ -204,7 +204,7 @@ def saturation(ev: Evidence) -> Verdict:
     if not known:
         return _unknown("saturation", title, "the recorder could not measure saturation", advice)
     worst = max(known, key=known.get)
-    parts = ", ".join(f"{k} {_pct(v)}" for k, v in known.items())
+    parts = ", ".join(f"{k} {percent(v)}" for k, v in known.items())
     missing = [k for k in shares if k not in known]
     detail = f"pinned: {parts}" + (f" (not recorded: {', '.join(missing)})" if missing else "")
     return Verdict("saturation", title, th.level(known[worst]), detail, advice, known[worst])

@@ -13,7 +13,7 @@ from typing import Mapping
 import numpy as np
 
 from energy_flow.diagnostics.evidence import Evidence
-from energy_flow.diagnostics.flow_checks import _pct, nonfinite_telemetry
+from energy_flow.diagnostics.flow_checks import nonfinite_telemetry, percent
 from energy_flow.diagnostics.thresholds import FLAT_WINDOW, LOSS_WINDOW, THRESHOLDS, TREND_WINDOW
 from energy_flow.diagnostics.verdict import Level, Verdict
 
@@ -194,4 +194,4 @@ def learning_rate(ev: Evidence) -> Verdict:
         return _unknown("learning_rate", title, f"rate {float(lr):.2g}; the initial rate is unknown", advice)
     ratio = float(lr) / ev.initial_learning_rate
     return Verdict("learning_rate", title, th.level(ratio),
-                   f"{float(lr):.2g} = {_pct(ratio)} of the initial {ev.initial_learning_rate:.2g}", advice, ratio)
+                   f"{float(lr):.2g} = {percent(ratio)} of the initial {ev.initial_learning_rate:.2g}", advice, ratio)

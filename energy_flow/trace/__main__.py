@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from energy_flow.broken_pipe import run_cli
 from energy_flow.diagnostics import cli as health_cli
 from energy_flow.trace.recording import Recording, RecordingError, open_recording
 from energy_flow.trace.telemetry import REASON_NAMES
@@ -142,4 +143,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

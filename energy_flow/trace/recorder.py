@@ -48,7 +48,7 @@ import numpy as np
 
 from energy_flow.trace.recorder_steps import RecorderGeometry, StepAccumulator, StepRecord
 from energy_flow.trace.recording import RecordingWriter
-from energy_flow.trace.recording.schema import reason_names_from_config
+from energy_flow.trace.recording.schema import layout_from_config, reason_names_from_config
 from energy_flow.trace.telemetry import REASON_NAMES, BatchTelemetry
 
 _RESERVED_CONFIG_KEYS = ("model_name", "model_version", "lattice_shape", "plane_z", "start_mode",
@@ -106,13 +106,16 @@ class FlowRecorder:
             config_dict["reason_names"] = list(reason_names)
         names = reason_names_from_config(config_dict, f"{self.path}: reason_names")
         model = {"name": model_name, "version": model_version}
-        self._writer = RecordingWriter(self.path, config_dict, {**(provenance or {}), "model": model}, mode=mode)
         self.geometry = RecorderGeometry(
-            lattice_shape=self._writer.layout.lattice_shape, plane_z=tuple(config_dict["plane_z"]),
-            start_mode=start_mode, bins=energy_hist_bins, plane_tolerance=float(plane_tolerance),
-            energy_range=energy_range, reason_names=names, traced_samples=traced_samples)
+            lattice_shape=layout_from_config(config_dict, f"{self.path}: config").lattice_shape,
+            plane_z=tuple(config_dict["plane_z"]), start_mode=start_mode, bins=energy_hist_bins,
+            plane_tolerance=float(plane_tolerance), energy_range=energy_range, reason_names=names,
+            traced_samples=traced_samples)
         self._report: dict[str, Any] | None = None
         self._batch: StepAccumulator | None = None
+        # Last: every argument is checked before the file exists, and a failed open of the
+        # writer leaves nothing behind (RecordingWriter), so neither does a failed FlowRecorder.
+        self._writer = RecordingWriter(self.path, config_dict, {**(provenance or {}), "model": model}, mode=mode)
 
     # -------------------------------------------------------------- batches
     @property

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from energy_flow.atomic import write_bytes_atomic
-from energy_flow.config import EnergyConfig
+from energy_flow.config import EnergyConfig, resolve_mapper_grid
 from energy_flow.errors import reason
 
 CHECKPOINT_VERSION = 1
@@ -29,6 +29,8 @@ FORMAT = "energy-flow-checkpoint"
 #: into a model that agrees on all of them.
 #: ``readout_init`` is among them although no shape depends on it: it sets the output mapper's
 #: fixed gain, so weights trained with one value give wrong outputs under the other.
+#: ``mapper_grid`` is compared as the grid in use (``resolved_mapper_grid``): a grid that
+#: follows the lattice and a grid set to the same size make the same weights.
 SHAPE_FIELDS = ("lattice_width", "lattice_height", "start_mode", "carrier_hidden_size",
                 "carrier_num_layers", "neuron_hidden_dim", "neuron_output_dim", "energy_dim",
                 "mapper_grid", "teacher_dim", "max_spawn_per_step", "payload_update", "readout_init")
@@ -43,10 +45,17 @@ REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
 
 
 def incompatible_fields(saved: dict[str, Any], config: EnergyConfig) -> list[str]:
-    current = config.to_dict()
-    saved = {name: saved.get(name, _DEFAULTS[name]) for name in SHAPE_FIELDS}
+    current, saved = _shape_values(config.to_dict()), _shape_values(saved)
     return [f"{name} (checkpoint {saved[name]!r}, model {current[name]!r})"
             for name in SHAPE_FIELDS if saved[name] != current[name]]
+
+
+def _shape_values(fields: dict[str, Any]) -> dict[str, Any]:
+    """The shape fields of a config dict, unnamed ones at their defaults, the grid as used."""
+    values = {name: fields.get(name, _DEFAULTS[name]) for name in (*SHAPE_FIELDS, "mapper_grid_max")}
+    values["mapper_grid"] = resolve_mapper_grid(values.pop("mapper_grid"), values.pop("mapper_grid_max"),
+                                                values["lattice_width"], values["lattice_height"])
+    return values
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

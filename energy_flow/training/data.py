@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from energy_flow.errors import reason
+from energy_flow.training.datasets import load_named_pairs, parse_named_source
+from energy_flow.training.pairs import DataFileError, TextPair
 from energy_flow.training.report import DataProvenance
 
 if TYPE_CHECKING:
@@ -32,24 +34,6 @@ PRECOMPUTED_TEACHER = "precomputed embeddings"
 
 TEXT_SUFFIXES = (".jsonl", ".json", ".csv")
 EMBEDDING_SUFFIXES = (".npz", ".npy", ".pt")
-
-
-class DataFileError(ValueError):
-    """A data file is malformed; the message names the file (and the line, for text files)."""
-
-    def __init__(self, path: Path | str, message: str, line: int | None = None) -> None:
-        self.path = Path(path)
-        self.line = line
-        where = f"{self.path}, line {line}" if line is not None else f"{self.path}"
-        super().__init__(f"{where}: {message}")
-
-
-@dataclass(frozen=True)
-class TextPair:
-    """One training example as text: the teacher embeds ``input`` and ``target``."""
-
-    input: str
-    target: str
 
 
 # --------------------------------------------------------------------------- text pairs
@@ -403,8 +387,6 @@ def build_dataset(source: str | Path | None = None, teacher: "TeacherEncoder | N
     if teacher is not None and cache_dir is not None:
         raise ValueError("build_dataset: cache_dir only applies to a teacher it creates; "
                          "give the TeacherEncoder its cache_dir instead")
-    from energy_flow.training.datasets import load_named_pairs, parse_named_source
-
     named = parse_named_source(source)
     if named is not None:
         pairs, label = load_named_pairs(named)

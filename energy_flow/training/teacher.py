@@ -117,7 +117,10 @@ class TeacherEncoder:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as transformers_logging
 
+                # its "Loading weights" bar would interleave with the trainer's own output
+                transformers_logging.disable_progress_bar()
                 logger.info("Loading teacher model %s on %s", self.model_path, self.device)
                 model = SentenceTransformer(str(self.model_path), device=self.device)
                 _MODELS[key] = model

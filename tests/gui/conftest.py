@@ -19,8 +19,8 @@ import torch
 from PyQt6.QtCore import QCoreApplication, QEvent, QThread
 
 from app.main import configure_torch_threads
-from app.main_window import MainWindow
-from app.worker import TrainingWorker
+from app.sources.worker import TrainingWorker
+from app.window.main_window import MainWindow
 from energy_flow.config import EnergyConfig, create_tiny_config
 from energy_flow.training.data import BUNDLED_CORPUS, BUNDLED_CORPUS_SOURCE, PairDataset, load_pairs
 from energy_flow.training.report import DataProvenance

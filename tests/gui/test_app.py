@@ -14,11 +14,13 @@ import pytest
 import torch
 from PyQt6.QtCore import Qt, QTimer
 
-from energy_flow.diagnostics import Level, assess_batch
-from app.lattice_view import LAYERS, LatticeView
-from app.main_window import WINDOW_TITLE, MainWindow, UnavailableWidget
 from app.snapshot import Snapshot
-from app.worker import TrainingWorker
+from app.sources.worker import TrainingWorker
+from app.view.lattice_view import LatticeView
+from app.view.style import LAYERS
+from app.window.failures import UnavailableWidget
+from app.window.main_window import WINDOW_TITLE, MainWindow
+from energy_flow.diagnostics import Level, assess_batch
 
 SNAPSHOT_TIMEOUT_MS = 15_000
 
@@ -52,8 +54,8 @@ def test_window_opens_with_the_lattice_and_every_panel(qtbot, make_window):
         panel = window.panels[title]
         assert not isinstance(panel, UnavailableWidget), f"{title}: {panel.text()}"
     assert window.lattice_view.is_empty                    # nothing drawn before the first batch
-    assert window.status_labels["data"].text().startswith("bundled corpus")
-    assert "cpu" in window.status_labels["device"].text()
+    assert window.run_status.labels["data"].text().startswith("bundled corpus")
+    assert "cpu" in window.run_status.labels["device"].text()
     assert window.run_action.isEnabled() and not window.pause_action.isEnabled()
     assert window.config_panel.current is window.worker.config
 
@@ -128,7 +130,7 @@ def test_step_runs_exactly_one_batch_and_every_panel_shows_it(qtbot, make_window
     for v, line in zip(problems, shown):
         assert line == f"{v.level.mark} {v.title}: {v.detail}"
     # status bar
-    status = window.status_labels
+    status = window.run_status.labels
     assert status["batch"].text() == snap.batch_label
     assert status["loss"].text() == f"loss {snap.report.loss:.4f}"
     assert status["active"].text() == f"active flows: {int(agg.active[last])}"
@@ -351,8 +353,8 @@ def test_a_snapshot_without_report_is_drawn_like_a_replayed_batch(qtbot, make_wi
     with qtbot.waitSignal(window.snapshot_shown, timeout=5000) as shown:
         window.show_snapshot(replayed)
     assert shown.args[0] is replayed
-    assert window.status_labels["batch"].text() == "recording batch 1/1"
-    assert window.status_labels["loss"].text() == "loss –"
+    assert window.run_status.labels["batch"].text() == "recording batch 1/1"
+    assert window.run_status.labels["loss"].text() == "loss –"
     assert window.health_panel.chips["gradients"].verdict.level is Level.UNKNOWN
     assert "no decoded text for replayed batches" in window.text_bridge_panel.plain_text()
     assert "recording batch 1/1" in window.lattice_view.info_text

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from PyQt6.QtGui import QImage
 
-from app.comparison import config_differences
 from app.panels.training_panel import debiased_ema
+from app.sources.references import config_differences
 from energy_flow.config import create_tiny_config
 from energy_flow.trace import RecordingWriter, report_fields_from
 from energy_flow.training import EnergyTrainer, build_model

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PyQt6.QtCore import Qt
 
-from app.export import ExportDialog
-from app.main_window import MainWindow
-from app.worker import TrainingWorker
+from app.sources.worker import TrainingWorker
+from app.window.export import ExportDialog
+from app.window.main_window import MainWindow
 from energy_flow.trace import RecordingWriter
 from energy_flow.trace.recording import report_fields_from
 from energy_flow.training import EnergyTrainer, build_model
@@ -104,7 +104,7 @@ def _assert_every_view_empty(window) -> None:
     assert window.text_bridge_panel.view.toPlainText() == "no batch yet"
     assert not window.health_panel.chips and "waiting" in window.health_panel.summary.text()
     for key in ("batch", "step", "active", "loss", "rate"):
-        assert window.status_labels[key].text() == "–", key
+        assert window.run_status.labels[key].text() == "–", key
     assert window.step_label.text().strip() == "– / –"
 
 
@@ -128,7 +128,7 @@ def test_apply_config_clears_every_view_at_once(qtbot, make_window):
     snap = _step_once(qtbot, window)
     assert snap.report.step == 1 and snap.telemetry.lattice_shape == (8, 6, 5)
     assert "lattice 8 × 6 × 5" in window.lattice_view.info_text
-    assert window.status_labels["batch"].text().startswith("batch 1 ")
+    assert window.run_status.labels["batch"].text().startswith("batch 1 ")
 
 
 def test_reset_asks_first_and_keeps_the_weights_when_declined(qtbot, make_window):
@@ -166,7 +166,7 @@ def test_replay_states_agree_with_each_other(qtbot, small_config, tiny_dataset, 
     steps = window.latest_snapshot.telemetry.num_steps
     assert steps == reports[0].telemetry.num_steps
 
-    badge = window.status_labels["state"]
+    badge = window.run_status.labels["state"]
     assert badge.text() == "replay" and "not started" in badge.toolTip()
     assert not window.run_action.isEnabled() and not window.step_action.isEnabled()
     banner = window.banner.label.text()
@@ -266,8 +266,9 @@ def test_3d_legend_tells_the_truth_and_the_box_is_framed(qtbot, debug_batch):
     purples, an energy colour bar left up under "colour by sample", and a default camera (and
     exported PNG) that cut off the bottom of the box."""
     from app.colormaps import SAMPLE_PALETTE, energy_colors
-    from app.lattice_view import BACKGROUND, LatticeView
     from app.snapshot import Snapshot
+    from app.view.lattice_view import LatticeView
+    from app.view.style import BACKGROUND
 
     view = LatticeView()
     qtbot.addWidget(view)
@@ -277,7 +278,7 @@ def test_3d_legend_tells_the_truth_and_the_box_is_framed(qtbot, debug_batch):
     tel = debug_batch.telemetry
     view.set_snapshot(Snapshot(telemetry=tel, history={}, report=debug_batch))
     view.set_step(2)
-    geo = view._geometry
+    geo = view.geometry
     alive = geo.alive_at(2)
     assert alive.sum() > 10
     label, swatches, _ = view.legend_entries[0]
@@ -318,16 +319,16 @@ def test_window_says_what_the_batch_does_and_that_it_records(qtbot, make_window,
     window.worker.phase_changed.connect(lambda batch, phase, _s: phases.append((batch, phase)))
     window.recordings._ask_record = lambda parent: str(tmp_path / "rec.h5")
     window.recordings.record_action.setChecked(True)
-    qtbot.waitUntil(lambda: window.status_labels["rec"].isVisible(), timeout=5000)
+    qtbot.waitUntil(lambda: window.run_status.labels["rec"].isVisible(), timeout=5000)
     _step_once(qtbot, window)
     _step_once(qtbot, window)
     assert phases[:4] == [(1, "forward"), (1, "backward"), (1, "snapshot"), (1, "done")]
     assert phases[4:8] == [(2, "forward"), (2, "backward"), (2, "snapshot"), (2, "done")]
-    qtbot.waitUntil(lambda: window.status_labels["phase"].text().startswith("last batch "), timeout=2000)
-    assert not window.busy.isVisible()
-    assert window.status_labels["rec"].text() == "REC rec.h5 · 2 batches"
+    qtbot.waitUntil(lambda: window.run_status.labels["phase"].text().startswith("last batch "), timeout=2000)
+    assert not window.run_status.busy.isVisible()
+    assert window.run_status.labels["rec"].text() == "REC rec.h5 · 2 batches"
     window.recordings.record_action.setChecked(False)
-    qtbot.waitUntil(lambda: not window.status_labels["rec"].isVisible(), timeout=5000)
+    qtbot.waitUntil(lambda: not window.run_status.labels["rec"].isVisible(), timeout=5000)
     assert window.recordings.start_folder() == str(tmp_path)        # Open starts where it recorded
     summary = interrupted_summary(window)
     assert "after 2 batches" in summary and "rec.h5: 2 batches recorded" in summary

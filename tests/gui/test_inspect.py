@@ -1,4 +1,4 @@
-"""Flow inspector, click picking and lineage highlighting, on real telemetry.
+"""Flow inspector, click picking, hover, lineage highlighting and the selection ring, on real telemetry.
 
 The snapshot is a real batch of a fresh tiny model (it spawns, so families have several
 generations). Expected values are computed here from the FlowSample arrays directly — the
@@ -11,13 +11,17 @@ import json
 
 import numpy as np
 import pytest
-from PyQt6.QtCore import QPoint, Qt
+from PyQt6.QtCore import QEvent, QPoint, QPointF, Qt
+from PyQt6.QtGui import QMouseEvent
+from PyQt6.QtWidgets import QApplication, QToolTip
 
-from app.lattice_view import LatticeView
 from app.panels.inspector_panel import InspectorPanel
-from app.replay import ReplaySource
 from app.snapshot import Snapshot
+from app.sources.replay import ReplaySource
 from app.view.highlight import DIM_ALPHA
+from app.view.hover import HOVER_INTERVAL_MS
+from app.view.lattice_view import LatticeView
+from app.view.style import MARKER_SIZE
 from energy_flow.trace import FlowRecorder
 from tests.gui.builders import trained_snapshot
 
@@ -45,13 +49,13 @@ def family(flows, flow_id: int) -> tuple[set[int], set[int]]:
     return ancestors, descendants
 
 
-def middle_flow(flows) -> int:
-    """A traced flow with both a parent and children (a middle generation)."""
+def middle_flow(flows) -> tuple[int, int]:
+    """(id, row) of a traced flow with both a parent and children (a middle generation)."""
     has_parent = flows.parent_id >= 0
     is_parent = np.isin(flows.flow_id, flows.parent_id)
     rows = np.flatnonzero(has_parent & is_parent)
     assert rows.shape[0], "the tiny model spawned no grandchildren in this batch"
-    return int(flows.flow_id[rows[0]])
+    return int(flows.flow_id[rows[0]]), int(rows[0])
 
 
 def _wired(qtbot, snapshot, budget: int = 100_000) -> tuple[LatticeView, InspectorPanel]:
@@ -72,7 +76,7 @@ def _wired(qtbot, snapshot, budget: int = 100_000) -> tuple[LatticeView, Inspect
 
 def _screen(view: LatticeView, points: np.ndarray) -> np.ndarray:
     """Canvas pixels of lattice points through VisPy's own scene transform."""
-    mapped = view._heads.get_transform("visual", "canvas").map(np.asarray(points, np.float32))
+    mapped = view.scene_transform().map(np.asarray(points, np.float32))
     return mapped[:, :2] / mapped[:, 3:4]
 
 
@@ -81,8 +85,7 @@ def test_click_on_a_projected_head_selects_that_flow_and_shows_its_values(qtbot,
     and an inspector showing anything but the telemetry's values for it."""
     view, panel = _wired(qtbot, snapshot)
     flows = snapshot.telemetry.flows
-    target = middle_flow(flows)
-    row = int(np.flatnonzero(flows.flow_id == target)[0])
+    target, row = middle_flow(flows)
     t = int(flows.birth_step[row])               # alive after its birth step, before its end
     assert t < flows.end_step[row]
     view.set_step(t)
@@ -123,49 +126,119 @@ def test_lineage_highlight_marks_exactly_ancestors_and_descendants(qtbot, snapsh
     """Guards against highlighting siblings or cousins, missing a generation, or dimming the lineage."""
     view, panel = _wired(qtbot, snapshot)
     flows = snapshot.telemetry.flows
-    target = middle_flow(flows)
+    target, _ = middle_flow(flows)
     ancestors, descendants = family(flows, target)
     assert ancestors and descendants
     panel.select_flow(target)
     expected = {target} | ancestors | descendants
     assert set(flows.flow_id[view.selection.lineage_rows].tolist()) == expected
 
-    geo = view._geometry
-    vertex_ids = flows.flow_id[geo.rows[geo.vertex_flow]]
-    in_lineage = np.isin(vertex_ids, list(expected))
-    np.testing.assert_array_equal(view.selection.vertex_keep, in_lineage)
-    colors = np.asarray(view._trajectories.color)
-    base = geo.vertex_colors["energy"]
+    geo = view.geometry
+    in_lineage = np.repeat(np.isin(flows.flow_id[geo.rows[geo.segment_flow]], list(expected)), 2)
+    colors = view.trajectory_colors                      # per segment end point, as uploaded
+    base = geo.segment_colors["energy"]
     np.testing.assert_allclose(colors[in_lineage, 3], base[in_lineage, 3])
     np.testing.assert_allclose(colors[~in_lineage, 3], base[~in_lineage, 3] * DIM_ALPHA, rtol=1e-6)
     assert [panel.lineage_list.item(i).text() for i in range(panel.lineage_list.count())].count(
         f"selected: flow {target:,}".replace(",", " ")) == 1
     assert panel.lineage_list.count() == len(expected)
 
-    # The selection follows the step slider: the drawn heads of the lineage at each step.
+    # The selection follows the step slider: the drawn heads of the lineage keep their colours
+    # at each step, every other head is faded toward the background.
     for t in (0, int(flows.end_step.max()) // 2, snapshot.telemetry.num_steps):
         view.set_step(t)
-        alive = geo.alive_at(t)
-        np.testing.assert_array_equal(view.selection.head_keep,
-                                      np.isin(flows.flow_id[geo.rows[alive]], list(expected)))
+        heads = geo.heads_at(t)
+        kept = np.isin(flows.flow_id[geo.rows[geo.head_flow[heads]]], list(expected))
+        drawn, own = view.head_colors, geo.head_colors["energy"][heads]
+        np.testing.assert_allclose(drawn[kept], own[kept])
+        assert np.all(np.abs(drawn[~kept] - own[~kept]).sum(axis=1) > 1e-3)
 
     panel.select_flow(None)
     assert view.selection.lineage_rows.shape[0] == 0
-    np.testing.assert_allclose(np.asarray(view._trajectories.color)[:, 3], base[:, 3])
+    np.testing.assert_allclose(view.trajectory_colors[:, 3], base[:, 3])
+    assert view.marker_position is None
+
+
+def _white_pixels(image: np.ndarray, at: np.ndarray, radius: int) -> int:
+    """Pure-white pixels (the ring's colour; nothing else in the view is white) near ``at``."""
+    x, y = int(round(at[0])), int(round(at[1]))
+    box = image[max(y - radius, 0): y + radius + 1, max(x - radius, 0): x + radius + 1, :3]
+    return int(np.all(box >= 250, axis=2).sum())
+
+
+def test_the_selected_flow_has_a_ring_at_its_head_that_follows_the_step(qtbot, snapshot):
+    """Guards against a marker at another flow, one left behind when the step moves, one drawn
+    before the flow exists, and a marker that is computed but never reaches the screen."""
+    view, panel = _wired(qtbot, snapshot)
+    flows = snapshot.telemetry.flows
+    target, row = middle_flow(flows)
+    birth, end = int(flows.birth_step[row]), int(flows.end_step[row])
+    panel.select_flow(target)
+    size = tuple(int(v) for v in view.canvas.size)
+    radius = int(MARKER_SIZE)
+    for t in range(birth, snapshot.telemetry.num_steps + 1):
+        view.set_step(t)
+        at_step = min(t, end)                       # after its end the ring stays where it ended
+        np.testing.assert_allclose(view.marker_position, flows.positions[row, at_step], rtol=1e-6)
+        if t in (birth, end):
+            image = view.render_image(size)
+            assert _white_pixels(image, _screen(view, flows.positions[row, at_step][None])[0], radius) > 12
+    if birth > 0:
+        view.set_step(birth - 1)
+        assert view.marker_position is None         # not born yet: no ring
+    view.set_step(birth)
+    ring_at = _screen(view, flows.positions[row, birth][None])[0]
+    panel.select_flow(None)
+    assert view.marker_position is None
+    assert _white_pixels(view.render_image(size), ring_at, radius) < 3
+    labels = [label for label, _, _ in view.legend_entries]
+    assert not any("selected" in label for label in labels)
+    panel.select_flow(target)
+    assert any("selected" in label for label in [label for label, _, _ in view.legend_entries])
+
+
+def _hover(qtbot, view: LatticeView, at: np.ndarray) -> None:
+    """A synthetic mouse move, no button held, to canvas pixel ``at``; waits for the pick."""
+    native = view.canvas.native
+    local = QPointF(float(at[0]), float(at[1]))
+    event = QMouseEvent(QEvent.Type.MouseMove, local, native.mapToGlobal(local), Qt.MouseButton.NoButton,
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(native, event)
+    qtbot.wait(3 * HOVER_INTERVAL_MS)
+
+
+def test_hovering_a_head_shows_that_flows_id_and_leaving_it_hides_the_tip(qtbot, snapshot):
+    """Guards against naming a neighbour (row/id mix-ups, y flipped, heads of another step) and
+    against a tooltip that stays up over empty canvas."""
+    view, _ = _wired(qtbot, snapshot)
+    flows = snapshot.telemetry.flows
+    target, row = middle_flow(flows)
+    t = int(flows.birth_step[row])
+    view.set_step(t)
+    _hover(qtbot, view, _screen(view, flows.positions[row, t][None])[0])
+    grouped = f"{target:,}".replace(",", " ")
+    parent = f"{int(flows.parent_id[row]):,}".replace(",", " ")
+    expected = (f"flow {grouped} · parent {parent} · sample {int(flows.sample_index[row])} · "
+                f"energy {float(flows.energy[row, t]):.3g} at step {t}")
+    assert view.hover.text == expected
+    assert QToolTip.isVisible() and QToolTip.text() == expected
+    _hover(qtbot, view, np.array([3.0, 3.0]))
+    assert view.hover.text == ""
+    qtbot.waitUntil(lambda: not QToolTip.isVisible(), timeout=2000)   # Qt fades a tip out in ~300 ms
 
 
 def test_a_typed_id_outside_the_display_budget_is_drawn_with_its_lineage(qtbot, snapshot):
     """Guards against highlighting a flow the budget left out (nothing would show)."""
     view, panel = _wired(qtbot, snapshot, budget=100)
     flows = snapshot.telemetry.flows
-    drawn = set(flows.flow_id[view._geometry.rows].tolist())
+    drawn = set(flows.flow_id[view.geometry.rows].tolist())
     outside = [int(f) for f in flows.flow_id if int(f) not in drawn and flows.parent_id[flows.flow_id == f][0] >= 0]
     assert outside
     panel.id_spin.setValue(outside[0])
     panel.select_button.click()
     ancestors, descendants = family(flows, outside[0])
     expected = {outside[0]} | ancestors | descendants
-    assert expected <= set(flows.flow_id[view._geometry.rows].tolist())
+    assert expected <= set(flows.flow_id[view.geometry.rows].tolist())
     assert view.shown_flows <= 100 + len(expected)
 
 
@@ -183,7 +256,7 @@ def test_an_id_not_in_the_sample_is_reported_and_nothing_is_highlighted(qtbot, s
 def test_export_csv_and_json_hold_the_lineage(qtbot, snapshot, tmp_path):
     view, panel = _wired(qtbot, snapshot)
     flows = snapshot.telemetry.flows
-    target = middle_flow(flows)
+    target, _ = middle_flow(flows)
     panel.select_flow(target)
     ancestors, descendants = family(flows, target)
     lines = panel.export_csv(tmp_path / "f.csv").read_text().splitlines()

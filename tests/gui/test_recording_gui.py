@@ -11,7 +11,7 @@ from PyQt6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PyQt6.QtGui import QDragEnterEvent, QDropEvent, QImage
 from PyQt6.QtWidgets import QApplication
 
-from app.export import ExportRequest
+from app.window.export import ExportRequest
 from energy_flow.trace import open_recording
 
 
@@ -171,8 +171,8 @@ def test_export_to_an_unwritable_path_is_reported_and_training_carries_on(qtbot,
 
 
 def test_open_at_start_up_replays_without_training_until_asked(qtbot, recorded, tiny_dataset, small_config):
-    from app.main_window import MainWindow
-    from app.worker import TrainingWorker
+    from app.sources.worker import TrainingWorker
+    from app.window.main_window import MainWindow
 
     _, path = recorded
     window = MainWindow(TrainingWorker(small_config(), dataset_factory=lambda: tiny_dataset))

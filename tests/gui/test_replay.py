@@ -18,10 +18,10 @@ import pytest
 import torch
 from PyQt6.QtGui import QImage
 
-from app.export import ExportDialog, ExportRequest, export_batch, save_png, write_export
-from app.replay import ReplaySource
 from app.snapshot import Snapshot
-from app.timeline import ReplayTimeline
+from app.sources.replay import ReplaySource
+from app.window.export import ExportDialog, ExportRequest, export_batch, save_png, write_export
+from app.window.timeline import ReplayTimeline
 from energy_flow import atomic
 from energy_flow.config import create_tiny_config
 from energy_flow.trace import RecordingWriter, open_recording

@@ -12,13 +12,17 @@ import warnings
 import numpy as np
 import pytest
 
-from app.lattice_view import LAYERS, LatticeView, build_geometry, sample_flows
 from app.panels.coverage_panel import CoveragePanel
 from app.panels.displacement_panel import DisplacementPanel
 from app.panels.energy_panel import EnergyPanel
 from app.panels.spawn_panel import SpawnPanel
 from app.panels.training_panel import TrainingPanel, debiased_ema
 from app.snapshot import Snapshot
+from app.view.geometry import build_geometry
+from app.view.lattice_view import LatticeView
+from app.view.sampling import sample_flows
+from app.view.step_visuals import StepLinesVisual, StepPointsVisual
+from app.view.style import LAYERS
 from energy_flow.config import create_tiny_config
 from energy_flow.trace.telemetry import REASON_ACTIVE
 from tests.gui.builders import trained_snapshot
@@ -93,12 +97,12 @@ def view(qtbot, snapshot) -> LatticeView:
 def test_showing_n_of_m_follows_budget_and_batch_total(view, snapshot):
     flows = snapshot.telemetry.flows
     assert view.total_flows == flows.total_flows == snapshot.telemetry.total_flows
-    assert view.shown_flows == min(flows.num_flows, view.budget_spin.value())
+    assert view.shown_flows == min(flows.num_flows, view.controls.budget_spin.value())
     assert f"showing {view.shown_flows:,} of {flows.total_flows:,} flows" in view.info_text
     view.set_display_budget(100)
     assert view.shown_flows == 100
     assert f"showing 100 of {flows.total_flows:,} flows" in view.info_text
-    assert view.budget_spin.value() == 100
+    assert view.controls.budget_spin.value() == 100
 
 
 def test_heads_are_the_flows_alive_at_the_step(view, snapshot):
@@ -130,8 +134,8 @@ def test_render_shows_trajectories_and_toggles_hide_layers(view, snapshot):
     lines_only = view.render_image(RENDER_SIZE).astype(np.int16)
     view.set_layer_visible("trajectories", False)
     nothing = view.render_image(RENDER_SIZE).astype(np.int16)
-    assert not view.checkboxes["trajectories"].isChecked()
-    assert not view._trajectories.visible and not view._heads.visible
+    assert not view.controls.checkboxes["trajectories"].isChecked()
+    assert not view.layers["trajectories"][0].visible and not view.layers["heads"][0].visible
     changed = (np.abs(lines_only[..., :3] - nothing[..., :3]).sum(axis=2) > 20).sum()
     # The camera frames the whole box (edge cells included), so the scene fills less of the
     # 480×320 image than when its bottom was cut off; a few hundred line pixels remain.
@@ -139,19 +143,78 @@ def test_render_shows_trajectories_and_toggles_hide_layers(view, snapshot):
 
     view.set_layer_visible("trajectories", True)
     view.set_step(0)                                   # no segment ends at step 0
-    assert not view._trajectories.visible
+    assert not view.layers["trajectories"][0].visible
     view.set_step(snapshot.telemetry.num_steps)
-    assert view._trajectories.visible
+    assert view.layers["trajectories"][0].visible
+
+
+def test_moving_through_the_steps_sets_a_uniform_and_uploads_nothing(view, snapshot, monkeypatch):
+    """Guards against scrubbing that slices, recolours or re-uploads the flows: a batch is
+    uploaded once and the step reaches the shaders as one uniform per visual."""
+    uploads: list[str] = []
+    for cls in (StepPointsVisual, StepLinesVisual):
+        for method in ("set_data", "set_colors"):
+            real = getattr(cls, method)
+            monkeypatch.setattr(cls, method, lambda self, *a, _real=real, _name=method, **k:
+                                (uploads.append(_name), _real(self, *a, **k))[1])
+    visuals = [view.layers[name][0] for name in ("trajectories", "heads", "spawns", "terminations")]
+    drawn = [(v.positions, v.colors, v.windows) for v in visuals]
+    for t in [*range(snapshot.telemetry.num_steps + 1), 3, 0]:
+        view.set_step(t)
+        assert [v.shared_program["u_step"] for v in visuals] == [float(t)] * 4
+        assert f"step {t}/" in view.info_text
+    assert uploads == []
+    assert all(v.positions is p and v.colors is c and v.windows is w for v, (p, c, w) in zip(visuals, drawn))
+
+
+def test_the_draw_call_gets_every_shown_item_and_skips_the_hidden_ones(view, snapshot):
+    """Guards against a vertex range that cuts off shown items (they would vanish) or that
+    still hands every hidden item to the vertex shader (the cost the range exists to avoid)."""
+    geo = view.geometry
+    for t in range(snapshot.telemetry.num_steps + 1):
+        view.set_step(t)
+        for name in ("trajectories", "heads", "spawns", "terminations"):
+            visual = view.layers[name][0]
+            first, last = visual.drawn_range
+            shown = np.flatnonzero((visual.windows[:, 0] <= t) & (t < visual.windows[:, 1]))
+            assert shown.shape[0] == 0 or (first <= shown.min() and shown.max() < last), (name, t)
+            assert last - first == shown.shape[0], (name, t)     # sorted by step: nothing hidden drawn
+        assert view.layers["heads"][0].drawn_range == (geo.heads_start[t], geo.heads_start[t + 1])
+
+
+def test_geometry_items_sit_where_their_flow_is_at_their_step(snapshot):
+    """Guards against segments joining the wrong points, heads of another step, and windows out of order."""
+    geo = build_geometry(snapshot.telemetry.flows, budget=10**9)
+    assert np.all(np.diff(geo.segment_step) >= 0) and np.all(np.diff(geo.head_step) >= 0)
+    ends = geo.segment_pos.reshape(-1, 2, 3)
+    np.testing.assert_allclose(ends[:, 0], geo.positions[geo.segment_flow, geo.segment_step - 1], rtol=1e-6)
+    np.testing.assert_allclose(ends[:, 1], geo.positions[geo.segment_flow, geo.segment_step], rtol=1e-6)
+    for t in range(snapshot.telemetry.num_steps + 1):
+        heads, alive = geo.heads_at(t), geo.alive_at(t)
+        np.testing.assert_array_equal(geo.head_flow[heads], np.flatnonzero(alive))
+        assert np.all(geo.head_step[heads] == t)
+        np.testing.assert_allclose(geo.head_pos[heads], geo.positions[alive, t], rtol=1e-6)
+
+
+def test_exports_in_a_row_are_the_same_image(view, snapshot):
+    """Guards against VisPy's cached canvas→FBO mapping: every render after the first, at a size
+    larger than the canvas, came out shifted down by the difference in height."""
+    size = (int(view.canvas.size[0]) + 200, int(view.canvas.size[1]) + 150)
+    first = view.render_image(size)
+    np.testing.assert_array_equal(view.render_image(size), first)
+    np.testing.assert_array_equal(view.render_image(size), first)
 
 
 def test_colour_modes_change_only_colours(view, snapshot):
     for name in LAYERS:
         view.set_layer_visible(name, name == "trajectories")
     by_energy = view.render_image(RENDER_SIZE).astype(np.int16)
-    segments = view._trajectories.connect
+    geometry, lines = view.geometry, view.layers["trajectories"][0]
+    positions = lines.positions
     view.set_color_mode("sample")
     by_sample = view.render_image(RENDER_SIZE).astype(np.int16)
-    assert view._trajectories.connect is segments      # geometry untouched
+    assert view.geometry is geometry and lines.positions is positions     # geometry untouched
+    np.testing.assert_array_equal(view.trajectory_colors, geometry.segment_colors["sample"])
     assert (np.abs(by_energy - by_sample).sum(axis=2) > 20).sum() > 300
 
 
@@ -161,7 +224,7 @@ def test_geometry_steps_are_prefixes_and_events_match_reasons(snapshot):
     t_max = snapshot.telemetry.num_steps
     assert geo.num_flows == flows.num_flows
     assert np.isfinite(geo.vertices).all()
-    assert geo.segments_until[0] == 0 and geo.segments_until[t_max] == geo.segments.shape[0]
+    assert geo.segments_until[0] == 0 and geo.segments_until[t_max] == geo.segment_step.shape[0]
     assert np.all(np.diff(geo.segments_until) >= 0)
     children = int((flows.parent_id >= 0).sum())
     assert geo.spawns_until[t_max] == children == int(snapshot.telemetry.aggregates.spawn_granted.sum())

@@ -9,16 +9,18 @@ leaves every committed batch readable.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import h5py
 import numpy as np
 
-from energy_flow.atomic import atomic_write
+from energy_flow.atomic import atomic_write, move_into_place, remove_orphans, temp_name
 from energy_flow.errors import os_error, reason
 from energy_flow.filelock import FileLock
 from energy_flow.trace.recording import report_columns
@@ -32,6 +34,29 @@ from energy_flow.trace.recording.schema import (COMPRESSION, COMPRESSIONS, FLOW_
                                                 layout_from_config, specs)
 from energy_flow.trace.telemetry import PERCENTILES, SATURATION_NAMES, BatchTelemetry
 from energy_flow.trace.training_signals import MODULES
+
+
+#: No raw-data chunk cache: every batch starts on fresh chunks and writes each dataset once, so a
+#: cache never saves a read, yet HDF5 kept filling one per dataset — the writer's memory grew with
+#: every append (docs/reliability.md, "Memory while recording").
+_CHUNK_CACHE_BYTES = 0
+
+
+@contextmanager
+def _stage(path: Path, action: str, stage: str, passes: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Name the file, the action and its stage in any error raised inside; OSErrors keep their
+    errno, anything else becomes a :class:`RecordingError` (a ValueError, which callers report in
+    one line). Errors of the types in ``passes`` already name the file and go through as they are;
+    so does Ctrl+C (KeyboardInterrupt)."""
+    try:
+        yield
+    except passes:
+        raise
+    except OSError as exc:
+        raise os_error(f"{path}: cannot {action}: {stage}: {reason(exc)}", h5_errno(exc)) from exc
+    except Exception as exc:
+        raise RecordingError(f"{path}: cannot {action}: {stage} failed: {type(exc).__name__}: "
+                             f"{reason(exc)}") from exc
 
 
 def _to_json(value: Any, what: str, path: Path) -> str:
@@ -51,6 +76,12 @@ class RecordingWriter:
     the file at any time (SWMR) and call :meth:`Recording.refresh` to see new batches.
     ``compression`` (one of :data:`COMPRESSIONS`) only matters when the file is created;
     readers need no setting for it.
+
+    A new file appears under ``path`` complete: it is built under a temporary name in the same
+    folder (header, provenance, every dataset, SWMR on) and then renamed into place. A failed
+    open — at any stage, Ctrl+C included — leaves nothing it created: no file, no temporary, no
+    lock sidecar; an existing file (the recording "w" would replace, the one "a" appends to)
+    stays byte for byte as it was. Its error names the file and the stage that failed.
 
     One writer per file: the writer holds an exclusive lock (:mod:`energy_flow.filelock`) from
     before it opens the file until it is closed, and a second writer fails at once naming the
@@ -72,64 +103,113 @@ class RecordingWriter:
         self.layout = layout_from_config(config_dict, source=f"{self.path}: config")
         config_json = _to_json(dict(config_dict), "config", self.path)
         self._specs = specs(self.layout)
-        self._file = None
+        self._file: h5py.File | None = None
         self._broken: str | None = None
+        if mode != "a":
+            # Whatever can fail without the disk fails before the disk is touched.
+            with _stage(self.path, "create recording", "collecting provenance"):
+                environment = environment_provenance()
+            provenance_json = _to_json({**environment, **provenance}, "provenance", self.path)
         self._lock = FileLock(self.path, "recording").acquire()
         try:
-            if mode == "w":
-                refuse_to_replace_non_recording(self.path)
+            if mode == "a":
+                self._open_existing(config_json)
+            else:
+                self._create_new(mode, config_json, provenance_json)
         except BaseException:
             self._lock.release()
             raise
+
+    # -------------------------------------------------------------- opening
+    def _create_new(self, mode: str, config_json: str, provenance_json: str) -> None:
+        """Build the file under a temporary name in the same folder and give it its name only
+        once its header and every dataset exist and SWMR is on. So a reader never finds a
+        half-made recording under ``path``, and a failure at any stage (also Ctrl+C) leaves
+        ``path`` as it was: absent, or the recording that "w" would have replaced."""
+        if mode == "w":
+            refuse_to_replace_non_recording(self.path)
+        elif os.path.lexists(self.path):
+            raise os_error(f"{self.path}: cannot create recording: the file exists", errno.EEXIST)
+        remove_orphans(self.path)   # temporaries of creations that were killed
+        tmp = temp_name(self.path)
         try:
-            # No raw-data chunk cache: every batch starts on fresh chunks and writes each dataset
-            # once, so a cache never saves a read, yet HDF5 kept filling one per dataset — the
-            # writer's memory grew with every append (docs/reliability.md, "Memory while recording").
-            self._file = h5py.File(self.path, "r+" if mode == "a" else mode, libver="latest",
-                                   rdcc_nbytes=0)
+            with _stage(self.path, "create recording", "creating the file"):
+                self._file = h5py.File(tmp, "x", libver="latest", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+            self._create(config_json, provenance_json)
+            with _stage(self.path, "create recording", "starting SWMR mode"):
+                self._attach()
+            try:
+                move_into_place(tmp, self.path, replace=mode == "w")
+            except FileExistsError:
+                raise os_error(f"{self.path}: cannot create recording: the file exists (it appeared "
+                               "while the recording was being made)", errno.EEXIST) from None
+            except OSError as exc:
+                raise os_error(f"{self.path}: cannot create recording: cannot give it its name: "
+                               f"{reason(exc)}", exc.errno) from None
+        except BaseException:
+            self._discard()
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _open_existing(self, config_json: str) -> None:
+        """Append mode: the file is checked read-only, and opened for writing only once it is
+        known to be an appendable recording of this config. Opening and closing it changes no
+        byte, so a failure at any stage leaves it as it was."""
+        with self._open_for_append("r") as f:
+            with _stage(self.path, "append to recording", "reading it", passes=(ValueError,)):
+                self._check_appendable(f, config_json)
+        self._file = self._open_for_append("r+")
+        try:
+            with _stage(self.path, "append to recording", "starting SWMR mode"):
+                self._attach()
+        except BaseException:
+            self._discard()
+            raise
+
+    def _open_for_append(self, how: str) -> h5py.File:
+        try:
+            return h5py.File(self.path, how, libver="latest", rdcc_nbytes=_CHUNK_CACHE_BYTES)
         except OSError as exc:
-            self._lock.release()
-            if mode == "a" and "already open for write" in str(exc):
+            if "already open for write" in str(exc):
                 raise RecordingError(
                     f"{self.path}: cannot append: its writer was killed before closing it (it stays "
                     "readable; `h5clear -s` clears the flag that blocks appending)") from None
-            if mode == "x" and self.path.exists():
-                raise os_error(f"{self.path}: cannot create recording: the file exists", exc.errno) from None
-            raise os_error(f"{self.path}: cannot open recording for writing: {reason(exc)}", exc.errno) from None
-        except BaseException:
-            self._lock.release()
-            raise
+            raise os_error(f"{self.path}: cannot append to recording: {reason(exc)}", exc.errno) from None
+
+    def _attach(self) -> None:
+        self._ds = {name: self._file[name] for name in self._specs}
+        self._rows = count_complete(self._ds["batches/complete"][:])
+        self._file.swmr_mode = True
+
+    def _discard(self) -> None:
+        """Close a file whose opening failed (a file HDF5 cannot close is abandoned, as in close)."""
+        file, self._file = self._file, None
+        if file is None:
+            return
         try:
-            if mode == "a":
-                self._check_appendable(config_json)
-            else:
-                self._create(config_json, {**environment_provenance(), **provenance})
-            self._ds = {name: self._file[name] for name in self._specs}
-            self._rows = count_complete(self._ds["batches/complete"][:])
-            self._file.swmr_mode = True
-        except BaseException:
-            self._file.close()
-            self._lock.release()
-            raise
+            file.close()
+        except (OSError, RuntimeError):
+            abandon(file)
 
     # -------------------------------------------------------------- structure
-    def _create(self, config_json: str, provenance: dict) -> None:
+    def _create(self, config_json: str, provenance_json: str) -> None:
         f = self._file
-        f.attrs["format"] = FORMAT
-        f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
-        f.attrs["config"] = config_json
-        f.attrs["provenance"] = _to_json(provenance, "provenance", self.path)
-        f.attrs["percentiles"] = np.asarray(PERCENTILES, dtype=np.float64)
-        f.attrs["modules"] = json.dumps(list(MODULES))
-        f.attrs["saturation_names"] = json.dumps(list(SATURATION_NAMES))
+        with _stage(self.path, "create recording", "writing the root attributes"):
+            f.attrs["format"] = FORMAT
+            f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+            f.attrs["config"] = config_json
+            f.attrs["provenance"] = provenance_json
+            f.attrs["percentiles"] = np.asarray(PERCENTILES, dtype=np.float64)
+            f.attrs["modules"] = json.dumps(list(MODULES))
+            f.attrs["saturation_names"] = json.dumps(list(SATURATION_NAMES))
+        filt, level = self._compression
         for name, spec in self._specs.items():
-            filt, level = self._compression
             kwargs = {"compression": filt, "compression_opts": level} if spec.compressed and filt else {}
-            f.create_dataset(name, shape=(0, *spec.trailing), maxshape=(None, *spec.trailing),
-                             chunks=(spec.chunk_rows, *spec.trailing), dtype=spec.dtype, **kwargs)
+            with _stage(self.path, "create recording", f"creating dataset {name}"):
+                f.create_dataset(name, shape=(0, *spec.trailing), maxshape=(None, *spec.trailing),
+                                 chunks=(spec.chunk_rows, *spec.trailing), dtype=spec.dtype, **kwargs)
 
-    def _check_appendable(self, config_json: str) -> None:
-        f = self._file
+    def _check_appendable(self, f: h5py.File, config_json: str) -> None:
         version = check_root(f, self.path)
         if version != SCHEMA_VERSION:
             raise RecordingError(f"{self.path}: cannot append: the recording has schema version {version}, "

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from energy_flow.training.data import TextPair
+from energy_flow.training.pairs import TextPair
 
 NAMED_DATASETS = ("wordnet",)
 _NAME = re.compile(r"(?P<name>[a-z]+)(?::(?P<limit>[^:]*))?")

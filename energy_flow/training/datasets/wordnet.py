@@ -9,7 +9,7 @@ targets is well posed. Pairs whose example or definition text already occurred (
 share a definition) are dropped, keeping the first, so no target is ambiguous.
 
 The files are read strictly: a line that is not a synset record raises
-:class:`~energy_flow.training.data.DataFileError` naming the file and the line, since skipping
+:class:`~energy_flow.training.pairs.DataFileError` naming the file and the line, since skipping
 it would silently change what a run trains on. The licence text Debian ships is at
 ``/usr/share/doc/wordnet-base/copyright`` (WordNet 3.0 licence, Princeton University); see
 ``resources/datasets.md``.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from energy_flow.training.data import DataFileError, TextPair
+from energy_flow.training.pairs import DataFileError, TextPair
 
 WORDNET_DIR = Path("/usr/share/wordnet")
 #: Parts of speech in the order their files are read (this order fixes the pair indices).

@@ -25,7 +25,7 @@ from PyQt6.QtCore import Qt, QTimer, pyqtSignal, pyqtSlot
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox,
                              QWidget)
 
-from app.icons import icon
+from app.window.icons import icon
 
 #: Playback at 1× speed, in propagation steps per second.
 BASE_STEPS_PER_SECOND = 5.0

@@ -1,6 +1,6 @@
 """MainWindow: the lattice view, the panels as docks, the training controls and the status bar.
 
-The window never computes: training runs in a :class:`~app.worker.TrainingWorker` in its own
+The window never computes: training runs in a :class:`~app.sources.worker.TrainingWorker` in its own
 QThread, driven through queued signals. Snapshots may arrive faster than they can be drawn
 (the tiny preset trains ~15 batches/s), so the window keeps only the newest one; a ~30 Hz frame
 timer hands it to one view per frame (see ``_on_frame``) and older ones are dropped unseen.
@@ -12,24 +12,24 @@ window down: a panel that raises is reported in the banner and the others still 
 
 from __future__ import annotations
 
-import importlib
 import logging
 import traceback
 from typing import Callable
 
-import numpy as np
 from PyQt6.QtCore import QThread, Qt, QTimer, pyqtSignal, pyqtSlot
 from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence
-from PyQt6.QtWidgets import (QDockWidget, QFrame, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
-                             QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
+from PyQt6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMessageBox, QSlider, QToolBar, QVBoxLayout,
+                             QWidget)
 
-from app.dock_layout import AREAS, add_dock, apply_default_layout, fill_view_menu
-from app.icons import RECORD_COLOR, icon
 from app.panels.config_panel import ConfigPanel
 from app.panels.health_panel import HealthPanel
 from app.panels.text_bridge_panel import TextBridgePanel
 from app.snapshot import Snapshot
-from app.worker import TrainingWorker
+from app.sources.worker import TrainingWorker
+from app.window.dock_layout import add_dock, apply_default_layout, fill_view_menu
+from app.window.failures import MessageBanner, make_widget
+from app.window.icons import icon
+from app.window.status_bar import RunStatusBar
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,6 @@ WINDOW_TITLE = "Energy Flow Studio"
 FRAME_INTERVAL_MS = 33
 #: Propagation-step animation: one step per this many ms while "Play steps" is on.
 PLAY_INTERVAL_MS = 150
-#: The status bar shows the batch's phase at most this often (ms).
-PHASE_INTERVAL_MS = 250
 #: Joining the worker thread on close waits at most this long.
 SHUTDOWN_TIMEOUT_MS = 5000
 
@@ -51,33 +49,6 @@ EXTERNAL_PANELS = (
     ("Displacement", "app.panels.displacement_panel", "DisplacementPanel", "bottom"),
     ("Coverage", "app.panels.coverage_panel", "CoveragePanel", "bottom"),
 )
-
-
-class MessageBanner(QFrame):
-    """A dismissible line above the view: red for errors, blue for progress notes."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.label = QLabel()
-        self.label.setWordWrap(True)
-        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.dismiss = QPushButton("Dismiss")
-        self.dismiss.clicked.connect(self.hide)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(8, 4, 8, 4)
-        layout.addWidget(self.label, 1)
-        layout.addWidget(self.dismiss)
-        self.kind = ""
-        self.hide()
-
-    def show_message(self, text: str, kind: str = "error") -> None:
-        self.kind = kind
-        colours = {"error": ("#5c1a1a", "#ff6b6b"), "info": ("#1a2f4a", "#6ba8ff")}[kind]
-        self.setStyleSheet(f"MessageBanner {{ background: {colours[0]}; border: 1px solid {colours[1]}; }}"
-                           " QLabel { color: #f4f4f4; }")
-        self.label.setText(("⚠ " if kind == "error" else "") + text)
-        self.dismiss.setVisible(kind == "error")
-        self.show()
 
 
 class MainWindow(QMainWindow):
@@ -123,7 +94,7 @@ class MainWindow(QMainWindow):
         self._build_central()
         self._build_panels()
         self._build_controls()
-        self._build_status_bar()
+        self.run_status = RunStatusBar(self.statusBar(), self)
         self._connect_worker()
 
         self._frame_timer = QTimer(self)
@@ -133,20 +104,12 @@ class MainWindow(QMainWindow):
         self._play_timer = QTimer(self)
         self._play_timer.setInterval(PLAY_INTERVAL_MS)
         self._play_timer.timeout.connect(self._advance_play)
-        self._phase_text = (False, "")
-        self._phase_timer = QTimer(self)
-        self._phase_timer.setSingleShot(True)
-        self._phase_timer.setInterval(PHASE_INTERVAL_MS)
-        self._phase_timer.timeout.connect(self._show_phase)
-        self._fps_timer = QTimer(self)
-        self._fps_timer.setInterval(1000)
-        self._fps_timer.timeout.connect(self._update_fps)
-        self._fps_timer.start()
+        self.run_status.follow_view_speed(self.lattice_view)
         self._set_state("loading")
-        from app.recording_controls import RecordingController
+        from app.window.recording_controls import RecordingController
         self.recordings = RecordingController(self)
         self._build_menus()
-        from app.inspection import InspectionController
+        from app.window.inspection import InspectionController
         self.inspection = InspectionController(self)   # Inspector, Diagnostics and Compare docks, Inspect menu
 
     # ------------------------------------------------------------------ construction
@@ -155,7 +118,7 @@ class MainWindow(QMainWindow):
         self.notice = QLabel()
         self.notice.setStyleSheet("color: #6ba8ff; padding: 2px 6px;")
         self.notice.setWordWrap(True)
-        self.lattice_view = _make_widget("app.lattice_view", "LatticeView", "3D lattice view")
+        self.lattice_view = make_widget("app.view.lattice_view", "LatticeView", "3D lattice view")
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -168,23 +131,25 @@ class MainWindow(QMainWindow):
     def _build_panels(self) -> None:
         """Every panel in a dock; ``self.panels`` maps the dock title to the panel widget.
 
-        Where the docks go is :mod:`app.dock_layout`'s business (applied on first show).
+        Where the docks go is :mod:`app.window.dock_layout`'s business (applied on first show).
         """
         self.health_panel = HealthPanel()
         self.text_bridge_panel = TextBridgePanel()
         self.config_panel = ConfigPanel()
         self.panels: dict[str, QWidget] = {}
         self.docks: dict[str, QDockWidget] = {}
-        self._add_dock("Health", self.health_panel, "top", scroll=False)
+        self.dock_panel("Health", self.health_panel, "top", scroll=False)
         for title, module, cls, area in EXTERNAL_PANELS:
-            self._add_dock(title, _make_widget(module, cls, f"{title} panel"), area)
-        self._add_dock("Text bridge", self.text_bridge_panel, "right")
-        self._add_dock("Config", self.config_panel, "right")
+            self.dock_panel(title, make_widget(module, cls, f"{title} panel"), area)
+        self.dock_panel("Text bridge", self.text_bridge_panel, "right")
+        self.dock_panel("Config", self.config_panel, "right")
         self.docks["Health"].setFeatures(QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
         self.docks["Health"].setTitleBarWidget(QWidget())  # a strip, not a captioned panel
         self._layout_applied = False
 
-    def _add_dock(self, title: str, widget: QWidget, area: str, scroll: bool = True) -> None:
+    def dock_panel(self, title: str, widget: QWidget, area: str, scroll: bool = True) -> None:
+        """Put ``widget`` in a dock titled ``title``; it then takes every snapshot the window draws
+        if it has ``set_snapshot`` (see ``_views``) and is listed in the View menu."""
         self.docks[title] = add_dock(self, title, widget, area, scroll)
         self.panels[title] = widget
 
@@ -267,38 +232,13 @@ class MainWindow(QMainWindow):
         self.view_menu = self.menuBar().addMenu("&View")
         fill_view_menu(self.view_menu, self.docks, self.reset_layout)
         help_menu = self.menuBar().addMenu("&Help")
-        from app.help import about_text, shortcuts_text
+        from app.window.help import about_text, shortcuts_text
         shortcuts = help_menu.addAction("Keyboard shortcuts")
         shortcuts.setShortcut(QKeySequence("F1"))
         shortcuts.triggered.connect(lambda: QMessageBox.information(self, "Keyboard shortcuts",
                                                                     shortcuts_text(self)))
         about = help_menu.addAction("About Energy Flow Studio")
         about.triggered.connect(lambda: QMessageBox.about(self, "About Energy Flow Studio", about_text(self)))
-
-    def _build_status_bar(self) -> None:
-        bar = self.statusBar()
-        self.status_labels: dict[str, QLabel] = {}
-        for key in ("device", "data", "batch", "step", "active", "loss", "rate", "fps"):
-            label = QLabel("–")
-            label.setContentsMargins(6, 0, 6, 0)
-            bar.addPermanentWidget(label)
-            self.status_labels[key] = label
-        self.status_labels["state"] = QLabel()
-        bar.insertPermanentWidget(0, self.status_labels["state"])
-        # What the batch in flight is doing (a batch takes seconds on the debug preset), and how
-        # long the last one took. A static badge, not an animated busy bar: with an OpenGL view in
-        # the window every repaint composites the whole window, which costs on software GL.
-        self.busy = QLabel("training")
-        self.busy.setStyleSheet("color: white; background: #2f5f9f; border-radius: 3px; padding: 0 6px;")
-        self.busy.hide()
-        self.status_labels["phase"] = QLabel("")
-        self.status_labels["rec"] = QLabel("")
-        self.status_labels["rec"].setStyleSheet(f"color: white; background: {RECORD_COLOR}; font-weight: bold; "
-                                                "border-radius: 3px; padding: 0 6px;")
-        self.status_labels["rec"].hide()
-        bar.insertPermanentWidget(1, self.status_labels["rec"])
-        bar.insertPermanentWidget(2, self.busy)
-        bar.insertPermanentWidget(3, self.status_labels["phase"])
 
     def _connect_worker(self) -> None:
         w = self.worker
@@ -314,8 +254,8 @@ class MainWindow(QMainWindow):
         w.status.connect(self._on_status)
         w.error.connect(self.show_error)
         w.loaded.connect(self._on_loaded)
-        w.resources.connect(self._on_resources)
-        w.phase_changed.connect(self._on_phase)
+        w.resources.connect(self.run_status.show_resources)
+        w.phase_changed.connect(self.run_status.show_phase)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -379,23 +319,12 @@ class MainWindow(QMainWindow):
         if running and self.banner.kind == "error":
             self.banner.hide()
         # While a recording is shown the badge says so; the live run's state is its tooltip.
-        shown = state if self.showing_live else "replay"
-        colour = {"running": "#1f8f4e", "error": "#b03030", "loading": "#2f5f9f",
-                  "replay": "#6a3fa0"}.get(shown, "#55555c")
-        label = self.status_labels["state"]
-        label.setText(shown)
-        label.setToolTip(f"live training: {self.live_state_text()}")
-        label.setStyleSheet(f"background: {colour}; color: white; font-weight: bold; border-radius: 3px; "
-                            "padding: 0 6px;")
+        self.run_status.show_state(state if self.showing_live else "replay",
+                                   f"live training: {self.live_state_text()}")
 
     @pyqtSlot(dict)
     def _on_loaded(self, info: dict) -> None:
-        self.status_labels["device"].setText(info["device"])
-        self.status_labels["device"].setToolTip(f"device: {info['device']}")
-        data = info["data"]
-        full = f"data: {data['source']} ({data['num_pairs']} pairs, {data['teacher']}, D={data['dim']})"
-        self.status_labels["data"].setText(f"{_short_source(data['source'])}, {data['num_pairs']} pairs")
-        self.status_labels["data"].setToolTip(full)
+        self.run_status.show_loaded(info)
         self.config_panel.set_config(info["config"])
         self.text_bridge_panel.set_bridge_info(info["text_bridge"], info["text_bridge_available"])
         self.setWindowTitle(f"{WINDOW_TITLE} — {info['config'].lattice_width}×{info['config'].lattice_height}"
@@ -438,40 +367,7 @@ class MainWindow(QMainWindow):
         for name, view in self._views().items():
             if hasattr(view, "clear"):
                 self._call(name, "clear", None)
-        for key in ("batch", "step", "active", "loss", "rate"):
-            self.status_labels[key].setText("–")
-
-    @pyqtSlot(int, str, float)
-    def _on_phase(self, batch: int, phase: str, seconds: float) -> None:
-        """Remember the batch's phase (or the last batch's duration); ``_show_phase`` draws it.
-
-        Phases change several times per batch, many times a second on small models; every
-        status-bar repaint recomposites the window around the OpenGL view, so the text is drawn
-        at most PHASE_INTERVAL_MS apart, never once per change.
-        """
-        if phase == "done":
-            self._phase_text = (False, f"last batch {seconds:.2f} s" if seconds == seconds else "")
-        else:
-            self._phase_text = (True, f"batch {batch}: {phase}…")
-        if not self._phase_timer.isActive():
-            self._phase_timer.start()
-
-    def _show_phase(self) -> None:
-        busy, text = self._phase_text
-        if self.status_labels["phase"].text() != text:
-            self.status_labels["phase"].setText(text)
-        if self.busy.isVisible() != busy:
-            self.busy.setVisible(busy)
-
-    @pyqtSlot(dict)
-    def _on_resources(self, info: dict) -> None:
-        text = info["device"]
-        tip = f"device: {info['device']}"
-        if info.get("memory_text"):
-            text += f", {info['memory_text']}"
-            tip += f"; {info['memory_text']}"
-        self.status_labels["device"].setText(text)
-        self.status_labels["device"].setToolTip(tip)
+        self.run_status.clear_batch()
 
     # ------------------------------------------------------------------ controls
     def request_reset(self) -> None:
@@ -597,57 +493,5 @@ class MainWindow(QMainWindow):
         self.step_label.setText(f" {self.step_slider.value()} / {self.step_slider.maximum()} ")
 
     def _update_status(self) -> None:
-        snap = self._shown
-        if snap is None:
-            return
-        s = self.status_labels
-        step = self.step_slider.value()
-        agg = snap.telemetry.aggregates
-        s["batch"].setText(snap.batch_label or "–")
-        s["step"].setText(f"step {step}/{snap.telemetry.num_steps}")
-        s["active"].setText(f"active flows: {int(agg.active[min(step, agg.active.shape[0] - 1)])}")
-        # A replayed batch has no report (and recordings keep no training speed): say so.
-        s["loss"].setText(f"loss {snap.report.loss:.4f}" if snap.report is not None else "loss –")
-        rates = snap.history.get("batches_per_second")
-        recent = np.asarray(rates[-10:] if rates is not None else [], dtype=np.float64)
-        recent = recent[np.isfinite(recent) & (recent > 0)]
-        # Harmonic mean of the last 10 batches: batches over the time they took.
-        s["rate"].setText(f"{recent.size / np.sum(1.0 / recent):.2f} batches/s" if recent.size else "– batches/s")
-
-    def _update_fps(self) -> None:
-        fps = getattr(self.lattice_view, "fps", None)
-        if not isinstance(fps, float):
-            text = "view: –"
-        elif self.lattice_view.idle or fps < 0.5:
-            text = "view: idle"     # it redraws only when something changes
-        else:
-            text = f"view {fps:.0f} fps"
-        self.status_labels["fps"].setText(text)
-
-
-def _short_source(source: str, limit: int = 28) -> str:
-    """A data source short enough for the status bar (the full text is the tooltip)."""
-    if len(source) <= limit:
-        return source
-    if source.startswith("bundled corpus"):
-        return "bundled corpus"
-    return "…" + source[-(limit - 1):]
-
-
-class UnavailableWidget(QLabel):
-    """Stands in for a widget whose module failed to import, saying why (loudly, in red)."""
-
-    def __init__(self, what: str, reason: str) -> None:
-        super().__init__(f"{what} unavailable:\n{reason}")
-        self.setWordWrap(True)
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.setStyleSheet("color: #ff6b6b; border: 1px dashed #ff6b6b; padding: 8px;")
-
-
-def _make_widget(module: str, cls: str, what: str) -> QWidget:
-    try:
-        return getattr(importlib.import_module(module), cls)()
-    except Exception as exc:  # noqa: BLE001 - show the failure where the widget would be
-        log.error("cannot create %s.%s:\n%s", module, cls, traceback.format_exc())
-        return UnavailableWidget(what, f"{type(exc).__name__}: {exc}")
-
+        if self._shown is not None:
+            self.run_status.show_batch(self._shown, self.step_slider.value())

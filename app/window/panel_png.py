@@ -4,7 +4,7 @@
 GL content too under Xvfb (docs: SETUP.md) — at the widget's size on screen, so the file shows
 exactly the panel as it is laid out. (A single pyqtgraph plot can also be exported at another
 size from its own right-click menu, "Export…", which pyqtgraph provides.) The file is written
-atomically through :func:`app.export.save_png`.
+atomically through :func:`app.window.export.save_png`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from PyQt6.QtGui import QImage
 from PyQt6.QtWidgets import QWidget
 
-from app.export import save_png
+from app.window.export import save_png
 
 
 def widget_rgba(widget: QWidget) -> np.ndarray:

@@ -30,14 +30,14 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal, pyqtSlot
 
-from app.snapshot import DecodedSample, RunHistory, Snapshot
-from energy_flow.diagnostics.sources import HealthMonitor
+from app.snapshot import RunHistory, Snapshot
+from app.sources.decoding import decode_batch, make_bridge
 from energy_flow.config import EnergyConfig
 from energy_flow.device import describe_device, memory_text, out_of_memory_advice
+from energy_flow.diagnostics.sources import HealthMonitor
 from energy_flow.trace.recording import RecordingWriter, report_fields_from
 from energy_flow.training.data import EMBEDDING_SUFFIXES, PairDataset, build_dataset
 from energy_flow.training.report import TrainReport
@@ -49,11 +49,6 @@ log = logging.getLogger(__name__)
 
 #: A callable that returns the dataset to train on (tests inject a small, pre-encoded one).
 DatasetFactory = Callable[[], PairDataset]
-
-#: How many samples of each batch are decoded by the text bridge for the Text bridge panel.
-DECODED_SAMPLES = 3
-#: Nearest corpus sentences shown per decoded sample.
-DECODE_TOP_K = 3
 
 STATES = ("loading", "idle", "running", "paused", "stopped", "error")
 
@@ -157,7 +152,7 @@ class TrainingWorker(QObject):
                 config = config.replace(teacher_dim=dataset.dim)
             self._config = config
             self._dataset = dataset
-            self._bridge, self._bridge_note = _make_bridge(dataset)
+            self._bridge, self._bridge_note = make_bridge(dataset)
             if self._bridge is None:
                 self.status.emit(f"text bridge unavailable: {self._bridge_note}")
             self._install_trainer(config)
@@ -442,7 +437,7 @@ class TrainingWorker(QObject):
         if snapshot is not None:
             self.snapshot_ready.emit(snapshot)
         self._record(report)
-        self.resources.emit(_resources(trainer.device))
+        self.resources.emit(device_resources(trainer.device))
         if report.skipped:
             self._fail(f"Batch {report.step}: {report.nonfinite} — the update was skipped, the model "
                        "is unchanged. Training paused (check the data, or lower the learning rate).")
@@ -462,48 +457,11 @@ class TrainingWorker(QObject):
         epoch, k = divmod(report.step - 1, self._sampler.batches_per_epoch)
         label = f"batch {report.step} (epoch {epoch + 1}, {k + 1}/{self._sampler.batches_per_epoch})"
         return Snapshot(telemetry=report.telemetry, history=self._history.arrays(), report=report,
-                        decoded=self._decode(report), source="live", batch_label=label, health=health)
-
-    def _decode(self, report: TrainReport) -> tuple[DecodedSample, ...]:
-        """The first samples of the batch: texts, nearest corpus sentences, cos(output, target)."""
-        dataset = self._dataset
-        assert dataset is not None
-        n = min(DECODED_SAMPLES, report.outputs.shape[0])
-        outputs = report.outputs[:n]
-        rows = [int(i) for i in report.sample_indices[:n]]
-        finite = bool(np.all(np.isfinite(outputs)))
-        decoded: list[tuple[tuple[str, float], ...]] = [() for _ in rows]
-        if self._bridge is not None and finite:
-            decoded = [tuple(d) for d in self._bridge.decode(outputs, k=DECODE_TOP_K)]
-        samples = []
-        for j, row in enumerate(rows):
-            target = dataset.targets[row].numpy()
-            out = outputs[j]
-            denom = float(np.linalg.norm(out) * np.linalg.norm(target))
-            cos = float(out @ target) / denom if finite and denom > 0 else math.nan
-            samples.append(DecodedSample(
-                input_text=_text(dataset.input_texts, row),
-                target_text=_text(dataset.target_texts, row),
-                decoded=decoded[j], target_similarity=cos))
-        return tuple(samples)
+                        decoded=decode_batch(self._bridge, self._dataset, report), source="live", batch_label=label, health=health)
 
 
-def _text(texts: list[str] | None, row: int) -> str:
-    if texts is None:
-        return f"(no text: precomputed embedding, dataset row {row})"
-    return texts[row]
-
-
-def _make_bridge(dataset: PairDataset) -> tuple[TextBridge | None, str]:
-    """The text bridge over the dataset's targets, or None with the reason (shown in the UI)."""
-    try:
-        bridge = TextBridge.from_dataset(dataset)
-    except ValueError as exc:
-        return None, str(exc)
-    return bridge, f"nearest of {len(bridge)} distinct target texts of {dataset.provenance.source}"
-
-
-def _resources(device: torch.device) -> dict:
+def device_resources(device: torch.device) -> dict:
+    """What the ``resources`` signal carries: the device in words and, on CUDA, memory in bytes."""
     info: dict = {"device": describe_device(device), "cuda_memory_allocated": None,
                   "cuda_memory_reserved": None, "memory_text": memory_text(device)}
     if device.type == "cuda":

@@ -1,7 +1,7 @@
 """Recordings in the window: File → Open / drop a file / ``--open``, Export, and Record.
 
 The window shows one source at a time. *Live*: the training worker's snapshots. *Replay*: a
-recording's batches through :class:`~app.replay.ReplaySource`, with a timeline (batch and step
+recording's batches through :class:`~app.sources.replay.ReplaySource`, with a timeline (batch and step
 sliders, play/loop/speed, follow latest) above the 3D view. Opening a recording pauses
 training and stops drawing live snapshots; "Back to live training" (or Run / Step) returns.
 A file that cannot be opened is reported in the banner and whatever was shown stays shown.
@@ -22,10 +22,10 @@ from PyQt6.QtCore import QEvent, QObject, Qt, pyqtSignal
 from PyQt6.QtGui import QAction, QKeySequence
 from PyQt6.QtWidgets import QFileDialog, QWidget
 
-from app.export import ExportDialog, ExportRequest, write_export
-from app.icons import icon
-from app.replay import ReplaySource
-from app.timeline import ReplayTimeline
+from app.sources.replay import ReplaySource
+from app.window.export import ExportDialog, ExportRequest, write_export
+from app.window.icons import icon
+from app.window.timeline import ReplayTimeline
 
 RECORDING_SUFFIXES = (".h5", ".hdf5")
 
@@ -167,7 +167,7 @@ class RecordingController(QObject):
         self.window.refresh_state()
         self.window.config_panel.show_recorded(info["config"], Path(path).name)
         if self.worker.trainer is None:     # nothing live to describe: say what is shown instead
-            labels = self.window.status_labels
+            labels = self.window.run_status.labels
             labels["device"].setText("no live run")
             labels["data"].setText(f"recording {Path(path).name}")
             labels["data"].setToolTip(str(path))
@@ -232,7 +232,7 @@ class RecordingController(QObject):
 
     def _show_rec(self) -> None:
         """A red "REC" with the file and batches written, while recording: not only a pressed button."""
-        label = self.window.status_labels["rec"]
+        label = self.window.run_status.labels["rec"]
         on = self.record_action.isChecked() and self.recording_path is not None
         label.setVisible(on)
         if on:

@@ -1,11 +1,11 @@
 """Inspect and compare, added to the window in one place: the Inspector, Diagnostics and
 Compare docks, the click-to-select wiring of the 3D view, and the Inspect menu.
 
-Why a controller beside :class:`~app.main_window.MainWindow` rather than code inside it (as
-:class:`~app.recording_controls.RecordingController` does for recordings): the window's layout
+Why a controller beside :class:`~app.window.main_window.MainWindow` rather than code inside it (as
+:class:`~app.window.recording_controls.RecordingController` does for recordings): the window's layout
 belongs to the window; what this adds is one concept — asking about a flow, a run's
 diagnostics over time, and other runs — and it only plugs panels into the window's existing
-snapshot delivery (``window._add_dock`` registers them as views).
+snapshot delivery (``window.dock_panel`` registers them as views).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from PyQt6.QtCore import QObject
 from PyQt6.QtGui import QAction, QKeySequence
 from PyQt6.QtWidgets import QFileDialog, QMenu, QWidget
 
-from app.comparison import ComparisonSet
-from app.dock_layout import fill_view_menu
-from app.panel_png import save_widget_png
 from app.panels.comparison_panel import ComparisonPanel
 from app.panels.diagnostics_panel import DiagnosticsPanel
 from app.panels.inspector_panel import InspectorPanel
+from app.panels.reference_curves import ComparisonSet
 from app.panels.training_panel import TrainingPanel
+from app.window.dock_layout import fill_view_menu
+from app.window.panel_png import save_widget_png
 
 #: Asks for a recording to open as a reference (None: cancelled); tests pass a function.
 ReferenceProvider = Callable[[QWidget], str | None]
@@ -51,7 +51,7 @@ class InspectionController(QObject):
         self._ask_reference = reference_provider
         self._ask_png = png_provider
         self.inspector = InspectorPanel()
-        window._add_dock("Inspector", self.inspector, "right")
+        window.dock_panel("Inspector", self.inspector, "right")
         view = window.lattice_view
         selection = getattr(view, "selection", None)   # absent when the 3D view could not load
         if selection is not None:
@@ -64,7 +64,7 @@ class InspectionController(QObject):
         self.references.error.connect(window.show_error)
         self.comparison = ComparisonPanel(self.references, self._shown_config, self.open_reference)
         for title, panel in (("Diagnostics", self.diagnostics), ("Compare", self.comparison)):
-            window._add_dock(title, panel, "right")
+            window.dock_panel(title, panel, "right")
         if getattr(window, "_layout_applied", False):
             self.place_docks()
         if hasattr(window, "view_menu"):      # list the new docks under View too

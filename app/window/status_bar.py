@@ -1,0 +1,150 @@
+"""The window's status bar: run state, the batch in flight, the shown batch, device and view speed.
+
+Every label is permanent (always in the same place) and holds one fact; the full text of a
+shortened one is its tooltip. Texts change only when their fact does: with an OpenGL view in
+the window every status-bar repaint recomposites the window around it, which costs on
+software GL, so the phase of the batch in flight (which changes several times per batch, many
+times a second on small models) is drawn at most every ``PHASE_INTERVAL_MS``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PyQt6.QtCore import QObject, QTimer
+from PyQt6.QtWidgets import QLabel, QStatusBar, QWidget
+
+from app.snapshot import Snapshot
+from app.window.icons import RECORD_COLOR
+
+#: The status bar shows the batch's phase at most this often (ms).
+PHASE_INTERVAL_MS = 250
+#: The 3D view's frame rate is read this often (ms).
+FPS_INTERVAL_MS = 1000
+#: Labels on the right, in order; "state", "rec" and "phase" sit on the left.
+FACTS = ("device", "data", "batch", "step", "active", "loss", "rate", "fps")
+#: Facts of the shown batch, reset to "–" when no batch is shown.
+BATCH_FACTS = ("batch", "step", "active", "loss", "rate")
+STATE_COLORS = {"running": "#1f8f4e", "error": "#b03030", "loading": "#2f5f9f", "replay": "#6a3fa0"}
+BADGE_STYLE = "color: white; border-radius: 3px; padding: 0 6px;"
+
+
+class RunStatusBar(QObject):
+    """Owns the labels of ``bar``: ``labels[name]`` for every fact, ``busy`` the training badge."""
+
+    def __init__(self, bar: QStatusBar, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.labels: dict[str, QLabel] = {}
+        for key in FACTS:
+            label = QLabel("–")
+            label.setContentsMargins(6, 0, 6, 0)
+            bar.addPermanentWidget(label)
+            self.labels[key] = label
+        self.labels["state"] = QLabel()
+        bar.insertPermanentWidget(0, self.labels["state"])
+        # What the batch in flight is doing (a batch takes seconds on the debug preset), and how
+        # long the last one took. A static badge, not an animated busy bar: with an OpenGL view in
+        # the window every repaint composites the whole window, which costs on software GL.
+        self.busy = QLabel("training")
+        self.busy.setStyleSheet(f"background: #2f5f9f; {BADGE_STYLE}")
+        self.busy.hide()
+        self.labels["phase"] = QLabel("")
+        self.labels["rec"] = QLabel("")
+        self.labels["rec"].setStyleSheet(f"background: {RECORD_COLOR}; font-weight: bold; {BADGE_STYLE}")
+        self.labels["rec"].hide()
+        bar.insertPermanentWidget(1, self.labels["rec"])
+        bar.insertPermanentWidget(2, self.busy)
+        bar.insertPermanentWidget(3, self.labels["phase"])
+        self._phase_text = (False, "")
+        self._phase_timer = QTimer(self)
+        self._phase_timer.setSingleShot(True)
+        self._phase_timer.setInterval(PHASE_INTERVAL_MS)
+        self._phase_timer.timeout.connect(self._show_phase)
+        self._fps_timer = QTimer(self)
+        self._fps_timer.setInterval(FPS_INTERVAL_MS)
+
+    def show_state(self, shown: str, tooltip: str) -> None:
+        """The state badge: the live run's state, or "replay" while a recording is shown."""
+        label = self.labels["state"]
+        label.setText(shown)
+        label.setToolTip(tooltip)
+        label.setStyleSheet(f"background: {STATE_COLORS.get(shown, '#55555c')}; font-weight: bold; {BADGE_STYLE}")
+
+    def show_loaded(self, info: dict) -> None:
+        """Device and data of a (re)built model (the worker's ``loaded`` payload)."""
+        self.show_device(info["device"], f"device: {info['device']}")
+        data = info["data"]
+        self.labels["data"].setText(f"{short_source(data['source'])}, {data['num_pairs']} pairs")
+        self.labels["data"].setToolTip(
+            f"data: {data['source']} ({data['num_pairs']} pairs, {data['teacher']}, D={data['dim']})")
+
+    def show_resources(self, info: dict) -> None:
+        """The device after a batch, with its memory in use where the device reports it."""
+        text, tip = info["device"], f"device: {info['device']}"
+        if info.get("memory_text"):
+            text += f", {info['memory_text']}"
+            tip += f"; {info['memory_text']}"
+        self.show_device(text, tip)
+
+    def show_device(self, text: str, tip: str) -> None:
+        self.labels["device"].setText(text)
+        self.labels["device"].setToolTip(tip)
+
+    def show_phase(self, batch: int, phase: str, seconds: float) -> None:
+        """Remember the batch's phase (or the last batch's duration); drawn by a coalescing timer."""
+        if phase == "done":
+            self._phase_text = (False, f"last batch {seconds:.2f} s" if seconds == seconds else "")
+        else:
+            self._phase_text = (True, f"batch {batch}: {phase}…")
+        if not self._phase_timer.isActive():
+            self._phase_timer.start()
+
+    def _show_phase(self) -> None:
+        busy, text = self._phase_text
+        if self.labels["phase"].text() != text:
+            self.labels["phase"].setText(text)
+        if self.busy.isVisible() != busy:
+            self.busy.setVisible(busy)
+
+    def show_batch(self, snap: Snapshot, step: int) -> None:
+        """The shown batch at ``step``: label, step, active flows, loss, training speed."""
+        s = self.labels
+        agg = snap.telemetry.aggregates
+        s["batch"].setText(snap.batch_label or "–")
+        s["step"].setText(f"step {step}/{snap.telemetry.num_steps}")
+        s["active"].setText(f"active flows: {int(agg.active[min(step, agg.active.shape[0] - 1)])}")
+        # A replayed batch has no report (and recordings keep no training speed): say so.
+        s["loss"].setText(f"loss {snap.report.loss:.4f}" if snap.report is not None else "loss –")
+        rates = snap.history.get("batches_per_second")
+        recent = np.asarray(rates[-10:] if rates is not None else [], dtype=np.float64)
+        recent = recent[np.isfinite(recent) & (recent > 0)]
+        # Harmonic mean of the last 10 batches: batches over the time they took.
+        s["rate"].setText(f"{recent.size / np.sum(1.0 / recent):.2f} batches/s" if recent.size else "– batches/s")
+
+    def clear_batch(self) -> None:
+        for key in BATCH_FACTS:
+            self.labels[key].setText("–")
+
+    def follow_view_speed(self, view: QWidget) -> None:
+        """Show ``view``'s frame rate every ``FPS_INTERVAL_MS`` (a stand-in widget has none)."""
+        self._fps_timer.timeout.connect(lambda: self.show_fps(getattr(view, "fps", None),
+                                                              getattr(view, "idle", True)))
+        self._fps_timer.start()
+
+    def show_fps(self, fps: object, idle: bool) -> None:
+        """The 3D view's frame rate; "idle" while it draws nothing (it redraws only on changes)."""
+        if not isinstance(fps, float):
+            text = "view: –"
+        elif idle or fps < 0.5:
+            text = "view: idle"
+        else:
+            text = f"view {fps:.0f} fps"
+        self.labels["fps"].setText(text)
+
+
+def short_source(source: str, limit: int = 28) -> str:
+    """A data source short enough for the status bar (the full text is the tooltip)."""
+    if len(source) <= limit:
+        return source
+    if source.startswith("bundled corpus"):
+        return "bundled corpus"
+    return "…" + source[-(limit - 1):]
