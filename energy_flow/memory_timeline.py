@@ -37,6 +37,7 @@ from torch.profiler import ProfilerActivity, profile
 
 _BACKWARD = "autograd::engine::evaluate_function: "
 _OPTIMIZER = "Optimizer."
+_BACKWARD_PHASES = ("backward", "recompute")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class LiveTensorPeak:
     end_bytes: int                   # the same at the call's end (what it left allocated)
     allocated_bytes: int             # every byte allocated during the call, freed or not
     at_peak: dict[tuple[str, str], int] = field(default_factory=dict)  # (phase, site) → live bytes
+    #: per phase, the most bytes allocated in it that were live at once, wherever the overall peak
+    #: was; "backward+recompute" is what backward adds on top of what the forward left
+    phase_peaks: dict[str, int] = field(default_factory=dict)
 
     def by_phase(self) -> dict[str, int]:
         out: dict[str, int] = defaultdict(int)
@@ -82,23 +86,31 @@ def _replay(roots, package: str) -> LiveTensorPeak:
     live: dict[int, tuple[int, tuple[str, str]]] = {}  # ptr → (bytes, (phase, site))
     total = peak = allocated = 0
     peak_live: dict[int, tuple[int, tuple[str, str]]] = {}
+    by_phase: dict[str, int] = defaultdict(int)
+    phase_peaks: dict[str, int] = defaultdict(int)
     for e in events:
         f = e.extra_fields
         size = f.alloc_size
         if size > 0:
-            live[f.ptr] = (size, _label(e, marker, forward_site))
+            key = _label(e, marker, forward_site)
+            live[f.ptr] = (size, key)
             allocated += size
         elif f.ptr in live:
-            live.pop(f.ptr)
+            key = live.pop(f.ptr)[1]
         else:
             continue  # not reported by the profiler (allocated before it started), see above
         total += size
+        by_phase[key[0]] += size
+        for name in (key[0], "backward+recompute") if key[0] in _BACKWARD_PHASES else (key[0],):
+            value = by_phase[key[0]] if name == key[0] else sum(by_phase[p] for p in _BACKWARD_PHASES)
+            phase_peaks[name] = max(phase_peaks[name], value)
         if total > peak:
             peak, peak_live = total, dict(live)
     at_peak: dict[tuple[str, str], int] = defaultdict(int)
     for size, key in peak_live.values():
         at_peak[key] += size
-    return LiveTensorPeak(peak_bytes=peak, end_bytes=total, allocated_bytes=allocated, at_peak=dict(at_peak))
+    return LiveTensorPeak(peak_bytes=peak, end_bytes=total, allocated_bytes=allocated, at_peak=dict(at_peak),
+                          phase_peaks=dict(phase_peaks))
 
 
 def _label(alloc, marker: str, forward_site: dict) -> tuple[str, str]:

@@ -36,6 +36,7 @@ def test_peak_is_the_highest_live_total_and_names_the_lines_live_at_it():
     (b_line,) = [s for s in sites if "b = torch.ones(2 * MB // 4)" in s]
     assert sites[a_line] == MB and sites[b_line] == 2 * MB
     assert a_line.startswith("test_memory_timeline.py:")
+    assert peak.phase_peaks == {"forward": 3 * MB}
 
 
 def test_blocks_allocated_before_the_call_are_not_counted():
@@ -72,4 +73,27 @@ def test_backward_allocations_are_attributed_to_the_forward_line_and_recomputati
     backward = _sites(peak, "backward")
     assert any(s.startswith("grad of ") for s in backward)
     assert all("grad of" in s or "Backward" in s for s in backward)
+    x.grad = None
+
+
+def test_phase_peaks_measure_what_backward_adds_wherever_the_overall_peak_is():
+    """The overall peak here is in the forward (4 MB held, then dropped before backward); backward's
+    own peak (its gradient buffers and the recomputation) is still reported. Guards against a
+    transient of backward that never makes the overall peak going unmeasured."""
+    x = torch.ones(MB // 4, requires_grad=True)
+
+    def block(t):
+        return (t * 3.0).sin()
+
+    def work():
+        big = torch.ones(MB)              # 4 MB, freed before backward
+        del big
+        z = checkpoint(block, x, use_reentrant=False)
+        z.sum().backward()
+
+    _, peak = measure_live_tensors(work, package="tests")
+    assert peak.peak_bytes >= 4 * MB and peak.phase_peaks["forward"] >= 4 * MB
+    assert peak.phase_peaks["recompute"] >= MB
+    assert peak.phase_peaks["backward+recompute"] >= peak.phase_peaks["recompute"] + MB  # + x's gradient
+    assert peak.phase_peaks["backward+recompute"] < 4 * MB
     x.grad = None
