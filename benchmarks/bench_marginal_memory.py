@@ -1,7 +1,8 @@
 """Marginal memory of a training step: what each extra flow costs, as a slope between batch sizes.
 
     .venv/bin/python benchmarks/bench_marginal_memory.py [--batches 2,4] [--lattice 8]
-        [--max-steps 40] [--checkpoint-steps 6] [--malloc default,arena1,mmap128k] [--json out.json]
+        [--max-steps 40] [--checkpoint-steps 6] [--malloc mmap128k,default,trim,arena1] [--json out.json]
+    .venv/bin/python benchmarks/bench_marginal_memory.py --report out.json   # print a saved run again
 
 The optimized preset's model (3×1024 GRU, neuron 64, energy 16, float32, CPU) on a reduced start
 plane (``--lattice``² cells), at a fixed flow capacity, so that everything that does not grow
@@ -217,7 +218,7 @@ def _print_slopes(rows: list[dict], lines: dict) -> None:
             a, b = slope(rows, value)
         except KeyError:  # a measurement an older run did not make
             continue
-        print(f"{name:52s} {a / 1024:>11.2f} KB {b / 1024:>14.1f} KB")
+        print(f"{name:52s} {a / 1024:>10.2f} KiB {b / 1024:>13.1f} KiB")
 
 
 def report(args, rows: list[dict], rss_variants: dict[str, list[dict]]) -> None:
@@ -273,7 +274,7 @@ def report(args, rows: list[dict], rss_variants: dict[str, list[dict]]) -> None:
     print(f"\nlive at the forward+backward's peak, by allocating line (largest slopes; MB at each batch size):")
     for b, a, (phase, site), values in grow[:args.top]:
         sizes = " / ".join(f"{v / 1e6:.1f}" for v in values)
-        print(f"  {b / 1024:>8.1f} KB/busiest flow {a / 1024:>7.2f} KB/flow-step  {phase:9s} [{sizes}] {site[:150]}")
+        print(f"  {b / 1024:>8.1f} KiB/busiest flow {a / 1024:>7.2f} KiB/flow-step  {phase:9s} [{sizes}] {site[:150]}")
 
 
 def main() -> None:
