@@ -2,8 +2,10 @@
 JSON summary. Used by ``python main.py --headless`` and on machines without a display.
 
 Under ``torchrun --nproc_per_node N`` every process trains its share of each batch with
-DistributedDataParallel (energy_flow.training.distributed); rank 0 alone prints, records, and
-writes the checkpoint and summary.
+DistributedDataParallel (energy_flow.training.distributed); rank 0 alone draws the progress bar,
+prints, records, and writes the checkpoint and summary. The summary says how the run was spread:
+``world_size`` (1 without torchrun), ``backend`` ("gloo" or "nccl"; null without torchrun) and
+``rank_devices`` (each rank's device, in rank order).
 
 Nothing is lost, and no one else's file is destroyed (docs/reliability.md):
 
@@ -190,9 +192,13 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
         cfg = cfg.replace(teacher_dim=dataset.dim)
         print(f"teacher_dim set to {dataset.dim} to match the data ({dataset.provenance.source})", file=out)
     train_set, val_set = dataset.split(opts.val_fraction, seed=cfg.seed) if len(dataset) >= 10 else (dataset, None)
-    warn_about_memory(cfg)
+    if main:
+        warn_about_memory(cfg)
     trainer = (EnergyTrainer(build_model(cfg), cfg) if context is None
                else distributed.DistributedTrainer(build_model(cfg), cfg, context))
+    processes = ({"world_size": 1, "backend": None, "rank_devices": [str(trainer.device)]} if context is None
+                 else {"world_size": context.world_size, "backend": context.backend,
+                       "rank_devices": distributed.rank_devices(trainer.device)})
     trainer.provenance = dataset.provenance
     if opts.resume:
         trainer.load_checkpoint(opts.resume)
@@ -285,7 +291,7 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
             outcome.failed.append(f"checkpoint {opts.checkpoint} at {outcome.checkpoint_error}")
     stopped = control.request
     summary = {
-        "config": cfg.to_dict(), "provenance": prov.to_dict(), "device": str(trainer.device),
+        "config": cfg.to_dict(), "provenance": prov.to_dict(), "device": str(trainer.device), **processes,
         "steps": trainer.step_count, "seconds": time.perf_counter() - t0,
         "losses": trained["loss"], "landed_fraction": trained["landed_fraction"],
         "stopped_on_nonfinite": failure.nonfinite if failure else None,
@@ -324,7 +330,8 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
             print(f"recorded {len(recorded_bytes)} batches to {opts.record}, "
                   f"{np.mean(recorded_bytes) / 1024:.0f} KiB per batch", file=out)
         return 0
-    print(_stop_line(stopped.why, trainer.step_count, failure, outcome), file=sys.stderr)
+    if main:  # the other ranks saved nothing and stopped for the same reason
+        print(_stop_line(stopped.why, trainer.step_count, failure, outcome), file=sys.stderr)
     return stopped.exit_code
 
 

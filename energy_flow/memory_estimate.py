@@ -18,19 +18,38 @@ What is counted (float32 everywhere; bf16 autocast on a GPU only lowers the acti
   every initial flow takes one step; at worst every slot is alive for every step,
   ``max_active_flows × max_steps`` flow-steps per (micro-)batch. Real runs land most flows
   long before ``max_steps``, so the need lies between the two bounds.
+* with recomputation (``checkpoint_steps = k ≥ 1``, :func:`recomputed_activation_bytes`) no
+  flow-step keeps that much: for k = 1 each keeps its inputs (:func:`kept_bytes_per_flow_step`,
+  mostly the GRU state), for k ≥ 2 only the flow state at each segment's start is kept
+  (:func:`slot_bytes` per slot and segment, however many flows are alive). While backward
+  recomputes a segment it holds that segment's k steps of inputs and one carrier chunk's
+  activations, per flow of the busiest step: k · kept + saved bytes per flow-step, the chunk
+  capped at :data:`RECOMPUTE_CHUNK_ROWS` rows. Measured on the CPU (docs/BENCHMARKS.md, issue 18,
+  benchmarks/bench_marginal_memory.py): without this the estimate charged a recomputing config
+  the plain path's bytes for every flow-step — up to 674 GiB of activations for the optimized
+  preset, which keeps ≈10 GiB of segment states.
 * lattice-sized tensors of one batch: the input mapper's field over the start plane and the
   output planes the flows are collected on.
 
 The per-flow-step coefficients were read off the autograd graph with
 ``torch.autograd.graph.saved_tensors_hooks`` on the tiny preset (tests/test_memory_estimate.py
-repeats that measurement and holds the estimate within a factor of 2 of it). Refine them in
-:func:`saved_bytes_per_flow_step` alone.
+repeats that measurement and holds the estimate within a factor of 2 of it; it also measures the
+recomputation's transient per flow with :mod:`energy_flow.memory_timeline`). Refine them in
+:func:`saved_bytes_per_flow_step` and :func:`kept_bytes_per_flow_step` alone.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
+
+#: Rows per recomputed carrier call (energy_flow.core.processor). Backward recomputes one chunk at
+#: a time, so its transient (≈100 KB per row at a 3×1024 GRU in float32) is bounded by the chunk,
+#: not by the flow capacity; on a GPU 32k rows still fill the matrix units. Rows are independent,
+#: so chunking changes values only by the rounding of differently blocked matrix products (last
+#: bit). Defined here, where the estimate reads it without importing the model.
+RECOMPUTE_CHUNK_ROWS = 32_768
 
 
 class SizedConfig(Protocol):
@@ -50,6 +69,7 @@ class SizedConfig(Protocol):
     grad_accumulation_steps: int
     max_active_flows: int
     max_steps: int
+    checkpoint_steps: int
 
     @property
     def num_output_planes(self) -> int: ...
@@ -133,6 +153,29 @@ def saved_bytes_per_flow_step(c: SizedConfig) -> int:
     return FLOAT * floats
 
 
+def kept_bytes_per_flow_step(c: SizedConfig) -> int:
+    """Bytes a flow-step keeps for backward when its carrier is recomputed: the GRU state it
+    started from (the recomputation's input), the deposit's corners and the step's scalars
+    (measured 13,263 B at a 3×1024 GRU with energy 16 in float32; this gives 13,184)."""
+    return FLOAT * (c.carrier_num_layers * c.carrier_hidden_size + 10 * c.energy_dim + 64)
+
+
+def slot_bytes(c: SizedConfig) -> int:
+    """One flow-state slot: position, energy, payload, GRU state, five integers and two flags."""
+    return FLOAT * (4 + c.energy_dim + c.carrier_num_layers * c.carrier_hidden_size) + LONG * 5 + 2
+
+
+def recomputed_activation_bytes(c: SizedConfig, busiest: int, flow_steps: int, steps: int) -> int:
+    """Activations a recomputing step (``checkpoint_steps ≥ 1``) holds at its peak, for ``busiest``
+    flows in its busiest step, ``flow_steps`` in all and ``steps`` propagation steps."""
+    k = c.checkpoint_steps
+    chunk = min(busiest, RECOMPUTE_CHUNK_ROWS) * saved_bytes_per_flow_step(c)
+    if k == 1:
+        return flow_steps * kept_bytes_per_flow_step(c) + chunk
+    segment_states = math.ceil(steps / k) * c.max_active_flows * slot_bytes(c)
+    return segment_states + k * busiest * kept_bytes_per_flow_step(c) + chunk
+
+
 def lattice_bytes(c: SizedConfig, batch: int) -> int:
     """Start-plane field of the input mapper and the collected output planes of one batch."""
     cells = batch * c.cells_per_plane
@@ -142,13 +185,19 @@ def lattice_bytes(c: SizedConfig, batch: int) -> int:
 def estimate_memory(c: SizedConfig) -> MemoryEstimate:
     params = parameter_count(c)
     micro_batch = c.batch_size // c.grad_accumulation_steps
-    slot = FLOAT * (4 + c.energy_dim + c.carrier_num_layers * c.carrier_hidden_size) + LONG * 5 + 2
+    initial, capacity, steps = micro_batch * c.cells_per_plane, c.max_active_flows, c.max_steps
+    if c.checkpoint_steps >= 1:
+        least = recomputed_activation_bytes(c, busiest=initial, flow_steps=initial, steps=1)
+        most = recomputed_activation_bytes(c, busiest=capacity, flow_steps=capacity * steps, steps=steps)
+    else:
+        least = initial * saved_bytes_per_flow_step(c)
+        most = capacity * steps * saved_bytes_per_flow_step(c)
     return MemoryEstimate(
         parameters=params,
         model_bytes=16 * params,
-        flow_state_bytes=2 * c.max_active_flows * slot,
-        activation_min_bytes=micro_batch * c.cells_per_plane * saved_bytes_per_flow_step(c),
-        activation_max_bytes=c.max_active_flows * c.max_steps * saved_bytes_per_flow_step(c),
+        flow_state_bytes=2 * capacity * slot_bytes(c),
+        activation_min_bytes=least,
+        activation_max_bytes=most,
         lattice_bytes=lattice_bytes(c, micro_batch),
     )
 

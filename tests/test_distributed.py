@@ -70,10 +70,14 @@ def test_two_gloo_ranks_match_one_process_on_the_same_global_batches(tmp_path):
 
 
 def test_torchrun_headless_run_trains_on_two_ranks_and_only_rank_0_writes(tmp_path):
-    """The README's torchrun command, on two Gloo CPU processes: both train, rank 0 alone writes
-    the summary and checkpoint, and the summary's losses are the global batches'. Guards against
-    ranks racing on the output files or the headless runner ignoring torchrun's environment."""
+    """The README's torchrun command, on two Gloo CPU processes, with the progress bar on and each
+    rank's output kept apart (torchrun --redirects): both train, rank 0 alone prints, draws one
+    progress bar and writes the summary and checkpoint; rank 1 writes nothing at all. The summary's
+    losses are the global batches', and it says the run was spread over 2 Gloo processes. Guards
+    against ranks racing on the output files, two progress bars interleaving, a summary that does
+    not say it was distributed, and the headless runner ignoring torchrun's environment."""
     import json
+    import re
     import subprocess
     import sys
     from pathlib import Path
@@ -82,15 +86,30 @@ def test_torchrun_headless_run_trains_on_two_ranks_and_only_rank_0_writes(tmp_pa
     np.savez(tmp_path / "emb.npz", inputs=x.numpy(), targets=y.numpy())
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    logs = tmp_path / "logs"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(root / "main.py"),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+           "--log-dir", str(logs), "--redirects", "3", str(root / "main.py"),
            "--headless", "--preset", "tiny", "--device", "cpu", "--data", str(tmp_path / "emb.npz"),
-           "--batches", "2", "--no-progress", "--summary", str(tmp_path / "s.json"),
-           "--checkpoint", str(tmp_path / "c.pt")]
+           "--batches", "2", "--summary", str(tmp_path / "s.json"), "--checkpoint", str(tmp_path / "c.pt")]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "× 2 processes (gloo)" in done.stdout
-    assert done.stdout.count("summary written") == 1 and done.stdout.count("checkpoint written") == 1
+
+    def rank_log(rank: int, stream: str) -> str:
+        (path,) = logs.glob(f"*/attempt_0/{rank}/{stream}.log")
+        return path.read_text()
+
+    out0, err0 = rank_log(0, "stdout"), rank_log(0, "stderr")
+    assert "× 2 processes (gloo)" in out0
+    assert out0.count("summary written") == 1 and out0.count("checkpoint written") == 1
+    assert "batch     2" in out0
+    # one bar: tqdm draws it from 0 % once, and finishes it once
+    assert len(re.findall(r"(?:^|\r)\s*0%\|", err0)) == 1, err0
+    assert err0.count("2/2 [") >= 1
+    assert rank_log(1, "stdout") == "" and rank_log(1, "stderr") == ""
+
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["steps"] == 2 and len(summary["losses"]) == 2
     assert all(np.isfinite(summary["losses"]))
+    assert summary["world_size"] == 2 and summary["backend"] == "gloo"
+    assert summary["rank_devices"] == ["cpu", "cpu"]

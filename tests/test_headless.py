@@ -40,6 +40,8 @@ def test_headless_run_writes_summary_and_checkpoint(tmp_path):
     assert s["steps"] == 3 and len(s["losses"]) == 3
     # the tiny preset's device is "auto": it must resolve to CUDA exactly where torch sees one
     assert s["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    # one process, no torchrun: the documented values, not missing keys
+    assert s["world_size"] == 1 and s["backend"] is None and s["rank_devices"] == [s["device"]]
     assert s["provenance"]["source"] == str(data) and s["provenance"]["num_pairs"] == 16
     assert ck.exists()
     resumed = run_main("--headless", "--preset", "tiny", "--batches", "1", "--data", str(data),

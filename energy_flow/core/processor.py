@@ -40,15 +40,9 @@ from energy_flow.core.mappers import InputMapper, OutputMapper
 from energy_flow.core.neuron import SimpleNeuron
 from energy_flow.core.spawning import child_keys, requested_children, sample_keys
 from energy_flow.core.tracing import StepTracer
+from energy_flow.memory_estimate import RECOMPUTE_CHUNK_ROWS  # rows per recomputed carrier call
 from energy_flow.trace.telemetry import (REASON_ACTIVE, REASON_FADED, REASON_LANDED,
                                          REASON_TIMED_OUT, BatchTelemetry, FlowStats)
-
-
-#: Rows per recomputed carrier call. Backward recomputes one chunk at a time, so its transient
-#: (≈100 KB per row at a 3×1024 GRU in float32) is bounded by the chunk, not by the flow
-#: capacity; on a GPU 32k rows still fill the matrix units. Rows are independent, so chunking
-#: changes values only by the rounding of differently blocked matrix products (last bit).
-RECOMPUTE_CHUNK_ROWS = 32_768
 
 
 @dataclass

@@ -12,7 +12,8 @@ train as one process with N micro-batches does.
 
 Every rank takes the same decisions: losses are all-reduced before they are reported, and the
 non-finite flag is all-reduced before the update, so all ranks skip (and the headless run
-stops) on the same step. Only rank 0 writes checkpoints, summaries and recordings.
+stops) on the same step. Only rank 0 writes checkpoints, summaries and recordings, and only rank 0
+draws a progress bar and prints.
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ def init_from_env(config: EnergyConfig) -> tuple[DistributedContext, EnergyConfi
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
     return DistributedContext(rank=rank, world_size=world, local_rank=local_rank, backend=backend), config
+
+
+def rank_devices(device: torch.device) -> list[str]:
+    """Every rank's device, in rank order (a collective: every rank must call it)."""
+    devices: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(devices, str(device))
+    return [str(d) for d in devices]
 
 
 def shutdown() -> None:
