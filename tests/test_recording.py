@@ -514,7 +514,9 @@ def test_recorder_matches_our_model_where_both_see_the_same_flows(tmp_path, tele
     for name in ("active", "spawn_requested", "spawn_granted", "spawn_denied", "landed", "faded",
                  "timed_out", "energy_hist", "energy_bin_edges", "clamp_fraction"):
         _same_array(getattr(agg, name), getattr(mine.aggregates, name), name)
-    np.testing.assert_allclose(mine.aggregates.energy_percentiles, agg.energy_percentiles, atol=1e-6)
+    # the same float32 energies, interpolated by torch on the model's side and numpy on the
+    # recorder's: equal to a few float32 ulps (seen: 1.1e-6 at a value of 0.35, 3e-6 relative)
+    np.testing.assert_allclose(mine.aggregates.energy_percentiles, agg.energy_percentiles, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("case, message", [
