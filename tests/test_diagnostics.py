@@ -227,6 +227,20 @@ def test_an_orphan_parameter_fails_gradients():
     assert "neuron.orphan" in health["gradients"].detail
 
 
+def test_a_spawn_head_that_never_spawns_fails_gradients():
+    """Spawning follows the share smoothly now (issue 19), so it stops only when every share is
+    0: a spawn head pinned there gets no gradient, and the check must still say so by name."""
+    def never_spawn(trainer):
+        with torch.no_grad():
+            trainer.processor.carrier.spawn_head.weight.zero_()
+            trainer.processor.carrier.spawn_head.bias.fill_(-40.0)   # share ≈ 4e-18
+
+    report, health = run_batches(small_config(), breaker=never_spawn)
+    assert report.flow_stats.spawned == 0
+    assert health["gradients"].level is Level.FAILURE
+    assert "carrier.spawn_head.weight" in health["gradients"].detail
+
+
 def test_gradients_a_million_times_the_clip_fail_clipping():
     _, health = run_batches(small_config(grad_clip=1e-7))
     assert health["clipping"].level is Level.FAILURE, health["clipping"].detail
