@@ -270,9 +270,11 @@ def test_nonfinite_loss_pauses_and_the_window_stays_usable(qtbot, make_window, n
     weights = {k: v.clone() for k, v in trainer.processor.state_dict().items()}
 
     window.run_action.trigger()
-    qtbot.waitUntil(lambda: worker.state == "error", timeout=SNAPSHOT_TIMEOUT_MS)
+    # the worker's state flips in its own thread; the banner follows once the queued signal lands
+    qtbot.waitUntil(lambda: worker.state == "error" and window.banner.isVisible(),
+                    timeout=SNAPSHOT_TIMEOUT_MS)
     assert trainer.step_count == 1                        # paused after the first bad batch
-    assert window.banner.isVisible() and window.banner.kind == "error"
+    assert window.banner.kind == "error"
     assert "loss is nan" in window.banner.label.text() and "paused" in window.banner.label.text()
     for key, value in trainer.processor.state_dict().items():
         assert torch.equal(value, weights[key]), key      # the update was skipped
