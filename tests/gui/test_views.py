@@ -22,6 +22,7 @@ from app.view.geometry import build_geometry
 from app.view.lattice_view import LatticeView
 from app.view.sampling import sample_flows
 from app.view.step_visuals import StepLinesVisual, StepPointsVisual
+from vispy.visuals.shaders.program import ModularProgram
 from app.view.style import LAYERS
 from energy_flow.config import create_tiny_config
 from energy_flow.trace.telemetry import REASON_ACTIVE
@@ -165,6 +166,24 @@ def test_moving_through_the_steps_sets_a_uniform_and_uploads_nothing(view, snaps
         assert f"step {t}/" in view.info_text
     assert uploads == []
     assert all(v.positions is p and v.colors is c and v.windows is w for v, (p, c, w) in zip(visuals, drawn))
+
+
+def test_a_new_batch_and_a_step_change_build_no_shader_program(view, snapshot, monkeypatch):
+    """Guards against a view that makes VisPy parse, compile and link shader programs again for
+    every batch (a new transform object or VisPy's Mesh did: ~90 ms of a new batch's ~150 ms on
+    software GL) or every step: after the first draw only data and uniforms change."""
+    for t in range(snapshot.telemetry.num_steps + 1):  # every program built once (each visual drawn)
+        view.set_step(t)
+        view.render_image(RENDER_SIZE)
+    builds: list[ModularProgram] = []
+    real = ModularProgram._build
+    monkeypatch.setattr(ModularProgram, "_build", lambda self: (builds.append(self), real(self))[1])
+    later = trained_snapshot(batches=4, seed=0)        # another real batch of the same run
+    for snap, step in ((later, 2), (snapshot, snapshot.telemetry.num_steps), (later, 0)):
+        view.set_snapshot(snap)
+        view.set_step(step)
+        view.render_image(RENDER_SIZE)
+    assert builds == []
 
 
 def test_the_draw_call_gets_every_shown_item_and_skips_the_hidden_ones(view, snapshot):
