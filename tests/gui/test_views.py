@@ -186,6 +186,17 @@ def test_a_new_batch_and_a_step_change_build_no_shader_program(view, snapshot, m
     assert builds == []
 
 
+def test_a_points_visual_draws_only_the_symbols_its_shader_holds():
+    """Guards against a point silently drawn with another symbol's shape: each points visual
+    compiles only its own symbols (the heads only discs) and refuses the others."""
+    heads = StepPointsVisual(symbols=("disc",))
+    heads.set_data(np.zeros((2, 3), np.float32), (1, 1, 1, 1), "disc")
+    with pytest.raises(ValueError, match="draws only"):
+        heads.set_data(np.zeros((2, 3), np.float32), (1, 1, 1, 1), "star")
+    with pytest.raises(ValueError):
+        StepPointsVisual(symbols=("hexagon",))
+
+
 def test_the_draw_call_gets_every_shown_item_and_skips_the_hidden_ones(view, snapshot):
     """Guards against a vertex range that cuts off shown items (they would vanish) or that
     still hands every hidden item to the vertex shader (the cost the range exists to avoid)."""
