@@ -11,6 +11,10 @@ import warnings
 
 import numpy as np
 import pytest
+from PyQt6.QtCore import QPoint, QPointF, Qt
+from PyQt6.QtGui import QImage, QWheelEvent
+from PyQt6.QtTest import QTest
+from PyQt6.QtWidgets import QApplication
 
 from app.panels.coverage_panel import CoveragePanel
 from app.panels.displacement_panel import DisplacementPanel
@@ -184,6 +188,40 @@ def test_a_new_batch_and_a_step_change_build_no_shader_program(view, snapshot, m
         view.set_step(step)
         view.render_image(RENDER_SIZE)
     assert builds == []
+
+
+def test_grabbing_the_widget_shows_the_scene(view, snapshot):
+    """Guards against screenshots (``QWidget.grab`` of the window, scripts/screenshot.py) with a
+    blank hole where the view is: the canvas is a native window, which Qt's widget rendering
+    does not see, so its host widget paints the scene for it."""
+    view.set_step(snapshot.telemetry.num_steps)
+    native = view.canvas.native
+    grabbed = native.grab().toImage().convertToFormat(QImage.Format.Format_RGBA8888)
+    w, h = grabbed.width(), grabbed.height()
+    assert (w, h) == tuple(int(v) for v in view.canvas.size)
+    pixels = np.frombuffer(grabbed.constBits().asstring(grabbed.sizeInBytes()), np.uint8)
+    image = pixels.reshape(h, grabbed.bytesPerLine() // 4, 4)[:, :w, :3].astype(np.int16)
+    rendered = view.render_image((w, h))[..., :3].astype(np.int16)
+    np.testing.assert_array_equal(image, rendered)
+
+
+def test_dragging_and_wheeling_on_the_native_window_move_the_camera(view, qtbot):
+    """Guards against a canvas that draws but ignores the real pointer: in the app, mouse and
+    wheel events arrive at the native window the scene is drawn into, not at its host widget."""
+    window = view.canvas.native.gl_window
+    cam = view.view.camera
+    azimuth, distance = cam.azimuth, cam.scale_factor
+    start, end = QPoint(200, 200), QPoint(260, 200)
+    QTest.mousePress(window, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start)
+    for x in range(205, 261, 5):
+        QTest.mouseMove(window, QPoint(x, 200))
+    QTest.mouseRelease(window, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, end)
+    assert cam.azimuth != azimuth
+    wheel = QWheelEvent(QPointF(200, 200), QPointF(window.mapToGlobal(QPoint(200, 200))), QPoint(0, 0),
+                        QPoint(0, 120), Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
+                        Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(window, wheel)
+    assert cam.scale_factor < distance                 # wheeling forward zooms in
 
 
 def test_a_points_visual_draws_only_the_symbols_its_shader_holds():
