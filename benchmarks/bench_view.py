@@ -147,17 +147,24 @@ class Measured:
 
 def measure(app: QApplication, view: LatticeView | None, change: Callable[[], None], interval_ms: int,
             seconds: float, training: TrainingLoad) -> Measured:
-    """Run ``change`` every ``interval_ms`` (0: before every frame, asking for a frame each time:
-    Qt coalesces the requests, so one frame is drawn as soon as the previous one is done) for
-    ``seconds`` and count what the view draws. With ``view`` None nothing is redrawn: the gap is
-    then the stall training alone causes."""
+    """Run ``change`` every ``interval_ms`` for ``seconds`` and count what the view draws; 0 means
+    once per frame: each frame's draw schedules the next change and asks for the next frame, so
+    a frame is drawn as soon as the previous one is done and every frame shows one change (the
+    camera turns one degree a frame whatever the frame rate). With ``view`` None nothing is
+    redrawn: the gap is then the stall training alone causes."""
     frames = changes = 0
     last_tick = [time.perf_counter()]
     worst_gap = [0.0]
+    every_frame = interval_ms == 0
+    driver = QTimer()
+    driver.setInterval(interval_ms)
+    driver.setSingleShot(every_frame)
 
     def on_draw(_event) -> None:
         nonlocal frames
         frames += 1
+        if every_frame:
+            driver.start()            # fires once this frame is done
 
     def next_change() -> None:
         nonlocal changes
@@ -165,7 +172,7 @@ def measure(app: QApplication, view: LatticeView | None, change: Callable[[], No
             return
         change()
         changes += 1
-        if interval_ms == 0:
+        if every_frame:
             view.canvas.update()
 
     def on_tick() -> None:
@@ -176,12 +183,10 @@ def measure(app: QApplication, view: LatticeView | None, change: Callable[[], No
     ticker = QTimer()
     ticker.setInterval(10)
     ticker.timeout.connect(on_tick)
-    driver = QTimer()
-    driver.setInterval(interval_ms)
     driver.timeout.connect(next_change)
     if view is not None:
         view.canvas.events.draw.connect(on_draw)
-    if interval_ms == 0:
+    if every_frame:
         driver.start()
     app.processEvents()
     frames = changes = 0
@@ -190,7 +195,7 @@ def measure(app: QApplication, view: LatticeView | None, change: Callable[[], No
     cpu = view_cpu_seconds(training)
     last_tick[0] = time.perf_counter()
     ticker.start()
-    if interval_ms:
+    if not every_frame:
         driver.start()
     loop = QEventLoop()                       # a real event loop, idle when there is nothing to do
     # Periodic changes: stop half an interval after the last one, so its frame is counted.
@@ -202,7 +207,7 @@ def measure(app: QApplication, view: LatticeView | None, change: Callable[[], No
     driver.stop()
     if view is not None:
         view.canvas.events.draw.disconnect(on_draw)
-    per = max(frames if interval_ms == 0 else changes, 1)
+    per = max(frames if every_frame else changes, 1)
     return Measured(frames / elapsed, worst_gap[0] * 1000.0, 1000.0 * cpu / per,
                     frames / max(changes, 1))
 
