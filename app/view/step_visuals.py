@@ -227,6 +227,7 @@ class StepPointsVisual(_StepVisual):
             raise ValueError(f"symbols must be some of {tuple(SYMBOL_CODES)}, not {symbols}")
         super().__init__(_POINTS_VERT, points_fragment_shader(tuple(symbols)), "points")
         self.symbols = tuple(symbols)
+        self._drawable = np.isin(np.arange(max(SYMBOL_CODES.values()) + 1), [SYMBOL_CODES[n] for n in symbols])
         self._size = float(size)
         self.set_gl_state(depth_test=True, depth_mask=True, blend=True,
                           blend_func=("src_alpha", "one_minus_src_alpha"))
@@ -241,8 +242,7 @@ class StepPointsVisual(_StepVisual):
         n = np.asarray(pos).shape[0]
         codes = (np.full(n, SYMBOL_CODES[symbol], np.float32) if isinstance(symbol, str)
                  else np.asarray(symbol, np.float32))
-        drawable = [SYMBOL_CODES[name] for name in self.symbols]
-        if not np.isin(codes, drawable).all():
+        if codes.shape[0] and not self._drawable[codes.astype(np.intp)].all():   # a lookup: no sort per batch
             raise ValueError(f"this points visual draws only {self.symbols}")
         self._upload(pos, color, windows, a_symbol=codes)
 
