@@ -17,7 +17,7 @@ import numpy as np
 from vispy import scene
 from vispy.color import Color
 
-from app.colormaps import SPAWN_COLOR, SPAWN_SYMBOL
+from app.colormaps import REASON_STYLE, SPAWN_COLOR, SPAWN_SYMBOL
 from app.view.geometry import FlowGeometry
 from app.view.highlight import dimmed, dimmed_opaque
 from app.view.step_visuals import StepLines, StepPoints, step_windows
@@ -32,10 +32,12 @@ class FlowLayers:
 
     def __init__(self, parent: scene.Node) -> None:
         self.trajectories = StepLines(parent=parent)
-        self.heads = StepPoints(HEAD_SIZE, parent=parent)
-        self.spawns = StepPoints(SPAWN_SIZE, parent=parent)
-        self.ends = StepPoints(END_SIZE, parent=parent)      # every termination reason, symbol per point
-        self.marker = StepPoints(MARKER_SIZE, parent=parent)
+        # Each points visual compiles only the symbols it draws (see points_fragment_shader).
+        self.heads = StepPoints(HEAD_SIZE, ("disc",), parent=parent)
+        self.spawns = StepPoints(SPAWN_SIZE, (SPAWN_SYMBOL,), parent=parent)
+        self.ends = StepPoints(END_SIZE, tuple(symbol for _, _, symbol in REASON_STYLE.values()),
+                               parent=parent)                # every termination reason, symbol per point
+        self.marker = StepPoints(MARKER_SIZE, ("ring",), parent=parent)
         # Opaque points write depth; the translucent lines do not (GL state leaks from one visual
         # to the next, so every opaque visual re-enables depth writes: with them off, the next
         # frame's clear would leave the depth buffer as it was). The marker is drawn over

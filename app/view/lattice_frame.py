@@ -10,6 +10,7 @@ from vispy import scene
 from vispy.visuals.text.text import FontManager
 
 from app.colormaps import COVERAGE_LUT, log_normalise, map_values
+from app.view.flat_mesh import FlatMesh
 from app.view.style import BOX_COLOR, COVERAGE_ALPHA, OUTPUT_PLANE_COLOR, START_PLANE_COLOR, TEXT_COLOR
 from energy_flow.trace.telemetry import BatchTelemetry
 
@@ -60,8 +61,8 @@ class LatticeFrame:
 
     def __init__(self, parent: scene.Node, fonts: FontManager) -> None:
         self.box = scene.visuals.Line(parent=parent, connect="segments", color=BOX_COLOR, method="gl")
-        self.planes = scene.visuals.Mesh(parent=parent)
-        self.coverage = scene.visuals.Mesh(parent=parent)
+        self.planes = FlatMesh(parent=parent)
+        self.coverage = FlatMesh(parent=parent)
         self.labels = scene.visuals.Text("", parent=parent, color=TEXT_COLOR, font_size=8, anchor_x="left",
                                          anchor_y="center", font_manager=fonts)
         # Draw order with the flows (app.view.flow_layers): opaque box and points first, with depth
@@ -89,8 +90,7 @@ class LatticeFrame:
         quad = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float32)
         verts = np.concatenate([np.column_stack([quad, np.full(4, z, np.float32)]) for z in zs])
         faces = np.concatenate([np.array([[0, 1, 2], [0, 2, 3]]) + 4 * i for i in range(len(zs))])
-        self.planes.set_data(vertices=verts, faces=faces,
-                             face_colors=np.repeat(np.array(colors, np.float32), 2, axis=0))
+        self.planes.set_data(verts, faces, np.repeat(np.array(colors, np.float32), 2, axis=0))
 
         w, h, d = tel.lattice_shape
         self._label_items = {
@@ -103,7 +103,7 @@ class LatticeFrame:
         vertices, faces, face_colors = coverage_mesh(tel)
         self.has_coverage = faces.shape[0] > 0
         if self.has_coverage:
-            self.coverage.set_data(vertices=vertices, faces=faces, face_colors=face_colors)
+            self.coverage.set_data(vertices, faces, face_colors)
         self.coverage_max = float(tel.plane_energy.max()) if tel.plane_energy.size else 0.0
 
     def show_labels(self, shown: dict[str, bool]) -> None:

@@ -4,6 +4,8 @@ A VisPy SceneCanvas inside a QWidget, with the controls row above it (:mod:`app.
 and an FPS readout. Rendering is software OpenGL on the build machines (DESIGN.md, "Rendering
 budget"), so the view is built for few draw calls and cheap updates; its parts, one module each:
 
+* :mod:`~app.view.native_canvas` — the canvas, drawn into a native window (no per-frame
+  composition of the whole main window);
 * :mod:`~app.view.sampling` — the display budget: which flows are drawn ("showing N of M");
 * :mod:`~app.view.geometry` — what is drawn of them, built once per batch, ordered by step;
 * :mod:`~app.view.step_visuals` — points and segments shown by a step window and a uniform;
@@ -43,6 +45,7 @@ from app.view.flow_selection import FlowSelection  # noqa: E402
 from app.view.geometry import FlowGeometry, build_geometry  # noqa: E402
 from app.view.hover import FlowHover  # noqa: E402
 from app.view.lattice_frame import LatticeFrame, signed  # noqa: E402
+from app.view.native_canvas import native_scene_canvas, render_offscreen  # noqa: E402
 from app.view.overlay import Overlay  # noqa: E402
 from app.view.picking import Transform  # noqa: E402
 from app.view.style import BACKGROUND, COLOR_MODES, LAYERS  # noqa: E402
@@ -88,12 +91,16 @@ class LatticeView(QWidget):
         # One glyph atlas for every text of this canvas: VisPy gives each Text its own by
         # default, and rasterising the same glyphs a dozen times costs seconds on first draw.
         fonts = FontManager()
-        self.canvas = scene.SceneCanvas(keys=None, bgcolor=BACKGROUND, show=False, parent=self)
+        self.canvas = native_scene_canvas(keys=None, bgcolor=BACKGROUND, show=False, parent=self)
         self.canvas.events.draw.connect(self._on_draw)
         self.canvas.events.resize.connect(lambda _e: self._overlay.layout(self.canvas.size))
         self.view = self.canvas.central_widget.add_view()
         self.view.camera = scene.TurntableCamera(fov=40.0, elevation=24.0, azimuth=-55.0)
         self._world = scene.Node(parent=self.view.scene)
+        # Its scale is set in place per batch: assigning a new transform object would make VisPy
+        # build every flow and frame visual's shader program again on the next draw (~90 ms of a
+        # new batch's ~150 ms on software GL).
+        self._world.transform = STTransform()
         self._frame = LatticeFrame(self._world, fonts)     # their draw orders interleave: see both
         self._flows = FlowLayers(self._world)
         self.layers: dict[str, list[scene.Node]] = {**self._frame.layers, **self._flows.layers}
@@ -124,7 +131,7 @@ class LatticeView(QWidget):
         """A new batch: rebuild the scene's geometry (box, planes, coverage, flows)."""
         self._snapshot = snapshot
         tel = snapshot.telemetry
-        self._world.transform = STTransform(scale=self._display_scale(tel))
+        self._world.transform.scale = self._display_scale(tel)
         self._frame.build(tel)
         self._overlay.coverage_max = self._frame.coverage_max
         self._rebuild_flows()
@@ -234,17 +241,11 @@ class LatticeView(QWidget):
             self._overlay.layout(logical)
             if self._snapshot is not None:
                 self._fit_camera(logical)      # another aspect ratio may need more room
-            return self.canvas.render(region=region, size=(w, h), alpha=True)
+            return render_offscreen(self.canvas, region, (w, h))
         finally:
             self.canvas.central_widget.size = old
             cam.scale_factor = scale_factor
             self._overlay.layout(old)
-            # VisPy 0.17 remembers the last canvas→FBO mapping it applied, but without an FBO
-            # it resets that transform to identity behind the memory's back: a second render of
-            # the same region then skipped the offset, and every export after the first came out
-            # shifted down by (h − canvas height). Applying the identity mapping keeps both in step.
-            physical = tuple(self.canvas.physical_size)
-            self.canvas.transforms.configure(fbo_size=physical, fbo_rect=(0, 0, *physical))
 
     # ------------------------------------------------------------------ what the selection needs
     @property

@@ -33,6 +33,9 @@ class Overlay:
         self.text = scene.visuals.Text("", parent=root, color=TEXT_COLOR, font_size=8,
                                        anchor_x="left", anchor_y="center", font_manager=fonts)
         self.bars = scene.visuals.Image(parent=root, interpolation="nearest", clim=(0, 255))
+        # One transform, changed in place by ``layout``: a new transform object would make VisPy
+        # build the visual's shader program again (tens of ms on software GL) on the next draw.
+        self.bars.transform = STTransform()
         self.frames = scene.visuals.Line(parent=root, connect="segments", color=TEXT_COLOR, method="gl")
         self.legend = StepPoints(parent=root)
         self.empty = scene.visuals.Text("no batch yet", parent=root, color=TEXT_COLOR, font_size=14,
@@ -111,7 +114,8 @@ class Overlay:
         if bars:
             image = (np.stack(columns, axis=1) * 255).round().astype(np.uint8)
             self.bars.set_data(image)
-            self.bars.transform = STTransform(scale=(self.BAR_WIDTH, bar_h / image.shape[0]), translate=(x0, top))
+            self.bars.transform.scale = (self.BAR_WIDTH, bar_h / image.shape[0])
+            self.bars.transform.translate = (x0, top)
             self.frames.set_data(pos=np.array(segments, np.float32), connect="segments")
 
         entries = self.entries()

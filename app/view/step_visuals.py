@@ -56,31 +56,39 @@ void main() {
 """
 
 # Signed "outside" distance of each symbol in point coordinates p in [-1, 1] (y down).
-_POINTS_FRAG = """
+_SYMBOL_DISTANCE = {
+    "disc": "dot(p, p) - 1.0",
+    "square": "max(abs(p.x), abs(p.y)) - 0.8",
+    "triangle_up": "max(p.y - 0.75, 1.7 * abs(p.x) - (p.y + 0.95))",
+    "x": "max(min(abs(p.x - p.y), abs(p.x + p.y)) - 0.45, max(abs(p.x), abs(p.y)) - 0.85)",
+    "star": "length(p) - (0.35 + 0.65 * pow(abs(cos(2.5 * (atan(p.y, p.x) + 1.5707963))), 3.0))",
+    "ring": "abs(length(p) - 0.78) - 0.2",
+}
+
+
+def points_fragment_shader(symbols: tuple[str, ...]) -> str:
+    """The points' fragment shader for exactly ``symbols``.
+
+    Software OpenGL runs a fragment shader on blocks of pixels in SIMD lanes, so an if/else
+    chain over the symbols costs every branch for every pixel of every point: a visual that
+    draws one symbol (the heads: discs) gets a shader without the others.
+    """
+    tests = [f"if (s == {SYMBOL_CODES[name]}) {{ d = {_SYMBOL_DISTANCE[name]}; }}" for name in symbols[:-1]]
+    last = f"d = {_SYMBOL_DISTANCE[symbols[-1]]};"
+    chain = " else ".join(tests + ([f"{{ {last} }}"] if tests else [last]))
+    return f"""
 varying vec4 v_color;
 varying float v_symbol;
-void main() {
+void main() {{
     vec2 p = 2.0 * gl_PointCoord - 1.0;
     int s = int(v_symbol + 0.5);
     float d;
-    if (s == 0) {
-        d = dot(p, p) - 1.0;
-    } else if (s == 1) {
-        d = max(abs(p.x), abs(p.y)) - 0.8;
-    } else if (s == 2) {
-        d = max(p.y - 0.75, 1.7 * abs(p.x) - (p.y + 0.95));
-    } else if (s == 3) {
-        d = max(min(abs(p.x - p.y), abs(p.x + p.y)) - 0.45, max(abs(p.x), abs(p.y)) - 0.85);
-    } else if (s == 4) {
-        float a = atan(p.y, p.x) + 1.5707963;
-        d = length(p) - (0.35 + 0.65 * pow(abs(cos(2.5 * a)), 3.0));
-    } else {
-        d = abs(length(p) - 0.78) - 0.2;
-    }
+    {chain}
     if (d > 0.0) discard;
     gl_FragColor = v_color;
-}
+}}
 """
+
 
 _LINES_VERT = _STEP_WINDOW + """
 attribute vec3 a_position;
@@ -205,12 +213,21 @@ class _StepVisual(Visual):
 
 
 class StepPointsVisual(_StepVisual):
-    """GL_POINTS sprites: position, colour, symbol and step window per point, one size per visual."""
+    """GL_POINTS sprites: position, colour, symbol and step window per point, one size per visual.
+
+    ``symbols`` are the names (:data:`~app.view.style.SYMBOL_CODES`) it can draw; its fragment
+    shader holds only those (see :func:`points_fragment_shader`).
+    """
 
     _WIDTHS = {"a_position": 3, "a_color": 4, "a_symbol": 1, "a_window": 2}
 
-    def __init__(self, size: float = 5.0) -> None:
-        super().__init__(_POINTS_VERT, _POINTS_FRAG, "points")
+    def __init__(self, size: float = 5.0, symbols: tuple[str, ...] = tuple(SYMBOL_CODES)) -> None:
+        unknown = set(symbols) - set(SYMBOL_CODES)
+        if not symbols or unknown:
+            raise ValueError(f"symbols must be some of {tuple(SYMBOL_CODES)}, not {symbols}")
+        super().__init__(_POINTS_VERT, points_fragment_shader(tuple(symbols)), "points")
+        self.symbols = tuple(symbols)
+        self._drawable = np.isin(np.arange(max(SYMBOL_CODES.values()) + 1), [SYMBOL_CODES[n] for n in symbols])
         self._size = float(size)
         self.set_gl_state(depth_test=True, depth_mask=True, blend=True,
                           blend_func=("src_alpha", "one_minus_src_alpha"))
@@ -225,6 +242,8 @@ class StepPointsVisual(_StepVisual):
         n = np.asarray(pos).shape[0]
         codes = (np.full(n, SYMBOL_CODES[symbol], np.float32) if isinstance(symbol, str)
                  else np.asarray(symbol, np.float32))
+        if codes.shape[0] and not self._drawable[codes.astype(np.intp)].all():   # a lookup: no sort per batch
+            raise ValueError(f"this points visual draws only {self.symbols}")
         self._upload(pos, color, windows, a_symbol=codes)
 
     def _prepare_draw(self, view) -> bool | None:

@@ -11,6 +11,10 @@ import warnings
 
 import numpy as np
 import pytest
+from PyQt6.QtCore import QPoint, QPointF, Qt
+from PyQt6.QtGui import QImage, QWheelEvent
+from PyQt6.QtTest import QTest
+from PyQt6.QtWidgets import QApplication
 
 from app.panels.coverage_panel import CoveragePanel
 from app.panels.displacement_panel import DisplacementPanel
@@ -22,6 +26,7 @@ from app.view.geometry import build_geometry
 from app.view.lattice_view import LatticeView
 from app.view.sampling import sample_flows
 from app.view.step_visuals import StepLinesVisual, StepPointsVisual
+from vispy.visuals.shaders.program import ModularProgram
 from app.view.style import LAYERS
 from energy_flow.config import create_tiny_config
 from energy_flow.trace.telemetry import REASON_ACTIVE
@@ -165,6 +170,69 @@ def test_moving_through_the_steps_sets_a_uniform_and_uploads_nothing(view, snaps
         assert f"step {t}/" in view.info_text
     assert uploads == []
     assert all(v.positions is p and v.colors is c and v.windows is w for v, (p, c, w) in zip(visuals, drawn))
+
+
+def test_a_new_batch_and_a_step_change_build_no_shader_program(view, snapshot, monkeypatch):
+    """Guards against a view that makes VisPy parse, compile and link shader programs again for
+    every batch (a new transform object or VisPy's Mesh did: ~90 ms of a new batch's ~150 ms on
+    software GL) or every step: after the first draw only data and uniforms change."""
+    for t in range(snapshot.telemetry.num_steps + 1):  # every program built once (each visual drawn)
+        view.set_step(t)
+        view.render_image(RENDER_SIZE)
+    builds: list[ModularProgram] = []
+    real = ModularProgram._build
+    monkeypatch.setattr(ModularProgram, "_build", lambda self: (builds.append(self), real(self))[1])
+    later = trained_snapshot(batches=4, seed=0)        # another real batch of the same run
+    for snap, step in ((later, 2), (snapshot, snapshot.telemetry.num_steps), (later, 0)):
+        view.set_snapshot(snap)
+        view.set_step(step)
+        view.render_image(RENDER_SIZE)
+    assert builds == []
+
+
+def test_grabbing_the_widget_shows_the_scene(view, snapshot):
+    """Guards against screenshots (``QWidget.grab`` of the window, scripts/screenshot.py) with a
+    blank hole where the view is: the canvas is a native window, which Qt's widget rendering
+    does not see, so its host widget paints the scene for it."""
+    view.set_step(snapshot.telemetry.num_steps)
+    native = view.canvas.native
+    grabbed = native.grab().toImage().convertToFormat(QImage.Format.Format_RGBA8888)
+    w, h = grabbed.width(), grabbed.height()
+    assert (w, h) == tuple(int(v) for v in view.canvas.size)
+    pixels = np.frombuffer(grabbed.constBits().asstring(grabbed.sizeInBytes()), np.uint8)
+    image = pixels.reshape(h, grabbed.bytesPerLine() // 4, 4)[:, :w, :3].astype(np.int16)
+    rendered = view.render_image((w, h))[..., :3].astype(np.int16)
+    np.testing.assert_array_equal(image, rendered)
+
+
+def test_dragging_and_wheeling_on_the_native_window_move_the_camera(view, qtbot):
+    """Guards against a canvas that draws but ignores the real pointer: in the app, mouse and
+    wheel events arrive at the native window the scene is drawn into, not at its host widget."""
+    window = view.canvas.native.gl_window
+    cam = view.view.camera
+    azimuth, distance = cam.azimuth, cam.scale_factor
+    start, end = QPoint(200, 200), QPoint(260, 200)
+    QTest.mousePress(window, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start)
+    for x in range(205, 261, 5):
+        QTest.mouseMove(window, QPoint(x, 200))
+    QTest.mouseRelease(window, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, end)
+    assert cam.azimuth != azimuth
+    wheel = QWheelEvent(QPointF(200, 200), QPointF(window.mapToGlobal(QPoint(200, 200))), QPoint(0, 0),
+                        QPoint(0, 120), Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier,
+                        Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(window, wheel)
+    assert cam.scale_factor < distance                 # wheeling forward zooms in
+
+
+def test_a_points_visual_draws_only_the_symbols_its_shader_holds():
+    """Guards against a point silently drawn with another symbol's shape: each points visual
+    compiles only its own symbols (the heads only discs) and refuses the others."""
+    heads = StepPointsVisual(symbols=("disc",))
+    heads.set_data(np.zeros((2, 3), np.float32), (1, 1, 1, 1), "disc")
+    with pytest.raises(ValueError, match="draws only"):
+        heads.set_data(np.zeros((2, 3), np.float32), (1, 1, 1, 1), "star")
+    with pytest.raises(ValueError):
+        StepPointsVisual(symbols=("hexagon",))
 
 
 def test_the_draw_call_gets_every_shown_item_and_skips_the_hidden_ones(view, snapshot):
