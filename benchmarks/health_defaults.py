@@ -2,6 +2,7 @@
 thresholds were set against. Prints, every K batches, each check's level and measured value.
 
     python -m benchmarks.health_defaults --preset debug --batches 60 --every 5
+    python -m benchmarks.health_defaults --preset debug --batches 300 --every 10 --data wordnet:3000
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=60)
     p.add_argument("--every", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--data", default=None, help="as main.py's --data (e.g. wordnet:3000); default the bundled corpus")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field (repeatable)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     config = create_preset(args.preset, device="cpu", **parse_overrides(args.set))
-    data = load_data(config, None, None)
+    data = load_data(config, args.data, None)
+    config = config.replace(teacher_dim=data.dim)
     trainer = EnergyTrainer(build_model(config), config)
     sampler = BatchSampler(len(data), config.batch_size, config.seed)
     monitor = HealthMonitor(config.to_dict())

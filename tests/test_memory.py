@@ -177,7 +177,7 @@ def test_checkpoint_steps_is_validated():
     assert create_optimized_config().checkpoint_steps >= 2
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_autocast_recomputation_keeps_gradients_and_lowers_peak_memory():
     """On a GPU under bf16 autocast: the kept hidden state is 16-bit, gradients match the plain
     path, and the measured peak memory drops. Guards against the 16-bit copy of the hidden state
