@@ -95,10 +95,12 @@ _TABLE = (
               1.5, 3.0,
               "Noise moves the windowed mean by a few percent; 1.5× the best is a run going the wrong "
               "way, 3× is divergence."),
-    Threshold("loss_flat", "relative change of the windowed mean loss over the last FLAT_WINDOW batches", "below",
+    Threshold("loss_flat", "relative change of the windowed mean loss over the last FLAT_WINDOW batches, "
+              "plus twice its standard error from the two windows' batch-to-batch scatter", "below",
               0.01, 0.001,
               "Less than 1 % change over that many batches means training has stalled (or converged, if "
-              "the loss is also low: the detail shows the loss). 0.1 % is a flat line."),
+              "the loss is also low: the detail shows the loss). 0.1 % is a flat line. The scatter margin "
+              "keeps two noisy windows that happen to agree from passing for a flat line."),
     Threshold("learning_rate", "learning rate ÷ the config's initial learning rate", "below", 1e-2, 1e-3,
               "ReduceLROnPlateau halves the rate on every plateau and has no floor of its own. At 1 % of "
               "the initial rate the plateaus keep coming; at 0.1 % the optimiser barely moves."),

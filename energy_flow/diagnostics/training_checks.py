@@ -156,6 +156,20 @@ def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(values, kernel, mode="valid")
 
 
+def _change_noise(losses: np.ndarray, before: float) -> float:
+    """How far apart the two compared windows' means could be by chance alone, relative to the
+    earlier one: twice the standard error of the difference of two LOSS_WINDOW-batch means, from
+    the scatter of the batches inside them. A loss that varies from batch to batch (every batch
+    holds other pairs) can show a near-zero change between two windows while it still falls; it
+    is called flat only when the change *and* this margin are small."""
+    if not before:
+        return 0.0
+    last = losses[-LOSS_WINDOW:]
+    earlier = losses[-LOSS_WINDOW - FLAT_WINDOW:-FLAT_WINDOW]
+    variance = (float(np.var(last, ddof=1)) + float(np.var(earlier, ddof=1))) / LOSS_WINDOW
+    return 2.0 * math.sqrt(variance) / abs(before)
+
+
 def loss_trend(ev: Evidence) -> Verdict:
     title = "Loss trend"
     advice = ("Diverging: the windowed loss is climbing away from its best (learning rate too high, "
@@ -173,10 +187,14 @@ def loss_trend(ev: Evidence) -> Verdict:
     if losses.size >= FLAT_WINDOW + LOSS_WINDOW:
         before = float(means[-1 - FLAT_WINDOW])
         change = abs(float(means[-1]) - before) / abs(before) if before else float("nan")
-        flat_level = THRESHOLDS["loss_flat"].level(change)
+        noise = _change_noise(losses, before)
+        bound = change + noise
+        flat_level = THRESHOLDS["loss_flat"].level(bound)
         detail += f"; {change:.2%} change over {FLAT_WINDOW} batches"
+        if noise >= 1e-4:
+            detail += f" (± {noise:.2%} from the batches' scatter)"
         if flat_level > level:
-            level, value = flat_level, change
+            level, value = flat_level, bound
     else:
         detail += f"; flatness needs {FLAT_WINDOW + LOSS_WINDOW} batches"
     return Verdict("loss", title, level, detail, advice, value)
