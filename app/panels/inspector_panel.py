@@ -38,6 +38,10 @@ def _int(value: int) -> str:
     return f"{value:,}".replace(",", " ")
 
 
+ID_TIP = ("Flow ids are unique within a batch; placed flows run sample-major over the start plane, "
+          "children get the next free ids.")
+
+
 class InspectorPanel(SnapshotPanel):
     """Signals: ``selection_changed(flow_id or None)`` — the view highlights this lineage."""
 
@@ -57,8 +61,7 @@ class InspectorPanel(SnapshotPanel):
         self.id_spin = QSpinBox()
         self.id_spin.setRange(0, 2**31 - 1)
         self.id_spin.setKeyboardTracking(False)
-        self.id_spin.setToolTip("Flow ids are unique within a batch; placed flows run sample-major over "
-                                "the start plane, children get the next free ids.")
+        self.id_spin.setToolTip(ID_TIP)
         self.select_button = QPushButton("Select")
         self.select_button.clicked.connect(lambda: self.select_flow(self.id_spin.value()))
         self.clear_button = QPushButton("Clear")
@@ -146,7 +149,9 @@ class InspectorPanel(SnapshotPanel):
         self._snapshot = snapshot
         flows = snapshot.telemetry.flows
         if flows is not None and flows.num_flows:
-            self.id_spin.setMaximum(int(flows.flow_id.max()))
+            # the range stays wide: a lower maximum would clamp (change) the typed id by itself;
+            # an id this batch does not hold says so when selected
+            self.id_spin.setToolTip(f"{ID_TIP} This batch's traced ids run up to {int(flows.flow_id.max()):,}.")
         self._refresh()
         self._show_page(snapshot.telemetry.num_steps)
 

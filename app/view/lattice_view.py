@@ -293,9 +293,13 @@ class LatticeView(QWidget):
 
     @property
     def idle(self) -> bool:
-        """True when nothing was drawn in the last second (the view redraws only on changes, so
-        while training it is idle between batches: a frame rate would read 0)."""
-        return not self._draw_times or time.perf_counter() - self._draw_times[-1] > FPS_WINDOW_S
+        """True unless two frames were drawn within the last second. The view redraws only on
+        changes: while training it draws one frame per new batch, which is no frame rate (it
+        would read 0.0 fps); turning, scrubbing or playing steps draws continuously."""
+        if len(self._draw_times) < 2:
+            return True
+        now = time.perf_counter()
+        return now - self._draw_times[-2] > FPS_WINDOW_S
 
     @property
     def shown_flows(self) -> int:

@@ -253,6 +253,17 @@ def test_an_id_not_in_the_sample_is_reported_and_nothing_is_highlighted(qtbot, s
     assert not panel.csv_button.isEnabled()
 
 
+def test_a_new_batch_leaves_the_typed_id_as_it_was(qtbot, snapshot):
+    """Guards against the id box changing by itself (a stranger saw 5940 → 4276 → 4067 with
+    nothing selected): a batch whose traced ids end lower must not clamp what was typed."""
+    view, panel = _wired(qtbot, snapshot)
+    typed = int(snapshot.telemetry.flows.flow_id.max()) + 1000
+    panel.id_spin.setValue(typed)
+    panel.set_snapshot(snapshot)
+    assert panel.id_spin.value() == typed
+    assert f"{int(snapshot.telemetry.flows.flow_id.max()):,}" in panel.id_spin.toolTip()
+
+
 def test_export_csv_and_json_hold_the_lineage(qtbot, snapshot, tmp_path):
     view, panel = _wired(qtbot, snapshot)
     flows = snapshot.telemetry.flows

@@ -7,6 +7,7 @@ plotted data with the arrays of a real batch. Runs under Xvfb (pytest-xvfb); Ope
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
@@ -222,6 +223,26 @@ def test_dragging_and_wheeling_on_the_native_window_move_the_camera(view, qtbot)
                         Qt.ScrollPhase.NoScrollPhase, False)
     QApplication.sendEvent(window, wheel)
     assert cam.scale_factor < distance                 # wheeling forward zooms in
+
+
+def test_one_frame_per_batch_reads_idle_not_zero_fps(view, snapshot, qtbot):
+    """Guards against the '0.0 fps' a stranger saw while training: the view draws one frame per
+    new batch, which is no frame rate; continuous redraws (turning the camera) are one."""
+    view.set_snapshot(snapshot)
+    qtbot.wait(1100)                                      # older frames leave the window
+    view.set_snapshot(snapshot)
+    qtbot.waitUntil(lambda: len(view._draw_times) > 0 and time.perf_counter() - view._draw_times[-1] < 0.5,
+                    timeout=2000)
+    assert view.idle
+    view._refresh_fps_label()
+    assert view.controls.fps_label.text() == "idle"
+    for _ in range(5):
+        view.view.camera.azimuth += 5
+        view.canvas.update()
+        qtbot.wait(40)
+    assert not view.idle and view.fps > 0
+    view._refresh_fps_label()
+    assert view.controls.fps_label.text().endswith(" fps")
 
 
 def test_a_points_visual_draws_only_the_symbols_its_shader_holds():
