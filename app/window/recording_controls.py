@@ -80,6 +80,7 @@ class RecordingController(QObject):
         self.mode = "live"
         self._live_snapshot = None
         self.recording_path: Path | None = None   # the last recording written (Open starts there)
+        self.last_folder: Path | None = None      # where the last export went or recording opened from
         self.batches_recorded = 0
         self.last_recording_note: str | None = None
         self.replay = ReplaySource(self)
@@ -153,7 +154,10 @@ class RecordingController(QObject):
 
     def open_recording(self, path: str | Path) -> bool:
         """Show a recording; on failure the banner says why and nothing else changes."""
-        return self.replay.open(path)
+        opened = self.replay.open(path)
+        if opened:
+            self.last_folder = Path(path).resolve().parent
+        return opened
 
     def _on_opened(self, path: str, info: dict) -> None:
         if self.mode != "replay":
@@ -240,7 +244,10 @@ class RecordingController(QObject):
             label.setToolTip(f"Recording every trained batch to {self.recording_path}")
 
     def start_folder(self) -> str:
-        """Where Open and Record dialogs start: the last recording's folder, else ./runs, else here."""
+        """Where Open, Record and Export dialogs start: the folder last exported to or opened from,
+        else the last recording's, else ./runs, else here."""
+        if self.last_folder is not None and self.last_folder.is_dir():
+            return str(self.last_folder)
         if self.recording_path is not None and self.recording_path.parent.is_dir():
             return str(self.recording_path.parent)
         runs = Path.cwd() / "runs"
@@ -258,7 +265,8 @@ class RecordingController(QObject):
             return
         render = getattr(self.window.lattice_view, "render_image", None)
         step = snapshot.report.step if snapshot.report is not None else (self.replay.current_index or 0) + 1
-        request = self._ask_export(self.window, Path.cwd() / f"energy-flow-batch{step}", render is not None)
+        request = self._ask_export(self.window, Path(self.start_folder()) / f"energy-flow-batch{step}",
+                                   render is not None)
         if request is None:
             return
         config, provenance = self._export_metadata()
@@ -267,6 +275,8 @@ class RecordingController(QObject):
         except (OSError, ValueError) as exc:
             self.window.show_error(f"Export failed: {exc}. Nothing was replaced; training carries on.")
             return
+        if written:
+            self.last_folder = Path(written[0]).parent
         self.window.banner.show_message("Exported " + ", ".join(str(p) for p in written), "info")
 
     def _export_metadata(self) -> tuple[dict, dict]:

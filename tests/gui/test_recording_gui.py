@@ -154,6 +154,12 @@ def test_export_from_the_window_writes_a_recording_and_a_png_at_the_chosen_size(
     pixels = np.frombuffer(image.convertToFormat(QImage.Format.Format_RGBA8888).constBits().asstring(
         1280 * 720 * 4), dtype=np.uint8).reshape(720, 1280, 4)
     assert len(np.unique(pixels[..., :3].reshape(-1, 3), axis=0)) > 50  # a real render, not a blank fill
+    # the next Open, Record or Export dialog starts where this export went
+    assert window.recordings.start_folder() == str(tmp_path)
+    asked = []
+    window.recordings._ask_export = lambda parent, base, can_render: asked.append(base)
+    window.recordings.export_action.trigger()
+    assert asked and asked[0].parent == tmp_path
 
 
 def test_export_to_an_unwritable_path_is_reported_and_training_carries_on(qtbot, recorded, tmp_path):
