@@ -367,10 +367,11 @@ def create_debug_config(**overrides: Any) -> EnergyConfig:
     It carries the input to the planes and reads it back (gated payload, still start, tied
     readout on a grid as fine as the lattice) and trains with a light contrastive term: on held-out
     pairs this beats the field defaults on both mean cosine and top-1: on the bundled corpus
-    0.544 / 0.944 against 0.297 / 0.472 after 300 batches; on WordNet 0.403 / 0.353 in 15 minutes,
-    where the field defaults collapse toward the mean target (top-1 0.003–0.04). See
-    docs/BENCHMARKS.md, "Learning on WordNet". The other presets keep the field defaults: they
-    were not measured with it.
+    0.544 / 0.944 against 0.297 / 0.472 after 300 batches; on WordNet 0.406 / 0.383 after 600
+    batches (seed 0), where the field defaults collapse toward the mean target (top-1
+    0.003–0.04). See docs/BENCHMARKS.md, "Learning on WordNet" and "Issue 19". The other presets
+    keep the field defaults (the experiment preset was measured with this learning configuration
+    on a GPU: "On a GPU").
     """
     base = dict(lattice_width=20, lattice_height=20, lattice_depth=10, batch_size=16,
                 max_active_flows=16_000, carrier_hidden_size=64, carrier_num_layers=2,
