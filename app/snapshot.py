@@ -48,6 +48,7 @@ class RunHistory:
     spawn_requested: list[int] = field(default_factory=list)
     spawn_granted: list[int] = field(default_factory=list)
     spawn_denied: list[int] = field(default_factory=list)
+    placed: list[int] = field(default_factory=list)      # flows placed on the start plane
     # Training signals for the diagnostics panel; per-module series are rows in MODULES order.
     grad_norm: list[float] = field(default_factory=list)
     grad_clip: list[float] = field(default_factory=list)
@@ -68,6 +69,7 @@ class RunHistory:
         self.spawn_requested.append(int(agg.spawn_requested.sum()) if agg is not None else 0)
         self.spawn_granted.append(report.flow_stats.spawned)
         self.spawn_denied.append(int(agg.spawn_denied.sum()) if agg is not None else 0)
+        self.placed.append(int(agg.active[0]) if agg is not None else report.flow_stats.initial_flows)
         self.grad_norm.append(report.grad_norm)
         self.grad_clip.append(report.grad_clip)
         self.grad_norms.append([report.grad_norms.get(m, float("nan")) for m in MODULES])

@@ -2,8 +2,10 @@
 
 Top: per propagation step of the newest batch, requested / granted / denied-by-budget as step
 lines (counts over all flows of the batch), with the selected step marked. Bottom: the same
-three totals per batch over the whole run, from the snapshot's history, so a researcher sees
-whether the budget starts to bind as training goes on.
+three totals per batch over the whole run, from the snapshot's history, divided by the flows the
+batch placed on the start plane, so a researcher sees how often flows split and whether the
+budget starts to bind as training goes on — and a smaller batch (the last of an epoch) does not
+read as a drop in spawning.
 """
 
 from __future__ import annotations
@@ -19,6 +21,15 @@ from app.panels.series import set_series, set_title
 from app.snapshot import Snapshot, batch_axis
 
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
+
+
+def per_placed_flow(counts: np.ndarray, placed: np.ndarray) -> np.ndarray:
+    """``counts / placed`` per batch; NaN (not drawn) where the placed count is unknown or 0."""
+    out = np.full(counts.shape, np.nan)
+    n = min(counts.shape[0], placed.shape[0])
+    ok = np.isfinite(placed[:n]) & (placed[:n] > 0)
+    out[:n][ok] = counts[:n][ok] / placed[:n][ok]
+    return out
 
 
 class SpawnPanel(SnapshotPanel):
@@ -47,9 +58,9 @@ class SpawnPanel(SnapshotPanel):
         self.step_plot.addItem(self.step_line)
 
         self.history_plot = self.graphics.addPlot(row=1, col=0)
-        set_title(self.history_plot, "spawns per batch over the run")
+        set_title(self.history_plot, "spawns per placed flow, per batch over the run")
         self.history_plot.setLabel("bottom", "batch")
-        self.history_plot.setLabel("left", "flows / batch")
+        self.history_plot.setLabel("left", "per placed flow")
         self.history_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
         self.history_curves = {
             name: self.history_plot.plot(pen=pg.mkPen(SPAWN_SERIES_COLORS[name], width=1,
@@ -72,8 +83,9 @@ class SpawnPanel(SnapshotPanel):
         hist = snapshot.history
         x, x_label = batch_axis(hist)
         self.history_plot.setLabel("bottom", x_label)
+        placed = np.asarray(hist.get("placed", np.zeros(0)), dtype=np.float64)
         for name, curve in self.history_curves.items():
-            y = np.asarray(hist.get(f"spawn_{name}", np.zeros(0)), dtype=np.float64)
+            y = per_placed_flow(np.asarray(hist.get(f"spawn_{name}", np.zeros(0)), dtype=np.float64), placed)
             keep = np.isfinite(y)
             set_series(curve, x[keep], y[keep])
         self._show_page(agg.num_steps)

@@ -242,6 +242,7 @@ class ReplaySource(QObject):
     def _read_columns(rec: Recording) -> dict[str, np.ndarray]:
         columns = {name: rec.batch_column(name) for name in HISTORY_COLUMNS}
         columns.update({name: rec.step_totals(name) for name in SPAWN_SERIES})
+        columns["placed"] = rec.step_starts("active")
         for name in TRAINING_SIGNAL_SERIES:
             try:
                 columns[name] = rec.batch_column(name)
@@ -254,7 +255,7 @@ class ReplaySource(QObject):
         """RunHistory-shaped arrays for batches 0…i (see the module docstring for the sources)."""
         n = i + 1
         out: dict[str, np.ndarray] = {}
-        for name in HISTORY_COLUMNS + SPAWN_SERIES:
+        for name in HISTORY_COLUMNS + SPAWN_SERIES + ("placed",):
             values = np.asarray(self._columns[name][:n], dtype=np.float64)
             if name == "step":
                 values = np.where(values < 0, np.nan, values)

@@ -121,6 +121,8 @@ def test_snapshots_hold_the_recorded_telemetry_and_history(qtbot, source, good, 
                                           [r.flow_stats.landed_fraction for r in reports[:i + 1]])
             assert np.isnan(hist["batches_per_second"]).all()   # not recorded: never invented
             assert hist["spawn_granted"][i] == int(reports[i].telemetry.aggregates.spawn_granted.sum())
+            np.testing.assert_array_equal(hist["placed"],      # what the live history holds
+                                          [int(r.telemetry.aggregates.active[0]) for r in reports[:i + 1]])
             assert not hist["loss"].flags.writeable
 
     # Scrubbing back: served from the cache, the same object.

@@ -348,12 +348,25 @@ def test_spawn_panel_plots_the_batch_and_the_run(qtbot, snapshot):
     for name, values in (("requested", agg.spawn_requested), ("granted", agg.spawn_granted),
                          ("denied", agg.spawn_denied)):
         np.testing.assert_array_equal(_y(panel.step_curves[name]), values)
-        np.testing.assert_array_equal(_y(panel.history_curves[name]), snapshot.history[f"spawn_{name}"])
+        placed = snapshot.history["placed"]
+        assert (placed > 0).all()
+        np.testing.assert_allclose(_y(panel.history_curves[name]), snapshot.history[f"spawn_{name}"] / placed)
     np.testing.assert_array_equal(_x(panel.history_curves["granted"]), snapshot.history["step"])
     t = int(np.argmax(agg.spawn_requested))
     panel.set_step(t)
     assert panel.step_line.value() == t
     assert f"requested {int(agg.spawn_requested[t]):,}" in panel.step_plot.titleLabel.text
+
+
+def test_a_smaller_batch_does_not_read_as_a_drop_in_spawning():
+    """Guards against the dips a stranger read as a failure: the last batch of an epoch places
+    fewer flows, so its raw child count is lower at the same rate of splitting."""
+    from app.panels.spawn_panel import per_placed_flow
+    granted = np.array([3200.0, 3300.0, 1200.0, 3250.0])
+    placed = np.array([6400.0, 6400.0, 2400.0, 6400.0])          # batch 3: 6 samples of 16
+    np.testing.assert_allclose(per_placed_flow(granted, placed), [0.5, 0.515625, 0.5, 0.5078125])
+    assert np.isnan(per_placed_flow(np.array([1.0, 2.0]), np.array([0.0, np.nan]))).all()
+    assert np.isnan(per_placed_flow(np.array([1.0, 2.0]), np.array([4.0]))[1])   # unknown: not drawn
 
 
 def test_energy_panel_histogram_follows_the_step(qtbot, snapshot):

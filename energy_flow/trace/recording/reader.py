@@ -224,24 +224,37 @@ class Recording:
         fields = report_columns.decode(row)
         return fields if is_training_step(fields) else None
 
+    def step_starts(self, name: str) -> np.ndarray:
+        """One scalar ``steps/*`` series at step 0 of every complete batch (``"active"``: the
+        flows placed on the start plane), as float64; one read of the column."""
+        values, starts, _ = self._step_rows(name)
+        return values[starts]
+
     def step_totals(self, name: str) -> np.ndarray:
         """Per-batch sums of one scalar ``steps/*`` series (e.g. ``"spawn_granted"``) for every
         complete batch: one read of the column, so a replay can plot totals over the whole run
         without decoding each batch."""
+        values, starts, stops = self._step_rows(name)
+        running = np.concatenate([[0.0], np.cumsum(values)])
+        return running[stops] - running[starts]
+
+    def _step_rows(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The scalar ``steps/{name}`` column up to the last complete batch's end (float64), and
+        each complete batch's first row and one-past-last row in it."""
         key = f"steps/{name}"
         if key not in self._ds or self._ds[key].ndim != 1:
             raise KeyError(f"{self.path}: no per-step scalar series {name!r}")
         n = self.num_batches
         if n == 0:
-            return np.zeros(0, dtype=np.float64)
+            empty = np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=np.float64), empty, empty
         starts = self._read("batches/step_start", slice(0, n)).astype(np.int64)
         stops = starts + self._read("batches/num_steps", slice(0, n)).astype(np.int64) + 1
         end = int(stops.max())
         if end > self._ds[key].shape[0]:
             raise RecordingError(f"{self.path}: inconsistent shapes: batches need rows up to {end} "
                                  f"of {key}, which has {self._ds[key].shape[0]}")
-        running = np.concatenate([[0.0], np.cumsum(self._read(key, slice(0, end)), dtype=np.float64)])
-        return running[stops] - running[starts]
+        return np.asarray(self._read(key, slice(0, end)), dtype=np.float64), starts, stops
 
     def batch_info(self, i: int) -> BatchInfo:
         i = self._check_index(i)
