@@ -61,6 +61,7 @@ class SpawnPanel(SnapshotPanel):
         set_title(self.history_plot, "spawns per placed flow, per batch over the run")
         self.history_plot.setLabel("bottom", "batch")
         self.history_plot.setLabel("left", "per placed flow")
+        self.history_plot.getAxis("left").enableAutoSIPrefix(False)   # 0.8, not "800 (x0.001)"
         self.history_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
         self.history_curves = {
             name: self.history_plot.plot(pen=pg.mkPen(SPAWN_SERIES_COLORS[name], width=1,
