@@ -86,6 +86,11 @@ class EnergyConfig:
     mapper_grid_max: int = 8
     payload_update: str = "replace"
     readout_init: str = "random"
+    #: Dropout on what the output mapper reads (its pooled features), in training only. On a
+    #: linear readout it acts as a ridge penalty scaled by each feature's own power (Wager et
+    #: al., 2013): the map from lattice to embedding is shrunk as least squares' ridge shrinks
+    #: its map, instead of fitting every pooled cell of the training pairs.
+    readout_dropout: float = 0.0
     teacher_dim: int = 384
     # training
     learning_rate: float = 2e-3
@@ -309,6 +314,8 @@ def _validate(c: EnergyConfig) -> None:
         _fail("flow_xy_start", c.flow_xy_start, f"must be one of {FLOW_XY_STARTS}")
     if c.readout_init not in READOUT_INITS:
         _fail("readout_init", c.readout_init, f"must be one of {READOUT_INITS}")
+    if not _finite(c.readout_dropout) or not 0 <= c.readout_dropout < 1:
+        _fail("readout_dropout", c.readout_dropout, "must be in [0, 1)")
     if c.loss not in LOSSES:
         _fail("loss", c.loss, f"must be one of {LOSSES}")
     if c.loss == "mse_cosine" and c.mse_weight == 0 and c.cosine_weight == 0:

@@ -112,3 +112,30 @@ def test_a_mapper_grid_as_fine_as_the_lattice_hands_on_more_of_the_input() -> No
     coarse, fine = cosine_with_input(tied, mapper_grid=4), cosine_with_input(tied, mapper_grid=12)
     assert fine > 0.7
     assert fine > coarse + 0.2
+
+
+def test_readout_dropout_acts_in_training_only_and_every_parameter_still_learns() -> None:
+    """``readout_dropout`` drops pooled plane features on their way into the readout while
+    training (the ridge-like shrinkage measured in docs/BENCHMARKS.md, "Issue 19"). Guards against
+    dropout leaking into predictions (eval outputs must equal those of the same weights without
+    it), against a field that does nothing in training, and against cutting a parameter's gradient."""
+    c = create_tiny_config(readout_init="tied", payload_update="gated", flow_xy_start="still", batch_size=8,
+                           max_active_flows=800)
+    x = unit_rows(8, c.teacher_dim, seed=3)
+    torch.manual_seed(0)
+    plain = build_model(c)
+    torch.manual_seed(0)
+    dropped = build_model(c.replace(readout_dropout=0.5))
+    dropped.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        plain.eval(), dropped.eval()
+        torch.testing.assert_close(dropped(x).outputs, plain(x).outputs)
+        plain.train(), dropped.train()
+        torch.manual_seed(1)
+        train_plain = plain(x).outputs
+        torch.manual_seed(1)
+        train_dropped = dropped(x).outputs
+    assert (train_dropped - train_plain).abs().max() > 1e-3
+    trainer = EnergyTrainer(dropped, dropped.config)
+    report = trainer.train_step((x, unit_rows(8, c.teacher_dim, seed=4)))
+    assert report.params_without_grad == ()

@@ -17,6 +17,8 @@ from energy_flow.training import build_model
     ("mapper_grid", 50, "mapper_grid"),
     ("learning_rate", float("nan"), "learning_rate"),
     ("device", "tpu", "device"),
+    ("readout_dropout", 1.0, "readout_dropout"),
+    ("readout_dropout", -0.1, "readout_dropout"),
 ])
 def test_invalid_values_name_field_and_value(field, value, fragment):
     with pytest.raises(ValueError) as err:

@@ -54,6 +54,7 @@ class OutputMapper(nn.Module):
         # gradient's size) would wipe the tie out within a hundred batches; measured in
         # docs/BENCHMARKS.md.
         self.gain = 1.0 / (g * g * config.energy_dim) if config.readout_init == "tied" else 1.0
+        self.dropout = nn.Dropout(config.readout_dropout)
 
     @torch.no_grad()
     def tie_to(self, input_mapper: InputMapper) -> None:
@@ -81,7 +82,7 @@ class OutputMapper(nn.Module):
 
     def forward(self, payload: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
         """payload [B, P, H·W, E] (energy-weighted mean per cell), energy [B, P, H·W] → [B, D]."""
-        pooled = self.features(payload, energy)
+        pooled = self.dropout(self.features(payload, energy))
         if self.gain == 1.0:
             return self.proj(pooled)
         return F.linear(pooled, self.proj.weight) * self.gain + self.proj.bias
