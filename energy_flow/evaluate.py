@@ -2,6 +2,7 @@
 
     python -m energy_flow.evaluate --data wordnet:3000 --preset debug --minutes 15
     python -m energy_flow.evaluate --checkpoint runs/debug.pt --data wordnet:3000
+    python -m energy_flow.evaluate --data wordnet:3000 --batches 1200 --curve 150
 
 Trains a model on the train split (or loads ``--checkpoint``), fits the baselines on the same
 train split, and scores every predictor on the held-out split with
@@ -9,7 +10,9 @@ train split, and scores every predictor on the held-out split with
 of the own target among the split's targets, and output spread next to the targets' spread.
 Train-split figures are scored on a sample of train pairs as large as the held-out split, so
 both retrievals choose among as many targets. The split, seed and sizes are printed.
-``--set FIELD=VALUE`` overrides any config field (this is how ablations are run).
+``--set FIELD=VALUE`` overrides any config field (this is how ablations are run). ``--curve N``
+also scores the model every N batches while it trains (a learning curve on both splits; scoring
+runs in eval mode and draws no random numbers, so the run trains exactly as it would without it).
 """
 
 from __future__ import annotations
@@ -55,14 +58,18 @@ def train_sample(train: PairDataset, size: int, seed: int) -> PairDataset:
 
 
 def train_model(trainer: EnergyTrainer, train: PairDataset, batches: int, minutes: float | None,
-                progress: bool, out=None) -> TrainingRun:
-    """Up to ``batches`` steps, stopping early once ``minutes`` have passed (checked per chunk)."""
+                progress: bool, out=None, every: int = 0,
+                on_every: Callable[[int], None] | None = None) -> TrainingRun:
+    """Up to ``batches`` steps, stopping early once ``minutes`` have passed (checked per chunk);
+    ``on_every(step)`` after every ``every`` steps (``every`` > 0)."""
     out = out or sys.stdout
     sampler = BatchSampler(len(train), trainer.config.batch_size, trainer.config.seed)
     losses: list[float] = []
     t0 = time.perf_counter()
     chunk = 25
     while len(losses) < batches:
+        if every > 0:
+            chunk = min(25, every - trainer.step_count % every)
         if minutes is not None and time.perf_counter() - t0 >= minutes * 60:
             print(f"time budget of {minutes:g} min reached after {len(losses)} batches", file=out)
             break
@@ -76,6 +83,8 @@ def train_model(trainer: EnergyTrainer, train: PairDataset, batches: int, minute
             elapsed = time.perf_counter() - t0
             print(f"  batch {trainer.step_count:5d}  loss {np.mean(hist.loss):.4f}  "
                   f"{elapsed / len(losses):.2f} s/batch  {elapsed:.0f} s", file=out, flush=True)
+        if every > 0 and on_every is not None and trainer.step_count % every == 0:
+            on_every(trainer.step_count)
     seconds = time.perf_counter() - t0
     return TrainingRun(len(losses), seconds, losses[0] if losses else None,
                        float(np.mean(losses[-10:])) if losses else None)
@@ -131,15 +140,23 @@ def deposit_probe(trainer: EnergyTrainer, train: PairDataset, size: int, seed: i
     return lambda inputs: fit.predict(plane_features(trainer, inputs))
 
 
+class SplitScorer:
+    """Scores a predictor on the train sample and the held-out split (each among its own targets)."""
+
+    def __init__(self, train_eval: PairDataset, val: PairDataset) -> None:
+        self.splits = {"train": train_eval, "validation": val}
+        self.bridges = {name: bridge_for(split) for name, split in self.splits.items()}
+
+    def __call__(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, SplitScores]:
+        return {name: score(predict(split.inputs), split, self.bridges[name])
+                for name, split in self.splits.items()}
+
+
 def evaluate_predictors(predictors: dict[str, Callable[[torch.Tensor], torch.Tensor]],
                         train_eval: PairDataset, val: PairDataset) -> dict[str, dict[str, SplitScores]]:
     """Score every predictor on the train sample and the held-out split."""
-    bridges = {"train": bridge_for(train_eval), "validation": bridge_for(val)}
-    rows = {}
-    for name, predict in predictors.items():
-        rows[name] = {split_name: score(predict(split.inputs), split, bridges[split_name])
-                      for split_name, split in (("train", train_eval), ("validation", val))}
-    return rows
+    scorer = SplitScorer(train_eval, val)
+    return {name: scorer(predict) for name, predict in predictors.items()}
 
 
 def format_table(rows: dict[str, dict[str, SplitScores]], target_spread: float, n_val: int) -> str:
@@ -176,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write every figure here too")
     p.add_argument("--probe", type=int, default=0, metavar="N", help="also fit a ridge probe on the "
                    "pooled output planes of N train pairs (where is information lost?)")
+    p.add_argument("--curve", type=int, default=0, metavar="N", help="also score the model on both "
+                   "splits every N batches while it trains (a learning curve; printed and in --json)")
     p.add_argument("--quiet", action="store_true", help="no per-chunk training lines")
     return p
 
@@ -201,7 +220,10 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
 
     out = out or sys.stdout
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.curve < 0:
+        parser.error(f"argument --curve: must be ≥ 0 batches, got {args.curve}")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = _config(args)
@@ -227,7 +249,17 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
     print(f"model: preset {args.preset if not (args.config or args.checkpoint) else 'from file'}, "
           f"loss {cfg.loss}, lr {cfg.learning_rate:g}, batch {cfg.batch_size}; device "
           f"{describe_device(trainer.device)}, {torch.get_num_threads()} torch threads", file=out)
-    run = train_model(trainer, train, batches, args.minutes, not args.quiet, out)
+    curve: list[dict] = []
+    scorer = SplitScorer(train_eval, val)
+
+    def curve_point(step: int) -> None:
+        point = scorer(trainer.predict)
+        v, t = point["validation"], point["train"]
+        print(f"curve: batch {step}: val cosine {v.mean_cosine:.3f}, top-1 {v.top1:.3f}, spread "
+              f"{v.spread:.3f}; train cosine {t.mean_cosine:.3f}, top-1 {t.top1:.3f}", file=out, flush=True)
+        curve.append({"batch": step, **{k: s.to_dict() for k, s in point.items()}})
+
+    run = train_model(trainer, train, batches, args.minutes, not args.quiet, out, args.curve, curve_point)
     if args.save_checkpoint:
         trainer.save_checkpoint(args.save_checkpoint, extra={"provenance": prov.to_dict()})
 
@@ -264,6 +296,7 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
             "training": run.__dict__, "target_spread": target_spread, "ridge": ridge.ridge,
             "rows": {name: {k: s.to_dict() for k, s in by.items()} for name, by in rows.items()},
             "diagnostics": diag, "device": str(trainer.device), "threads": torch.get_num_threads(),
+            "curve": curve,
         }, indent=1) + "\n", encoding="utf-8")
     return 0
 

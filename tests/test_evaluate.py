@@ -139,6 +139,32 @@ def test_evaluate_trains_saves_and_reevaluates_a_checkpoint(tmp_path: Path, caps
         float(F.cosine_similarity(inputs, targets).mean()), abs=0.05)
 
 
+def test_a_learning_curve_scores_on_the_way_without_changing_the_run(tmp_path: Path, capsys) -> None:
+    """``--curve N``: a point every N batches on both splits, the last equal to the final table's
+    row, and the run trains exactly as it does without a curve (scoring draws no random numbers,
+    so readout dropout sees the same masks). Guards against a curve that perturbs what it measures."""
+    g = torch.Generator().manual_seed(1)
+    inputs = F.normalize(torch.randn(60, 384, generator=g), dim=1)
+    targets = F.normalize(inputs + 0.3 * torch.randn(60, 384, generator=g), dim=1)
+    data = tmp_path / "emb.npz"
+    np.savez(data, inputs=inputs.numpy(), targets=targets.numpy())
+    common = ["--data", str(data), "--quiet", "--preset", "tiny", "--batches", "6", "--set",
+              "max_active_flows=400", "--set", "readout_dropout=0.3"]
+    with_curve, without = tmp_path / "c.json", tmp_path / "n.json"
+    assert evaluate_main(common + ["--curve", "2", "--json", str(with_curve)]) == 0
+    assert "curve: batch 4: val cosine" in capsys.readouterr().out
+    assert evaluate_main(common + ["--json", str(without)]) == 0
+    a, b = json.loads(with_curve.read_text()), json.loads(without.read_text())
+    assert [p["batch"] for p in a["curve"]] == [2, 4, 6] and b["curve"] == []
+    row = "energy flow, 6 batches"
+    assert a["rows"][row]["validation"] == b["rows"][row]["validation"] == a["curve"][-1]["validation"]
+    assert a["training"]["last_loss"] == b["training"]["last_loss"]
+    assert a["curve"][0]["validation"] != a["curve"][1]["validation"]  # the model moved between points
+    with pytest.raises(SystemExit):
+        evaluate_main(common + ["--curve", "-1"])
+    assert "--curve" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("readout_init", ["random", "tied"])
 def test_the_deposit_probe_reads_the_pooled_planes_whatever_the_readout(readout_init) -> None:
     """``--probe`` fits a ridge map on what the output mapper's projection reads. The tied
