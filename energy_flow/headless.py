@@ -220,7 +220,8 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
     outcome = _Outcome()
     failure: TrainReport | None = None
     recorded_bytes: list[int] = []
-    trained = {"loss": [], "landed_fraction": []}
+    losses: list[float] = []
+    landed: list[float] = []
     start_step = trainer.step_count
     gate = HealthGate(cfg.to_dict(), opts.health_every, opts.stop_on_failure,
                       lambda line: _write(line, opts.progress, out))
@@ -246,8 +247,8 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
             failure = report
             control.stop(f"non-finite batch {report.step}", EXIT_NONFINITE)
             raise _Stop()
-        trained["loss"].append(report.loss)
-        trained["landed_fraction"].append(fs.landed_fraction)
+        losses.append(report.loss)
+        landed.append(fs.landed_fraction)
         unhealthy = gate.observe(report)
         if context is not None:   # every rank judges its own share; all stop if one fails
             unhealthy = trainer.any_rank(unhealthy)
@@ -293,7 +294,7 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
     summary = {
         "config": cfg.to_dict(), "provenance": prov.to_dict(), "device": str(trainer.device), **processes,
         "steps": trainer.step_count, "seconds": time.perf_counter() - t0,
-        "losses": trained["loss"], "landed_fraction": trained["landed_fraction"],
+        "losses": losses, "landed_fraction": landed,
         "stopped_on_nonfinite": failure.nonfinite if failure else None,
         "health": gate.summary(),
         "stopped_by_health_gate": (gate.stop_line() if stopped is not None

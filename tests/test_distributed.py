@@ -18,6 +18,17 @@ from tests.conftest import unit_rows
 STEPS = 3
 
 
+def batch_figures(report) -> dict:
+    """The figures of a report that describe the whole batch's flows (counts, shares, spreads)."""
+    fs, agg = report.flow_stats, report.telemetry.aggregates
+    return {"placed": fs.initial_flows, "requested": fs.requested, "granted": fs.spawned,
+            "denied": fs.denied, "landed": fs.landed, "faded": fs.faded, "timed_out": fs.timed_out,
+            "landed_fraction": fs.landed_fraction, "total_flows": report.telemetry.total_flows,
+            "step_requested": agg.spawn_requested.tolist(), "step_granted": agg.spawn_granted.tolist(),
+            "active": agg.active.tolist(), "coverage": agg.coverage.tolist(),
+            "deposited": agg.deposited_energy.tolist(), "output_spread": report.output_spread}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -38,9 +49,10 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
     try:
         trainer = distributed.DistributedTrainer(build_model(config), config, context)
         x, y = data()
+        reports = []
         history = trainer.run_steps(x, y, BatchSampler(12, config.batch_size, config.seed), STEPS,
-                                    progress=False)
-        torch.save({"loss": history.loss,
+                                    progress=False, on_report=reports.append)
+        torch.save({"loss": history.loss, "figures": [batch_figures(r) for r in reports],
                     "weights": {n: p.detach() for n, p in trainer.processor.named_parameters()}},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -59,10 +71,21 @@ def test_two_gloo_ranks_match_one_process_on_the_same_global_batches(tmp_path):
     config = create_tiny_config(device="cpu", grad_accumulation_steps=2)
     trainer = EnergyTrainer(build_model(config), config)
     x, y = data()
-    history = trainer.run_steps(x, y, BatchSampler(12, config.batch_size, config.seed), STEPS, progress=False)
+    reports = []
+    history = trainer.run_steps(x, y, BatchSampler(12, config.batch_size, config.seed), STEPS, progress=False,
+                                on_report=reports.append)
+    one = [batch_figures(r) for r in reports]
 
     for r in ranks:
         np.testing.assert_allclose(r["loss"], history.loss, rtol=1e-5)
+        # Every rank reports the whole global batch's figures, as the one process with two
+        # micro-batches does — not its own share (issue 27: no figure mixes sources).
+        for got, want in zip(r["figures"], one):
+            assert set(got) == set(want)
+            for key in want:
+                np.testing.assert_allclose(np.asarray(got[key], float), np.asarray(want[key], float),
+                                           rtol=1e-4, atol=1e-5, err_msg=key)
+            assert got["granted"] <= got["requested"] and got["placed"] == 4 * 36
         for name, p in trainer.processor.named_parameters():
             torch.testing.assert_close(r["weights"][name], p.detach(), rtol=1e-4, atol=1e-6, msg=name)
     for name in ranks[0]["weights"]:  # the ranks agree exactly with each other

@@ -28,6 +28,7 @@ from app.snapshot import Snapshot
 from energy_flow.diagnostics.thresholds import THRESHOLDS
 from energy_flow.trace.telemetry import SATURATION_MARGIN, SATURATION_NAMES
 from energy_flow.trace.training_signals import MODULES
+from energy_flow.trace.figures import BATCH, BatchFigure
 
 MODULE_COLORS = {"input_mapper": (110, 170, 255), "neuron": (255, 200, 80), "carrier": (61, 220, 132),
                  "output_mapper": (255, 110, 180)}
@@ -67,8 +68,8 @@ def _finite_positive(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return x[keep], y[keep]
 
 
-def _modules(hist: dict[str, np.ndarray], name: str, n: int) -> np.ndarray:
-    values = np.asarray(hist.get(name, np.zeros((0, len(MODULES)))), dtype=np.float64)
+def _modules(hist: dict[str, np.ndarray], figure: BatchFigure, n: int) -> np.ndarray:
+    values = np.asarray(hist.get(figure.key, np.zeros((0, len(MODULES)))), dtype=np.float64)
     return values.reshape(-1, len(MODULES))[:n] if values.size else np.full((n, len(MODULES)), np.nan)
 
 
@@ -126,21 +127,21 @@ class DiagnosticsPanel(SnapshotPanel):
         """New batch: redraw the per-batch series and the shown batch's saturation."""
         self._snapshot = snapshot
         hist = snapshot.history
-        x = np.asarray(hist.get("step", np.zeros(0)), dtype=np.float64)
+        x = np.asarray(hist.get(BATCH.step.key, np.zeros(0)), dtype=np.float64)
         n = x.shape[0]
-        grads = _modules(hist, "grad_norms", n)
+        grads = _modules(hist, BATCH.grad_norms, n)
         for k, m in enumerate(MODULES):
             self.grad_curves[m].setData(*_finite_positive(x, grads[:, k]))
-        total = np.asarray(hist.get("grad_norm", np.full(n, np.nan)), dtype=np.float64)[:n]
+        total = np.asarray(hist.get(BATCH.grad_norm.key, np.full(n, np.nan)), dtype=np.float64)[:n]
         self.total_curve.setData(*_finite_positive(x, total))
-        clip = np.asarray(hist.get("grad_clip", np.full(n, np.nan)), dtype=np.float64)[:n]
+        clip = np.asarray(hist.get(BATCH.grad_clip.key, np.full(n, np.nan)), dtype=np.float64)[:n]
         clip_now = float(clip[-1]) if n and np.isfinite(clip[-1]) and clip[-1] > 0 else None
         self.clip_line.setVisible(clip_now is not None)
         if clip_now is not None:
             self.clip_line.setValue(np.log10(clip_now))
         self.grad_plot.setTitle(self._grad_title(grads, total, clip_now), size=TITLE_SIZE)
 
-        ratios = _modules(hist, "update_ratios", n)
+        ratios = _modules(hist, BATCH.update_ratios, n)
         for k, m in enumerate(MODULES):
             self.update_curves[m].setData(*_finite_positive(x, ratios[:, k]))
         last = ratios[-1] if n else np.full(len(MODULES), np.nan)
@@ -149,8 +150,8 @@ class DiagnosticsPanel(SnapshotPanel):
             f"‖Δθ‖/‖θ‖ per module · largest {np.nanmax(last):.0e}",
             size=TITLE_SIZE)
 
-        out = np.asarray(hist.get("output_spread", np.full(n, np.nan)), dtype=np.float64)[:n]
-        tgt = np.asarray(hist.get("target_spread", np.full(n, np.nan)), dtype=np.float64)[:n]
+        out = np.asarray(hist.get(BATCH.output_spread.key, np.full(n, np.nan)), dtype=np.float64)[:n]
+        tgt = np.asarray(hist.get(BATCH.target_spread.key, np.full(n, np.nan)), dtype=np.float64)[:n]
         for curve, y in ((self.output_spread_curve, out), (self.target_spread_curve, tgt)):
             keep = np.isfinite(x) & np.isfinite(y)
             curve.setData(x[keep], y[keep])

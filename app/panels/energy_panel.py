@@ -16,12 +16,14 @@ from PyQt6.QtWidgets import QWidget
 from app.colormaps import ENERGY_LUT, ENERGY_RANGE, TITLE_SIZE, energy_range_of, qcolor
 from app.panels.base import SnapshotPanel
 from app.panels.series import set_title
-from app.snapshot import Snapshot
+from app.snapshot import Snapshot, batch_axis
+from energy_flow.trace.figures import BATCH
 
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
 HIST_COLOR = qcolor(tuple(ENERGY_LUT[170]))
 BAND_COLOR = qcolor(tuple(ENERGY_LUT[150]))
 INPUT_RANGE_BRUSH = (90, 160, 255, 45)
+PLANE_PENS = ((255, 150, 80), (110, 190, 255), (180, 255, 140))
 
 
 def add_percentile_bands(plot: pg.PlotItem, color: tuple[int, ...]) -> dict[str, pg.PlotDataItem]:
@@ -82,6 +84,14 @@ class EnergyPanel(SnapshotPanel):
         self.step_line = pg.InfiniteLine(angle=90, movable=False, pen=STEP_LINE_PEN)
         self.band_plot.addItem(self.step_line)
 
+        # Over the run: the deposit_share figure (energy deposited on each plane / energy placed).
+        self.share_plot = self.graphics.addPlot(row=2, col=0)
+        set_title(self.share_plot, "placed energy deposited, per output plane, over the run")
+        self.share_plot.setLabel("bottom", "batch")
+        self.share_plot.setLabel("left", "share")
+        self.share_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
+        self.share_curves: list[pg.PlotDataItem] = []
+
     def set_snapshot(self, snapshot: Snapshot) -> None:
         """New batch: percentile bands and input range; the histogram follows the step."""
         self._snapshot = snapshot
@@ -94,7 +104,23 @@ class EnergyPanel(SnapshotPanel):
         steps = np.arange(agg.num_steps + 1, dtype=np.float64)
         set_percentile_bands(self.band_curves, steps, agg.energy_percentiles)
         self.band_plot.setXRange(0, max(agg.num_steps, 1), padding=0.02)
+        self._set_deposit_share(snapshot, tel.plane_z)
         self._show_page(agg.num_steps)
+
+    def _set_deposit_share(self, snapshot: Snapshot, plane_z: tuple[float, ...]) -> None:
+        """One curve per output plane (kept apart, never summed); NaN batches are left out."""
+        x, label = batch_axis(snapshot.history)
+        share = np.asarray(snapshot.history.get(BATCH.deposit_share.key, np.zeros((0, 0))), dtype=np.float64)
+        if len(self.share_curves) != len(plane_z):
+            self.share_plot.clear()
+            self.share_plot.legend.clear()
+            self.share_curves = [self.share_plot.plot(pen=pg.mkPen(PLANE_PENS[i % len(PLANE_PENS)], width=1),
+                                                      name=f"plane z = {z:+g}") for i, z in enumerate(plane_z)]
+        self.share_plot.setLabel("bottom", label)
+        for i, curve in enumerate(self.share_curves):
+            y = share[:, i] if share.ndim == 2 and share.shape[1] > i else np.zeros(0)
+            keep = np.isfinite(y) & np.isfinite(x[:y.size])
+            curve.setData(x[:y.size][keep], y[keep])
 
     def _show_step(self, step: int) -> None:
         tel = self._snapshot.telemetry

@@ -13,6 +13,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import QObject, pyqtSignal
 
+from energy_flow.trace.figures import BATCH
 from app.panels.training_panel import TrainingPanel, debiased_ema
 from app.sources.references import ReferenceRun, load_reference
 
@@ -125,7 +126,7 @@ class ComparisonSet(QObject):
         plot = self._panel.loss_plot
         if plot.legend is None:
             legend = plot.addLegend(offset=(-4, -4), labelTextSize="7pt", verSpacing=-6)
-            legend.addItem(self._panel.smooth_curves["loss"], "this run")
+            legend.addItem(self._panel.smooth_curves[BATCH.loss.key], "this run")
         return plot.legend
 
     def close_all(self) -> None:

@@ -19,6 +19,10 @@ from app.colormaps import SPAWN_SERIES_COLORS, TITLE_SIZE
 from app.panels.base import SnapshotPanel
 from app.panels.series import set_series, set_title
 from app.snapshot import Snapshot, batch_axis
+from energy_flow.trace.figures import BATCH
+
+#: The per-batch spawn figures the run's curves draw, by curve name.
+HISTORY_FIGURES = {"requested": BATCH.spawn_requested, "granted": BATCH.spawn_granted, "denied": BATCH.spawn_denied}
 
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
 
@@ -84,9 +88,10 @@ class SpawnPanel(SnapshotPanel):
         hist = snapshot.history
         x, x_label = batch_axis(hist)
         self.history_plot.setLabel("bottom", x_label)
-        placed = np.asarray(hist.get("placed", np.zeros(0)), dtype=np.float64)
+        placed = np.asarray(hist.get(BATCH.placed.key, np.zeros(0)), dtype=np.float64)
         for name, curve in self.history_curves.items():
-            y = per_placed_flow(np.asarray(hist.get(f"spawn_{name}", np.zeros(0)), dtype=np.float64), placed)
+            figure = HISTORY_FIGURES[name]
+            y = per_placed_flow(np.asarray(hist.get(figure.key, np.zeros(0)), dtype=np.float64), placed)
             keep = np.isfinite(y)
             set_series(curve, x[keep], y[keep])
         self._show_page(agg.num_steps)

@@ -18,9 +18,10 @@ from PyQt6.QtWidgets import (QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVB
 from app.panels.base import SnapshotPanel
 from app.panels.series import set_series, set_title
 from app.snapshot import Snapshot, batch_axis
+from energy_flow.trace.figures import BATCH
 
-LOSS_SERIES = (("loss", "total", (240, 240, 240)), ("mse", "MSE", (110, 170, 255)),
-               ("cosine_loss", "1−cos", (255, 150, 80)))
+LOSS_SERIES = ((BATCH.loss.key, "total", (240, 240, 240)), (BATCH.mse.key, "MSE", (110, 170, 255)),
+               (BATCH.cosine_loss.key, "1−cos", (255, 150, 80)))
 RAW_ALPHA = 70
 DEFAULT_SMOOTHING = 0.6
 #: Largest growth factor w^-L inside one EMA block; keeps the blockwise sums well conditioned.
@@ -127,13 +128,13 @@ class TrainingPanel(SnapshotPanel):
         hist = snapshot.history
         x, x_label = batch_axis(hist)
         self.speed_plot.setLabel("bottom", x_label)
-        for curve, key in ((self.lr_curve, "learning_rate"), (self.landed_curve, "landed_fraction"),
-                           (self.speed_curve, "batches_per_second")):
-            y = hist.get(key, np.zeros(0))
-            keep = np.isfinite(y) & (y > 0) if key == "learning_rate" else np.isfinite(y)
+        for curve, figure in ((self.lr_curve, BATCH.learning_rate), (self.landed_curve, BATCH.landed_fraction),
+                              (self.speed_curve, BATCH.batches_per_second)):
+            y = hist.get(figure.key, np.zeros(0))
+            keep = np.isfinite(y) & (y > 0) if figure is BATCH.learning_rate else np.isfinite(y)
             keep &= np.isfinite(x)
             set_series(curve, x[keep], y[keep])
-            if key == "learning_rate" and keep.any():
+            if figure is BATCH.learning_rate and keep.any():
                 # A constant rate spans no decade; give the log axis a factor of 3 either side.
                 lo, hi = float(y[keep].min()), float(y[keep].max())
                 self.lr_plot.setYRange(math.log10(lo / 3), math.log10(hi * 3), padding=0)
@@ -145,7 +146,7 @@ class TrainingPanel(SnapshotPanel):
         self._stack.setCurrentWidget(self._page)
         if len(x):
             which = "batch" if x_label == "batch" else "recording batch"
-            if np.isfinite(hist["loss"][-1]):
+            if np.isfinite(hist[BATCH.loss.key][-1]):
                 # The legend is the title's second line, in the curves' colours: a legend box
                 # inside the plot covered the curves.
                 values = " · ".join(f"<span style='color:rgb{color}'>━ {label} {hist[key][-1]:.3g}</span>"
@@ -153,11 +154,11 @@ class TrainingPanel(SnapshotPanel):
                 set_title(self.loss_plot, f"loss at {which} {int(x[-1])}<br>{values}")
             else:   # e.g. a FlowRecorder batch of a model run without a training step
                 set_title(self.loss_plot, f"loss: {which} {int(x[-1])} has no training step recorded")
-            rate = hist["batches_per_second"][-1]
+            rate = hist[BATCH.batches_per_second.key][-1]
             # Recordings keep no training speed (NaN): say nothing rather than "nan batches/s".
             speed = f" · {rate:.2f} batch/s" if np.isfinite(rate) else ""
-            set_title(self.lr_plot, f"lr {hist['learning_rate'][-1]:.3g} · landed "
-                                    f"{hist['landed_fraction'][-1]:.1%}{speed}")
+            set_title(self.lr_plot, f"lr {hist[BATCH.learning_rate.key][-1]:.3g} · landed "
+                                    f"{hist[BATCH.landed_fraction.key][-1]:.1%}{speed}")
 
     @property
     def smoothing(self) -> float:

@@ -22,7 +22,8 @@ import numpy as np
 
 from energy_flow.diagnostics import HealthReport
 from energy_flow.diagnostics.sources import assess_recording_batch
-from energy_flow.trace.recording import open_recording
+from energy_flow.trace.figures import BATCH
+from energy_flow.trace.recording import open_recording, recorded_series
 
 #: Config keys not compared (they say where a run ran, not what it is).
 IGNORED_CONFIG_KEYS = frozenset({"device"})
@@ -48,12 +49,12 @@ def load_reference(path: str | Path) -> ReferenceRun:
     """Read a recording as a reference; raises RecordingError/OSError naming the file."""
     with open_recording(path) as rec:
         n = rec.num_batches
-        steps = rec.batch_column("step").astype(np.float64)
-        x = steps if n and (steps >= 0).all() else np.arange(1, n + 1, dtype=np.float64)
+        steps = recorded_series(rec, BATCH.step)
+        x = steps if n and np.isfinite(steps).all() else np.arange(1, n + 1, dtype=np.float64)
         health = assess_recording_batch(rec, n - 1) if n else None
         return ReferenceRun(path=Path(rec.path), name=Path(rec.path).stem, x=x,
-                            loss=rec.batch_column("loss").astype(np.float64),
-                            landed_fraction=rec.batch_column("landed_fraction").astype(np.float64),
+                            loss=recorded_series(rec, BATCH.loss).astype(np.float64),
+                            landed_fraction=recorded_series(rec, BATCH.landed_fraction).astype(np.float64),
                             config=dict(rec.config), health=health, num_batches=n)
 
 

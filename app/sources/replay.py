@@ -15,16 +15,15 @@ Why it is built this way:
 * **Read-only.** Only :func:`~energy_flow.trace.recording.open_recording` is used, which opens
   the file read-only (SWMR reader), so a live writer can keep appending while we follow it.
 
-History: per-batch scalars (step, loss, mse, cosine_loss, learning_rate, landed_fraction) come
-from the recording's ``batches/*`` columns via :meth:`Recording.batch_column`, and spawn totals
-per batch from the per-step ``steps/spawn_*`` series summed per batch
-(:meth:`Recording.step_totals`): one small read per series, repeated only when the batch count
-changes, so "spawns per batch over the run" is complete at any batch, not only for the batches
-viewed. Batches per second is not recorded at all: that series is all NaN, never an invented rate.
-The training signals of the diagnostics panel (``TRAINING_SIGNAL_SERIES``: gradient norms,
-clip level, update ratios, output/target spread) are batch columns of schema 2; a version-1
-file lacks them, so they are NaN there (the panel then says "not recorded").
-A batch whose training step is unknown (``-1`` in the file) has NaN as its step.
+History: every per-batch figure the live run keeps (``history=True`` in
+:data:`energy_flow.trace.figures.BATCH`) is rebuilt from the file by its declaration
+(:func:`energy_flow.trace.recording.recorded_series`): a recorded figure from its
+``batches/*`` column, a spawn total or the placed count from the per-step series (one small read
+per series, repeated only when the batch count changes, so "spawns per batch over the run" is
+complete at any batch), a figure the file does not hold — batches per second, which is never
+recorded, or a training signal a version-1 file lacks — as NaN, never an invented value (the
+panels then say "not recorded"). A batch whose training step is unknown (``-1`` in the file)
+has NaN as its step.
 """
 
 from __future__ import annotations
@@ -37,11 +36,11 @@ from pathlib import Path
 import numpy as np
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal, pyqtSlot
 
-from app.snapshot import PER_MODULE_SERIES, TRAINING_SIGNAL_SERIES, Snapshot
+from app.snapshot import Snapshot
 from energy_flow.diagnostics.sources import assess_recording_batch
-from energy_flow.trace.recording import Recording, RecordingError, open_recording
+from energy_flow.trace.figures import BATCH, history_figures
+from energy_flow.trace.recording import Recording, RecordingError, open_recording, recorded_series
 from energy_flow.trace.telemetry import BatchTelemetry
-from energy_flow.trace.training_signals import MODULES
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +48,6 @@ log = logging.getLogger(__name__)
 CACHE_BATCHES = 4
 #: How often "follow latest" looks for batches a live writer appended.
 FOLLOW_INTERVAL_MS = 1000
-#: Batch columns copied into ``Snapshot.history`` (the names RunHistory uses).
-HISTORY_COLUMNS = ("step", "loss", "mse", "cosine_loss", "learning_rate", "landed_fraction")
-#: RunHistory series summed per batch from the recording's per-step series of the same name.
-SPAWN_SERIES = ("spawn_requested", "spawn_granted", "spawn_denied")
 
 
 def _frozen(values: np.ndarray) -> np.ndarray:
@@ -188,8 +183,8 @@ class ReplaySource(QObject):
         i = self._normalise(rec, index)
         telemetry = self._telemetry(rec, i)
         n = rec.num_batches
-        step = int(self._columns["step"][i])
-        step_text = "unknown" if step < 0 else str(step)
+        step = self._columns[BATCH.step.key][i]
+        step_text = "unknown" if not np.isfinite(step) else str(int(step))
         return Snapshot(telemetry=telemetry, history=self._history(i), report=None,
                         source=str(rec.path), report_fields=rec.report_fields(i),
                         health=assess_recording_batch(rec, i, telemetry),
@@ -240,30 +235,11 @@ class ReplaySource(QObject):
 
     @staticmethod
     def _read_columns(rec: Recording) -> dict[str, np.ndarray]:
-        columns = {name: rec.batch_column(name) for name in HISTORY_COLUMNS}
-        columns.update({name: rec.step_totals(name) for name in SPAWN_SERIES})
-        columns["placed"] = rec.step_starts("active")
-        for name in TRAINING_SIGNAL_SERIES:
-            try:
-                columns[name] = rec.batch_column(name)
-            except KeyError:        # a version-1 recording: not recorded
-                width = (len(MODULES),) if name in PER_MODULE_SERIES else ()
-                columns[name] = np.full((rec.num_batches, *width), np.nan)
-        return columns
+        return {f.key: recorded_series(rec, f) for f in history_figures()}
 
     def _history(self, i: int) -> dict[str, np.ndarray]:
         """RunHistory-shaped arrays for batches 0…i (see the module docstring for the sources)."""
-        n = i + 1
-        out: dict[str, np.ndarray] = {}
-        for name in HISTORY_COLUMNS + SPAWN_SERIES + ("placed",):
-            values = np.asarray(self._columns[name][:n], dtype=np.float64)
-            if name == "step":
-                values = np.where(values < 0, np.nan, values)
-            out[name] = _frozen(values)
-        out["batches_per_second"] = _frozen(np.full(n, np.nan))
-        for name in TRAINING_SIGNAL_SERIES:
-            out[name] = _frozen(self._columns[name][:n])
-        return out
+        return {key: _frozen(values[:i + 1]) for key, values in self._columns.items()}
 
     # ------------------------------------------------------------------ following a live run
     @pyqtSlot(bool)

@@ -24,7 +24,8 @@ from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QF
 
 from app.snapshot import Snapshot
 from energy_flow.atomic import write_bytes_atomic
-from energy_flow.trace.recording import REPORT_FIELDS, export_snapshot, report_fields_from
+from energy_flow.trace.figures import recorded_batch_figures
+from energy_flow.trace.recording import export_snapshot, report_fields_from
 from energy_flow.trace.training_signals import MODULES
 from energy_flow.training.report import TrainReport
 
@@ -50,18 +51,19 @@ def _report_fields_from_snapshot(snapshot: Snapshot) -> dict[str, Any]:
     if snapshot.report_fields is not None:
         return dict(snapshot.report_fields)
     fields: dict[str, Any] = {}
-    for name in REPORT_FIELDS:
-        series = snapshot.history.get(name)
-        if series is None or series.shape[0] == 0:
+    for figure in recorded_batch_figures():
+        series = snapshot.history.get(figure.key)
+        if not figure.history or series is None or series.shape[0] == 0:
             continue
         last = np.asarray(series[-1], dtype=np.float64)
-        if last.ndim == 1:              # per-module values ([len(MODULES)] row), NaN = unknown
+        if figure.trailing:             # per-module or per-plane values, NaN = unknown
             if np.isfinite(last).any():
-                fields[name] = {m: float(v) for m, v in zip(MODULES, last)}
+                fields[figure.key] = (dict(zip(MODULES, map(float, last))) if figure.trailing == "M"
+                                      else tuple(float(v) for v in last))
             continue
         if not math.isfinite(float(last)):
             continue
-        fields[name] = int(last) if name == "step" else float(last)
+        fields[figure.key] = int(last) if np.dtype(figure.dtype).kind == "i" else float(last)
     return fields
 
 

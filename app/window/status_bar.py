@@ -14,6 +14,7 @@ from PyQt6.QtCore import QObject, QTimer
 from PyQt6.QtWidgets import QLabel, QStatusBar, QWidget
 
 from app.snapshot import Snapshot
+from energy_flow.trace.figures import BATCH
 from app.window.icons import RECORD_COLOR
 
 #: The status bar shows the batch's phase at most this often (ms).
@@ -114,7 +115,7 @@ class RunStatusBar(QObject):
         s["active"].setText(f"active flows: {int(agg.active[min(step, agg.active.shape[0] - 1)])}")
         # A replayed batch has no report (and recordings keep no training speed): say so.
         s["loss"].setText(f"loss {snap.report.loss:.4f}" if snap.report is not None else "loss –")
-        rates = snap.history.get("batches_per_second")
+        rates = snap.history.get(BATCH.batches_per_second.key)
         recent = np.asarray(rates[-10:] if rates is not None else [], dtype=np.float64)
         recent = recent[np.isfinite(recent) & (recent > 0)]
         # Harmonic mean of the last 10 batches: batches over the time they took.

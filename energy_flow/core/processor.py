@@ -41,6 +41,7 @@ from energy_flow.core.neuron import SimpleNeuron
 from energy_flow.core.spawning import child_keys, requested_children, sample_keys
 from energy_flow.core.tracing import StepTracer
 from energy_flow.memory_estimate import RECOMPUTE_CHUNK_ROWS  # rows per recomputed carrier call
+from energy_flow.trace.batch_trace import BatchTrace
 from energy_flow.trace.telemetry import (REASON_ACTIVE, REASON_FADED, REASON_LANDED,
                                          REASON_TIMED_OUT, BatchTelemetry, FlowStats)
 
@@ -48,8 +49,15 @@ from energy_flow.trace.telemetry import (REASON_ACTIVE, REASON_FADED, REASON_LAN
 @dataclass
 class PropagationResult:
     outputs: torch.Tensor               # [B, D] output embeddings (in the autograd graph)
-    flow_stats: FlowStats
-    telemetry: BatchTelemetry | None
+    trace: BatchTrace                   # this forward pass's measured figures, on the host
+
+    @property
+    def flow_stats(self) -> FlowStats:
+        return self.trace.flow_stats()
+
+    @property
+    def telemetry(self) -> BatchTelemetry | None:
+        return self.trace.telemetry()
 
 
 class FlowProcessor(nn.Module):
@@ -71,6 +79,10 @@ class FlowProcessor(nn.Module):
         if config.readout_init == "tied":
             self.output_mapper.tie_to(self.input_mapper)
         self.trace_enabled = config.trace_enabled
+        #: Forward passes the trainer merges into one batch (micro-batches × ranks); with more
+        #: than one the tracer keeps the values percentiles are taken over, so the batch's
+        #: percentiles are recomputed exactly from all of them.
+        self.batch_parts = 1
         k = config.max_spawn_per_step
         angles = torch.arange(max(k, 1), dtype=torch.float32) * (2 * math.pi / max(k, 1)) + math.pi / 4
         # Children start half a step away from their parent, each in its own direction, so
@@ -90,7 +102,8 @@ class FlowProcessor(nn.Module):
         energy0, cell_parts = energy0.float(), cell_parts.float()  # flow state is float32 even under autocast
         state = self.lattice.place(energy0, cell_parts, (c.carrier_num_layers, c.carrier_hidden_size),
                                    traced_samples=0, sample_keys=sample_keys(embeddings))
-        tracer = StepTracer(c, self.lattice, batch, detailed=self.trace_enabled, device=device)
+        tracer = StepTracer(c, self.lattice, batch, detailed=self.trace_enabled, device=device,
+                            keep_values=self.batch_parts > 1)
         state.traced = state.alive & (state.sample < tracer.traced_samples)
         collector = OutputCollector(self.lattice, batch, c.energy_dim, device, energy0.dtype)
         field = cell_parts.reshape(-1, c.energy_dim)  # [B·H·W, E]: the cell's part, per sample
@@ -99,8 +112,7 @@ class FlowProcessor(nn.Module):
         state = self._propagate(state, field, collector, tracer)
         payload, energy = collector.surfaces()
         outputs = self.output_mapper(payload, energy)
-        stats, telemetry = tracer.finish(collector, state.next_id)
-        return PropagationResult(outputs=outputs, flow_stats=stats, telemetry=telemetry)
+        return PropagationResult(outputs=outputs, trace=tracer.finish(collector, state.next_id))
 
     # ------------------------------------------------------------------ the step loop
     def _propagate(self, state: FlowState, field: torch.Tensor, collector: OutputCollector,

@@ -1,9 +1,11 @@
 """Per-step telemetry, computed on the model's device over all flows.
 
-Every step appends one fixed-length row of statistics (a device tensor) and, for the traced
-flows, their points. Nothing leaves the device until :meth:`StepTracer.finish`, which
-concatenates everything into one float64 buffer and copies it to the host in a single
-transfer, then unpacks it into the read-only dataclasses of :mod:`energy_flow.trace.telemetry`.
+Every step measures the step figures declared in :data:`energy_flow.trace.figures.STEP` and
+packs them into one row (a device tensor) by the declarations' layout; the traced flows add
+their points. Nothing leaves the device until :meth:`StepTracer.finish`, which concatenates
+everything into one float64 buffer, copies it to the host in a single transfer and unpacks it
+by the same layout into a :class:`~energy_flow.trace.batch_trace.BatchTrace` — from which the
+trainer derives the batch's flow statistics and telemetry after merging micro-batches and ranks.
 
 Counts (active, spawns, terminations, coverage) are always kept: the trainer's flow statistics
 come from them. The heavier parts — energy histograms, percentiles, displacement ranges, the
@@ -13,6 +15,8 @@ sample — are only computed when tracing is on.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -20,15 +24,16 @@ from energy_flow.config import EnergyConfig
 from energy_flow.core.carrier import CarrierOutput
 from energy_flow.core.collection import OutputCollector
 from energy_flow.core.lattice import EnergyLattice, FlowState
+from energy_flow.trace.batch_trace import BatchTrace, StepValues
+from energy_flow.trace.figures import STEP, Dims, RowLayout, step_figures
 from energy_flow.trace.telemetry import (PERCENTILES, REASON_ACTIVE, REASON_FADED, REASON_LANDED,
                                          REASON_TIMED_OUT, SATURATION_MARGIN, SATURATION_NAMES,
-                                         STILL_EPSILON, BatchTelemetry, FlowSample, FlowStats,
-                                         StepAggregates)
+                                         STILL_EPSILON, FlowSample)
 
 
 class StepTracer:
     def __init__(self, config: EnergyConfig, lattice: EnergyLattice, batch: int, detailed: bool,
-                 device: torch.device):
+                 device: torch.device, keep_values: bool = False):
         self.config = config
         self.lattice = lattice
         self.batch = batch
@@ -39,38 +44,63 @@ class StepTracer:
         self.q = torch.tensor([p / 100.0 for p in PERCENTILES], device=device)
         cells = lattice.width * lattice.height
         self.traced_samples = max(1, min(batch, config.trace_max_flows // cells)) if detailed else 0
+        dims = Dims(planes=self.planes, bins=self.bins, height=lattice.height, width=lattice.width)
+        self.layout = RowLayout(step_figures(detailed), dims)
         self._rows: list[torch.Tensor] = []
         self._meta: list[torch.Tensor] = []    # [k, 4]: flow id, parent id, sample, birth step
         self._points: list[torch.Tensor] = []  # [k, 7]: flow id, step, x, y, z, energy, reason
         self._input_energy: torch.Tensor | None = None
+        # Per step, the energies and displacements the percentiles are taken over: kept only when
+        # the batch has several parts, whose percentiles must be recomputed from pooled values.
+        self.keep_values = keep_values and detailed
+        self._energies: list[torch.Tensor] = []
+        self._deltas: list[torch.Tensor] = []
 
-    # ------------------------------------------------------------------ recording
+    # ------------------------------------------------------------------ measurement
     def _counts(self, active: torch.Tensor, requested, granted, landed, faded, timed_out,
-                collector: OutputCollector, active_energy: torch.Tensor) -> torch.Tensor:
-        reached = collector.reached().float().mean(dim=(0, 2))               # [P]
+                collector: OutputCollector, active_energy: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The always-measured step figures (declared in :data:`energy_flow.trace.figures.STEP`)."""
         deposited = collector.energy.detach().view(self.batch, self.planes, -1).sum(dim=(0, 2))
-        scalars = torch.stack([active, requested, granted, requested - granted, faded, timed_out,
-                               active_energy]).to(torch.float64)
-        return torch.cat([scalars, landed.to(torch.float64), reached.to(torch.float64),
-                          deposited.to(torch.float64)])
+        return {STEP.active.key: active, STEP.spawn_requested.key: requested,
+                STEP.spawn_granted.key: granted, STEP.spawn_denied.key: requested - granted,
+                STEP.faded.key: faded, STEP.timed_out.key: timed_out,
+                STEP.active_energy.key: active_energy, STEP.landed.key: landed,
+                STEP.coverage.key: collector.reached().float().mean(dim=(0, 2)),
+                STEP.deposited_energy.key: deposited}
 
     def _details(self, energy: torch.Tensor, delta: torch.Tensor | None, clamped: torch.Tensor | None,
                  moved: torch.Tensor | None, out: CarrierOutput | None,
-                 collector: OutputCollector) -> torch.Tensor:
+                 collector: OutputCollector) -> dict[str, torch.Tensor]:
+        """The step figures measured only with tracing on."""
         e = energy.detach().float()
-        hist = torch.histc(e, bins=self.bins, min=0.0, max=1.0)
-        e_pct = torch.quantile(e, self.q)
-        plane = collector.energy.detach().view(self.batch, self.planes, -1).sum(0).reshape(-1)
-        if delta is None:
-            nan = torch.full((3 + 3 + 3 * len(PERCENTILES) + 1 + 1 + len(SATURATION_NAMES),),
-                             float("nan"), device=e.device)
-            return torch.cat([hist, e_pct, nan, plane.float()]).to(torch.float64)
+        nan3 = torch.full((3,), float("nan"), device=e.device)
+        if self.keep_values:
+            self._energies.append(e)
+            self._deltas.append(delta.detach().float() if delta is not None else e.new_zeros((0, 3)))
+        values = {STEP.energy_hist.key: torch.histc(e, bins=self.bins, min=0.0, max=1.0),
+                  STEP.energy_percentiles.key: torch.quantile(e, self.q),
+                  STEP.plane_energy_steps.key: collector.energy.detach().view(self.batch, self.planes, -1).sum(0)}
+        if delta is None:   # the placement row: nothing has moved yet
+            nan = torch.tensor(float("nan"), device=e.device)
+            values.update({STEP.delta_min.key: nan3, STEP.delta_max.key: nan3,
+                           STEP.delta_percentiles.key: torch.full((3, len(PERCENTILES)), float("nan"),
+                                                                  device=e.device),
+                           STEP.clamp_fraction.key: nan, STEP.still_fraction.key: nan,
+                           STEP.saturation.key: torch.full((len(SATURATION_NAMES),), float("nan"),
+                                                           device=e.device)})
+            return values
         d = delta.detach().float()
-        d_pct = torch.quantile(d, self.q, dim=0).T.reshape(-1)  # [3·len(PERCENTILES)] axis-major
-        still = (moved.detach().abs().amax(dim=1) < STILL_EPSILON).float().mean().reshape(1)
-        return torch.cat([hist, e_pct, d.min(dim=0).values, d.max(dim=0).values, d_pct,
-                          clamped.float().mean().reshape(1), still, self._saturation(out),
-                          plane.float()]).to(torch.float64)
+        values.update({
+            STEP.delta_min.key: d.min(dim=0).values, STEP.delta_max.key: d.max(dim=0).values,
+            STEP.delta_percentiles.key: torch.quantile(d, self.q, dim=0).T,   # [3, K] axis-major
+            STEP.clamp_fraction.key: clamped.float().mean(),
+            STEP.still_fraction.key: (moved.detach().abs().amax(dim=1) < STILL_EPSILON).float().mean(),
+            STEP.saturation.key: self._saturation(out),
+        })
+        return values
+
+    def _row(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([v.to(torch.float64) for v in self.layout.parts(values)])
 
     def _saturation(self, out: CarrierOutput) -> torch.Tensor:
         """[5] shares of head outputs pinned at their limits (columns SATURATION_NAMES)."""
@@ -98,18 +128,18 @@ class StepTracer:
         # masked reductions, not ``energy[alive]``: a boolean index would wait for the device
         self._input_energy = torch.stack([energy.masked_fill(~state.alive, float("inf")).min(),
                                           energy.masked_fill(~state.alive, float("-inf")).max()])
-        row = self._counts(n0, zero, zero, torch.zeros(self.planes, device=self.device, dtype=torch.long),
-                           zero, zero, collector, (energy * state.alive).sum())
+        values = self._counts(n0, zero, zero, torch.zeros(self.planes, device=self.device, dtype=torch.long),
+                              zero, zero, collector, (energy * state.alive).sum())
         if self.detailed:
             e0 = energy[state.alive]
-            row = torch.cat([row, self._details(e0, None, None, None, None, collector)])
+            values.update(self._details(e0, None, None, None, None, collector))
             traced = torch.nonzero(state.traced).squeeze(1)
             self._meta.append(torch.stack([state.flow_id[traced], state.parent_id[traced],
                                            state.sample[traced], state.birth_step[traced]], 1).double())
             self._points.append(self._point_rows(state.flow_id[traced], 0, state.pos[traced],
                                                  state.energy[traced],
                                                  torch.full_like(traced, REASON_ACTIVE)))
-        self._rows.append(row)
+        self._rows.append(self._row(values))
 
     def _point_rows(self, ids, step: int, pos, energy, reason) -> torch.Tensor:
         step_col = torch.full_like(ids, step)
@@ -138,9 +168,9 @@ class StepTracer:
         timed_out = (reason == REASON_TIMED_OUT).sum()
         active = state.alive.sum()
         active_energy = (state.energy.detach() * state.alive).sum()
-        row = self._counts(active, requested, granted, landed, faded, timed_out, collector, active_energy)
+        values = self._counts(active, requested, granted, landed, faded, timed_out, collector, active_energy)
         if self.detailed:
-            row = torch.cat([row, self._details(new_energy, delta, clamped, moved, carrier_out, collector)])
+            values.update(self._details(new_energy, delta, clamped, moved, carrier_out, collector))
             sel = torch.nonzero(processed_traced).squeeze(1)
             self._points.append(self._point_rows(processed_ids[sel], step, new_pos[sel],
                                                  new_energy[sel], reason[sel]))
@@ -152,101 +182,49 @@ class StepTracer:
                 self._points.append(self._point_rows(state.flow_id[kids], step, state.pos[kids],
                                                      state.energy[kids],
                                                      torch.full_like(kids, REASON_ACTIVE)))
-        self._rows.append(row)
+        self._rows.append(self._row(values))
 
     # ------------------------------------------------------------------ one transfer
-    def finish(self, collector: OutputCollector, total_flows: torch.Tensor
-               ) -> tuple[FlowStats, BatchTelemetry | None]:
-        rows = torch.stack(self._rows)                     # [T+1, K]
+    def finish(self, collector: OutputCollector, total_flows: torch.Tensor) -> BatchTrace:
+        """Copy everything to the host in one transfer and unpack it by the figures' layout."""
+        rows = torch.stack(self._rows)                     # [T+1, layout.width]
         parts = [rows.reshape(-1), total_flows.double().reshape(1)]
         if self.detailed:
-            self.reached_cells = collector.reached().float().mean(dim=0)            # [P, H·W]
+            reached = collector.reached().float().mean(dim=0)                       # [P, H·W]
             plane_energy = collector.energy.detach().view(self.batch, self.planes, -1).sum(0)
             meta = torch.cat(self._meta)
             points = torch.cat(self._points)
-            parts += [self._input_energy.double(), self.reached_cells.reshape(-1).double(),
+            parts += [self._input_energy.double(), reached.reshape(-1).double(),
                       plane_energy.reshape(-1).double(), meta.reshape(-1), points.reshape(-1)]
+            if self.keep_values:
+                counts = torch.tensor([[v.shape[0] for v in self._energies], [v.shape[0] for v in self._deltas]])
+                parts += [counts.reshape(-1).to(self.device, torch.float64),
+                          torch.cat(self._energies).double(), torch.cat(self._deltas).reshape(-1).double()]
         sizes = [p.numel() for p in parts]
         host = torch.cat(parts).cpu().numpy()              # the single device → host transfer
         chunks = np.split(host, np.cumsum(sizes)[:-1])
-        table = chunks[0].reshape(rows.shape)
+        table = self.layout.unpack(chunks[0].reshape(rows.shape))
         total = int(chunks[1][0])
-        stats = self._flow_stats(table, total)
+        lat = self.lattice
+        trace = BatchTrace(samples=self.batch, table=table, total_flows=total, lattice_shape=lat.shape,
+                           start_mode=self.config.start_mode, plane_z=tuple(lat.plane_z),
+                           energy_bin_edges=np.linspace(0.0, 1.0, self.bins + 1, dtype=np.float32))
         if not self.detailed:
-            return stats, None
-        return stats, self._telemetry(table, total, *chunks[2:])
-
-    def _columns(self, table: np.ndarray) -> dict[str, np.ndarray]:
-        p, b = self.planes, self.bins
-        names = [("active", 1), ("requested", 1), ("granted", 1), ("denied", 1), ("faded", 1),
-                 ("timed_out", 1), ("active_energy", 1), ("landed", p), ("coverage", p),
-                 ("deposited", p)]
-        if self.detailed:
-            k = len(PERCENTILES)
-            cells = self.lattice.width * self.lattice.height
-            names += [("hist", b), ("e_pct", k), ("d_min", 3), ("d_max", 3), ("d_pct", 3 * k),
-                      ("clamp", 1), ("still", 1), ("saturation", len(SATURATION_NAMES)),
-                      ("plane_steps", p * cells)]
-        out, col = {}, 0
-        for name, width in names:
-            block = table[:, col:col + width]
-            out[name] = block[:, 0] if width == 1 and name not in ("landed", "coverage", "deposited",
-                                                                   "saturation") else block
-            col += width
-        return out
-
-    def _flow_stats(self, table: np.ndarray, total: int) -> FlowStats:
-        c = self._columns(table)
-        initial = int(c["active"][0])
-        return FlowStats(
-            initial_flows=initial,
-            spawned=int(c["granted"].sum()),
-            landed=tuple(int(v) for v in c["landed"].sum(axis=0)),
-            faded=int(c["faded"].sum()),
-            timed_out=int(c["timed_out"].sum()),
-            steps=table.shape[0] - 1,
-            coverage=tuple(float(v) for v in c["coverage"][-1]),
-            active_per_step=c["active"].astype(np.int64),
-        )
-
-    def _telemetry(self, table, total, input_range, reached, plane_energy, meta, points) -> BatchTelemetry:
-        c = self._columns(table)
-        lat, k = self.lattice, len(PERCENTILES)
-        steps = table.shape[0] - 1
+            return trace
+        input_range, reached, plane_energy, meta, points = chunks[2:7]
+        values = None
+        if self.keep_values:
+            counts = chunks[7].reshape(2, -1).astype(np.int64)
+            values = StepValues(energies=tuple(np.split(chunks[8].astype(np.float32), np.cumsum(counts[0])[:-1])),
+                                deltas=tuple(np.split(chunks[9].reshape(-1, 3).astype(np.float32),
+                                                      np.cumsum(counts[1])[:-1])))
         shape = (self.planes, lat.height, lat.width)
-        agg = StepAggregates(
-            active=c["active"].astype(np.int64),
-            spawn_requested=c["requested"].astype(np.int64),
-            spawn_granted=c["granted"].astype(np.int64),
-            spawn_denied=c["denied"].astype(np.int64),
-            landed=c["landed"].astype(np.int64),
-            faded=c["faded"].astype(np.int64),
-            timed_out=c["timed_out"].astype(np.int64),
-            energy_hist=c["hist"].astype(np.int64),
-            energy_bin_edges=np.linspace(0.0, 1.0, self.bins + 1, dtype=np.float32),
-            energy_percentiles=c["e_pct"].astype(np.float32),
-            delta_min=c["d_min"].astype(np.float32),
-            delta_max=c["d_max"].astype(np.float32),
-            delta_percentiles=c["d_pct"].reshape(-1, 3, k).astype(np.float32),
-            clamp_fraction=c["clamp"].astype(np.float32),
-            coverage=c["coverage"].astype(np.float32),
-            deposited_energy=c["deposited"].astype(np.float32),
-            active_energy=c["active_energy"].astype(np.float32),
-            still_fraction=c["still"].astype(np.float32),
-            saturation=c["saturation"].astype(np.float32),
-        )
-        return BatchTelemetry(
-            lattice_shape=lat.shape,
-            start_mode=self.config.start_mode,
-            plane_z=tuple(lat.plane_z),
-            input_energy_range=(float(input_range[0]), float(input_range[1])),
-            aggregates=agg,
-            plane_energy=plane_energy.reshape(shape).astype(np.float32),
-            plane_reached=reached.reshape(shape).astype(np.float32),
-            flows=self._flow_sample(meta.reshape(-1, 4), points.reshape(-1, 7), steps, total),
-            total_flows=total,
-            plane_energy_steps=c["plane_steps"].reshape(-1, *shape).astype(np.float32),
-        )
+        return replace(trace, detailed=True,
+                       input_energy_range=(float(input_range[0]), float(input_range[1])),
+                       plane_energy=plane_energy.reshape(shape).astype(np.float32),
+                       plane_reached=reached.reshape(shape).astype(np.float32),
+                       flows=self._flow_sample(meta.reshape(-1, 4), points.reshape(-1, 7), len(rows) - 1, total),
+                       values=values)
 
     def _flow_sample(self, meta: np.ndarray, points: np.ndarray, steps: int, total: int) -> FlowSample:
         # Keep whole samples, so every kept flow's parent and children are kept too: the first

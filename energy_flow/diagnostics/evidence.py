@@ -20,10 +20,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from energy_flow.trace.figures import BATCH, Figure
 from energy_flow.trace.telemetry import BatchTelemetry
 
-#: Per-batch series the trend checks read; any may be missing.
-HISTORY_SERIES = ("loss", "grad_norm", "learning_rate", "output_spread", "target_spread")
+#: Per-batch figures the trend checks read (any may be missing), declared in
+#: :data:`energy_flow.trace.figures.BATCH`.
+HISTORY_FIGURES = (BATCH.loss, BATCH.grad_norm, BATCH.learning_rate, BATCH.output_spread, BATCH.target_spread)
+HISTORY_SERIES = tuple(f.key for f in HISTORY_FIGURES)
 
 
 @dataclass(frozen=True)
@@ -35,16 +38,21 @@ class Evidence:
     initial_learning_rate: float | None = None
     max_steps: int | None = None
 
-    def series(self, name: str) -> np.ndarray:
+    def series(self, figure: Figure) -> np.ndarray:
         """Finite values of one history series, oldest first (empty when not recorded)."""
-        values = np.asarray(self.history.get(name, ()), dtype=np.float64)
+        values = np.asarray(self.history.get(figure.key, ()), dtype=np.float64)
         return values[np.isfinite(values)]
 
-    def signal(self, name: str) -> Any:
-        """One training signal, or None when there is no training step or it was not recorded."""
+    def window(self, figure: Figure, length: int) -> np.ndarray:
+        """The last ``length`` values of one history series, NaN kept (empty when not recorded)."""
+        return np.asarray(self.history.get(figure.key, ()), dtype=np.float64)[-length:]
+
+    def signal(self, figure: Figure | str) -> Any:
+        """One training signal, or None when there is no training step or it was not recorded
+        (a declared figure, or ``outputs_finite``, which only a live report can tell)."""
         if self.signals is None:
             return None
-        value = self.signals.get(name)
+        value = self.signals.get(figure if isinstance(figure, str) else figure.key)
         if isinstance(value, float) and np.isnan(value):
             return None
         return value

@@ -11,6 +11,7 @@ import numpy as np
 from energy_flow.diagnostics.evidence import Evidence
 from energy_flow.diagnostics.thresholds import MAX_BORDER_CELL_SHARE, THRESHOLDS
 from energy_flow.diagnostics.verdict import Level, Verdict
+from energy_flow.trace.figures import step_weights
 from energy_flow.trace.telemetry import SATURATION_NAMES, STILL_EPSILON, BatchTelemetry
 
 NO_TELEMETRY = "no telemetry for this batch (tracing off)"
@@ -32,8 +33,8 @@ def percent(x: float) -> str:
 
 
 def _stepped_weights(tel: BatchTelemetry) -> np.ndarray:
-    """Flows stepped at steps 1…T: those alive after the step before."""
-    return tel.aggregates.active[:-1].astype(np.float64)
+    """Flows stepped at steps 1…T: those alive after the step before (the merge's weights)."""
+    return step_weights(tel.aggregates.active)[1:]
 
 
 def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float:

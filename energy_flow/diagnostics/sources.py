@@ -14,10 +14,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from energy_flow.diagnostics import assess
-from energy_flow.diagnostics.evidence import HISTORY_SERIES, Evidence, evidence_from_config
+from energy_flow.diagnostics.evidence import HISTORY_FIGURES, HISTORY_SERIES, Evidence, evidence_from_config
 from energy_flow.diagnostics.thresholds import FLAT_WINDOW, LOSS_WINDOW
 from energy_flow.diagnostics.verdict import HealthReport
-from energy_flow.trace.recording import Recording, report_fields_from
+from energy_flow.trace.recording import Recording, recorded_series, report_fields_from
 from energy_flow.trace.telemetry import BatchTelemetry
 
 #: Batches of history kept by a monitor: what the longest trend check reads.
@@ -67,14 +67,8 @@ class HealthMonitor:
 
 def recording_history(rec: Recording, upto: int) -> dict[str, np.ndarray]:
     """History series of batches 0…upto of a recording (NaN where the recording has no value)."""
-    out = {}
-    for name in HISTORY_SERIES:
-        try:
-            column = np.asarray(rec.batch_column(name), dtype=np.float64)
-        except (KeyError, ValueError):
-            column = np.full(rec.num_batches, np.nan)
-        out[name] = column[max(0, upto + 1 - HISTORY_LENGTH): upto + 1]
-    return out
+    first = max(0, upto + 1 - HISTORY_LENGTH)
+    return {f.key: recorded_series(rec, f)[first: upto + 1] for f in HISTORY_FIGURES}
 
 
 def evidence_from_recording(rec: Recording, index: int, telemetry: BatchTelemetry | None = None) -> Evidence:

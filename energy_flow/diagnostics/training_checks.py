@@ -16,6 +16,7 @@ from energy_flow.diagnostics.evidence import Evidence
 from energy_flow.diagnostics.flow_checks import nonfinite_telemetry, percent
 from energy_flow.diagnostics.thresholds import FLAT_WINDOW, LOSS_WINDOW, THRESHOLDS, TREND_WINDOW
 from energy_flow.diagnostics.verdict import Level, Verdict
+from energy_flow.trace.figures import BATCH
 
 NO_STEP = "no training step recorded for this batch"
 
@@ -37,10 +38,10 @@ def finite(ev: Evidence) -> Verdict:
     problems, scope = [], []
     if ev.signals is not None:
         scope.append("loss, gradients, outputs")
-        if ev.signals.get("nonfinite"):
-            problems.append(str(ev.signals["nonfinite"]))
-        loss = ev.signals.get("loss")
-        if loss is not None and not math.isfinite(float(loss)) and not ev.signals.get("nonfinite"):
+        if ev.signals.get(BATCH.nonfinite.key):
+            problems.append(str(ev.signals[BATCH.nonfinite.key]))
+        loss = ev.signals.get(BATCH.loss.key)
+        if loss is not None and not math.isfinite(float(loss)) and not ev.signals.get(BATCH.nonfinite.key):
             problems.append(f"loss is {loss}")
         if ev.signals.get("outputs_finite") is False:
             problems.append("output embeddings")
@@ -67,15 +68,15 @@ def gradients(ev: Evidence) -> Verdict:
               "behind a hard threshold); a vanishing one learns nothing. Look at the module named.")
     if ev.signals is None:
         return _unknown("gradients", title, NO_STEP, advice)
-    names = list(ev.signals.get("params_without_grad") or ())
-    count = len(names) if names else ev.signal("params_without_grad_count")
+    names = list(ev.signals.get(BATCH.params_without_grad.key) or ())
+    count = len(names) if names else ev.signal(BATCH.params_without_grad_count)
     if count:
         listed = f": {', '.join(names[:3])}{'…' if len(names) > 3 else ''}" if names else ""
         return Verdict("gradients", title, Level.FAILURE,
                        f"{int(count)} trainable parameter(s) got no gradient{listed}",
                        advice + ("\nNo gradient:\n" + "\n".join(names) if names else ""), float(count))
-    grads = {m: v for m, v in _per_module(ev, "grad_norms").items() if not math.isnan(v)}
-    weights = {m: v for m, v in _per_module(ev, "weight_norms").items() if not math.isnan(v)}
+    grads = {m: v for m, v in _per_module(ev, BATCH.grad_norms).items() if not math.isnan(v)}
+    weights = {m: v for m, v in _per_module(ev, BATCH.weight_norms).items() if not math.isnan(v)}
     if count is None or not grads or not weights:
         return _unknown("gradients", title, "per-module gradient and weight norms were not recorded", advice)
     ratios = {m: grads[m] / weights[m] for m in grads if m in weights and weights[m] > 0}
@@ -94,10 +95,10 @@ def clipping(ev: Evidence) -> Verdict:
               "not the loss. Lower the learning rate, check the loss scale, look for a saturating head.")
     if ev.signals is None:
         return _unknown("clipping", title, NO_STEP, advice)
-    clip = ev.signal("grad_clip")
-    norms = ev.series("grad_norm")[-TREND_WINDOW:]
-    if norms.size == 0 and ev.signal("grad_norm") is not None:
-        norms = np.asarray([float(ev.signal("grad_norm"))])
+    clip = ev.signal(BATCH.grad_clip)
+    norms = ev.series(BATCH.grad_norm)[-TREND_WINDOW:]
+    if norms.size == 0 and ev.signal(BATCH.grad_norm) is not None:
+        norms = np.asarray([float(ev.signal(BATCH.grad_norm))])
         norms = norms[np.isfinite(norms)]
     if clip is None or not clip > 0 or norms.size == 0:
         return _unknown("clipping", title, "gradient norm or clip level not recorded", advice)
@@ -114,9 +115,9 @@ def updates(ev: Evidence) -> Verdict:
               "that module; far smaller: it is frozen (learning rate at its floor, vanishing gradient).")
     if ev.signals is None:
         return _unknown("updates", title, NO_STEP, advice)
-    if ev.signals.get("skipped"):
+    if ev.signals.get(BATCH.skipped.key):
         return _unknown("updates", title, "the update was skipped (non-finite step)", advice)
-    ratios = {m: v for m, v in _per_module(ev, "update_ratios").items() if math.isfinite(v)}
+    ratios = {m: v for m, v in _per_module(ev, BATCH.update_ratios).items() if math.isfinite(v)}
     if not ratios:
         return _unknown("updates", title, "update-to-weight ratios were not recorded", advice)
     big, small = max(ratios, key=ratios.get), min(ratios, key=ratios.get)
@@ -135,11 +136,11 @@ def collapse(ev: Evidence) -> Verdict:
               "output mapper's capacity, and a contrastive loss.")
     if ev.signals is None:
         return _unknown("collapse", title, NO_STEP, advice)
-    out = np.asarray(ev.history.get("output_spread", ()), dtype=np.float64)[-TREND_WINDOW:]
-    tgt = np.asarray(ev.history.get("target_spread", ()), dtype=np.float64)[-TREND_WINDOW:]
+    out = ev.window(BATCH.output_spread, TREND_WINDOW)
+    tgt = ev.window(BATCH.target_spread, TREND_WINDOW)
     if out.size == 0 or out.size != tgt.size:
-        out = np.asarray([ev.signal("output_spread")], dtype=np.float64) if ev.signal("output_spread") is not None else np.empty(0)
-        tgt = np.asarray([ev.signal("target_spread")], dtype=np.float64) if ev.signal("target_spread") is not None else np.empty(0)
+        out = np.asarray([ev.signal(BATCH.output_spread)], dtype=np.float64) if ev.signal(BATCH.output_spread) is not None else np.empty(0)
+        tgt = np.asarray([ev.signal(BATCH.target_spread)], dtype=np.float64) if ev.signal(BATCH.target_spread) is not None else np.empty(0)
     ok = np.isfinite(out) & np.isfinite(tgt) & (tgt > 0) if out.size == tgt.size else np.zeros(0, bool)
     if not ok.any():
         return _unknown("collapse", title, "output and target spread not recorded", advice)
@@ -175,7 +176,7 @@ def loss_trend(ev: Evidence) -> Verdict:
     advice = ("Diverging: the windowed loss is climbing away from its best (learning rate too high, "
               "see clipping and update size). Flat: nothing changes any more (learning rate at its "
               "floor, saturated heads, or converged: compare the loss with the baselines).")
-    losses = ev.series("loss")
+    losses = ev.series(BATCH.loss)
     if losses.size < 2 * LOSS_WINDOW:
         return _unknown("loss", title, f"{losses.size} batches of loss; the trend needs {2 * LOSS_WINDOW}", advice)
     means = _rolling_mean(losses, LOSS_WINDOW)
@@ -205,7 +206,7 @@ def learning_rate(ev: Evidence) -> Verdict:
     advice = ("ReduceLROnPlateau has cut the rate to a sliver of its start: the run has hit plateau "
               "after plateau. Look at the loss trend; restart from a checkpoint with a higher rate or "
               "change the model.")
-    lr = ev.signal("learning_rate")
+    lr = ev.signal(BATCH.learning_rate)
     if lr is None:
         return _unknown("learning_rate", title, NO_STEP, advice)
     if not ev.initial_learning_rate:

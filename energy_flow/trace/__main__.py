@@ -16,7 +16,8 @@ import numpy as np
 
 from energy_flow.broken_pipe import run_cli
 from energy_flow.diagnostics import cli as health_cli
-from energy_flow.trace.recording import Recording, RecordingError, open_recording
+from energy_flow.trace.figures import BATCH
+from energy_flow.trace.recording import Recording, RecordingError, open_recording, recorded_series
 from energy_flow.trace.telemetry import REASON_NAMES
 
 EXIT_BAD_FILE = 2
@@ -76,8 +77,9 @@ def _outcomes(rec: Recording, show_all: bool) -> list[str]:
         if fields is None:
             training = "no training step"
         else:
-            step = fields.get("step")
-            training = f"training step {'unknown' if step is None else step}, loss {fields.get('loss', float('nan')):.4g}"
+            step = fields.get(BATCH.step.key)
+            training = (f"training step {'unknown' if step is None else step}, "
+                        f"loss {fields.get(BATCH.loss.key, float('nan')):.4g}")
         text = (f"    batch {i + 1} ({training}): flows {total[k]}: landed {landed[k]}, faded {faded[k]}, "
                 f"timed out {timed_out[k]}")
         if custom:
@@ -93,8 +95,8 @@ def summary(rec: Recording, show_all: bool = False) -> str:
     n = rec.num_batches
     size = rec.path.stat().st_size
     steps = rec.batch_column("num_steps")
-    training_steps = rec.batch_column("step")
-    known = training_steps[training_steps >= 0]
+    training_steps = recorded_series(rec, BATCH.step)
+    known = training_steps[np.isfinite(training_steps)].astype(np.int64)
     lines = [
         f"{rec.path}",
         f"  format            energy-flow-recording, schema version {rec.schema_version}",
@@ -109,7 +111,7 @@ def summary(rec: Recording, show_all: bool = False) -> str:
         info = rec.batch_info(n - 1)
         lines.append(f"  lattice           {'×'.join(map(str, info.lattice_shape))}, start mode "
                      f"{info.start_mode}, output planes at z = {', '.join(f'{z:g}' for z in info.plane_z)}")
-        loss = rec.batch_column("loss")
+        loss = recorded_series(rec, BATCH.loss)
         if np.isfinite(loss).any():
             lines.append(f"  loss              first {loss[0]:.4g}, last {loss[-1]:.4g}")
     lines += _outcomes(rec, show_all)

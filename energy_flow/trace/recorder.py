@@ -46,6 +46,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from energy_flow.trace.figures import BATCH
 from energy_flow.trace.recorder_steps import RecorderGeometry, StepAccumulator, StepRecord
 from energy_flow.trace.recording import RecordingWriter
 from energy_flow.trace.recording.schema import layout_from_config, reason_names_from_config
@@ -220,9 +221,9 @@ class FlowRecorder:
             raise ValueError(f"{self.path}: end_batch called outside a batch; call begin_batch first")
         telemetry = self._batch.finish()
         report = {k: v for k, v in self._report.items() if v is not None}
-        if "landed_fraction" not in report:
+        if BATCH.landed_fraction.key not in report:
             landed = int(telemetry.aggregates.landed.sum())
-            report["landed_fraction"] = landed / telemetry.total_flows if telemetry.total_flows else 0.0
+            report[BATCH.landed_fraction.key] = landed / telemetry.total_flows if telemetry.total_flows else 0.0
         self._writer.append_batch(telemetry, report)
         self._report, self._batch = None, None
         return telemetry

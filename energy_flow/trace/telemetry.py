@@ -155,7 +155,8 @@ class BatchTelemetry:
 
 @dataclass(frozen=True, eq=False)  # eq=False: numpy arrays have no boolean ==
 class FlowStats:
-    """Batch-level flow counts from the real run, summed over micro-batches."""
+    """Batch-level flow counts from the real run: the whole batch's, derived from its merged
+    step table (:meth:`energy_flow.trace.batch_trace.BatchTrace.flow_stats`)."""
 
     initial_flows: int
     spawned: int
@@ -165,6 +166,8 @@ class FlowStats:
     steps: int
     coverage: tuple[float, ...]  # per output plane, share of cells reached (mean over samples)
     active_per_step: np.ndarray = field(repr=False)  # [T+1] int64
+    requested: int               # children the spawn head asked for
+    denied: int                  # children refused by the flow budget (granted = ``spawned``)
 
     def __post_init__(self) -> None:
         _freeze(self)

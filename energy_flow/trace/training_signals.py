@@ -16,34 +16,30 @@ from __future__ import annotations
 import math
 from typing import Any
 
-#: The model's top-level parts, in the order of every per-module value (stored as [4] columns).
-MODULES = ("input_mapper", "neuron", "carrier", "output_mapper")
+from energy_flow.trace.figures.declarations import BATCH, MODULES, recorded_batch_figures
 
-#: Per-batch numbers (float64; NaN unknown).
-SCALAR_FIELDS = ("loss", "mse", "cosine_loss", "learning_rate", "landed_fraction", "grad_norm",
-                 "grad_clip", "output_spread", "target_spread")
+#: Per-batch numbers (float64; NaN unknown): the recorded scalar figures.
+SCALAR_FIELDS = tuple(f.key for f in recorded_batch_figures() if f.trailing == "" and f.dtype == "f8")
 #: Per-module numbers: dicts {module: float} over MODULES (float64 [4] columns; NaN unknown).
-MODULE_FIELDS = ("grad_norms", "update_ratios", "weight_norms")
-#: Keys accepted in ``report_fields`` (all optional; unknown ones are rejected).
-REPORT_FIELDS = ("step", *SCALAR_FIELDS, *MODULE_FIELDS, "skipped", "nonfinite",
-                 "params_without_grad", "params_without_grad_count")
-#: Keys that say a training step happened (``landed_fraction`` is a flow count, not training).
-TRAINING_KEYS = tuple(k for k in REPORT_FIELDS if k != "landed_fraction")
+MODULE_FIELDS = tuple(f.key for f in recorded_batch_figures() if f.trailing == "M")
+#: Per-output-plane numbers: sequences of one float per plane (float64 [P] columns; NaN unknown).
+PLANE_FIELDS = tuple(f.key for f in recorded_batch_figures() if f.trailing == "P")
+#: Keys accepted in ``report_fields`` (all optional; unknown ones are rejected): every recorded
+#: per-batch figure.
+REPORT_FIELDS = tuple(f.key for f in recorded_batch_figures())
+#: Keys that say a training step happened (the landed fraction and the per-plane deposits describe
+#: flows, which a recorder of another model knows without training).
+TRAINING_KEYS = tuple(k for k in REPORT_FIELDS if k != BATCH.landed_fraction.key and k not in PLANE_FIELDS)
 
 
 def report_fields_from(report: Any) -> dict[str, Any]:
-    """``report_fields`` for :meth:`RecordingWriter.append_batch` from a TrainReport."""
-    return {"step": report.step, "loss": report.loss, "mse": report.mse,
-            "cosine_loss": report.cosine_loss, "learning_rate": report.learning_rate,
-            "landed_fraction": report.flow_stats.landed_fraction,
-            "grad_norm": report.grad_norm, "grad_clip": report.grad_clip,
-            "output_spread": report.output_spread, "target_spread": report.target_spread,
-            "grad_norms": {m: float(report.grad_norms.get(m, math.nan)) for m in MODULES},
-            "update_ratios": {m: float(report.update_ratios.get(m, math.nan)) for m in MODULES},
-            "weight_norms": {m: float(report.weight_norms.get(m, math.nan)) for m in MODULES},
-            "skipped": bool(report.skipped), "nonfinite": report.nonfinite,
-            "params_without_grad": tuple(report.params_without_grad),
-            "params_without_grad_count": len(report.params_without_grad)}
+    """``report_fields`` for :meth:`RecordingWriter.append_batch` from a TrainReport: every
+    recorded figure measured by its declaration (per-module values as {module: value})."""
+    out = {}
+    for f in recorded_batch_figures():
+        value = f.measure(report)
+        out[f.key] = dict(zip(MODULES, value)) if f.trailing == "M" else tuple(value) if f.trailing == "P" else value
+    return out
 
 
 def is_training_step(fields: dict[str, Any]) -> bool:

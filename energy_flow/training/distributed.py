@@ -12,7 +12,9 @@ train as one process with N micro-batches does.
 
 Every rank takes the same decisions: losses are all-reduced before they are reported, and the
 non-finite flag is all-reduced before the update, so all ranks skip (and the headless run
-stops) on the same step. Only rank 0 writes checkpoints, summaries and recordings, and only rank 0
+stops) on the same step. Every rank's telemetry is gathered and merged by the figures'
+declared rules (``energy_flow.trace.figures``), and the output spread is measured over every
+rank's outputs, so what rank 0 reports, records and judges is the whole global batch. Only rank 0 writes checkpoints, summaries and recordings, and only rank 0
 draws a progress bar and prints.
 """
 
@@ -28,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from energy_flow.config import EnergyConfig
 from energy_flow.core import FlowProcessor
+from energy_flow.trace.batch_trace import BatchTrace
 from energy_flow.training.sampler import BatchSampler
 from energy_flow.training.trainer import EnergyTrainer
 
@@ -119,6 +122,21 @@ class DistributedTrainer(EnergyTrainer):
         if nonfinite is not None:
             self.any_rank(True)
         return nonfinite
+
+    def _ranks(self) -> int:
+        return self.context.world_size
+
+    def _whole_batch_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        # Shares differ in size by up to one row, which all_gather of tensors cannot take.
+        parts: list = [None] * self.context.world_size
+        dist.all_gather_object(parts, rows.detach().cpu())
+        return torch.cat(parts).to(rows.device)
+
+    def _gather_traces(self, trace: BatchTrace) -> list[BatchTrace]:
+        # Every rank's trace (host numpy, small), so rank 0 reports the whole global batch.
+        parts: list = [None] * self.context.world_size
+        dist.all_gather_object(parts, trace)
+        return parts
 
     def any_rank(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is True on any (a collective: every rank must call it)."""

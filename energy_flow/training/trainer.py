@@ -30,7 +30,8 @@ from torch import nn
 from energy_flow.config import EnergyConfig
 from energy_flow.core import EnergyLattice, FlowProcessor, SimpleNeuron
 from energy_flow.device import resolve_device
-from energy_flow.trace.telemetry import FlowStats
+from energy_flow.trace.batch_trace import BatchTrace, merge_traces
+from energy_flow.trace.figures import BATCH
 from energy_flow.trace.training_signals import MODULES
 from energy_flow.training.checkpoint import (CHECKPOINT_VERSION, atomic_torch_save,
                                              incompatible_fields, read_checkpoint)
@@ -91,28 +92,6 @@ def embedding_spread(rows: torch.Tensor) -> torch.Tensor:
     return 1.0 - (cos.sum() - cos.diagonal().sum()) / (b * (b - 1))
 
 
-def merge_flow_stats(parts: list[FlowStats], sizes: list[int]) -> FlowStats:
-    """Combine the statistics of the micro-batches of one step (coverage weighted by size)."""
-    if len(parts) == 1:
-        return parts[0]
-    steps = max(p.steps for p in parts)
-    active = np.zeros(steps + 1, dtype=np.int64)
-    for p in parts:
-        active[: p.active_per_step.shape[0]] += p.active_per_step
-    total = sum(sizes)
-    return FlowStats(
-        initial_flows=sum(p.initial_flows for p in parts),
-        spawned=sum(p.spawned for p in parts),
-        landed=tuple(int(v) for v in np.sum([p.landed for p in parts], axis=0)),
-        faded=sum(p.faded for p in parts),
-        timed_out=sum(p.timed_out for p in parts),
-        steps=steps,
-        coverage=tuple(float(v) for v in np.sum([np.array(p.coverage) * s for p, s in zip(parts, sizes)],
-                                                 axis=0) / total),
-        active_per_step=active,
-    )
-
-
 @dataclass
 class TrainHistory:
     """Per-step scalars of a ``train`` call (reports with telemetry are not kept: too big)."""
@@ -167,8 +146,8 @@ class EnergyTrainer:
 
         b = inputs.shape[0]
         micro = max(1, min(c.grad_accumulation_steps, b))
-        loss_parts, stats_parts, sizes, outputs = [], [], [], []
-        telemetry = None
+        self.processor.batch_parts = micro * self._ranks()
+        loss_parts, traces, outputs = [], [], []
         t_forward = t_backward = 0.0
         weight = self._loss_weight(b)
         try:
@@ -183,10 +162,8 @@ class EnergyTrainer:
                 t_backward += time.perf_counter() - t1
                 t_forward += t1 - t0
                 loss_parts.append(torch.stack([loss, mse, cosine]).detach() * (x.shape[0] / b))
-                stats_parts.append(result.flow_stats)
-                sizes.append(x.shape[0])
+                traces.append(result.trace)
                 outputs.append(result.outputs.detach().float())
-                telemetry = telemetry or result.telemetry
         except BaseException:
             # A failing micro-batch must not leave the earlier ones' gradients behind.
             self.optimizer.zero_grad(set_to_none=True)
@@ -196,22 +173,27 @@ class EnergyTrainer:
         grads = self._gradient_summary()
         losses = self._reduce_losses(torch.stack(loss_parts).sum(0), b)
         out_all = torch.cat(outputs)
-        spreads = torch.stack([embedding_spread(out_all), embedding_spread(targets)]).double()
+        spreads = torch.stack([embedding_spread(self._whole_batch_rows(out_all)),
+                               embedding_spread(self._whole_batch_rows(targets))]).double()
         params = self._module_parameters()
-        weights_before = self._module_norms([[p.detach() for p in ps] for ps in params])
-        m = len(MODULES)
-        # Samples whose input or target holds NaN/inf, named when the step is skipped (the
-        # flags ride along in the step's one host transfer, last).
+        # Samples whose input or target holds NaN/inf, named when the step is skipped.
         bad_rows = ~(torch.isfinite(inputs).all(1) & torch.isfinite(targets).all(1))
-        host = torch.cat([losses.double(), spreads, weights_before, grads["norms"],
-                          grads["zero"].double(), bad_rows.double()]).cpu().numpy()   # the step's one transfer
-        bad_samples = np.flatnonzero(host[host.shape[0] - b:])
-        host = host[:host.shape[0] - b]
-        loss_v, mse_v, cos_v, out_spread, target_spread = (float(v) for v in host[:5])
-        weight_norms = dict(zip(MODULES, (float(v) for v in host[5:5 + m])))
-        module_norms = dict(zip(MODULES, (float(v) for v in host[5 + m:5 + 2 * m])))
-        total_norm = float(host[5 + 2 * m])
-        missing = tuple(name for name, zero in zip(grads["names"], host[6 + 2 * m:]) if zero)
+        host = _one_transfer({       # the step's one transfer (figures by their declared keys)
+            BATCH.loss.key: losses[0], BATCH.mse.key: losses[1], BATCH.cosine_loss.key: losses[2],
+            BATCH.output_spread.key: spreads[0], BATCH.target_spread.key: spreads[1],
+            "weights_before": self._module_norms([[p.detach() for p in ps] for ps in params]),
+            BATCH.grad_norms.key: grads["norms"], BATCH.grad_norm.key: grads["total"],
+            "zero_grad": grads["zero"], "bad_rows": bad_rows})
+        bad_samples = np.flatnonzero(host["bad_rows"])
+        loss_v, mse_v, cos_v, out_spread, target_spread = (
+            float(host[f.key][0]) for f in (BATCH.loss, BATCH.mse, BATCH.cosine_loss, BATCH.output_spread,
+                                            BATCH.target_spread))
+        weights_before = host["weights_before"]
+        weight_norms = dict(zip(MODULES, (float(v) for v in weights_before)))
+        module_norms = dict(zip(MODULES, (float(v) for v in host[BATCH.grad_norms.key])))
+        total_norm = float(host[BATCH.grad_norm.key][0])
+        missing = tuple(name for name, zero in zip(grads["names"], host["zero_grad"]) if zero)
+        trace = merge_traces(self._gather_traces(merge_traces(traces)))
 
         nonfinite = None
         if bad_samples.size:
@@ -233,9 +215,10 @@ class EnergyTrainer:
             after = [[p.detach() for p in ps] for ps in params]
             updates = self._module_norms([[a - b for a, b in zip(ga, gb)] for ga, gb in zip(after, before)])
             norms = torch.cat([updates, self._module_norms(after)]).cpu().numpy()  # second, small transfer
+            m = len(MODULES)
             weight_norms = dict(zip(MODULES, (float(v) for v in norms[m:])))
             update_ratios = {name: float(u / w) if w > 0 else math.nan
-                             for name, u, w in zip(MODULES, norms[:m], host[5:5 + m])}
+                             for name, u, w in zip(MODULES, norms[:m], weights_before)}
         else:
             self.optimizer.zero_grad(set_to_none=True)
         t_opt = time.perf_counter() - t0
@@ -251,7 +234,7 @@ class EnergyTrainer:
             params_without_grad=missing,
             timings={"forward": t_forward, "backward": t_backward, "optimizer": t_opt,
                      "total": time.perf_counter() - t_start},
-            flow_stats=merge_flow_stats(stats_parts, sizes), telemetry=telemetry,
+            flow_stats=trace.flow_stats(), telemetry=trace.telemetry(),
             skipped=nonfinite is not None, nonfinite=nonfinite,
             outputs=out_all.cpu().numpy(), sample_indices=indices.cpu().numpy().astype(np.int64),
             device=str(self.device), provenance=self.provenance,
@@ -269,6 +252,18 @@ class EnergyTrainer:
 
     def _agree_nonfinite(self, nonfinite: str | None) -> str | None:
         return nonfinite
+
+    def _ranks(self) -> int:
+        """Processes that share each batch (DDP ranks); here: one."""
+        return 1
+
+    def _whole_batch_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The rows of the whole batch (every rank's share, in rank order); here: ``rows``."""
+        return rows
+
+    def _gather_traces(self, trace: BatchTrace) -> list[BatchTrace]:
+        """Every rank's trace of its share, in rank order; here: this process's only."""
+        return [trace]
 
     def _gradient_summary(self) -> dict:
         """Per-module and total gradient norms plus a per-parameter "no gradient" flag, all as
@@ -289,8 +284,7 @@ class EnergyTrainer:
                 sq = sq + g.pow(2).sum()
             per_module.append(sq)
         sq = torch.stack(per_module)
-        norms = torch.cat([sq.sqrt(), sq.sum().sqrt().reshape(1)])
-        return {"names": names, "zero": torch.stack(zero), "norms": norms}
+        return {"names": names, "zero": torch.stack(zero), "norms": sq.sqrt(), "total": sq.sum().sqrt()}
 
     def _module_parameters(self) -> list[list[torch.Tensor]]:
         """Trainable parameters of each module in MODULES (the order of every per-module norm)."""
@@ -401,6 +395,15 @@ class EnergyTrainer:
         self._plateau_window = [float(v) for v in data["plateau_window"]]
         extra = data.get("extra", {})
         return extra if isinstance(extra, dict) else {}
+
+
+def _one_transfer(named: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Copy named device tensors to the host in one transfer; each comes back flat, float64.
+
+    The split follows the tensors' own sizes, so no offset is written by hand."""
+    flat = [t.detach().double().reshape(-1) for t in named.values()]
+    host = torch.cat(flat).cpu().numpy()
+    return dict(zip(named, np.split(host, np.cumsum([t.numel() for t in flat])[:-1])))
 
 
 def _unpack(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

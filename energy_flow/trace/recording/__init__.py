@@ -22,6 +22,7 @@ what was already committed. A batch becomes visible when its ``batches/complete`
 to 1, which is written and flushed only after all its data has been flushed.
 """
 
+from energy_flow.trace.recording.figure_series import recorded_series
 from energy_flow.trace.recording.guards import DiskFullError, abandoned_writers, is_recording
 from energy_flow.trace.recording.provenance import environment_provenance, git_commit
 from energy_flow.trace.recording.reader import BatchInfo, Recording, open_recording
@@ -33,4 +34,5 @@ from energy_flow.trace.training_signals import MODULES, REPORT_FIELDS, report_fi
 __all__ = ["COMPRESSION", "COMPRESSIONS", "FORMAT", "MODULES", "REPORT_FIELDS", "SCHEMA_VERSION",
            "BatchInfo", "DiskFullError", "Recording", "RecordingError", "RecordingLayout",
            "RecordingWriter", "abandoned_writers", "environment_provenance", "export_snapshot",
-           "git_commit", "is_recording", "layout_from_config", "open_recording", "report_fields_from"]
+           "git_commit", "is_recording", "layout_from_config", "open_recording", "recorded_series",
+           "report_fields_from"]

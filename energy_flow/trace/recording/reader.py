@@ -19,20 +19,19 @@ import numpy as np
 
 from energy_flow.errors import reason
 from energy_flow.trace.recording import report_columns
-from energy_flow.trace.recording.schema import (FLOW_FIELDS, STEP_TRAILING,
-                                                TRAINING_COLUMNS, V2_DATASETS, RecordingError,
+from energy_flow.trace.recording.schema import (DATASET_SINCE, FLOW_FIELDS, STEP_TRAILING,
+                                                RecordingError,
                                                 RecordingLayout, check_root, count_complete,
                                                 load_json_attr, reason_names_from_config, specs)
 from energy_flow.trace.telemetry import BatchTelemetry, FlowSample, StepAggregates
-from energy_flow.trace.training_signals import is_training_step
+from energy_flow.trace.training_signals import REPORT_FIELDS, is_training_step
 
 _IMAGE_COLUMNS = ("batches/plane_energy", "batches/plane_reached")
 _INFO_COLUMNS = tuple(f"batches/{name}" for name in (
     "step", "loss", "mse", "cosine_loss", "learning_rate", "landed_fraction", "num_steps", "total_flows",
     "has_flows", "num_flows", "traced_samples", "lattice_shape", "start_mode", "plane_z",
     "input_energy_range"))
-_REPORT_COLUMNS = frozenset({"step", "loss", "mse", "cosine_loss", "learning_rate", "landed_fraction",
-                             *TRAINING_COLUMNS})
+_REPORT_COLUMNS = frozenset(REPORT_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -120,8 +119,8 @@ class Recording:
         out = {}
         for name in names:
             obj = self._file.get(name)
-            if obj is None and self.schema_version < 2 and name in V2_DATASETS:
-                continue    # a version-1 file: the reader gives None/NaN for these
+            if obj is None and self.schema_version < DATASET_SINCE.get(name, 1):
+                continue    # an older file: the reader gives None/NaN for these
             if not isinstance(obj, h5py.Dataset):
                 raise RecordingError(f"{self.path}: missing dataset {name!r}")
             out[name] = obj

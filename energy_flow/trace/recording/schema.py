@@ -17,11 +17,12 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
+from energy_flow.trace.figures import BATCH, STEP, Dims, recorded_batch_figures
 from energy_flow.trace.telemetry import PERCENTILES, REASON_NAMES, SATURATION_NAMES
-from energy_flow.trace.training_signals import MODULE_FIELDS, MODULES, SCALAR_FIELDS
 
 FORMAT = "energy-flow-recording"
-SCHEMA_VERSION = 2
+#: The newest dataset's version (every figure declares the version that introduced it).
+SCHEMA_VERSION = max(2, *(f.since_schema for f in (*STEP, *BATCH)))
 
 # Rows per chunk along the growing axis. Segments of a batch start on these boundaries.
 TABLE_CHUNK = 64
@@ -42,8 +43,8 @@ COMPRESSIONS = {"lzf": ("lzf", None), "none": (None, None),
 
 START_MODE_BYTES = 32
 #: Fixed-length UTF-8 columns (SWMR writers cannot write variable-length strings safely).
-NONFINITE_BYTES = 256
-PARAM_NAMES_BYTES = 2048
+NONFINITE_BYTES = np.dtype(BATCH.nonfinite.dtype).itemsize
+PARAM_NAMES_BYTES = np.dtype(BATCH.params_without_grad.dtype).itemsize
 #: Reason codes are int8.
 MAX_REASONS = 127
 
@@ -78,44 +79,39 @@ class Spec:
     compressed: bool
 
 
-STEP_TRAILING = {  # StepAggregates fields stored in steps/*, by trailing shape kind
-    "active": "", "spawn_requested": "", "spawn_granted": "", "spawn_denied": "",
-    "landed": "P", "faded": "", "timed_out": "", "energy_hist": "B", "energy_percentiles": "K",
-    "delta_min": "3", "delta_max": "3", "delta_percentiles": "3K", "clamp_fraction": "",
-    "coverage": "P", "deposited_energy": "P", "active_energy": "",
-    "still_fraction": "", "saturation": "S",
-}
+#: Step figures stored as ``steps/<key>`` and read back into StepAggregates, with their
+#: trailing-shape codes (the per-step plane images, ``steps/plane_energy``, are stored apart).
+STEP_TRAILING = {f.key: f.trailing for f in STEP if f is not STEP.plane_energy_steps}
 #: StepAggregates fields that may be None (stored as NaN rows).
-OPTIONAL_STEP_FIELDS = ("still_fraction", "saturation")
-INT_STEP_FIELDS = {"active", "spawn_requested", "spawn_granted", "spawn_denied", "landed", "faded",
-                   "timed_out", "energy_hist"}
+OPTIONAL_STEP_FIELDS = tuple(f.key for f in STEP if f.optional and f is not STEP.plane_energy_steps)
 FLOW_FIELDS = {"flow_id": "i8", "parent_id": "i8", "sample_index": "i4", "birth_step": "i4",
                "end_step": "i4", "reason": "i1"}
-#: Per-batch columns of the training signals (schema 2), besides the version-1 ones.
-TRAINING_COLUMNS = {
-    **{name: ("f8", ()) for name in SCALAR_FIELDS if name not in
-       ("loss", "mse", "cosine_loss", "learning_rate", "landed_fraction")},
-    **{name: ("f8", (len(MODULES),)) for name in MODULE_FIELDS},
-    "skipped": ("i1", ()),                       # -1 unknown, 0, 1
-    "nonfinite": (f"S{NONFINITE_BYTES}", ()),    # UTF-8; empty: none (or unknown)
-    "params_without_grad_count": ("i4", ()),     # -1 unknown
-    "params_without_grad": (f"S{PARAM_NAMES_BYTES}", ()),  # comma-separated names
+def figure_columns(layout: "RecordingLayout") -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Per-batch figure columns (declared in :data:`energy_flow.trace.figures.BATCH` with
+    ``recorded=True``): dtype and trailing shape, by key."""
+    dims = Dims(planes=layout.planes, bins=layout.bins, height=layout.height, width=layout.width)
+    return {f.key: (f.dtype, dims.shape(f.trailing)) for f in recorded_batch_figures()}
+
+
+#: The recording schema version that introduced each dataset not in version 1 (the readers
+#: accept a file of an older version without them).
+DATASET_SINCE = {
+    **{f.dataset: f.since_schema for f in STEP if f.since_schema > 1},
+    **{f"batches/{f.key}": f.since_schema for f in recorded_batch_figures() if f.since_schema > 1},
+    "batches/has_plane_energy_steps": 2,
 }
 #: Datasets a version-1 file does not have.
-V2_DATASETS = frozenset({"steps/still_fraction", "steps/saturation", "steps/plane_energy",
-                         "batches/has_plane_energy_steps",
-                         *(f"batches/{name}" for name in TRAINING_COLUMNS)})
+V2_DATASETS = frozenset(name for name, since in DATASET_SINCE.items() if since == 2)
+#: The training signals of schema 2 and later, besides the version-1 figure columns.
+TRAINING_COLUMNS = {f.key: f for f in recorded_batch_figures() if f.since_schema >= 2}
 
 
 def specs(layout: RecordingLayout) -> dict[str, Spec]:
     """Every dataset of the current schema, by path."""
-    p, k = layout.planes, len(PERCENTILES)
-    kinds = {"": (), "P": (p,), "B": (layout.bins,), "K": (k,), "3": (3,), "3K": (3, k),
-             "S": (len(SATURATION_NAMES),)}
+    p = layout.planes
+    dims = Dims(planes=p, bins=layout.bins, height=layout.height, width=layout.width)
     out: dict[str, Spec] = {}
-    table = {"complete": ("u1", ()), "step": ("i8", ()), "loss": ("f8", ()), "mse": ("f8", ()),
-             "cosine_loss": ("f8", ()), "learning_rate": ("f8", ()), "landed_fraction": ("f8", ()),
-             **TRAINING_COLUMNS,
+    table = {"complete": ("u1", ()), **figure_columns(layout),
              "num_steps": ("i4", ()), "total_flows": ("i8", ()), "lattice_shape": ("i4", (3,)),
              "start_mode": (f"S{START_MODE_BYTES}", ()), "plane_z": ("f8", (p,)),
              "input_energy_range": ("f8", (2,)), "energy_bin_edges": ("f4", (layout.bins + 1,)),
@@ -129,10 +125,9 @@ def specs(layout: RecordingLayout) -> dict[str, Spec]:
     plane = (p, layout.height, layout.width)
     out["batches/plane_energy"] = Spec("batches", plane, "f4", 1, True)
     out["batches/plane_reached"] = Spec("batches", plane, "f4", 1, True)
-    for name, kind in STEP_TRAILING.items():
-        dtype = "i8" if name in INT_STEP_FIELDS else "f4"
-        out[f"steps/{name}"] = Spec("steps", kinds[kind], dtype, STEP_CHUNK, True)
-    out["steps/plane_energy"] = Spec("steps", plane, "f4", PLANE_STEP_CHUNK, True)
+    for f in STEP:
+        chunk = PLANE_STEP_CHUNK if f is STEP.plane_energy_steps else STEP_CHUNK
+        out[f.dataset] = Spec("steps", dims.shape(f.trailing), f.dtype, chunk, True)
     for name, dtype in FLOW_FIELDS.items():
         out[f"flows/{name}"] = Spec("flows", (), dtype, FLOW_CHUNK, True)
     out["flows/positions"] = Spec("flows", (3,), "f4", POINT_CHUNK, True)

@@ -305,7 +305,7 @@ class RecordingWriter:
         if len(mode) > START_MODE_BYTES:
             raise ValueError(f"{self.path}: start_mode {tel.start_mode!r} is longer than "
                              f"{START_MODE_BYTES} bytes")
-        row = report_columns.encode(report, self.path)
+        row = report_columns.encode(report, self.path, lay.planes)
         flows = tel.flows
         edges = self._checked(tel.aggregates.energy_bin_edges, "aggregates.energy_bin_edges",
                               (lay.bins + 1,), "f4")
