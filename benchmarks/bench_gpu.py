@@ -77,7 +77,7 @@ def bench(preset: str, device: torch.device, steps: int, batch_size: int | None,
     sec = statistics.median(times)
     fs = statistics.median(flow_steps)
     tflops = 3 * carrier_flops_per_flow_step(c) * fs / sec / 1e12
-    return {"preset": preset, "batch": c.batch_size, "capacity": c.max_active_flows,
+    return {"preset": preset, "batch": c.batch_size, "capacity": c.resolved_max_active_flows,
             "checkpoint_steps": c.checkpoint_steps, "s_per_step": sec, "flow_steps": fs,
             "flow_steps_per_s": fs / sec, "tflops": tflops,
             "peak_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None}

@@ -100,16 +100,43 @@ def deposit(collector: OutputCollector, sample: torch.Tensor, movement: Movement
                       ended.deposits)
 
 
+class _WriteRows(torch.autograd.Function):
+    """``full`` with ``stepped`` written at rows ``active``, then ``children`` at rows ``slots``
+    (a later write wins; row ``capacity`` absorbs the writes of non-children and is dropped).
+
+    Autograd's own composition (``cat``, two ``index_put_``, a slice) made three full-capacity
+    copies of the incoming gradient in backward — at the optimized preset's 120k slots × 3×1024
+    hidden state, ≈1.5 GB each in float32 (docs/BENCHMARKS.md, issue 18). This backward makes
+    one: the gradient of the children's rows is gathered, those rows zeroed, then the parents'
+    rows likewise; what is left is ``full``'s gradient. Copies and zeros only, so the gradients
+    are the same values as before, bit for bit."""
+
+    @staticmethod
+    def forward(ctx, full: torch.Tensor, active: torch.Tensor, stepped: torch.Tensor, slots: torch.Tensor,
+                children: torch.Tensor) -> torch.Tensor:
+        capacity = full.shape[0]
+        grown = torch.cat([full, full[:1]])
+        grown.index_put_((active,), stepped)
+        ctx.save_for_backward(active, slots)
+        return grown.index_put_((slots,), children)[:capacity]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        active, slots = ctx.saved_tensors
+        grown = torch.cat([grad, grad.new_zeros((1, *grad.shape[1:]))])  # the one copy
+        grad_children = grown[slots] if ctx.needs_input_grad[4] else None
+        grown.index_fill_(0, slots, 0)
+        grad_stepped = grown[active] if ctx.needs_input_grad[2] else None
+        grown.index_fill_(0, active, 0)
+        return grown[:grad.shape[0]], None, grad_stepped, None, grad_children
+
+
 def write_rows(full: torch.Tensor, active: torch.Tensor, stepped: torch.Tensor, slots: torch.Tensor,
                children: torch.Tensor) -> torch.Tensor:
     """``full`` with the stepped flows' new values at ``active`` and the children's at
-    ``slots`` (``slots == capacity``: not a child, dropped). One full-capacity copy per field
-    (``cat``), written in place: the same values and gradients as out-of-place writes, without
-    two more transient copies of the state."""
-    capacity = full.shape[0]
-    grown = torch.cat([full, full[:1]])
-    grown.index_put_((active,), stepped)
-    return grown.index_put_((slots,), children)[:capacity]
+    ``slots`` (``slots == capacity``: not a child, dropped). One full-capacity copy per field,
+    written in place, in forward and (for the float fields) in backward: see :class:`_WriteRows`."""
+    return _WriteRows.apply(full, active, stepped, slots, children)
 
 
 def rewrite_state(state: FlowState, active: torch.Tensor, movement: Movement, ended: Termination,
