@@ -27,10 +27,12 @@ recomputed segment deposits into its own collector copy and records no telemetry
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 from torch.utils.checkpoint import checkpoint
 
 from energy_flow.config import EnergyConfig
@@ -44,6 +46,16 @@ from energy_flow.core.step_phases import StepOutcome, deposit, move, rewrite_sta
 from energy_flow.core.tracing import StepTracer
 from energy_flow.memory_estimate import RECOMPUTE_CHUNK_ROWS  # rows per recomputed carrier call
 from energy_flow.trace.telemetry import BatchTelemetry, FlowStats
+
+
+#: The profiler range around every recomputation in backward, so a profile can tell the replayed
+#: forward from the first one (benchmarks/profile_summary.py). Free when no profiler runs.
+REPLAY_RANGE = "energy_flow::recompute"
+
+
+def labelled_replay() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+    """``checkpoint``'s context_fn: nothing around the first run, a named range around the replay."""
+    return contextlib.nullcontext(), record_function(REPLAY_RANGE)
 
 
 @dataclass
@@ -153,7 +165,7 @@ class FlowProcessor(nn.Module):
         inputs = [getattr(state, n) for n in names]
         inputs[names.index("hidden")] = state.hidden.to(hidden_dtype)
         out = checkpoint(run, field, collector.energy, collector.weighted_payload, *inputs,
-                         use_reentrant=False, preserve_rng_state=False)
+                         use_reentrant=False, preserve_rng_state=False, context_fn=labelled_replay)
         collector.energy, collector.weighted_payload = out[0], out[1]
         return FlowState(**dict(zip(names, out[2:]))), runs[0]
 
@@ -170,7 +182,8 @@ class FlowProcessor(nn.Module):
     def _recomputed_carrier_step(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``_carrier_step`` under activation checkpoints of ``RECOMPUTE_CHUNK_ROWS`` rows each
         (a loop over row chunks, at most capacity / 32k of them, not over flows)."""
-        chunks = [checkpoint(self._carrier_step, *part, use_reentrant=False, preserve_rng_state=False)
+        chunks = [checkpoint(self._carrier_step, *part, use_reentrant=False, preserve_rng_state=False,
+                             context_fn=labelled_replay)
                   for part in zip(*(t.split(RECOMPUTE_CHUNK_ROWS) for t in inputs))]
         return chunks[0] if len(chunks) == 1 else tuple(torch.cat(col) for col in zip(*chunks))
 
