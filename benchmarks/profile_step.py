@@ -6,7 +6,7 @@
 One warm-up ``EnergyTrainer.train_step`` (forward, backward, AdamW; bf16 autocast on CUDA, as the
 trainer runs it), then ``--steps`` profiled ones on unit-norm random embeddings. Prints the time
 shares by kind of work (benchmarks/profile_summary.py) on each clock and the operators with the
-most self time. With ``--out``, writes ``<preset>_trace.json`` (a Chrome trace: open it in
+most self time. With ``--out``, writes ``<preset>_trace.json.gz`` (a Chrome trace: open it in
 chrome://tracing or Perfetto), ``<preset>_summary.md`` and ``<preset>_summary.json``.
 """
 
@@ -88,7 +88,7 @@ def main() -> None:
             print(f"  {us / 1e3:9.1f} ms  {kind:15s} {name[:90]}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        prof.export_chrome_trace(str(args.out / f"{args.preset}_trace.json"))
+        prof.export_chrome_trace(str(args.out / f"{args.preset}_trace.json.gz"))  # gzip: a device trace is large
         (args.out / f"{args.preset}_summary.md").write_text(table + "\n", encoding="utf-8")
         (args.out / f"{args.preset}_summary.json").write_text(json.dumps({
             "title": title, "seconds": seconds,
