@@ -1,7 +1,7 @@
 """Training speed and memory per preset: s per train step, flow-steps/s, peak memory, and the
 carrier GRU's achieved TFLOP/s next to the card's dense bf16 peak.
 
-    .venv/bin/python benchmarks/bench_gpu.py [--device auto|cpu|cuda] [--presets debug,optimized]
+    .venv/bin/python benchmarks/bench_gpu.py [--device auto|cpu|cuda|cuda,cpu] [--presets debug,optimized]
                                              [--steps 3] [--batch-size N]
 
 Real ``EnergyTrainer.train_step`` calls (forward, backward, AdamW; bf16 autocast on CUDA) on
@@ -77,7 +77,7 @@ def bench(preset: str, device: torch.device, steps: int, batch_size: int | None,
     sec = statistics.median(times)
     fs = statistics.median(flow_steps)
     tflops = 3 * carrier_flops_per_flow_step(c) * fs / sec / 1e12
-    return {"preset": preset, "batch": c.batch_size, "capacity": c.max_active_flows,
+    return {"preset": preset, "batch": c.batch_size, "capacity": c.resolved_max_active_flows,
             "checkpoint_steps": c.checkpoint_steps, "s_per_step": sec, "flow_steps": fs,
             "flow_steps_per_s": fs / sec, "tflops": tflops,
             "peak_gb": torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None}
@@ -85,7 +85,9 @@ def bench(preset: str, device: torch.device, steps: int, batch_size: int | None,
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto",
+                   help="a device, or several comma-separated (cuda,cpu: side by side in one run, with "
+                        "each preset's speed ratio to the last device)")
     p.add_argument("--presets", default=None, help="comma-separated (default: all but tiny on CUDA, debug on CPU)")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=None, help="override every preset's batch size")
@@ -96,27 +98,37 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    devices = [resolve_device(d) for d in args.device.split(",")]
     presets = args.presets.split(",") if args.presets else (
-        ["debug", "experiment", "optimized"] if device.type == "cuda" else ["debug"])
-    peak = bf16_peak(device)
-    print(f"device: {describe_device(device)}; torch {torch.__version__}; "
-          f"bf16 dense peak: {f'{peak:.0f} TFLOP/s' if peak else 'unknown' if device.type == 'cuda' else 'n/a (CPU)'}")
-    print("| preset | batch | capacity | checkpoint_steps | s / train step | flow-steps / step | flow-steps / s "
-          "| peak memory | carrier TFLOP/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        ["debug", "experiment", "optimized"] if devices[0].type == "cuda" else ["debug"])
+    for device in devices:
+        peak = bf16_peak(device)
+        print(f"device: {describe_device(device)}; torch {torch.__version__}; {torch.get_num_threads()} CPU threads; "
+              f"bf16 dense peak: {f'{peak:.0f} TFLOP/s' if peak else 'unknown' if device.type == 'cuda' else 'n/a (CPU)'}")
+    print("| preset | device | batch | capacity | checkpoint_steps | s / train step | flow-steps / step "
+          "| flow-steps / s | peak memory | carrier TFLOP/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    seconds: dict[tuple[str, str], float] = {}
     for preset in presets:
-        try:
-            r = bench(preset, device, args.steps, args.batch_size, args.telemetry == "on")
-        except torch.cuda.OutOfMemoryError as exc:
-            print(f"| {preset} | | | | out of memory: {str(exc).splitlines()[0]} | | | | |")
-            torch.cuda.empty_cache()
-            continue
-        mem = f"{r['peak_gb']:.2f} GB" if r["peak_gb"] is not None else "n/a (CPU)"
-        of_peak = f" ({100 * r['tflops'] / peak:.0f} % of {peak:.0f})" if peak else ""
-        print(f"| {preset} | {r['batch']} | {r['capacity']:,} | {r['checkpoint_steps']} | {r['s_per_step']:.3f} "
-              f"| {r['flow_steps']:,.0f} | {r['flow_steps_per_s'] / 1e6:.3f} M | {mem} | {r['tflops']:.3g}{of_peak} |")
-
+        for device in devices:
+            peak = bf16_peak(device)
+            try:
+                r = bench(preset, device, args.steps, args.batch_size, args.telemetry == "on")
+            except torch.cuda.OutOfMemoryError as exc:
+                print(f"| {preset} | {device} | | | | out of memory: {str(exc).splitlines()[0]} | | | | |")
+                torch.cuda.empty_cache()
+                continue
+            seconds[(preset, str(device))] = r["s_per_step"]
+            mem = f"{r['peak_gb']:.2f} GB" if r["peak_gb"] is not None else "n/a (CPU)"
+            of_peak = f" ({100 * r['tflops'] / peak:.0f} % of {peak:.0f})" if peak else ""
+            print(f"| {preset} | {device} | {r['batch']} | {r['capacity']:,} | {r['checkpoint_steps']} "
+                  f"| {r['s_per_step']:.3f} | {r['flow_steps']:,.0f} | {r['flow_steps_per_s'] / 1e6:.3f} M | {mem} "
+                  f"| {r['tflops']:.3g}{of_peak} |", flush=True)
+    last = str(devices[-1])
+    for (preset, device), sec in seconds.items():
+        if device != last and (preset, last) in seconds:
+            print(f"{preset}: {device} is {seconds[(preset, last)] / sec:.2f}× {last} "
+                  f"({sec:.3f} vs {seconds[(preset, last)]:.3f} s per train step, same run)")
 
 if __name__ == "__main__":
     main()

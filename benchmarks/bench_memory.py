@@ -62,7 +62,7 @@ def main() -> None:
         print("  by dtype: " + ", ".join(f"{d} {v / fs:,.0f}" for d, v in saved.by_dtype.items()))
 
     o = create_optimized_config()
-    C, T, k = o.max_active_flows, o.max_steps, o.checkpoint_steps
+    C, T, k = o.resolved_max_active_flows, o.max_steps, o.checkpoint_steps
     segs = math.ceil(args.steps / 2)
     (plain, fs0), (step, fs1), (seg, _) = rows[0], rows[1], rows[2]
     b0 = plain.total / fs0

@@ -62,7 +62,14 @@ class EnergyConfig:
     lattice_depth: int = 10
     start_mode: str = "center"
     # flows
-    max_active_flows: int = 16_000
+    #: Flow slots of one (micro-)batch: the spawn budget. 0 (every preset): it follows the
+    #: lattice and the batch, ``flow_headroom`` × the flows placed on the start plane, rounded
+    #: up to a whole hundred (``resolved_max_active_flows``), so changing the lattice's size or
+    #: the batch never leaves a budget too small for the start plane. A positive value is used
+    #: as given and must hold the start plane.
+    max_active_flows: int = 0
+    #: Slots per placed flow when ``max_active_flows`` follows: room for the children.
+    flow_headroom: float = 2.5
     energy_threshold: float = 0.05
     spawn_threshold: float = 0.5
     max_spawn_per_step: int = 1
@@ -148,6 +155,17 @@ class EnergyConfig:
     def initial_flows_per_batch(self) -> int:
         return self.batch_size * self.cells_per_plane
 
+    @property
+    def initial_flows_per_micro_batch(self) -> int:
+        """Flows placed by one forward pass (a micro-batch of ``grad_accumulation_steps``)."""
+        return self.initial_flows_per_batch // self.grad_accumulation_steps
+
+    @property
+    def resolved_max_active_flows(self) -> int:
+        """The flow slots of one forward pass (``max_active_flows``, or what it follows)."""
+        return resolve_max_active_flows(self.max_active_flows, self.flow_headroom,
+                                        self.initial_flows_per_micro_batch)
+
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -192,6 +210,12 @@ class EnergyConfig:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a config file must hold a table of fields, got {type(data).__name__}")
         return cls.from_dict(data, source=str(path))
+
+
+def resolve_max_active_flows(max_active_flows: int, headroom: float, placed: int) -> int:
+    """``max_active_flows`` when it is set (> 0); else ``headroom`` × the ``placed`` flows of one
+    forward pass, rounded up to a whole hundred."""
+    return max_active_flows if max_active_flows > 0 else 100 * math.ceil(headroom * placed / 100)
 
 
 def resolve_mapper_grid(mapper_grid: int, mapper_grid_max: int, width: int, height: int) -> int:
@@ -334,13 +358,18 @@ def _validate(c: EnergyConfig) -> None:
         _fail("seed", c.seed, "must be an integer")
     if not isinstance(c.trace_enabled, bool):
         _fail("trace_enabled", c.trace_enabled, "must be true or false")
-    if isinstance(c.max_active_flows, bool) or not isinstance(c.max_active_flows, int):
-        _fail("max_active_flows", c.max_active_flows, "must be an integer")
-    micro = c.initial_flows_per_batch // c.grad_accumulation_steps
-    if c.max_active_flows < micro:
+    if isinstance(c.max_active_flows, bool) or not isinstance(c.max_active_flows, int) \
+            or c.max_active_flows < 0:
         _fail("max_active_flows", c.max_active_flows,
-              f"must be ≥ the initial flows of one (micro-)batch = batch_size/grad_accumulation_steps × "
-              f"width × height = {micro}")
+              "must be an integer ≥ 0 (0 = follow the lattice and batch, × flow_headroom)")
+    if not _finite(c.flow_headroom) or c.flow_headroom < 1:
+        _fail("flow_headroom", c.flow_headroom, "must be a number ≥ 1 (slots per placed flow)")
+    micro = c.initial_flows_per_micro_batch
+    if 0 < c.max_active_flows < micro:
+        _fail("max_active_flows", c.max_active_flows,
+              f"cannot hold the start plane: must be ≥ the initial flows of one (micro-)batch = "
+              f"batch_size/grad_accumulation_steps × width × height = {micro} (or 0: follow the "
+              f"lattice and batch)")
     estimate = estimate_memory(c)
     if estimate.minimum_bytes > REFUSE_BYTES:
         raise ValueError(f"EnergyConfig is too large for any machine: {estimate.describe()} "
@@ -354,7 +383,7 @@ def _finite(v: Any) -> bool:
 # ---------------------------------------------------------------------------------- presets
 def create_tiny_config(**overrides: Any) -> EnergyConfig:
     """6×6×5 lattice and a small model: for tests, runs in well under a second per batch."""
-    base = dict(lattice_width=6, lattice_height=6, lattice_depth=5, max_active_flows=400,
+    base = dict(lattice_width=6, lattice_height=6, lattice_depth=5, flow_headroom=2.75,
                 carrier_hidden_size=24, carrier_num_layers=1, neuron_hidden_dim=16,
                 neuron_output_dim=16, energy_dim=4, mapper_grid_max=3, batch_size=4, max_steps=10,
                 displacement_scale=0.4, spawn_threshold=0.3, trace_max_flows=2_000,
@@ -381,7 +410,7 @@ def create_debug_config(**overrides: Any) -> EnergyConfig:
     on a GPU: "On a GPU").
     """
     base = dict(lattice_width=20, lattice_height=20, lattice_depth=10, batch_size=16,
-                max_active_flows=16_000, carrier_hidden_size=64, carrier_num_layers=2,
+                carrier_hidden_size=64, carrier_num_layers=2,
                 payload_update="gated", flow_xy_start="still", readout_init="tied",
                 mapper_grid_max=DEBUG_MAPPER_GRID_MAX, loss="contrastive", contrastive_weight=0.1)
     base.update(overrides)
@@ -391,7 +420,7 @@ def create_debug_config(**overrides: Any) -> EnergyConfig:
 def create_experiment_config(**overrides: Any) -> EnergyConfig:
     """50×50×20: the research configuration; comfortable on a GPU, slow on a laptop CPU."""
     base = dict(lattice_width=50, lattice_height=50, lattice_depth=20, batch_size=16,
-                max_active_flows=80_000, max_steps=24, displacement_scale=0.15,
+                flow_headroom=2.0, max_steps=24, displacement_scale=0.15,
                 carrier_hidden_size=128, carrier_num_layers=2, neuron_hidden_dim=32,
                 energy_dim=16, mapper_grid_max=10, learning_rate=1e-3)
     base.update(overrides)
@@ -408,7 +437,7 @@ def create_optimized_config(**overrides: Any) -> EnergyConfig:
     """100×100×50 with a 3×1024 GRU (≈16M carrier parameters): for one GPU, ≤ 32 GB at batch 8
     thanks to recomputation over segments of propagation steps (``checkpoint_steps``)."""
     base = dict(lattice_width=100, lattice_height=100, lattice_depth=50, batch_size=8,
-                max_active_flows=120_000, max_steps=40, displacement_scale=0.08,
+                flow_headroom=1.5, max_steps=40, displacement_scale=0.08,
                 carrier_hidden_size=1024, carrier_num_layers=3, neuron_hidden_dim=64,
                 neuron_output_dim=64, energy_dim=16, mapper_grid_max=16, learning_rate=5e-4,
                 trace_max_flows=20_000, checkpoint_steps=OPTIMIZED_CHECKPOINT_STEPS)

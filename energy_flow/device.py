@@ -41,7 +41,7 @@ def memory_text(device: torch.device) -> str | None:
 def out_of_memory_advice(config) -> str:
     """What to lower after an out-of-memory error, with the current values named."""
     advice = (f"lower batch_size (now {config.batch_size}) or max_active_flows (now "
-              f"{config.max_active_flows:,})")
+              f"{config.resolved_max_active_flows:,})")
     if config.checkpoint_steps < 2:
         advice += f", or set checkpoint_steps ≥ 2 (now {config.checkpoint_steps}) to recompute steps in backward"
     return advice

@@ -67,7 +67,7 @@ class SavedTensorLedger:
         """``capacity`` and ``hidden_shape`` (layers, size) default to ``model.config``'s."""
         self.model = model
         config = getattr(model, "config", None)
-        self.capacity = capacity if capacity is not None else config.max_active_flows
+        self.capacity = capacity if capacity is not None else config.resolved_max_active_flows
         self.hidden_shape = hidden_shape or (config.carrier_num_layers, config.carrier_hidden_size)
         self.result = SavedBytes()
         self._params = {p.untyped_storage().data_ptr() for p in model.parameters()}

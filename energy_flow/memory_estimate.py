@@ -67,7 +67,6 @@ class SizedConfig(Protocol):
     neuron_output_dim: int
     batch_size: int
     grad_accumulation_steps: int
-    max_active_flows: int
     max_steps: int
     checkpoint_steps: int
 
@@ -76,6 +75,9 @@ class SizedConfig(Protocol):
 
     @property
     def resolved_mapper_grid(self) -> int: ...
+
+    @property
+    def resolved_max_active_flows(self) -> int: ...
 
     @property
     def cells_per_plane(self) -> int: ...
@@ -172,7 +174,7 @@ def recomputed_activation_bytes(c: SizedConfig, busiest: int, flow_steps: int, s
     chunk = min(busiest, RECOMPUTE_CHUNK_ROWS) * saved_bytes_per_flow_step(c)
     if k == 1:
         return flow_steps * kept_bytes_per_flow_step(c) + chunk
-    segment_states = math.ceil(steps / k) * c.max_active_flows * slot_bytes(c)
+    segment_states = math.ceil(steps / k) * c.resolved_max_active_flows * slot_bytes(c)
     return segment_states + k * busiest * kept_bytes_per_flow_step(c) + chunk
 
 
@@ -185,7 +187,7 @@ def lattice_bytes(c: SizedConfig, batch: int) -> int:
 def estimate_memory(c: SizedConfig) -> MemoryEstimate:
     params = parameter_count(c)
     micro_batch = c.batch_size // c.grad_accumulation_steps
-    initial, capacity, steps = micro_batch * c.cells_per_plane, c.max_active_flows, c.max_steps
+    initial, capacity, steps = micro_batch * c.cells_per_plane, c.resolved_max_active_flows, c.max_steps
     if c.checkpoint_steps >= 1:
         least = recomputed_activation_bytes(c, busiest=initial, flow_steps=initial, steps=1)
         most = recomputed_activation_bytes(c, busiest=capacity, flow_steps=capacity * steps, steps=steps)

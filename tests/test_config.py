@@ -93,3 +93,29 @@ def test_simple_neuron_is_a_few_thousand_parameters():
     model = build_model(create_debug_config())
     n = sum(p.numel() for p in model.neuron.parameters())
     assert 500 < n < 10_000, n
+
+
+def test_max_active_flows_follows_the_lattice_and_batch_like_the_mapper_grid():
+    """0 (every preset) = flow_headroom × the flows one forward pass places, rounded up to a
+    hundred: the presets' budgets are what they were by hand (400 / 16,000 / 80,000 / 120,000),
+    and a bigger lattice, batch or accumulation follows instead of being refused."""
+    budgets = [f().resolved_max_active_flows for f in (create_tiny_config, create_debug_config,
+                                                         create_experiment_config, create_optimized_config)]
+    assert budgets == [400, 16_000, 80_000, 120_000]
+    bigger = create_debug_config().replace(lattice_width=40, lattice_height=30)
+    assert bigger.max_active_flows == 0 and bigger.resolved_max_active_flows == 2.5 * 16 * 1200
+    assert create_debug_config(grad_accumulation_steps=4).resolved_max_active_flows == 4_000
+    assert create_tiny_config(batch_size=1, flow_headroom=1.0).resolved_max_active_flows == 100
+    assert create_debug_config(max_active_flows=7_000).resolved_max_active_flows == 7_000  # kept as set
+    assert EnergyConfig.from_dict(create_debug_config().to_dict()).resolved_max_active_flows == 16_000
+
+
+def test_a_budget_set_by_hand_that_cannot_hold_the_start_plane_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"max_active_flows = 16000 .*cannot hold the start plane.*36000"):
+        create_debug_config(max_active_flows=16_000, lattice_width=30, lattice_height=30, batch_size=40)
+    for value in (-1, True, 2.5):
+        with pytest.raises(ValueError, match="max_active_flows"):
+            create_tiny_config(max_active_flows=value)
+    for value in (0.9, float("nan"), "2"):
+        with pytest.raises(ValueError, match="flow_headroom"):
+            create_tiny_config(flow_headroom=value)

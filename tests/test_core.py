@@ -69,7 +69,7 @@ def spawn_ledger(model) -> dict[str, np.ndarray]:
         survived = after["alive"][active] & (after["flow_id"][active] == before["flow_id"][active])
         want = (out["spawn_fraction"] * k + dithers(before["lineage"][active], step)).floor().clamp(max=k).long()
         requested = int((want * (survived & (faded > c.spawn_threshold))).sum())
-        free = c.max_active_flows - int(survived.sum())
+        free = c.resolved_max_active_flows - int(survived.sum())
         born = int((after["alive"] & (after["flow_id"] >= before["next_id"])).sum())
         rows.append((requested, free, born, int(survived.sum())))
     requested, free, born, survivors = (np.array(col) for col in zip(*rows))
@@ -141,7 +141,7 @@ def test_budget_is_respected_and_spawn_counts_add_up(k):
     np.testing.assert_array_equal(agg.spawn_granted[1:], led["born"])
     np.testing.assert_array_equal(agg.spawn_denied[1:], led["requested"] - led["born"])
     np.testing.assert_array_equal(agg.active[1:], led["survivors"] + led["born"])
-    assert (agg.active <= c.max_active_flows).all()
+    assert (agg.active <= c.resolved_max_active_flows).all()
 
 
 def test_a_tight_budget_denies_spawns_and_counts_them():

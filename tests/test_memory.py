@@ -162,7 +162,7 @@ def test_saved_bytes_per_flow_step_fit_the_optimized_preset_in_32_gb():
     assert b0 >= 10 * b1  # recomputation keeps a tenth of what the plain path keeps
 
     o = create_optimized_config()
-    C, T, k = o.max_active_flows, o.max_steps, o.checkpoint_steps
+    C, T, k = o.resolved_max_active_flows, o.max_steps, o.checkpoint_steps
     P = sum(p.numel() for p in build_model(o).parameters())
     peak = (math.ceil(T / k) * C * s + k * C * b1 + 2 * processor_module.RECOMPUTE_CHUNK_ROWS * b0
             + 4 * C * s32 + 16 * P)

@@ -108,7 +108,7 @@ class EnergyLattice:
         """
         batch, cells = energy.shape
         n0 = batch * cells
-        capacity = self.config.max_active_flows
+        capacity = self.config.resolved_max_active_flows
         if n0 > capacity:
             raise ValueError(f"batch of {batch} needs {n0} initial flows but max_active_flows = {capacity}")
         device, dtype = energy.device, energy.dtype

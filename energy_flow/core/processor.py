@@ -5,8 +5,10 @@ A forward pass over a batch of input embeddings:
 1. the input mapper spreads each embedding over the start plane (energy + the cell's part);
 2. the lattice places one flow per (sample, cell);
 3. each propagation step moves *all* active flows in one batched call (no per-flow Python,
-   no ``.item()``): SimpleNeuron → carrier GRU → heads → move and clamp → terminate (landed /
-   faded / timed out) → deposit landings → spawn within the flow budget → telemetry;
+   no ``.item()``): SimpleNeuron → carrier GRU → heads, then the phases of
+   core/step_phases.py — move and clamp → terminate (landed / faded / timed out) → deposit
+   landings → spawn within the flow budget (core/spawning.py) → rewrite the state — and the
+   step's outcome goes to the telemetry;
 4. the output mapper turns the collected output planes into an output embedding.
 
 The only host synchronisation per step is ``nonzero`` on the alive mask, which both compacts
@@ -25,11 +27,12 @@ recomputed segment deposits into its own collector copy and records no telemetry
 
 from __future__ import annotations
 
-import math
+import contextlib
 from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 from torch.utils.checkpoint import checkpoint
 
 from energy_flow.config import EnergyConfig
@@ -38,12 +41,22 @@ from energy_flow.core.collection import OutputCollector
 from energy_flow.core.lattice import EnergyLattice, FlowState
 from energy_flow.core.mappers import InputMapper, OutputMapper
 from energy_flow.core.neuron import SimpleNeuron
-from energy_flow.core.spawning import child_keys, requested_children, sample_keys
+from energy_flow.core.spawning import child_offsets, plan_children, sample_keys
+from energy_flow.core.step_phases import StepOutcome, deposit, move, rewrite_state, terminate
 from energy_flow.core.tracing import StepTracer
 from energy_flow.memory_estimate import RECOMPUTE_CHUNK_ROWS  # rows per recomputed carrier call
 from energy_flow.trace.batch_trace import BatchTrace
-from energy_flow.trace.telemetry import (REASON_ACTIVE, REASON_FADED, REASON_LANDED,
-                                         REASON_TIMED_OUT, BatchTelemetry, FlowStats)
+from energy_flow.trace.telemetry import BatchTelemetry, FlowStats
+
+
+#: The profiler range around every recomputation in backward, so a profile can tell the replayed
+#: forward from the first one (benchmarks/profile_summary.py). Free when no profiler runs.
+REPLAY_RANGE = "energy_flow::recompute"
+
+
+def labelled_replay() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+    """``checkpoint``'s context_fn: nothing around the first run, a named range around the replay."""
+    return contextlib.nullcontext(), record_function(REPLAY_RANGE)
 
 
 @dataclass
@@ -83,12 +96,9 @@ class FlowProcessor(nn.Module):
         #: than one the tracer keeps the values percentiles are taken over, so the batch's
         #: percentiles are recomputed exactly from all of them.
         self.batch_parts = 1
-        k = config.max_spawn_per_step
-        angles = torch.arange(max(k, 1), dtype=torch.float32) * (2 * math.pi / max(k, 1)) + math.pi / 4
-        # Children start half a step away from their parent, each in its own direction, so
-        # siblings (which inherit the parent's GRU state) do not follow identical paths.
-        offsets = torch.stack([angles.cos(), angles.sin(), torch.zeros_like(angles)], dim=1)
-        self.register_buffer("child_offsets", offsets * 0.5 * config.displacement_scale, persistent=False)
+        # where children start relative to their parent (core/spawning.py), on the model's device
+        self.register_buffer("child_offsets", child_offsets(config.max_spawn_per_step, config.displacement_scale),
+                             persistent=False)
 
     # ------------------------------------------------------------------ forward
     def forward(self, embeddings: torch.Tensor) -> PropagationResult:
@@ -167,7 +177,7 @@ class FlowProcessor(nn.Module):
         inputs = [getattr(state, n) for n in names]
         inputs[names.index("hidden")] = state.hidden.to(hidden_dtype)
         out = checkpoint(run, field, collector.energy, collector.weighted_payload, *inputs,
-                         use_reentrant=False, preserve_rng_state=False)
+                         use_reentrant=False, preserve_rng_state=False, context_fn=labelled_replay)
         collector.energy, collector.weighted_payload = out[0], out[1]
         return FlowState(**dict(zip(names, out[2:]))), runs[0]
 
@@ -184,7 +194,8 @@ class FlowProcessor(nn.Module):
     def _recomputed_carrier_step(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``_carrier_step`` under activation checkpoints of ``RECOMPUTE_CHUNK_ROWS`` rows each
         (a loop over row chunks, at most capacity / 32k of them, not over flows)."""
-        chunks = [checkpoint(self._carrier_step, *part, use_reentrant=False, preserve_rng_state=False)
+        chunks = [checkpoint(self._carrier_step, *part, use_reentrant=False, preserve_rng_state=False,
+                             context_fn=labelled_replay)
                   for part in zip(*(t.split(RECOMPUTE_CHUNK_ROWS) for t in inputs))]
         return chunks[0] if len(chunks) == 1 else tuple(torch.cat(col) for col in zip(*chunks))
 
@@ -197,6 +208,15 @@ class FlowProcessor(nn.Module):
         backward and only its inputs are kept, the hidden state cast to ``hidden_dtype`` (the
         GRU's compute dtype, in which the stored values are exact). ``tracer`` None records no
         telemetry (a recomputed segment)."""
+        outcome = self.advance(state, active, field, collector, step, hidden_dtype)
+        if tracer is not None:
+            with torch.no_grad():  # telemetry keeps no tensors in the graph: a recomputation must match the first run
+                tracer.record_step(step, outcome)
+        return outcome.state
+
+    def advance(self, state: FlowState, active: torch.Tensor, field: torch.Tensor,
+                collector: OutputCollector, step: int, hidden_dtype: torch.dtype | None) -> StepOutcome:
+        """The step's phases (core/step_phases.py) for the flows in slots ``active``."""
         c, lat = self.config, self.lattice
         cells = lat.width * lat.height
         pos = state.pos[active]
@@ -212,90 +232,21 @@ class FlowProcessor(nn.Module):
                                                  state.hidden[active].to(hidden_dtype))
         out = CarrierOutput(*outs)
 
-        moved = pos + out.displacement
-        new_pos = moved.clamp(-1.0, 1.0)
-        clamped = (moved != new_pos).any(dim=1)
-        new_energy = energy * out.retention
-
-        # termination, in order of precedence: landed, faded, timed out
-        plane = lat.landing_plane(new_pos[:, 2])
-        landed = plane >= 0
-        faded = ~landed & (new_energy < c.energy_threshold)
-        timed_out = ~landed & ~faded & (step >= c.max_steps)
-        reason = torch.full_like(plane, REASON_ACTIVE)
-        reason = torch.where(landed, REASON_LANDED, reason)
-        reason = torch.where(faded, REASON_FADED, reason)
-        reason = torch.where(timed_out, REASON_TIMED_OUT, reason)
-        deposit = landed | (timed_out & (c.timeout_policy == "project"))
-        deposit_plane = torch.where(landed, plane, lat.nearest_plane(new_pos[:, 2]))
-        collector.deposit(sample, deposit_plane, new_pos[:, :2], new_energy, out.payload, deposit)
-        still = reason == REASON_ACTIVE
-
-        # spawning: requests ranked against the free slots, all on the device
-        alive = state.alive.index_put((active,), still)
-        frac = out.spawn_fraction
-        k = c.max_spawn_per_step
-        eligible = still & (new_energy > c.spawn_threshold)
-        processed_ids = state.flow_id[active]  # before the update: a child may reuse a slot
-        lineage = state.lineage[active]
-        requested = requested_children(frac, eligible, lineage, step, k)
-        free = ~alive
-        free_count = free.sum()
-        before = torch.cumsum(requested, 0) - requested
-        granted = (free_count - before).clamp(min=0).minimum(requested)
-        kept_energy = torch.where(granted > 0, new_energy * (1 - frac), new_energy)
-
-        capacity = state.capacity
-        dump = capacity  # an extra row that absorbs writes of non-children
-        rank = torch.cumsum(free.long(), 0) - 1
-        slot_of_rank = torch.full((capacity + 1,), dump, device=alive.device, dtype=torch.long)
-        slot_of_rank = slot_of_rank.scatter(0, torch.where(free, rank, dump),
-                                            torch.arange(capacity, device=alive.device))
-        kid_k = torch.arange(max(k, 1), device=alive.device)
-        is_kid = kid_k.unsqueeze(0) < granted.unsqueeze(1)                    # [n, K]
-        kid_rank = (before.unsqueeze(1) + kid_k).clamp(max=capacity)
-        kid_slot = torch.where(is_kid, slot_of_rank[kid_rank], dump).reshape(-1)
-        kid_parent = torch.arange(active.numel(), device=alive.device).repeat_interleave(max(k, 1))
-        kid_energy = (new_energy * frac / granted.clamp(min=1)).repeat_interleave(max(k, 1))
-        kid_pos = (new_pos.repeat_interleave(max(k, 1), 0)
-                   + self.child_offsets.to(new_pos.dtype).repeat(active.numel(), 1)).clamp(-1.0, 1.0)
-        # a child carries its birth cell's part of the input, as a placed flow carries its start
-        # cell's: a copy of the parent's payload would deposit it on a neighbouring cell
-        kid_payload = field[sample[kid_parent] * cells + lat.nearest_cell(kid_pos[:, :2])]
-        kid_lineage = child_keys(lineage[kid_parent], step, kid_k.repeat(active.numel()))
-
-        def write(full: torch.Tensor, parents: torch.Tensor, kids: torch.Tensor) -> torch.Tensor:
-            """Parents' new values at ``active``, children's at their slots (dump row dropped).
-            One full-capacity copy per field (``cat``), written in place: the same values and
-            gradients as out-of-place writes, without two more transient copies of the state."""
-            grown = torch.cat([full, full[:1]])
-            grown.index_put_((active,), parents)
-            return grown.index_put_((kid_slot,), kids)[:capacity]
-
-        hidden = out.hidden
-        processed_traced = state.traced[active]
-        new_ids = state.next_id + kid_rank.reshape(-1)
-        state = FlowState(
-            pos=write(state.pos, new_pos, kid_pos),
-            energy=write(state.energy, kept_energy, kid_energy),
-            payload=write(state.payload, out.payload, kid_payload),
-            hidden=write(state.hidden, hidden, hidden[kid_parent]),
-            sample=write(state.sample, sample, sample[kid_parent]),
-            flow_id=write(state.flow_id, processed_ids, new_ids),
-            parent_id=write(state.parent_id, state.parent_id[active], processed_ids[kid_parent]),
-            age=write(state.age, state.age[active] + 1, torch.zeros_like(kid_slot)),
-            birth_step=write(state.birth_step, state.birth_step[active], torch.full_like(kid_slot, step)),
-            alive=write(state.alive, still, torch.ones_like(kid_slot, dtype=torch.bool)),
-            traced=write(state.traced, processed_traced, processed_traced[kid_parent]),
-            lineage=write(state.lineage, lineage, kid_lineage),
-            next_id=state.next_id + granted.sum(),
+        movement = move(pos, energy, out)
+        ended = terminate(lat, c, movement, step)
+        deposit(collector, sample, movement, ended, out.payload)
+        alive = state.alive.index_put((active,), ended.still_active)
+        spawns = plan_children(out.spawn_fraction, ended.still_active & (movement.energy > c.spawn_threshold),
+                               movement.pos, movement.energy, state.lineage[active], ~alive, step,
+                               c.max_spawn_per_step, self.child_offsets,
+                               lambda parent, xy: field[sample[parent] * cells + lat.nearest_cell(xy)])
+        return StepOutcome(
+            state=rewrite_state(state, active, movement, ended, out, spawns, step),
+            stepped_ids=state.flow_id[active],
+            stepped_traced=state.traced[active],
+            movement=movement,
+            termination=ended,
+            spawns=spawns,
+            carrier=out,
+            collector=collector,
         )
-        if tracer is not None:
-            with torch.no_grad():  # telemetry keeps no tensors in the graph: a recomputation must match the first run
-                tracer.record_step(step, state=state, processed_ids=processed_ids,
-                                   processed_traced=processed_traced, new_pos=new_pos,
-                                   new_energy=kept_energy, delta=out.displacement, moved=new_pos - pos,
-                                   clamped=clamped, reason=reason, landed_plane=plane,
-                                   requested=requested.sum(), granted=granted.sum(), kid_slots=kid_slot,
-                                   carrier_out=out, collector=collector)
-        return state

@@ -24,6 +24,7 @@ from energy_flow.config import EnergyConfig
 from energy_flow.core.carrier import CarrierOutput
 from energy_flow.core.collection import OutputCollector
 from energy_flow.core.lattice import EnergyLattice, FlowState
+from energy_flow.core.step_phases import StepOutcome
 from energy_flow.trace.batch_trace import BatchTrace, StepValues
 from energy_flow.trace.figures import STEP, Dims, RowLayout, step_figures
 from energy_flow.trace.telemetry import (PERCENTILES, REASON_ACTIVE, REASON_FADED, REASON_LANDED,
@@ -147,34 +148,33 @@ class StepTracer:
                           pos.detach().double(), energy.detach().double().unsqueeze(1),
                           reason.unsqueeze(1).double()], dim=1)
 
-    def record_step(self, step: int, *, state: FlowState, processed_ids: torch.Tensor,
-                    processed_traced: torch.Tensor, new_pos: torch.Tensor, new_energy: torch.Tensor,
-                    delta: torch.Tensor, moved: torch.Tensor, clamped: torch.Tensor,
-                    reason: torch.Tensor, landed_plane: torch.Tensor, requested: torch.Tensor,
-                    granted: torch.Tensor, kid_slots: torch.Tensor, carrier_out: CarrierOutput,
-                    collector: OutputCollector) -> None:
+    def record_step(self, step: int, outcome: StepOutcome) -> None:
         """Called once per step, after the update, terminations and spawns are applied.
 
         The flows stepped this time are described by their ids (taken before the update, since
         a child may reuse the slot of a flow that just ended), new position, the energy they
         carry on with (after fading and after handing a share to children), displacement (the
         model's, unclamped), ``moved`` (the change of the clamped position), clamp flag and
-        termination reason; ``kid_slots`` are the slots children were written to
-        (``state.capacity`` marks "no child"); ``carrier_out`` the heads' outputs (saturation).
+        termination reason; the spawn plan's ``slot`` are the slots children were written to
+        (``state.capacity`` marks "no child"); ``carrier`` the heads' outputs (saturation).
         """
+        state, ended, movement = outcome.state, outcome.termination, outcome.movement
+        reason, collector = ended.reason, outcome.collector
         landed = torch.zeros(self.planes, device=self.device, dtype=torch.long)
-        landed = landed.index_add(0, landed_plane.clamp(min=0), (reason == REASON_LANDED).long())
+        landed = landed.index_add(0, ended.landed_plane.clamp(min=0), (reason == REASON_LANDED).long())
         faded = (reason == REASON_FADED).sum()
         timed_out = (reason == REASON_TIMED_OUT).sum()
         active = state.alive.sum()
         active_energy = (state.energy.detach() * state.alive).sum()
-        values = self._counts(active, requested, granted, landed, faded, timed_out, collector, active_energy)
+        values = self._counts(active, outcome.spawns.requested.sum(), outcome.spawns.granted.sum(), landed,
+                              faded, timed_out, collector, active_energy)
         if self.detailed:
-            values.update(self._details(new_energy, delta, clamped, moved, carrier_out, collector))
-            sel = torch.nonzero(processed_traced).squeeze(1)
-            self._points.append(self._point_rows(processed_ids[sel], step, new_pos[sel],
-                                                 new_energy[sel], reason[sel]))
-            kids = kid_slots[kid_slots < state.capacity]
+            values.update(self._details(outcome.kept_energy, outcome.carrier.displacement, movement.clamped,
+                                        movement.moved, outcome.carrier, collector))
+            sel = torch.nonzero(outcome.stepped_traced).squeeze(1)
+            self._points.append(self._point_rows(outcome.stepped_ids[sel], step, movement.pos[sel],
+                                                 outcome.kept_energy[sel], reason[sel]))
+            kids = outcome.spawns.slot[outcome.spawns.slot < state.capacity]
             kids = kids[state.traced[kids]]
             if kids.numel():
                 self._meta.append(torch.stack([state.flow_id[kids], state.parent_id[kids],

@@ -28,7 +28,7 @@ def test_out_of_memory_pauses_with_the_sizes_to_lower_and_the_window_stays_usabl
     text = window.banner.label.text()
     c = worker.config
     assert "Out of memory" in text and "paused" in text
-    assert f"batch_size (now {c.batch_size})" in text and f"max_active_flows (now {c.max_active_flows:,})" in text
+    assert f"batch_size (now {c.batch_size})" in text and f"max_active_flows (now {c.resolved_max_active_flows:,})" in text
     assert trainer.step_count == 0
 
     trainer.train_step = real_step
