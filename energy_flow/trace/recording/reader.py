@@ -19,6 +19,7 @@ import numpy as np
 
 from energy_flow.errors import reason
 from energy_flow.trace.recording import report_columns
+from energy_flow.trace.recording.containment import check_self_contained
 from energy_flow.trace.recording.schema import (FLOW_FIELDS, STEP_TRAILING,
                                                 TRAINING_COLUMNS, V2_DATASETS, RecordingError,
                                                 RecordingLayout, check_root, count_complete,
@@ -85,9 +86,15 @@ def _open_h5(path: Path) -> h5py.File:
         # flags it set stay until a clean close. SWMR readers are allowed in; they see every
         # committed batch.
     try:
-        return h5py.File(path, "r", swmr=True)
+        f = h5py.File(path, "r", swmr=True)
     except OSError as exc:
         raise RecordingError(f"{path}: cannot open the HDF5 file for reading ({reason(exc)})") from exc
+    try:
+        check_self_contained(f, path)   # before any data is read: nothing may lead to other files
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 class Recording:

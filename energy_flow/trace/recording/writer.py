@@ -24,6 +24,7 @@ from energy_flow.atomic import atomic_write, move_into_place, remove_orphans, te
 from energy_flow.errors import os_error, reason
 from energy_flow.filelock import FileLock
 from energy_flow.trace.recording import report_columns
+from energy_flow.trace.recording.containment import check_self_contained
 from energy_flow.trace.recording.guards import (METADATA_HEADROOM, DiskFullError, abandon, disk_full,
                                                 h5_errno, refuse_to_replace_non_recording)
 from energy_flow.trace.recording.provenance import environment_provenance
@@ -157,9 +158,12 @@ class RecordingWriter:
         byte, so a failure at any stage leaves it as it was."""
         with self._open_for_append("r") as f:
             with _stage(self.path, "append to recording", "reading it", passes=(ValueError,)):
+                check_self_contained(f, self.path)   # or the batches would land in another file
                 self._check_appendable(f, config_json)
         self._file = self._open_for_append("r+")
         try:
+            with _stage(self.path, "append to recording", "reading it", passes=(ValueError,)):
+                check_self_contained(self._file, self.path)   # the file may have been swapped meanwhile
             with _stage(self.path, "append to recording", "starting SWMR mode"):
                 self._attach()
         except BaseException:
