@@ -119,7 +119,7 @@ def run_headless(args: argparse.Namespace, config) -> int:
                            summary=args.summary, record=args.record, record_every=args.record_every,
                            health_every=args.health_every, stop_on_failure=args.stop_on_failure,
                            progress=not args.no_progress, overwrite=args.overwrite, append=args.append,
-                           checkpoint_every=args.checkpoint_every)
+                           checkpoint_every=args.checkpoint_every, config_path=args.config)
     try:
         code = run(opts)
     except (ValueError, OSError) as exc:

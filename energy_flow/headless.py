@@ -49,6 +49,8 @@ from energy_flow.output_paths import check_distinct, check_output_path
 from energy_flow.run_control import EXIT_WRITE_FAILED, RunControl
 from energy_flow.trace.recording import RecordingWriter, is_recording, report_fields_from
 from energy_flow.training import distributed
+from energy_flow.training.checkpoint import NonFiniteStateError
+from energy_flow.training.checkpoint_integrity import refuse_to_replace_non_checkpoint
 from energy_flow.training.data import PairDataset, build_dataset
 from energy_flow.training.embedding_cache import default_cache_dir
 from energy_flow.training.report import TrainReport
@@ -79,6 +81,7 @@ class HeadlessOptions:
     checkpoint_every: int | None = None
     health_every: int | None = None
     stop_on_failure: bool = False
+    config_path: str | None = None    # the --config file, an input no output may replace
 
 
 def load_data(config: EnergyConfig, data: str | None, teacher_path: str | None) -> PairDataset:
@@ -109,13 +112,16 @@ def check_outputs(opts: HeadlessOptions) -> str | None:
         raise ValueError("--overwrite and --append exclude each other")
     if (opts.overwrite or opts.append) and not opts.record:
         raise ValueError("--overwrite and --append apply to --record; no --record was given")
+    # Every output distinct from every input and from the others (`--config run.json --summary
+    # run.json` overwrote the config); a run may keep saving to the checkpoint it resumed from.
     check_distinct({"--checkpoint": opts.checkpoint, "--summary": opts.summary, "--record": opts.record,
-                    "--data": opts.data})
-    check_distinct({"--summary": opts.summary, "--resume": opts.resume})
-    check_distinct({"--record": opts.record, "--resume": opts.resume})
+                    "--config": opts.config_path, "--resume": opts.resume, "--data": opts.data},
+                   allowed=frozenset({frozenset(("--checkpoint", "--resume"))}))
     for what, path in (("--checkpoint", opts.checkpoint), ("--summary", opts.summary), ("--record", opts.record)):
         if path:
             check_output_path(path, what)
+    if opts.checkpoint:
+        refuse_to_replace_non_checkpoint(opts.checkpoint, "--checkpoint")
     return recording_mode(Path(opts.record), opts.overwrite, opts.append) if opts.record else None
 
 
@@ -228,6 +234,12 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
     def save_checkpoint() -> bool:
         try:
             trainer.save_checkpoint(opts.checkpoint, extra={"provenance": prov.to_dict()})
+        except NonFiniteStateError as exc:   # the file keeps the last good checkpoint
+            kept = (f"it keeps step {outcome.checkpoint_step}" if outcome.checkpoint_step is not None
+                    else "it keeps what it held")
+            outcome.checkpoint_error = f"step {trainer.step_count} (not written: {exc.detail}; {kept})"
+            control.stop("the model holds non-finite values", EXIT_NONFINITE)
+            return False
         except OSError as exc:
             outcome.checkpoint_error = f"step {trainer.step_count} ({_cause(exc)})"
             control.stop(f"checkpoint write failed ({_cause(exc)})", EXIT_WRITE_FAILED)
