@@ -9,15 +9,9 @@ import os
 import sys
 
 from energy_flow.broken_pipe import run_cli
+from energy_flow.cli_errors import OneLineParser
 
 FALLBACK_BATCHES = 60
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad arguments end with one line naming the problem (and exit status 2)."""
-
-    def error(self, message: str) -> None:  # argparse's default prints the whole usage first
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -255,6 +255,9 @@ def _fail(name: str, value: Any, allowed: str) -> None:
 
 
 def _validate(c: EnergyConfig) -> None:
+    for f in fields(c):   # text fields first: the checks below call string methods on them
+        if f.type == "str" and not isinstance(getattr(c, f.name), str):
+            _fail(f.name, getattr(c, f.name), "must be a string")
     for name in ("lattice_width", "lattice_height"):
         v = getattr(c, name)
         if not isinstance(v, int) or v < 2:

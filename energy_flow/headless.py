@@ -44,6 +44,7 @@ from energy_flow.config import EnergyConfig
 from energy_flow.device import describe_device, resolve_device
 from energy_flow.diagnostics.gate import HealthGate
 from energy_flow.errors import reason
+from energy_flow.input_paths import open_regular
 from energy_flow.memory_estimate import estimate_memory, format_bytes, machine_memory_bytes
 from energy_flow.output_paths import check_distinct, check_output_path
 from energy_flow.run_control import EXIT_WRITE_FAILED, RunControl
@@ -122,6 +123,8 @@ def check_outputs(opts: HeadlessOptions) -> str | None:
             check_output_path(path, what)
     if opts.checkpoint:
         refuse_to_replace_non_checkpoint(opts.checkpoint, "--checkpoint")
+    if opts.resume:
+        open_regular(opts.resume, "--resume").close()   # a FIFO or device fails now, not after the data
     return recording_mode(Path(opts.record), opts.overwrite, opts.append) if opts.record else None
 
 
@@ -166,6 +169,7 @@ class _Outcome:
     failed: list[str] = field(default_factory=list)
     checkpoint_step: int | None = None    # the step of the last checkpoint written
     checkpoint_error: str | None = None   # why the last attempt failed, if it did
+    recording_lost: str | None = None     # the warning when the recording file went away mid-run
 
 
 def run(opts: HeadlessOptions, out=sys.stdout) -> int:
@@ -216,12 +220,14 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
           f"loaded in {time.perf_counter() - t0:.1f}s", file=out)
 
     recorder = None
+    record_identity = None
     if opts.record:
         if not cfg.trace_enabled:
             raise ValueError("--record needs telemetry, but the config has trace_enabled = false")
         recorder = RecordingWriter(opts.record, cfg.to_dict(), {
             "teacher": prov.teacher, "data_source": prov.source, "num_pairs": prov.num_pairs,
             "device": describe_device(trainer.device), "model": "energy_flow.FlowProcessor"}, mode=record_mode)
+        record_identity = _identity(opts.record)
     sampler = BatchSampler(len(train_set), cfg.batch_size, cfg.seed)
     outcome = _Outcome()
     failure: TrainReport | None = None
@@ -248,7 +254,7 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
         return True
 
     def on_report(report: TrainReport) -> None:
-        nonlocal failure
+        nonlocal failure, recorder
         fs = report.flow_stats
         cov = "/".join(f"{c:.2f}" for c in fs.coverage)
         line = (f"batch {report.step:5d}  loss {report.loss:.4f}  mse {report.mse:.5f}  1-cos {report.cosine_loss:.4f}"
@@ -265,9 +271,18 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
             unhealthy = trainer.any_rank(unhealthy)
         if unhealthy:
             control.stop(gate.stop_line(), EXIT_UNHEALTHY)
+        if recorder is not None and _identity(opts.record) != record_identity:
+            # The file was deleted or replaced under the run: its batches would go nowhere (or into
+            # someone else's file). Recording stops; training, checkpoints and the summary go on.
+            outcome.recording_lost = (f"recording {opts.record} was removed or replaced during the run; "
+                                      f"recording stopped after {recorder.num_batches} batches")
+            print(f"warning: {outcome.recording_lost}, training goes on", file=sys.stderr)
+            lost, recorder = recorder, None
+            with contextlib.suppress(OSError):
+                lost.close()   # the open file is the deleted one: closing it harms no one
         if recorder is not None and report.telemetry is not None and report.step % opts.record_every == 0:
-            size = os.path.getsize(opts.record)
             try:
+                size = os.path.getsize(opts.record)
                 recorder.append_batch(report.telemetry, report_fields_from(report))
                 recorded_bytes.append(os.path.getsize(opts.record) - size)
             except OSError as exc:
@@ -322,7 +337,7 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
             print(f"validation: mean cosine {val['mean_cosine']:.3f}"
                   + (f", text-bridge top-1 {val['top1']:.3f}" if "top1" in val else ""), file=out)
     if opts.record:
-        summary["record"] = {"path": opts.record, "batches": len(recorded_bytes),
+        summary["record"] = {"path": opts.record, "batches": len(recorded_bytes), "lost": outcome.recording_lost,
                              "bytes_per_batch": float(np.mean(recorded_bytes)) if recorded_bytes else None}
     if opts.summary:
         try:
@@ -345,6 +360,15 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
     if main:  # the other ranks saved nothing and stopped for the same reason
         print(_stop_line(stopped.why, trainer.step_count, failure, outcome), file=sys.stderr)
     return stopped.exit_code
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) under ``path``, None when nothing is there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _close_recording(recorder: RecordingWriter, outcome: _Outcome, batches: int) -> None:

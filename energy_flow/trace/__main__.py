@@ -7,7 +7,6 @@ not open (the same one-line reason the app shows; exit status 2).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -15,11 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from energy_flow.broken_pipe import run_cli
+from energy_flow.cli_errors import OneLineParser, fails_by_name
 from energy_flow.diagnostics import cli as health_cli
 from energy_flow.trace.recording import Recording, RecordingError, open_recording
 from energy_flow.trace.telemetry import REASON_NAMES
 
 EXIT_BAD_FILE = 2
+PROG = "python -m energy_flow.trace"
 
 
 def _size(n: float) -> str:
@@ -119,8 +120,7 @@ def summary(rec: Recording, show_all: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m energy_flow.trace",
-                                     description="Tools for energy-flow recordings.")
+    parser = OneLineParser(prog=PROG, description="Tools for energy-flow recordings.")
     commands = parser.add_subparsers(dest="command", required=True)
     inspect = commands.add_parser("inspect", help="summarise a recording (exit status 2 if it cannot be read)")
     inspect.add_argument("path", type=Path)
@@ -143,4 +143,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(lambda: fails_by_name(PROG, main)))
