@@ -207,8 +207,8 @@ def check_paths(args: argparse.Namespace) -> None:
     """Every output checked before any work: distinct from the inputs and from each other (the
     checkpoint read may be written back), in a folder that takes files, and ``--save-checkpoint``
     never replacing a file that is not a checkpoint."""
-    check_distinct({"--json": args.json, "--save-checkpoint": args.save_checkpoint, "--config": args.config,
-                    "--checkpoint": args.checkpoint, "--data": args.data},
+    check_distinct({"--config": args.config, "--checkpoint": args.checkpoint, "--data": args.data,
+                    "--json": args.json, "--save-checkpoint": args.save_checkpoint},
                    allowed=frozenset({frozenset(("--save-checkpoint", "--checkpoint"))}))
     for what, path in (("--json", args.json), ("--save-checkpoint", args.save_checkpoint)):
         if path:

@@ -115,8 +115,8 @@ def check_outputs(opts: HeadlessOptions) -> str | None:
         raise ValueError("--overwrite and --append apply to --record; no --record was given")
     # Every output distinct from every input and from the others (`--config run.json --summary
     # run.json` overwrote the config); a run may keep saving to the checkpoint it resumed from.
-    check_distinct({"--checkpoint": opts.checkpoint, "--summary": opts.summary, "--record": opts.record,
-                    "--config": opts.config_path, "--resume": opts.resume, "--data": opts.data},
+    check_distinct({"--config": opts.config_path, "--resume": opts.resume, "--data": opts.data,
+                    "--checkpoint": opts.checkpoint, "--summary": opts.summary, "--record": opts.record},
                    allowed=frozenset({frozenset(("--checkpoint", "--resume"))}))
     for what, path in (("--checkpoint", opts.checkpoint), ("--summary", opts.summary), ("--record", opts.record)):
         if path:
@@ -253,6 +253,17 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
         outcome.checkpoint_step, outcome.checkpoint_error = trainer.step_count, None
         return True
 
+    def drop_lost_recording() -> None:
+        """The file was deleted or replaced under the run: its batches would go nowhere (or into
+        someone else's file). Recording stops; training, checkpoints and the summary go on."""
+        nonlocal recorder
+        outcome.recording_lost = (f"recording {opts.record} was removed or replaced during the run; "
+                                  f"recording stopped after {recorder.num_batches} batches")
+        print(f"warning: {outcome.recording_lost}, training goes on", file=sys.stderr)
+        lost, recorder = recorder, None
+        with contextlib.suppress(OSError):
+            lost.close()   # the open file is the deleted one: closing it harms no one
+
     def on_report(report: TrainReport) -> None:
         nonlocal failure, recorder
         fs = report.flow_stats
@@ -272,21 +283,17 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
         if unhealthy:
             control.stop(gate.stop_line(), EXIT_UNHEALTHY)
         if recorder is not None and _identity(opts.record) != record_identity:
-            # The file was deleted or replaced under the run: its batches would go nowhere (or into
-            # someone else's file). Recording stops; training, checkpoints and the summary go on.
-            outcome.recording_lost = (f"recording {opts.record} was removed or replaced during the run; "
-                                      f"recording stopped after {recorder.num_batches} batches")
-            print(f"warning: {outcome.recording_lost}, training goes on", file=sys.stderr)
-            lost, recorder = recorder, None
-            with contextlib.suppress(OSError):
-                lost.close()   # the open file is the deleted one: closing it harms no one
+            drop_lost_recording()
         if recorder is not None and report.telemetry is not None and report.step % opts.record_every == 0:
             try:
                 size = os.path.getsize(opts.record)
                 recorder.append_batch(report.telemetry, report_fields_from(report))
                 recorded_bytes.append(os.path.getsize(opts.record) - size)
             except OSError as exc:
-                control.stop(f"recording write failed ({exc})", EXIT_WRITE_FAILED)
+                if _identity(opts.record) != record_identity:
+                    drop_lost_recording()
+                else:
+                    control.stop(f"recording write failed ({exc})", EXIT_WRITE_FAILED)
         done = report.step - start_step
         if opts.checkpoint_every and done % opts.checkpoint_every == 0 and not control.stopping:
             save_checkpoint()

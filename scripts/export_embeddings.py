@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.out.suffix != ".npz":
         raise ValueError(f"--out {args.out}: must end in .npz")
-    check_distinct({"--out": args.out, "--data": args.data})
+    check_distinct({"--data": args.data, "--out": args.out})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     check_output_path(args.out, "--out")
     data = load_data(create_preset("debug", device="cpu"), args.data, args.teacher)
