@@ -16,7 +16,7 @@ import numpy as np
 from energy_flow.broken_pipe import run_cli
 from energy_flow.cli_errors import OneLineParser, fails_by_name
 from energy_flow.diagnostics import cli as health_cli
-from energy_flow.trace.recording import Recording, RecordingError, open_recording
+from energy_flow.trace.recording import Recording, RecordingError, bounds, open_recording
 from energy_flow.trace.telemetry import REASON_NAMES
 
 EXIT_BAD_FILE = 2
@@ -47,6 +47,7 @@ def _segment_sums(rec: Recording, name: str, start: np.ndarray, count: np.ndarra
     values = rec.dataset(name)
     out = np.zeros((start.shape[0], *values.shape[1:]), values.dtype)
     for i, (s, c) in enumerate(zip(start, count)):
+        bounds.check_rows(values, int(s), int(c), rec.path, name, "a batch")   # offsets come from the file
         out[i] = values[s:s + c].sum(axis=0)
     return out
 

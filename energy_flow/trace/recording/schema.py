@@ -201,12 +201,15 @@ def check_root(f: h5py.File, path: Path) -> int:
     marker = f.attrs.get("format")
     if isinstance(marker, bytes):
         marker = marker.decode("utf-8", "replace")
-    if marker != FORMAT:
-        found = "no format marker" if marker is None else f"format marker {marker!r}"
+    if not isinstance(marker, str) or marker != FORMAT:
+        found = "no format marker" if marker is None else f"format marker {str(marker)[:60]!r}"
         raise RecordingError(f"{path}: not an energy-flow recording ({found}, expected {FORMAT!r})")
     version = f.attrs.get("schema_version")
     if version is None:
         raise RecordingError(f"{path}: missing attribute 'schema_version'")
+    if not isinstance(version, (int, np.integer)) or isinstance(version, (bool, np.bool_)):
+        raise RecordingError(f"{path}: attribute 'schema_version' must be one integer, got "
+                             f"{str(version)[:60]!r}")
     version = int(version)
     if version > SCHEMA_VERSION:
         raise RecordingError(f"{path}: schema version {version} is newer than this program's "
@@ -222,7 +225,9 @@ def load_json_attr(f: h5py.File, name: str, path: Path) -> dict:
     try:
         value = json.loads(f.attrs[name])
     except (TypeError, ValueError) as exc:
-        raise RecordingError(f"{path}: attribute {name!r} is not valid JSON ({exc})") from exc
+        raise RecordingError(f"{path}: attribute {name!r} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RecordingError(f"{path}: attribute {name!r} is not valid JSON (nested too deeply)") from None
     if not isinstance(value, dict):
         raise RecordingError(f"{path}: attribute {name!r} must hold a JSON object")
     return value
