@@ -427,6 +427,7 @@ def export_snapshot(path: str | os.PathLike, telemetry: BatchTelemetry,
     naming ``path`` when its directory cannot be written (no temporary file is left behind).
     """
     path = Path(path)
+    refuse_to_replace_non_recording(path)   # an export replaces a recording, never another file
     with atomic_write(path, "snapshot") as tmp:
         with RecordingWriter(tmp, config_dict, provenance, mode="w") as writer:
             writer.append_batch(telemetry, report_fields)
