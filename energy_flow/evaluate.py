@@ -209,7 +209,9 @@ def check_paths(args: argparse.Namespace) -> None:
     never replacing a file that is not a checkpoint."""
     check_distinct({"--config": args.config, "--checkpoint": args.checkpoint, "--data": args.data,
                     "--json": args.json, "--save-checkpoint": args.save_checkpoint},
-                   allowed=frozenset({frozenset(("--save-checkpoint", "--checkpoint"))}))
+                   allowed=frozenset({frozenset(("--save-checkpoint", "--checkpoint")),   # inputs may share
+                                      *(frozenset(p) for p in (("--config", "--checkpoint"), ("--config", "--data"),
+                                                               ("--checkpoint", "--data")))}))
     for what, path in (("--json", args.json), ("--save-checkpoint", args.save_checkpoint)):
         if path:
             check_output_path(path, what)

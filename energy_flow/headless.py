@@ -105,6 +105,11 @@ def evaluate(trainer: EnergyTrainer, dataset: PairDataset, bridge: TextBridge | 
     return result
 
 
+#: Inputs may share a file with each other: only what is written must be distinct.
+_INPUT_PAIRS = (frozenset(("--config", "--resume")), frozenset(("--config", "--data")),
+                frozenset(("--resume", "--data")))
+
+
 def check_outputs(opts: HeadlessOptions) -> str | None:
     """Check every output path before any work; returns the recording's open mode (or None)."""
     if opts.checkpoint_every is not None and not opts.checkpoint:
@@ -117,7 +122,7 @@ def check_outputs(opts: HeadlessOptions) -> str | None:
     # run.json` overwrote the config); a run may keep saving to the checkpoint it resumed from.
     check_distinct({"--config": opts.config_path, "--resume": opts.resume, "--data": opts.data,
                     "--checkpoint": opts.checkpoint, "--summary": opts.summary, "--record": opts.record},
-                   allowed=frozenset({frozenset(("--checkpoint", "--resume"))}))
+                   allowed=frozenset({frozenset(("--checkpoint", "--resume")), *_INPUT_PAIRS}))
     for what, path in (("--checkpoint", opts.checkpoint), ("--summary", opts.summary), ("--record", opts.record)):
         if path:
             check_output_path(path, what)
