@@ -9,15 +9,9 @@ import os
 import sys
 
 from energy_flow.broken_pipe import run_cli
+from energy_flow.cli_errors import OneLineParser
 
 FALLBACK_BATCHES = 60
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad arguments end with one line naming the problem (and exit status 2)."""
-
-    def error(self, message: str) -> None:  # argparse's default prints the whole usage first
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -119,7 +113,7 @@ def run_headless(args: argparse.Namespace, config) -> int:
                            summary=args.summary, record=args.record, record_every=args.record_every,
                            health_every=args.health_every, stop_on_failure=args.stop_on_failure,
                            progress=not args.no_progress, overwrite=args.overwrite, append=args.append,
-                           checkpoint_every=args.checkpoint_every)
+                           checkpoint_every=args.checkpoint_every, config_path=args.config)
     try:
         code = run(opts)
     except (ValueError, OSError) as exc:

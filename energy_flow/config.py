@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import tomli_w
 
+from energy_flow.input_paths import CONFIG_MAX_BYTES, read_regular
 from energy_flow.memory_estimate import REFUSE_BYTES, estimate_memory, format_bytes
 
 START_MODES = ("center", "input_face")
@@ -196,10 +197,7 @@ class EnergyConfig:
     @classmethod
     def load(cls, path: str | Path) -> "EnergyConfig":
         path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read config file ({exc.strerror})") from exc
+        raw = read_regular(path, "config file", CONFIG_MAX_BYTES)   # never a FIFO or a device
         try:
             if path.suffix.lower() == ".toml":
                 data = tomllib.loads(raw.decode("utf-8"))
@@ -207,6 +205,8 @@ class EnergyConfig:
                 data = json.loads(raw.decode("utf-8"))
         except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path}: not a valid config file: {exc}") from exc
+        except RecursionError:
+            raise ValueError(f"{path}: not a valid config file: nested too deeply") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a config file must hold a table of fields, got {type(data).__name__}")
         return cls.from_dict(data, source=str(path))
@@ -279,6 +279,9 @@ def _fail(name: str, value: Any, allowed: str) -> None:
 
 
 def _validate(c: EnergyConfig) -> None:
+    for f in fields(c):   # text fields first: the checks below call string methods on them
+        if f.type == "str" and not isinstance(getattr(c, f.name), str):
+            _fail(f.name, getattr(c, f.name), "must be a string")
     for name in ("lattice_width", "lattice_height"):
         v = getattr(c, name)
         if not isinstance(v, int) or v < 2:

@@ -22,22 +22,26 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from energy_flow.atomic import write_bytes_atomic
 from energy_flow.broken_pipe import run_cli
+from energy_flow.cli_errors import OneLineParser, fails_by_name
 from energy_flow.config import EnergyConfig, create_preset, parse_overrides
 from energy_flow.device import describe_device
+from energy_flow.output_paths import check_distinct, check_output_path
 from energy_flow.training import baselines
 from energy_flow.training.checkpoint import read_checkpoint
+from energy_flow.training.checkpoint_integrity import refuse_to_replace_non_checkpoint
 from energy_flow.training.data import PairDataset
 from energy_flow.training.metrics import SplitScores, bridge_for, score, spread
 from energy_flow.training.sampler import BatchSampler
 from energy_flow.training.trainer import EnergyTrainer, build_model
 
+PROG = "python -m energy_flow.evaluate"
 MODEL_ROW = "energy flow"
 
 
@@ -173,7 +177,7 @@ def format_table(rows: dict[str, dict[str, SplitScores]], target_spread: float, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m energy_flow.evaluate", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=None, help="dataset name (wordnet, wordnet:N), pairs file or "
                    "embeddings file; default: the bundled corpus")
     p.add_argument("--teacher", metavar="DIR", help="a local sentence-transformers model directory")
@@ -197,6 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "splits every N batches while it trains (a learning curve; printed and in --json)")
     p.add_argument("--quiet", action="store_true", help="no per-chunk training lines")
     return p
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Every output checked before any work: distinct from the inputs and from each other (the
+    checkpoint read may be written back), in a folder that takes files, and ``--save-checkpoint``
+    never replacing a file that is not a checkpoint."""
+    check_distinct({"--config": args.config, "--checkpoint": args.checkpoint, "--data": args.data,
+                    "--json": args.json, "--save-checkpoint": args.save_checkpoint},
+                   allowed=frozenset({frozenset(("--save-checkpoint", "--checkpoint")),   # inputs may share
+                                      *(frozenset(p) for p in (("--config", "--checkpoint"), ("--config", "--data"),
+                                                               ("--checkpoint", "--data")))}))
+    for what, path in (("--json", args.json), ("--save-checkpoint", args.save_checkpoint)):
+        if path:
+            check_output_path(path, what)
+    if args.save_checkpoint:
+        refuse_to_replace_non_checkpoint(args.save_checkpoint, "--save-checkpoint")
 
 
 def _config(args: argparse.Namespace) -> EnergyConfig:
@@ -226,6 +246,7 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
         parser.error(f"argument --curve: must be ≥ 0 batches, got {args.curve}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    check_paths(args)
     cfg = _config(args)
     t0 = time.perf_counter()
     data = load_data(cfg, args.data, args.teacher)
@@ -290,16 +311,16 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
           f"({diag['edge_cell_share']:.1%} of the cells), landed {diag['landed_fraction']:.2f}, "
           f"coverage {diag['coverage']:.2f}", file=out)
     if args.json:
-        Path(args.json).write_text(json.dumps({
+        write_bytes_atomic(args.json, (json.dumps({
             "config": cfg.to_dict(), "provenance": prov.to_dict(), "seed": cfg.seed,
             "sizes": {"train": len(train), "validation": len(val), "train_eval": len(train_eval)},
             "training": run.__dict__, "target_spread": target_spread, "ridge": ridge.ridge,
             "rows": {name: {k: s.to_dict() for k, s in by.items()} for name, by in rows.items()},
             "diagnostics": diag, "device": str(trainer.device), "threads": torch.get_num_threads(),
             "curve": curve,
-        }, indent=1) + "\n", encoding="utf-8")
+        }, indent=1) + "\n").encode("utf-8"), "JSON")   # a failed write keeps the old file whole
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(lambda: fails_by_name(PROG, main)))

@@ -15,11 +15,17 @@ taken as held once the locked file is still the one under the sidecar name.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from energy_flow.errors import os_error, reason
+
+
+#: Never follow a symbolic link at the sidecar's name (0 where the platform has no such flag).
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class FileLockedError(OSError):
@@ -83,20 +89,42 @@ class FileLock:
             return self
 
     def _open_sidecar(self) -> tuple[int, bool]:
-        """A descriptor of the sidecar, and whether this call created it."""
+        """A descriptor of the sidecar, and whether this call created it.
+
+        The sidecar is never followed through a link, nor opened if it is anything but a
+        regular file with one name: a ``<name>.lock`` planted as a symlink or hard link to
+        another file would otherwise have that file's contents replaced by a process id, and a
+        FIFO would block. O_EXCL never follows a link; the second open uses O_NOFOLLOW, and the
+        descriptor itself is checked (no window for swapping the name).
+        """
         while True:
             try:
-                return os.open(self.sidecar, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+                return os.open(self.sidecar, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644), True
             except FileExistsError:
                 pass
             except OSError as exc:
                 raise self._cannot("create", exc) from None
             try:
-                return os.open(self.sidecar, os.O_RDWR), False
+                fd = os.open(self.sidecar, os.O_RDWR | _NOFOLLOW | os.O_NONBLOCK)
             except FileNotFoundError:
                 continue  # its holder removed it between the two opens: create it
             except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise self._refused("is a symbolic link") from None
                 raise self._cannot("open", exc) from None
+            st = os.fstat(fd)
+            problem = ("is not a regular file" if not stat.S_ISREG(st.st_mode)
+                       else f"has {st.st_nlink} names (a hard link to another file)" if st.st_nlink != 1
+                       else None)
+            if problem:
+                os.close(fd)
+                raise self._refused(problem)
+            os.set_blocking(fd, True)
+            return fd, False
+
+    def _refused(self, problem: str) -> OSError:
+        return os_error(f"cannot lock {self.what} {self.path}: {self.sidecar.name} {problem}; refusing "
+                        "to use it (it may point at another file); remove it and try again", errno.EPERM)
 
     def _cannot(self, verb: str, exc: OSError) -> OSError:
         return os_error(f"cannot lock {self.what} {self.path}: cannot {verb} {self.sidecar.name} "

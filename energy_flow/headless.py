@@ -44,11 +44,14 @@ from energy_flow.config import EnergyConfig
 from energy_flow.device import describe_device, resolve_device
 from energy_flow.diagnostics.gate import HealthGate
 from energy_flow.errors import reason
+from energy_flow.input_paths import open_regular
 from energy_flow.memory_estimate import estimate_memory, format_bytes, machine_memory_bytes
 from energy_flow.output_paths import check_distinct, check_output_path
 from energy_flow.run_control import EXIT_WRITE_FAILED, RunControl
 from energy_flow.trace.recording import RecordingWriter, is_recording, report_fields_from
 from energy_flow.training import distributed
+from energy_flow.training.checkpoint import NonFiniteStateError
+from energy_flow.training.checkpoint_integrity import refuse_to_replace_non_checkpoint
 from energy_flow.training.data import PairDataset, build_dataset
 from energy_flow.training.embedding_cache import default_cache_dir
 from energy_flow.training.report import TrainReport
@@ -79,6 +82,7 @@ class HeadlessOptions:
     checkpoint_every: int | None = None
     health_every: int | None = None
     stop_on_failure: bool = False
+    config_path: str | None = None    # the --config file, an input no output may replace
 
 
 def load_data(config: EnergyConfig, data: str | None, teacher_path: str | None) -> PairDataset:
@@ -101,6 +105,11 @@ def evaluate(trainer: EnergyTrainer, dataset: PairDataset, bridge: TextBridge | 
     return result
 
 
+#: Inputs may share a file with each other: only what is written must be distinct.
+_INPUT_PAIRS = (frozenset(("--config", "--resume")), frozenset(("--config", "--data")),
+                frozenset(("--resume", "--data")))
+
+
 def check_outputs(opts: HeadlessOptions) -> str | None:
     """Check every output path before any work; returns the recording's open mode (or None)."""
     if opts.checkpoint_every is not None and not opts.checkpoint:
@@ -109,13 +118,18 @@ def check_outputs(opts: HeadlessOptions) -> str | None:
         raise ValueError("--overwrite and --append exclude each other")
     if (opts.overwrite or opts.append) and not opts.record:
         raise ValueError("--overwrite and --append apply to --record; no --record was given")
-    check_distinct({"--checkpoint": opts.checkpoint, "--summary": opts.summary, "--record": opts.record,
-                    "--data": opts.data})
-    check_distinct({"--summary": opts.summary, "--resume": opts.resume})
-    check_distinct({"--record": opts.record, "--resume": opts.resume})
+    # Every output distinct from every input and from the others (`--config run.json --summary
+    # run.json` overwrote the config); a run may keep saving to the checkpoint it resumed from.
+    check_distinct({"--config": opts.config_path, "--resume": opts.resume, "--data": opts.data,
+                    "--checkpoint": opts.checkpoint, "--summary": opts.summary, "--record": opts.record},
+                   allowed=frozenset({frozenset(("--checkpoint", "--resume")), *_INPUT_PAIRS}))
     for what, path in (("--checkpoint", opts.checkpoint), ("--summary", opts.summary), ("--record", opts.record)):
         if path:
             check_output_path(path, what)
+    if opts.checkpoint:
+        refuse_to_replace_non_checkpoint(opts.checkpoint, "--checkpoint")
+    if opts.resume:
+        open_regular(opts.resume, "--resume").close()   # a FIFO or device fails now, not after the data
     return recording_mode(Path(opts.record), opts.overwrite, opts.append) if opts.record else None
 
 
@@ -160,6 +174,7 @@ class _Outcome:
     failed: list[str] = field(default_factory=list)
     checkpoint_step: int | None = None    # the step of the last checkpoint written
     checkpoint_error: str | None = None   # why the last attempt failed, if it did
+    recording_lost: str | None = None     # the warning when the recording file went away mid-run
 
 
 def run(opts: HeadlessOptions, out=sys.stdout) -> int:
@@ -210,12 +225,14 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
           f"loaded in {time.perf_counter() - t0:.1f}s", file=out)
 
     recorder = None
+    record_identity = None
     if opts.record:
         if not cfg.trace_enabled:
             raise ValueError("--record needs telemetry, but the config has trace_enabled = false")
         recorder = RecordingWriter(opts.record, cfg.to_dict(), {
             "teacher": prov.teacher, "data_source": prov.source, "num_pairs": prov.num_pairs,
             "device": describe_device(trainer.device), "model": "energy_flow.FlowProcessor"}, mode=record_mode)
+        record_identity = _identity(opts.record)
     sampler = BatchSampler(len(train_set), cfg.batch_size, cfg.seed)
     outcome = _Outcome()
     failure: TrainReport | None = None
@@ -229,6 +246,12 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
     def save_checkpoint() -> bool:
         try:
             trainer.save_checkpoint(opts.checkpoint, extra={"provenance": prov.to_dict()})
+        except NonFiniteStateError as exc:   # the file keeps the last good checkpoint
+            kept = (f"it keeps step {outcome.checkpoint_step}" if outcome.checkpoint_step is not None
+                    else "it keeps what it held")
+            outcome.checkpoint_error = f"step {trainer.step_count} (not written: {exc.detail}; {kept})"
+            control.stop("the model holds non-finite values", EXIT_NONFINITE)
+            return False
         except OSError as exc:
             outcome.checkpoint_error = f"step {trainer.step_count} ({_cause(exc)})"
             control.stop(f"checkpoint write failed ({_cause(exc)})", EXIT_WRITE_FAILED)
@@ -236,8 +259,19 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
         outcome.checkpoint_step, outcome.checkpoint_error = trainer.step_count, None
         return True
 
+    def drop_lost_recording() -> None:
+        """The file was deleted or replaced under the run: its batches would go nowhere (or into
+        someone else's file). Recording stops; training, checkpoints and the summary go on."""
+        nonlocal recorder
+        outcome.recording_lost = (f"recording {opts.record} was removed or replaced during the run; "
+                                  f"recording stopped after {recorder.num_batches} batches")
+        print(f"warning: {outcome.recording_lost}, training goes on", file=sys.stderr)
+        lost, recorder = recorder, None
+        with contextlib.suppress(OSError):
+            lost.close()   # the open file is the deleted one: closing it harms no one
+
     def on_report(report: TrainReport) -> None:
-        nonlocal failure
+        nonlocal failure, recorder
         fs = report.flow_stats
         cov = "/".join(f"{c:.2f}" for c in fs.coverage)
         line = (f"batch {report.step:5d}  loss {report.loss:.4f}  mse {report.mse:.5f}  1-cos {report.cosine_loss:.4f}"
@@ -254,13 +288,18 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
             unhealthy = trainer.any_rank(unhealthy)
         if unhealthy:
             control.stop(gate.stop_line(), EXIT_UNHEALTHY)
+        if recorder is not None and _identity(opts.record) != record_identity:
+            drop_lost_recording()
         if recorder is not None and report.telemetry is not None and report.step % opts.record_every == 0:
-            size = os.path.getsize(opts.record)
             try:
+                size = os.path.getsize(opts.record)
                 recorder.append_batch(report.telemetry, report_fields_from(report))
                 recorded_bytes.append(os.path.getsize(opts.record) - size)
             except OSError as exc:
-                control.stop(f"recording write failed ({exc})", EXIT_WRITE_FAILED)
+                if _identity(opts.record) != record_identity:
+                    drop_lost_recording()
+                else:
+                    control.stop(f"recording write failed ({exc})", EXIT_WRITE_FAILED)
         done = report.step - start_step
         if opts.checkpoint_every and done % opts.checkpoint_every == 0 and not control.stopping:
             save_checkpoint()
@@ -311,7 +350,7 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
             print(f"validation: mean cosine {val['mean_cosine']:.3f}"
                   + (f", text-bridge top-1 {val['top1']:.3f}" if "top1" in val else ""), file=out)
     if opts.record:
-        summary["record"] = {"path": opts.record, "batches": len(recorded_bytes),
+        summary["record"] = {"path": opts.record, "batches": len(recorded_bytes), "lost": outcome.recording_lost,
                              "bytes_per_batch": float(np.mean(recorded_bytes)) if recorded_bytes else None}
     if opts.summary:
         try:
@@ -334,6 +373,15 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
     if main:  # the other ranks saved nothing and stopped for the same reason
         print(_stop_line(stopped.why, trainer.step_count, failure, outcome), file=sys.stderr)
     return stopped.exit_code
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) under ``path``, None when nothing is there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _close_recording(recorder: RecordingWriter, outcome: _Outcome, batches: int) -> None:

@@ -37,13 +37,27 @@ def check_output_path(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
-def check_distinct(paths: dict[str, str | os.PathLike | None]) -> None:
-    """Refuse two roles given the same file (e.g. --summary equal to --checkpoint)."""
-    seen: dict[Path, str] = {}
+def check_distinct(paths: dict[str, str | os.PathLike | None],
+                   allowed: frozenset[frozenset[str]] = frozenset()) -> None:
+    """Refuse two roles given the same file (e.g. ``--summary`` equal to ``--config``: the run
+    would overwrite its own input). Files are compared by identity — the same file reached
+    through a symlink, a hard link or another spelling is the same file — and, where a path
+    does not exist yet, by its resolved name. ``allowed`` holds pairs of roles that may share a
+    file (``--resume`` and ``--checkpoint``: continue a run and keep saving to its file)."""
+    seen: list[tuple[str, tuple, str | os.PathLike]] = []
     for what, path in paths.items():
         if path is None:
             continue
-        key = Path(path).resolve()
-        if key in seen:
-            raise ValueError(f"{what} and {seen[key]} are the same file ({path}); give each its own path")
-        seen[key] = what
+        key = _identity(Path(path))
+        for other, other_key, _ in seen:
+            if key == other_key and frozenset((what, other)) not in allowed:
+                raise ValueError(f"{what} and {other} are the same file ({path}); give each its own path")
+        seen.append((what, key, path))
+
+
+def _identity(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except OSError:
+        return ("name", str(path.resolve()))
+    return ("file", st.st_dev, st.st_ino)

@@ -1,6 +1,6 @@
 """How a headless run stops: after the current batch, whatever asked it to.
 
-Ctrl+C (SIGINT), SIGTERM (a scheduler's or ``kill``'s polite stop) and a failed write (a full
+Ctrl+C (SIGINT), SIGTERM (a scheduler's or ``kill``'s polite stop), SIGHUP (the terminal closed) and a failed write (a full
 disk under the recording or the checkpoint) all end a run the same way: the batch in progress
 finishes, then the run writes the checkpoint and summary it can, closes the recording cleanly,
 says in one line what was saved where, and exits with a non-zero status that tells the causes
@@ -14,13 +14,17 @@ import signal
 import threading
 from dataclasses import dataclass
 
-#: Exit statuses of a stopped run (130 and 143 follow the shell's 128 + signal number).
+#: Exit statuses of a stopped run (129, 130 and 143 follow the shell's 128 + signal number).
+#: SIGHUP (the terminal or ssh session closed) is a polite stop like SIGTERM: before, it killed
+#: the run with nothing saved and the recording left open-for-write.
+EXIT_SIGHUP = 129
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 #: A checkpoint, summary or recording write failed (EX_IOERR of sysexits.h).
 EXIT_WRITE_FAILED = 74
 
-_SIGNAL_EXITS = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM}
+_SIGNAL_EXITS = {signal.SIGINT: EXIT_SIGINT, signal.SIGTERM: EXIT_SIGTERM,
+                 **({signal.SIGHUP: EXIT_SIGHUP} if hasattr(signal, "SIGHUP") else {})}
 
 
 @dataclass(frozen=True)

@@ -19,27 +19,51 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from energy_flow.atomic import write_bytes_atomic  # noqa: E402
+from energy_flow.broken_pipe import run_cli  # noqa: E402
+from energy_flow.cli_errors import OneLineParser, fails_by_name  # noqa: E402
+from energy_flow.output_paths import check_output_path  # noqa: E402
+
 #: Give up (and say so) if loading plus training takes longer than this.
 TIMEOUT_S = 540
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 1600x1000, got {text!r}") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive width and height, got {text!r}")
+    return width, height
+
+
+def _step(text: str) -> str:
+    if text not in ("middle", "last") and not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a step number, 'middle' or 'last', got {text!r}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="screenshot.py", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="debug", help="config preset (default: debug)")
     parser.add_argument("--batches", type=int, default=6, help="training batches before the picture")
-    parser.add_argument("--step", default="middle",
+    parser.add_argument("--step", default="middle", type=_step,
                         help="propagation step to show: a number, 'middle' (default: flows still in "
                              "flight) or 'last'")
     parser.add_argument("--out", default=str(ROOT / "docs" / "screenshot.png"))
-    parser.add_argument("--size", default="1600x1000", help="window size WxH")
+    parser.add_argument("--size", default=(1600, 1000), type=_size, help="window size WxH (default 1600x1000)")
     args = parser.parse_args(argv)
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    width, height = args.size
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output_path(out, "--out")   # before the minutes of loading and training
 
     from app.main import configure_torch_threads
 
     configure_torch_threads()
     import vispy
-    from PyQt6.QtCore import QTimer
+    from PyQt6.QtCore import QBuffer, QByteArray, QIODevice, QTimer
     from PyQt6.QtWidgets import QApplication
 
     vispy.use("pyqt6")
@@ -83,11 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         QTimer.singleShot(1500, grab)   # let the last repaint and the FPS readout settle
 
     def grab() -> None:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         image = window.grab()
-        if not image.save(str(out)):
-            finish(1, f"screenshot: could not write {out}")
+        data = QByteArray()
+        buffer = QBuffer(data)
+        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+        if not image.save(buffer, "PNG"):
+            finish(1, f"screenshot: could not encode the image for {out}")
+            return
+        try:
+            write_bytes_atomic(out, bytes(data), "screenshot")   # the old picture stays whole on failure
+        except OSError as exc:
+            finish(1, f"screenshot: {exc}")
             return
         finish(0, f"wrote {out} ({image.width()}×{image.height()})")
 
@@ -102,4 +132,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(lambda: fails_by_name("screenshot.py", main)))

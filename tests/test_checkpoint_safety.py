@@ -17,6 +17,7 @@ import torch
 import energy_flow.atomic as atomic
 from energy_flow.config import create_tiny_config
 from energy_flow.training import EnergyTrainer, build_model
+from energy_flow.training.checkpoint_integrity import state_digest
 from tests.conftest import unit_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +96,7 @@ def test_nan_weights_in_a_checkpoint_name_the_parameter(tmp_path):
     state["model"][name][0, 0] = float("nan")
     state["model"][name][1, 1] = float("inf")
     path = tmp_path / "nan.pt"
-    torch.save(state, path)
+    torch.save({**state, "checksum": state_digest(state)}, path)   # intact: only its values are bad
     trainer = make()
     before = {k: v.clone() for k, v in trainer.processor.state_dict().items()}
     with pytest.raises(ValueError) as err:

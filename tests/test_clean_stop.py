@@ -22,7 +22,7 @@ import energy_flow.atomic as atomic
 import energy_flow.trace.recording.writer as recording
 from energy_flow.config import create_tiny_config
 from energy_flow.headless import HeadlessOptions, run
-from energy_flow.run_control import EXIT_SIGINT, EXIT_SIGTERM, EXIT_WRITE_FAILED, RunControl
+from energy_flow.run_control import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, EXIT_WRITE_FAILED, RunControl
 from energy_flow.trace import open_recording
 from energy_flow.training import EnergyTrainer
 from energy_flow.training.checkpoint import read_checkpoint
@@ -82,7 +82,8 @@ def _signal_after_two_batches(proc: subprocess.Popen, signum: int) -> tuple[str,
     return out, err
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, EXIT_SIGTERM), (signal.SIGINT, EXIT_SIGINT)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, EXIT_SIGTERM), (signal.SIGINT, EXIT_SIGINT),
+                                          (signal.SIGHUP, EXIT_SIGHUP)])
 def test_a_signal_stops_after_the_batch_and_saves_everything(tmp_path, signum, code):
     """Guards against SIGINT/SIGTERM exiting with no checkpoint, no summary, and (SIGTERM) a
     recording left flagged open for write."""

@@ -22,7 +22,7 @@ import torch
 
 from energy_flow.config import create_tiny_config
 from energy_flow.core import EnergyLattice, FlowProcessor, SimpleNeuron
-from energy_flow.trace import (MODULES, REASON_FADED, REASON_LANDED, REASON_NAMES, REASON_TIMED_OUT,
+from energy_flow.trace import (MODULES, SCHEMA_VERSION, REASON_FADED, REASON_LANDED, REASON_NAMES, REASON_TIMED_OUT,
                                REPORT_FIELDS, BatchTelemetry,
                                FlowRecorder, RecordingError, RecordingWriter, export_snapshot,
                                open_recording)
@@ -393,7 +393,12 @@ def test_missing_file_and_inconsistent_offsets(tmp_path, good_file):
 def test_export_snapshot_is_atomic_and_names_unwritable_paths(tmp_path, config, telemetries):
     target = tmp_path / "snap.h5"
     target.write_bytes(b"old")
-    export_snapshot(target, telemetries[1], {"step": 3}, config.to_dict(), {"model_name": "m"})
+    with pytest.raises(OSError, match="not a recording; refusing to replace it"):
+        export_snapshot(target, telemetries[1], {"step": 3}, config.to_dict(), {"model_name": "m"})
+    assert target.read_bytes() == b"old"
+    target.unlink()
+    export_snapshot(target, telemetries[0], {"step": 2}, config.to_dict(), {"model_name": "m"})
+    export_snapshot(target, telemetries[1], {"step": 3}, config.to_dict(), {"model_name": "m"})  # replaces it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["snap.h5"]
     with open_recording(target) as rec:
         assert rec.num_batches == 1 and rec.batch_info(0).step == 3

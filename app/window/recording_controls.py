@@ -26,6 +26,7 @@ from app.sources.replay import ReplaySource
 from app.window.export import ExportDialog, ExportRequest, write_export
 from app.window.icons import icon
 from app.window.timeline import ReplayTimeline
+from energy_flow.output_paths import check_distinct
 
 RECORDING_SUFFIXES = (".h5", ".hdf5")
 
@@ -271,6 +272,11 @@ class RecordingController(QObject):
             return
         config, provenance = self._export_metadata()
         try:
+            # Never export over the recording being replayed or being written (its reader or
+            # writer would keep a deleted file, and the run's batches would be lost).
+            recording = self.recording_path if self.record_action.isChecked() else None
+            check_distinct({"the open recording": self.replay.path, "the recording being written": recording,
+                            "the export": request.h5_path})
             written = write_export(request, snapshot, config, provenance, render)
         except (OSError, ValueError) as exc:
             self.window.show_error(f"Export failed: {exc}. Nothing was replaced; training carries on.")

@@ -7,7 +7,6 @@ not open (the same one-line reason the app shows; exit status 2).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -15,12 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from energy_flow.broken_pipe import run_cli
+from energy_flow.cli_errors import OneLineParser, fails_by_name
 from energy_flow.diagnostics import cli as health_cli
 from energy_flow.trace.figures import BATCH
-from energy_flow.trace.recording import Recording, RecordingError, open_recording, recorded_series
+from energy_flow.trace.recording import Recording, RecordingError, bounds, open_recording, recorded_series
 from energy_flow.trace.telemetry import REASON_NAMES
 
 EXIT_BAD_FILE = 2
+PROG = "python -m energy_flow.trace"
 
 
 def _size(n: float) -> str:
@@ -47,6 +48,7 @@ def _segment_sums(rec: Recording, name: str, start: np.ndarray, count: np.ndarra
     values = rec.dataset(name)
     out = np.zeros((start.shape[0], *values.shape[1:]), values.dtype)
     for i, (s, c) in enumerate(zip(start, count)):
+        bounds.check_rows(values, int(s), int(c), rec.path, name, "a batch")   # offsets come from the file
         out[i] = values[s:s + c].sum(axis=0)
     return out
 
@@ -121,8 +123,7 @@ def summary(rec: Recording, show_all: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m energy_flow.trace",
-                                     description="Tools for energy-flow recordings.")
+    parser = OneLineParser(prog=PROG, description="Tools for energy-flow recordings.")
     commands = parser.add_subparsers(dest="command", required=True)
     inspect = commands.add_parser("inspect", help="summarise a recording (exit status 2 if it cannot be read)")
     inspect.add_argument("path", type=Path)
@@ -145,4 +146,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(lambda: fails_by_name(PROG, main)))

@@ -21,9 +21,12 @@ import torch
 from energy_flow.atomic import write_bytes_atomic
 from energy_flow.config import EnergyConfig, resolve_mapper_grid
 from energy_flow.errors import reason
+from energy_flow.input_paths import open_regular
+from energy_flow.training.checkpoint_integrity import (CHECKSUM_KEY, FORMAT, nonfinite_entries,
+                                                       state_digest)
 
-CHECKPOINT_VERSION = 1
-FORMAT = "energy-flow-checkpoint"
+#: Version 2 added the checksum (``checkpoint_integrity``); version-1 files load without one.
+CHECKPOINT_VERSION = 2
 
 #: Fields that decide the shapes of the model's parameters: a checkpoint can only be loaded
 #: into a model that agrees on all of them.
@@ -71,15 +74,37 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     write_bytes_atomic(path, buf.getbuffer(), "checkpoint")
 
 
+class NonFiniteStateError(ValueError):
+    """The model or optimizer holds NaN/inf: saving it would replace a good checkpoint with a
+    broken one, so it is not saved. ``detail`` names what is non-finite."""
+
+    def __init__(self, path: str | Path, detail: str):
+        super().__init__(f"checkpoint {path} not written: {detail}")
+        self.detail = detail
+
+
+def write_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Save a trainer's ``state`` atomically with its checksum, unless it holds a non-finite
+    value: then :class:`NonFiniteStateError`, and the file at ``path`` keeps what it held."""
+    bad = nonfinite_entries({"model": state["model"], "optimizer": state["optimizer"]}, "")
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise NonFiniteStateError(path, f"the model holds non-finite values in {', '.join(bad[:3])}{more}")
+    atomic_torch_save({**state, CHECKSUM_KEY: state_digest(state)}, path)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint at ``path``, checked; ValueError (one line, naming the file) otherwise."""
     path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"checkpoint {path} is a directory, not a checkpoint file")
+    with open_regular(path, "checkpoint") as fh:   # never a FIFO, a device or a directory
+        data = _load(path, fh)
+    _check(path, data)
+    return data
+
+
+def _load(path: Path, fh) -> Any:
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"checkpoint {path} does not exist") from None
+        return torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" in str(exc):
             raise ValueError(f"checkpoint {path} was refused: it holds objects other than tensors and "
@@ -87,6 +112,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"checkpoint {path} cannot be read: {reason(exc)}") from None
     except Exception as exc:  # torch raises many types for a damaged file; name the file
         raise ValueError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {reason(exc)})") from None
+
+
+def _check(path: Path, data: Any) -> None:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path} is not an energy-flow checkpoint")
     version = data.get("version", 0)
@@ -99,8 +127,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         if not isinstance(data[key], kind) or isinstance(data[key], bool):
             raise ValueError(f"checkpoint {path}: key {key!r} holds a {type(data[key]).__name__}, "
                              f"expected {getattr(kind, '__name__', kind)}")
+    if version >= 2:
+        stored = data.get(CHECKSUM_KEY)
+        if not isinstance(stored, str):
+            raise ValueError(f"checkpoint {path} lacks its checksum; it is damaged or incomplete")
+        if stored != state_digest(data):
+            raise ValueError(f"checkpoint {path} fails its checksum: its contents changed after it was "
+                             "written (a damaged copy or disk); refusing to resume from it")
     _check_weights(path, data["model"])
-    return data
+    _check_optimizer(path, data["optimizer"])
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data["plateau_window"]):
+        raise ValueError(f"checkpoint {path}: plateau_window must hold numbers only")
 
 
 def _check_weights(path: Path, model: dict[str, Any]) -> None:
@@ -113,3 +150,19 @@ def _check_weights(path: Path, model: dict[str, Any]) -> None:
             count = int((~torch.isfinite(value)).sum())
             raise ValueError(f"checkpoint {path}: parameter {name!r} holds {count} non-finite "
                              f"value(s) (NaN or inf); refusing to resume from it")
+
+
+def _check_optimizer(path: Path, optimizer: dict[str, Any]) -> None:
+    """The optimizer's per-parameter state: tensors and numbers only, every value finite (a
+    non-finite moment resumed turns the weights to NaN a few batches later)."""
+    state = optimizer.get("state", {})
+    if not isinstance(state, dict) or not isinstance(optimizer.get("param_groups"), list):
+        raise ValueError(f"checkpoint {path}: optimizer must hold a 'state' dict and a 'param_groups' list")
+    for key, entry in state.items():
+        if not isinstance(entry, dict) or not all(
+                isinstance(v, (torch.Tensor, int, float)) and not isinstance(v, bool) for v in entry.values()):
+            raise ValueError(f"checkpoint {path}: optimizer state {key!r} must map names to tensors or numbers")
+    bad = nonfinite_entries(state, "optimizer state")
+    if bad:
+        raise ValueError(f"checkpoint {path}: {bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''} "
+                         "(NaN or inf); refusing to resume from it")

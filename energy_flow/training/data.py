@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -77,6 +78,8 @@ def _load_jsonl(path: Path) -> list[TextPair]:
                     f"{exc.msg} at column {exc.colno}"
                 raise DataFileError(path, f"invalid JSON ({where}); each line "
                                           "must be one JSON object (JSON Lines)", lineno) from None
+            except RecursionError:
+                raise DataFileError(path, "invalid JSON (nested too deeply)", lineno) from None
             if not isinstance(obj, dict):
                 raise DataFileError(path, f"expected a JSON object per line (JSON Lines), got "
                                           f"{type(obj).__name__}", lineno)
@@ -207,7 +210,7 @@ def load_embedding_pairs(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                 inputs, targets = npz["inputs"], npz["targets"]
         except DataFileError:
             raise
-        except (OSError, ValueError, EOFError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise DataFileError(path, f"cannot be read as .npz ({exc})") from None
     else:
         try:

@@ -33,8 +33,9 @@ from energy_flow.device import resolve_device
 from energy_flow.trace.batch_trace import BatchTrace, merge_traces
 from energy_flow.trace.figures import BATCH
 from energy_flow.trace.training_signals import MODULES
-from energy_flow.training.checkpoint import (CHECKPOINT_VERSION, atomic_torch_save,
-                                             incompatible_fields, read_checkpoint)
+from energy_flow.training.checkpoint import (CHECKPOINT_VERSION, FORMAT, incompatible_fields,
+                                             read_checkpoint, write_checkpoint)
+from energy_flow.training.checkpoint_integrity import check_like
 from energy_flow.training.report import DataProvenance, TrainReport
 from energy_flow.training.sampler import BatchSampler
 
@@ -215,10 +216,18 @@ class EnergyTrainer:
             after = [[p.detach() for p in ps] for ps in params]
             updates = self._module_norms([[a - b for a, b in zip(ga, gb)] for ga, gb in zip(after, before)])
             norms = torch.cat([updates, self._module_norms(after)]).cpu().numpy()  # second, small transfer
+            # The weight norms are float64 sums of squares of float32 weights: finite exactly when
+            # every weight is, so they are the finite check after the step (no extra transfer).
             m = len(MODULES)
-            weight_norms = dict(zip(MODULES, (float(v) for v in norms[m:])))
-            update_ratios = {name: float(u / w) if w > 0 else math.nan
-                             for name, u, w in zip(MODULES, norms[:m], weights_before)}
+            broken = [name for name, v in zip(MODULES, norms[m:]) if not math.isfinite(v)]
+            if broken:
+                self._restore(params, before)
+                nonfinite = (f"weights became non-finite in {', '.join(broken)} after the optimizer step; "
+                             "the weights from before it were restored")
+            else:
+                weight_norms = dict(zip(MODULES, (float(v) for v in norms[m:])))
+                update_ratios = {name: float(u / w) if w > 0 else math.nan
+                                 for name, u, w in zip(MODULES, norms[:m], weights_before)}
         else:
             self.optimizer.zero_grad(set_to_none=True)
         t_opt = time.perf_counter() - t0
@@ -239,6 +248,14 @@ class EnergyTrainer:
             outputs=out_all.cpu().numpy(), sample_indices=indices.cpu().numpy().astype(np.int64),
             device=str(self.device), provenance=self.provenance,
         )
+
+    @staticmethod
+    @torch.no_grad()
+    def _restore(params: list[list[torch.Tensor]], saved: list[list[torch.Tensor]]) -> None:
+        """Put back the weights saved before an optimizer step that made some non-finite."""
+        for group, old in zip(params, saved):
+            for p, value in zip(group, old):
+                p.copy_(value)
 
     # Hooks for data-parallel training (DistributedTrainer); in one process they change nothing.
     def _micro_context(self, last: bool):
@@ -364,7 +381,7 @@ class EnergyTrainer:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         return {
-            "format": "energy-flow-checkpoint", "version": CHECKPOINT_VERSION,
+            "format": FORMAT, "version": CHECKPOINT_VERSION,
             "config": self.config.to_dict(), "model": self.processor.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "step_count": self.step_count, "plateau_window": list(self._plateau_window),
@@ -372,10 +389,12 @@ class EnergyTrainer:
         }
 
     def save_checkpoint(self, path: str | Path, extra: dict | None = None) -> None:
+        """Save atomically, with a checksum; a model holding NaN/inf is not saved
+        (``NonFiniteStateError``), so the file keeps the last good checkpoint."""
         state = self.state_dict()
         if extra:
             state["extra"] = extra
-        atomic_torch_save(state, path)
+        write_checkpoint(state, path)
 
     def load_checkpoint(self, path: str | Path) -> dict:
         """Restore model, optimiser, scheduler and step count; returns the checkpoint's extra."""
@@ -383,6 +402,9 @@ class EnergyTrainer:
         bad = incompatible_fields(data["config"], self.config)
         if bad:
             raise ValueError(f"checkpoint {path} does not fit this model; mismatched fields: {'; '.join(bad)}")
+        check_like(data["optimizer"]["param_groups"], self.optimizer.state_dict()["param_groups"],
+                   f"checkpoint {path}: optimizer param_groups")
+        check_like(data["scheduler"], self.scheduler.state_dict(), f"checkpoint {path}: scheduler")
         try:
             self.processor.load_state_dict(data["model"])
             self.optimizer.load_state_dict(data["optimizer"])

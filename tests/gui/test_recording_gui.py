@@ -233,3 +233,21 @@ def test_flowrecorder_recordings_open_in_the_window_without_an_error(qtbot, make
     hist_plot = window.panels["Energy"].hist_plot   # panels redraw staggered after the view
     qtbot.waitUntil(lambda: hist_plot.viewRange()[0][0] < -0.5 and hist_plot.viewRange()[0][1] > 3.0,
                     timeout=5000)
+
+
+def test_export_never_replaces_the_open_recording_nor_another_kind_of_file(qtbot, recorded, tmp_path):
+    """Issue 31: every output is checked against the inputs; an export replaces a recording,
+    never the one being replayed and never a file of another kind."""
+    window, path = recorded
+    rec = window.recordings
+    assert rec.open_recording(path)
+    qtbot.waitUntil(rec.export_action.isEnabled, timeout=10_000)
+    notes = tmp_path / "notes.h5"
+    notes.write_text("not a recording\n")
+    for target, named in ((path, "same file"), (notes, "is not a recording")):
+        before = target.read_bytes()
+        rec._ask_export = lambda parent, base, can_render, target=target: ExportRequest(target, None, (640, 480))
+        rec.export_action.trigger()
+        assert window.banner.isVisible() and named in window.banner.label.text()
+        assert target.read_bytes() == before
+    assert rec.mode == "replay" and rec.replay.show_batch(0)

@@ -374,3 +374,34 @@ def test_export_dialog_and_write_export(qtbot, tmp_path, tiny, reports):
     no_view = ExportDialog(tmp_path / "y", can_render=False)
     qtbot.addWidget(no_view)
     assert no_view.request().png_path is None and not no_view.png_check.isEnabled()
+
+
+@pytest.mark.parametrize("kind", ("external-storage", "external-link", "virtual"))
+def test_a_recording_that_reaches_outside_itself_is_a_banner_not_a_secret(qtbot, tmp_path, source, good,
+                                                                          reports, kind):
+    """Issue 31: the app's health banner showed the content of the file a crafted recording
+    pointed at. It is refused by name; the open recording stays and still reads."""
+    from tests.test_self_contained import SECRET, craft
+
+    assert source.open(good)
+    bad, where = craft(tmp_path, reports[:2], kind)
+    with qtbot.waitSignal(source.error) as err:
+        assert source.open(bad) is False
+    assert where in err.args[0] and str(bad) in err.args[0] and SECRET not in err.args[0]
+    assert source.path == good and source.num_batches == NUM_REPORTS
+
+
+@pytest.mark.parametrize("mutant", ("plane 60000 squared", "complete declares 10^8 complete", "num_steps huge",
+                                    "schema_version array", "config deeply nested", "steps/active huge chunk"))
+def test_a_crafted_recording_is_a_banner_and_the_app_stays_usable(qtbot, tmp_path, source, good, reports, mutant):
+    """Issue 31: the app froze at 6.5 GB on a 346 KB crafted file. Such a file is refused by
+    name before anything large is allocated; the open recording stays and still reads."""
+    from tests.recording_mutants import mutate
+
+    assert source.open(good)
+    bad = mutate(good, tmp_path / "crafted.h5", mutant)
+    with qtbot.waitSignal(source.error) as err:
+        assert source.open(bad) is False
+    assert str(bad) in err.args[0] and "\n" not in err.args[0]
+    assert source.path == good and source.num_batches == NUM_REPORTS
+    assert_same_telemetry(reports[3].telemetry, source.snapshot(3).telemetry)

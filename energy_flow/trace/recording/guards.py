@@ -67,7 +67,7 @@ def is_recording(path: str | os.PathLike) -> bool:
         return False
     if isinstance(marker, bytes):
         marker = marker.decode("utf-8", "replace")
-    return marker == FORMAT
+    return isinstance(marker, str) and marker == FORMAT   # an array-valued marker is not ours
 
 
 def refuse_to_replace_non_recording(path: Path) -> None:

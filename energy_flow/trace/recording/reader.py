@@ -18,7 +18,8 @@ import h5py
 import numpy as np
 
 from energy_flow.errors import reason
-from energy_flow.trace.recording import report_columns
+from energy_flow.trace.recording import bounds, report_columns
+from energy_flow.trace.recording.containment import check_self_contained
 from energy_flow.trace.recording.schema import (DATASET_SINCE, FLOW_FIELDS, STEP_TRAILING,
                                                 RecordingError,
                                                 RecordingLayout, check_root, count_complete,
@@ -84,9 +85,15 @@ def _open_h5(path: Path) -> h5py.File:
         # flags it set stay until a clean close. SWMR readers are allowed in; they see every
         # committed batch.
     try:
-        return h5py.File(path, "r", swmr=True)
+        f = h5py.File(path, "r", swmr=True)
     except OSError as exc:
         raise RecordingError(f"{path}: cannot open the HDF5 file for reading ({reason(exc)})") from exc
+    try:
+        check_self_contained(f, path)   # before any data is read: nothing may lead to other files
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 class Recording:
@@ -109,7 +116,7 @@ class Recording:
                 raise RecordingError(str(exc)) from exc
             self._ds = self._datasets()
             self._check_shapes()
-            self.num_batches = count_complete(self._read("batches/complete", slice(None)))
+            self.num_batches = self._count()
         except BaseException:
             self._file.close()
             raise
@@ -137,6 +144,7 @@ class Recording:
                                  f"batches/plane_energy {image}, steps/energy_hist {bins}")
         p, b = planes[0], bins[0]
         expected = specs(RecordingLayout(image[2], image[1], 2, p, b))
+        bounds.check_datasets(ds, expected, self.path)   # dtypes, row and chunk sizes: before any read
         for name, spec in expected.items():
             if name not in ds:
                 continue
@@ -146,7 +154,15 @@ class Recording:
                                      f"expected {spec.trailing} (planes={p}, bins={b}, "
                                      f"plane image {image[1]}×{image[2]})")
 
+    def _count(self) -> int:
+        """Complete batches, each of which must be stored in the file (not just flagged)."""
+        plane = self._ds["batches/plane_energy"]
+        n = count_complete(self._read("batches/complete", bounds.flag_rows(plane)))
+        bounds.check_batch_count(plane, n, self.path)
+        return n
+
     def _read(self, name: str, index: Any) -> np.ndarray:
+        bounds.check_read(self._ds[name], index, self.path, name)
         try:
             return self._ds[name][index]
         except (OSError, ValueError, KeyError) as exc:
@@ -164,7 +180,7 @@ class Recording:
                     ds.refresh()
         except (OSError, ValueError) as exc:
             raise RecordingError(f"{self.path}: cannot refresh ({reason(exc)})") from exc
-        self.num_batches = count_complete(self._read("batches/complete", slice(None)))
+        self.num_batches = self._count()
         return self.num_batches
 
     # -------------------------------------------------------------- reading
@@ -249,6 +265,9 @@ class Recording:
             return np.zeros(0, dtype=np.float64), empty, empty
         starts = self._read("batches/step_start", slice(0, n)).astype(np.int64)
         stops = starts + self._read("batches/num_steps", slice(0, n)).astype(np.int64) + 1
+        if starts.min() < 0 or (stops <= starts).any():
+            raise RecordingError(f"{self.path}: inconsistent shapes: negative step offsets or counts in "
+                                 "batches/step_start or batches/num_steps")
         end = int(stops.max())
         if end > self._ds[key].shape[0]:
             raise RecordingError(f"{self.path}: inconsistent shapes: batches need rows up to {end} "
@@ -266,16 +285,13 @@ class Recording:
             total_flows=int(r["total_flows"]), has_flows=bool(r["has_flows"]),
             num_sampled_flows=int(r["num_flows"]), traced_samples=int(r["traced_samples"]),
             lattice_shape=tuple(int(v) for v in r["lattice_shape"]),
-            start_mode=bytes(r["start_mode"]).decode("utf-8"),
+            start_mode=bytes(r["start_mode"]).decode("utf-8", "replace"),
             plane_z=tuple(float(v) for v in r["plane_z"]),
             input_energy_range=(float(r["input_energy_range"][0]), float(r["input_energy_range"][1])),
         )
 
     def _segment(self, name: str, start: int, count: int, i: int) -> np.ndarray:
-        size = self._ds[name].shape[0]
-        if start < 0 or start + count > size:
-            raise RecordingError(f"{self.path}: inconsistent shapes: batch {i} needs rows "
-                                 f"{start}..{start + count} of {name}, which has {size}")
+        bounds.check_rows(self._ds[name], start, count, self.path, name, f"batch {i}")
         return self._read(name, slice(start, start + count))
 
     def batch(self, i: int) -> BatchTelemetry:
@@ -287,6 +303,11 @@ class Recording:
                                  f"but batches/step_start has {rows} rows")
         info = self.batch_info(i)
         t1 = info.num_steps + 1
+        n = info.num_sampled_flows if info.has_flows else 0
+        ds = self._ds
+        bounds.check_batch_bytes([*((d, t1) for k, d in ds.items() if k.startswith("steps/")),
+                                  *((ds[f"flows/{k}"], n) for k in FLOW_FIELDS),
+                                  (ds["flows/positions"], n * t1), (ds["flows/energy"], n * t1)], self.path, i)
         s0 = int(self._read("batches/step_start", i))
         agg = {name: self._segment(f"steps/{name}", s0, t1, i) for name in STEP_TRAILING
                if f"steps/{name}" in self._ds}

@@ -3,8 +3,9 @@
 ``docs/recording-format.md`` specifies the same in prose; the two must agree. Schema version 2
 added per-step ``still_fraction``, ``saturation`` and ``plane_energy`` and the per-batch training
 signals (gradient, update and weight norms per module, output and target spread, the skipped
-flag, what was non-finite, parameters without a gradient). Files of version 1 lack exactly the
-datasets in :data:`V2_DATASETS`; the reader gives None/NaN for them.
+flag, what was non-finite, parameters without a gradient); version 3 the per-plane
+``deposit_share``. A file of an older version lacks exactly the datasets :data:`DATASET_SINCE`
+dates after it; the reader gives None/NaN for them.
 """
 
 from __future__ import annotations
@@ -100,10 +101,6 @@ DATASET_SINCE = {
     **{f"batches/{f.key}": f.since_schema for f in recorded_batch_figures() if f.since_schema > 1},
     "batches/has_plane_energy_steps": 2,
 }
-#: Datasets a version-1 file does not have.
-V2_DATASETS = frozenset(name for name, since in DATASET_SINCE.items() if since == 2)
-#: The training signals of schema 2 and later, besides the version-1 figure columns.
-TRAINING_COLUMNS = {f.key: f for f in recorded_batch_figures() if f.since_schema >= 2}
 
 
 def specs(layout: RecordingLayout) -> dict[str, Spec]:
@@ -196,12 +193,15 @@ def check_root(f: h5py.File, path: Path) -> int:
     marker = f.attrs.get("format")
     if isinstance(marker, bytes):
         marker = marker.decode("utf-8", "replace")
-    if marker != FORMAT:
-        found = "no format marker" if marker is None else f"format marker {marker!r}"
+    if not isinstance(marker, str) or marker != FORMAT:
+        found = "no format marker" if marker is None else f"format marker {str(marker)[:60]!r}"
         raise RecordingError(f"{path}: not an energy-flow recording ({found}, expected {FORMAT!r})")
     version = f.attrs.get("schema_version")
     if version is None:
         raise RecordingError(f"{path}: missing attribute 'schema_version'")
+    if not isinstance(version, (int, np.integer)) or isinstance(version, (bool, np.bool_)):
+        raise RecordingError(f"{path}: attribute 'schema_version' must be one integer, got "
+                             f"{str(version)[:60]!r}")
     version = int(version)
     if version > SCHEMA_VERSION:
         raise RecordingError(f"{path}: schema version {version} is newer than this program's "
@@ -217,7 +217,9 @@ def load_json_attr(f: h5py.File, name: str, path: Path) -> dict:
     try:
         value = json.loads(f.attrs[name])
     except (TypeError, ValueError) as exc:
-        raise RecordingError(f"{path}: attribute {name!r} is not valid JSON ({exc})") from exc
+        raise RecordingError(f"{path}: attribute {name!r} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RecordingError(f"{path}: attribute {name!r} is not valid JSON (nested too deeply)") from None
     if not isinstance(value, dict):
         raise RecordingError(f"{path}: attribute {name!r} must hold a JSON object")
     return value

@@ -23,7 +23,8 @@ import numpy as np
 from energy_flow.atomic import atomic_write, move_into_place, remove_orphans, temp_name
 from energy_flow.errors import os_error, reason
 from energy_flow.filelock import FileLock
-from energy_flow.trace.recording import report_columns
+from energy_flow.trace.recording import bounds, report_columns
+from energy_flow.trace.recording.containment import check_self_contained
 from energy_flow.trace.recording.guards import (METADATA_HEADROOM, DiskFullError, abandon, disk_full,
                                                 h5_errno, refuse_to_replace_non_recording)
 from energy_flow.trace.recording.provenance import environment_provenance
@@ -31,7 +32,7 @@ from energy_flow.trace.recording.schema import (COMPRESSION, COMPRESSIONS, FLOW_
                                                 OPTIONAL_STEP_FIELDS, POINT_CHUNK, SCHEMA_VERSION,
                                                 START_MODE_BYTES, STEP_CHUNK, STEP_TRAILING,
                                                 RecordingError, align, check_root, count_complete,
-                                                layout_from_config, specs)
+                                                layout_from_config, load_json_attr, specs)
 from energy_flow.trace.telemetry import PERCENTILES, SATURATION_NAMES, BatchTelemetry
 from energy_flow.trace.training_signals import MODULES
 
@@ -157,9 +158,12 @@ class RecordingWriter:
         byte, so a failure at any stage leaves it as it was."""
         with self._open_for_append("r") as f:
             with _stage(self.path, "append to recording", "reading it", passes=(ValueError,)):
+                check_self_contained(f, self.path)   # or the batches would land in another file
                 self._check_appendable(f, config_json)
         self._file = self._open_for_append("r+")
         try:
+            with _stage(self.path, "append to recording", "reading it", passes=(ValueError,)):
+                check_self_contained(self._file, self.path)   # the file may have been swapped meanwhile
             with _stage(self.path, "append to recording", "starting SWMR mode"):
                 self._attach()
         except BaseException:
@@ -178,7 +182,9 @@ class RecordingWriter:
 
     def _attach(self) -> None:
         self._ds = {name: self._file[name] for name in self._specs}
-        self._rows = count_complete(self._ds["batches/complete"][:])
+        plane = self._ds["batches/plane_energy"]
+        self._rows = count_complete(self._ds["batches/complete"][bounds.flag_rows(plane)])
+        bounds.check_batch_count(plane, self._rows, self.path)
         self._file.swmr_mode = True
 
     def _discard(self) -> None:
@@ -214,15 +220,16 @@ class RecordingWriter:
         if version != SCHEMA_VERSION:
             raise RecordingError(f"{self.path}: cannot append: the recording has schema version {version}, "
                                  f"this program writes {SCHEMA_VERSION}; start a new recording")
-        if json.loads(f.attrs["config"]) != json.loads(config_json):
+        if load_json_attr(f, "config", self.path) != json.loads(config_json):
             raise ValueError(f"{self.path}: cannot append: the config differs from the recording's; "
                              "start a new recording")
         for name, spec in self._specs.items():
-            if name not in f:
+            if not isinstance(f.get(name), h5py.Dataset):
                 raise RecordingError(f"{self.path}: missing dataset {name!r}")
             if f[name].shape[1:] != spec.trailing or f[name].dtype != np.dtype(spec.dtype):
                 raise RecordingError(f"{self.path}: dataset {name!r} has shape {f[name].shape[1:]} "
                                      f"{f[name].dtype}, this config needs {spec.trailing} {spec.dtype}")
+        bounds.check_datasets({name: f[name] for name in self._specs}, self._specs, self.path)
 
     # -------------------------------------------------------------- appending
     @property
@@ -420,6 +427,7 @@ def export_snapshot(path: str | os.PathLike, telemetry: BatchTelemetry,
     naming ``path`` when its directory cannot be written (no temporary file is left behind).
     """
     path = Path(path)
+    refuse_to_replace_non_recording(path)   # an export replaces a recording, never another file
     with atomic_write(path, "snapshot") as tmp:
         with RecordingWriter(tmp, config_dict, provenance, mode="w") as writer:
             writer.append_batch(telemetry, report_fields)
