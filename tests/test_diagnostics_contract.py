@@ -26,6 +26,7 @@ from energy_flow.diagnostics import (CHECK_KEYS, THRESHOLDS, Evidence, HealthRep
 from energy_flow.diagnostics.flow_checks import _share, _weighted_mean, border_mask
 from energy_flow.diagnostics.sources import (HealthMonitor, assess_recording_batch, recording_history,
                                              signals_from_report)
+from energy_flow.trace.figures import BATCH
 from energy_flow.diagnostics.thresholds import FLAT_WINDOW, LOSS_WINDOW
 from energy_flow.trace.recording import Recording, RecordingWriter, open_recording, report_fields_from
 from energy_flow.trace.telemetry import SATURATION_NAMES, BatchTelemetry
@@ -504,11 +505,11 @@ def test_evidence_from_config_carries_the_run_settings_and_history():
     history = {"loss": np.array([1.0, np.nan, 2.0])}
     ev = evidence_from_config(None, None, history, {"learning_rate": 0.01, "max_steps": 7})
     assert ev.initial_learning_rate == 0.01 and ev.max_steps == 7 and isinstance(ev.max_steps, int)
-    np.testing.assert_array_equal(ev.series("loss"), [1.0, 2.0])
-    unknown = ev.series("grad_norm")
+    np.testing.assert_array_equal(ev.series(BATCH.loss), [1.0, 2.0])
+    unknown = ev.series(BATCH.grad_norm)
     assert unknown.shape == (0,) and unknown.dtype == np.float64
     bare = evidence_from_config(None, None, None, None)
-    assert bare.initial_learning_rate is None and bare.max_steps is None and bare.series("loss").size == 0
+    assert bare.initial_learning_rate is None and bare.max_steps is None and bare.series(BATCH.loss).size == 0
 
 
 def test_loss_trend_reports_the_rolling_means(live):
