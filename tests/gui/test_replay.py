@@ -24,7 +24,7 @@ from app.window.export import ExportDialog, ExportRequest, export_batch, save_pn
 from app.window.timeline import ReplayTimeline
 from energy_flow import atomic
 from energy_flow.config import create_tiny_config
-from energy_flow.trace import RecordingWriter, open_recording
+from energy_flow.trace import SCHEMA_VERSION, RecordingWriter, open_recording
 from energy_flow.trace.recording import report_fields_from
 from energy_flow.trace.telemetry import BatchTelemetry
 from energy_flow.training import EnergyTrainer, TrainReport, build_model
@@ -99,7 +99,7 @@ def test_snapshots_hold_the_recorded_telemetry_and_history(qtbot, source, good, 
     with qtbot.waitSignals([source.opened, source.batch_count_changed, source.snapshot_ready]) as blocker:
         assert source.open(good)
     path, info = blocker.all_signals_and_args[0].args
-    assert path == str(good) and info["num_batches"] == NUM_REPORTS and info["schema_version"] == 2
+    assert path == str(good) and info["num_batches"] == NUM_REPORTS and info["schema_version"] == SCHEMA_VERSION
     assert info["provenance"]["model_name"] == PROVENANCE["model_name"]
     first = blocker.all_signals_and_args[2].args[0]
     assert isinstance(first, Snapshot) and first.batch_label.startswith(f"recording batch 1/{NUM_REPORTS}")
@@ -159,7 +159,7 @@ def _damage(tmp_path: Path, good: Path, kind: str) -> Path:
 @pytest.mark.parametrize("kind, message", [
     ("not-hdf5", "not an HDF5 file"),
     ("truncated", "truncated file"),
-    ("newer-schema", "schema version 99 is newer than this program's 2"),
+    ("newer-schema", f"schema version 99 is newer than this program's {SCHEMA_VERSION}"),
     ("missing-dataset", "missing dataset 'flows/positions'"),
     ("wrong-format", "not an energy-flow recording (format marker 'someone-elses-format'"),
     ("no-such-file", "no such file"),
