@@ -9,6 +9,10 @@ dropped row), and fields that do not need a gradient.
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
+
 import pytest
 import torch
 
@@ -89,3 +93,18 @@ def test_a_whole_batch_trains_the_same_with_autograds_composition(monkeypatch, c
     assert len(now) == len(before) > 5
     for a, b in zip(now, before):
         assert torch.equal(a, b)
+
+
+def test_the_step_phases_have_no_per_flow_loop_and_no_host_read():
+    """DESIGN.md: no per-flow Python loop and no ``.item()`` in the propagation step. The step's
+    phases moved out of ``FlowProcessor.step`` (tests/test_core.py checks its source), so their
+    code is checked here, as syntax: no ``for``/``while`` and no ``.item()``/``.tolist()``."""
+    from energy_flow.core import processor, spawning
+
+    sources = [inspect.getsource(step_phases), inspect.getsource(spawning.plan_children),
+               inspect.getsource(spawning.requested_children), inspect.getsource(processor.FlowProcessor.advance)]
+    for src in sources:
+        tree = ast.parse(textwrap.dedent(src))
+        loops = [n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.While, ast.comprehension))]
+        reads = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr in ("item", "tolist")]
+        assert not loops and not reads, (src.splitlines()[0], loops, reads)
