@@ -60,7 +60,7 @@ def main() -> None:
     compiled = torch.compile(model._carrier_step, dynamic=True)
     first, outs_c = forward_backward(compiled, inputs(c, args.flows, 0))
     _, outs_e = forward_backward(eager, inputs(c, args.flows, 0))
-    diff = max(float((a - b).abs().max()) for a, b in zip(outs_e, outs_c))
+    diff = max(float((a - b).detach().abs().max()) for a, b in zip(outs_e, outs_c))
     other, _ = forward_backward(compiled, inputs(c, args.flows - 300, 1))
     times: dict[str, list[float]] = {"eager": [], "compiled": []}
     for _ in range(args.repeats):

@@ -100,6 +100,17 @@ def deposit(collector: OutputCollector, sample: torch.Tensor, movement: Movement
                       ended.deposits)
 
 
+def _with_spare_row(rows: torch.Tensor, spare: torch.Tensor | float) -> torch.Tensor:
+    """``rows`` with one more row (``spare``) at the end: the same values as ``torch.cat``, which
+    on the CPU took 20–30× a plain copy's time for a 3-d state such as the hidden [C, L, H]
+    with a row of itself appended (measured: 32 ms against 1.2 ms at 16,000 × 2 × 64;
+    docs/BENCHMARKS.md, "Issue 29 on the CPU")."""
+    grown = rows.new_empty((rows.shape[0] + 1, *rows.shape[1:]))
+    grown[:-1] = rows
+    grown[-1] = spare
+    return grown
+
+
 class _WriteRows(torch.autograd.Function):
     """``full`` with ``stepped`` written at rows ``active``, then ``children`` at rows ``slots``
     (a later write wins; row ``capacity`` absorbs the writes of non-children and is dropped).
@@ -115,7 +126,7 @@ class _WriteRows(torch.autograd.Function):
     def forward(ctx, full: torch.Tensor, active: torch.Tensor, stepped: torch.Tensor, slots: torch.Tensor,
                 children: torch.Tensor) -> torch.Tensor:
         capacity = full.shape[0]
-        grown = torch.cat([full, full[:1]])
+        grown = _with_spare_row(full, full[0])
         grown.index_put_((active,), stepped)
         ctx.save_for_backward(active, slots)
         return grown.index_put_((slots,), children)[:capacity]
@@ -123,7 +134,7 @@ class _WriteRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         active, slots = ctx.saved_tensors
-        grown = torch.cat([grad, grad.new_zeros((1, *grad.shape[1:]))])  # the one copy
+        grown = _with_spare_row(grad, 0)  # the one copy
         grad_children = grown[slots] if ctx.needs_input_grad[4] else None
         grown.index_fill_(0, slots, 0)
         grad_stepped = grown[active] if ctx.needs_input_grad[2] else None
