@@ -392,8 +392,8 @@ def test_missing_file_and_inconsistent_offsets(tmp_path, good_file):
 # ---------------------------------------------------------------------------------- snapshots
 def test_export_snapshot_is_atomic_and_names_unwritable_paths(tmp_path, config, telemetries):
     target = tmp_path / "snap.h5"
-    target.write_bytes(b"old")
-    export_snapshot(target, telemetries[1], {"step": 3}, config.to_dict(), {"model_name": "m"})
+    export_snapshot(target, telemetries[0], {"step": 1}, config.to_dict(), {"model_name": "m"})
+    export_snapshot(target, telemetries[1], {"step": 3}, config.to_dict(), {"model_name": "m"})  # replaces it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["snap.h5"]
     with open_recording(target) as rec:
         assert rec.num_batches == 1 and rec.batch_info(0).step == 3
@@ -404,6 +404,12 @@ def test_export_snapshot_is_atomic_and_names_unwritable_paths(tmp_path, config, 
         export_snapshot(bad, telemetries[1], {}, config.to_dict(), {})
     assert str(bad) in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "snap.h5"]
+    # An export replaces a recording, never a file of another kind (issue 31).
+    notes = tmp_path / "notes.h5"
+    notes.write_bytes(b"old")
+    with pytest.raises(OSError, match="is not a recording; refusing to replace it"):
+        export_snapshot(notes, telemetries[1], {}, config.to_dict(), {})
+    assert notes.read_bytes() == b"old"
 
 
 # ---------------------------------------------------------------------------------- CLI
