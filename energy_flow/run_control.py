@@ -1,10 +1,10 @@
 """How a headless run stops: after the current batch, whatever asked it to.
 
-Ctrl+C (SIGINT), SIGTERM (a scheduler's or ``kill``'s polite stop), SIGHUP (the terminal closed) and a failed write (a full
-disk under the recording or the checkpoint) all end a run the same way: the batch in progress
-finishes, then the run writes the checkpoint and summary it can, closes the recording cleanly,
-says in one line what was saved where, and exits with a non-zero status that tells the causes
-apart. A second signal means "now": the default behaviour is restored and the signal re-raised.
+Ctrl+C (SIGINT), SIGTERM (a scheduler's or ``kill``'s polite stop), SIGHUP (the terminal
+closed) and a failed write (a full disk under the recording or the checkpoint) all end a run
+the same way: the batch in progress finishes, then the run writes the checkpoint and summary
+it can, closes the recording cleanly, says in one line what was saved where, and exits with a
+non-zero status that tells the causes apart. A second signal means "now": the default behaviour is restored and the signal re-raised.
 """
 
 from __future__ import annotations

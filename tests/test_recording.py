@@ -409,6 +409,12 @@ def test_export_snapshot_is_atomic_and_names_unwritable_paths(tmp_path, config, 
         export_snapshot(bad, telemetries[1], {}, config.to_dict(), {})
     assert str(bad) in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "snap.h5"]
+    # An export replaces a recording, never a file of another kind (issue 31).
+    notes = tmp_path / "notes.h5"
+    notes.write_bytes(b"old")
+    with pytest.raises(OSError, match="is not a recording; refusing to replace it"):
+        export_snapshot(notes, telemetries[1], {}, config.to_dict(), {})
+    assert notes.read_bytes() == b"old"
 
 
 # ---------------------------------------------------------------------------------- CLI

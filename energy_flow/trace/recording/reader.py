@@ -305,21 +305,21 @@ class Recording:
         t1 = info.num_steps + 1
         n = info.num_sampled_flows if info.has_flows else 0
         ds = self._ds
-        bounds.check_batch_bytes([*((d, t1) for k, d in ds.items() if k.startswith("steps/")),
+        has_plane_steps = ("batches/has_plane_energy_steps" in ds
+                           and bool(self._read("batches/has_plane_energy_steps", i)))
+        bounds.check_batch_bytes([*((d, t1) for k, d in ds.items() if k.startswith("steps/")
+                                    and (has_plane_steps or k != "steps/plane_energy")),
                                   *((ds[f"flows/{k}"], n) for k in FLOW_FIELDS),
                                   (ds["flows/positions"], n * t1), (ds["flows/energy"], n * t1)], self.path, i)
         s0 = int(self._read("batches/step_start", i))
         agg = {name: self._segment(f"steps/{name}", s0, t1, i) for name in STEP_TRAILING
                if f"steps/{name}" in self._ds}
         agg["energy_bin_edges"] = self._read("batches/energy_bin_edges", i)
-        plane_steps = None
-        if "batches/has_plane_energy_steps" in self._ds and self._read("batches/has_plane_energy_steps", i):
-            plane_steps = self._segment("steps/plane_energy", s0, t1, i)
+        plane_steps = self._segment("steps/plane_energy", s0, t1, i) if has_plane_steps else None
         flows = None
         if info.has_flows:
             f0 = int(self._read("batches/flow_start", i))
             p0 = int(self._read("batches/point_start", i))
-            n = info.num_sampled_flows
             cols = {name: self._segment(f"flows/{name}", f0, n, i) for name in FLOW_FIELDS}
             flows = FlowSample(
                 **cols,
