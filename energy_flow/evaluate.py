@@ -31,6 +31,7 @@ import torch
 from energy_flow.broken_pipe import run_cli
 from energy_flow.config import EnergyConfig, create_preset, parse_overrides
 from energy_flow.device import describe_device
+from energy_flow.extras import exit_on_missing_extra
 from energy_flow.training import baselines
 from energy_flow.training.checkpoint import read_checkpoint
 from energy_flow.training.data import PairDataset
@@ -301,5 +302,11 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
     return 0
 
 
+def cli(prog: str = "energy-flow-evaluate") -> int | str | None:
+    """The ``energy-flow-evaluate`` command (pyproject.toml's ``[project.scripts]``): texts need
+    the ``[teacher]`` extra, and its absence ends the command in one line."""
+    return run_cli(lambda: exit_on_missing_extra(prog, main))
+
+
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(cli("python -m energy_flow.evaluate"))

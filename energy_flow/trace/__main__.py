@@ -142,5 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int | str | None:
+    """The ``energy-flow-trace`` command (pyproject.toml's ``[project.scripts]``)."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(cli())
