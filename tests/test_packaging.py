@@ -71,7 +71,9 @@ def test_the_extras_hold_the_desktop_and_the_teacher():
 def test_every_requirement_is_pinned_in_constraints_within_its_range_at_the_installed_version():
     """constraints.txt is what the project is tested with: each core, app, teacher and test
     requirement has a pin there, the pin lies in pyproject's range, and it is what this
-    environment (installed by scripts/install.sh) has."""
+    environment (installed by scripts/install.sh) has — except torch, which only has to lie in
+    the range: the suite is also run on the oldest torch of the range (docs/packaging.md), as on
+    a GPU server that keeps its own build."""
     pins = _pins()
     extras = PYPROJECT["optional-dependencies"]
     for text in [*PYPROJECT["dependencies"], *extras["app"], *extras["teacher"], *extras["test"]]:
@@ -80,7 +82,10 @@ def test_every_requirement_is_pinned_in_constraints_within_its_range_at_the_inst
         assert name in pins, f"constraints.txt has no pin for {req.name}"
         assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside {req}"
         installed = importlib.metadata.version(req.name).split("+")[0]
-        assert installed == pins[name], f"{name}: installed {installed}, pinned {pins[name]}"
+        if name == "torch":
+            assert req.specifier.contains(installed), f"torch {installed} is outside {req}"
+        else:
+            assert installed == pins[name], f"{name}: installed {installed}, pinned {pins[name]}"
 
 
 def test_install_sh_installs_torch_and_the_extras_through_constraints():
