@@ -2,8 +2,9 @@
 environment, torch at constraints.txt's pin, then ``pip install <a copy of the source>`` — not
 editable, no extras. In it: no Qt, VisPy, pyqtgraph or sentence-transformers can be imported,
 every energy_flow module imports, the README's "Record your own model" example records its run,
-and the installed ``energy-flow-trace`` inspects and judges it; ``energy-flow-evaluate`` trains
-and scores on precomputed embeddings; the commands that need an extra say which.
+and the installed ``energy-flow-trace`` inspects and judges it; ``energy-flow-studio --headless``
+and ``energy-flow-evaluate`` train on precomputed embeddings; the commands that need an extra say
+which.
 
 It installs from PyPI (and this machine's local torch wheel): about 1–2 minutes, most of it
 torch. It is skipped, with the reason, only where Python has no venv/ensurepip.
@@ -103,15 +104,28 @@ def test_a_recorded_training_loop_is_inspected_and_judged_by_the_installed_comma
     assert health.returncode == 0 and "no check failed" in health.stdout, health.stdout + health.stderr
 
 
-def test_evaluate_trains_and_scores_on_embeddings_without_the_teacher(core_venv, tmp_path):
+def _embeddings(path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 16)).astype(np.float32)
-    np.savez(tmp_path / "emb.npz", inputs=x, targets=x[:, ::-1].copy())
+    np.savez(path, inputs=x, targets=x[:, ::-1].copy())
+
+
+def test_evaluate_trains_and_scores_on_embeddings_without_the_teacher(core_venv, tmp_path):
+    _embeddings(tmp_path / "emb.npz")
     proc = _ok(_run([core_venv / "energy-flow-evaluate", "--data", "emb.npz", "--preset", "tiny", "--batches", "2",
                      "--json", "out.json"], cwd=tmp_path))
     rows = json.loads((tmp_path / "out.json").read_text())["rows"]
     assert any(name.startswith("energy flow") for name in rows), proc.stdout
     assert json.loads((tmp_path / "out.json").read_text())["training"]["steps"] == 2
+
+
+def test_the_studio_command_trains_headless_and_records_without_the_app_or_the_teacher(core_venv, tmp_path):
+    _embeddings(tmp_path / "emb.npz")
+    _ok(_run([core_venv / "energy-flow-studio", "--headless", "--preset", "tiny", "--batches", "2", "--data",
+              "emb.npz", "--no-progress", "--record", "run.h5", "--summary", "run.json"], cwd=tmp_path))
+    assert json.loads((tmp_path / "run.json").read_text())["steps"] == 2
+    inspect = _ok(_run([core_venv / "energy-flow-trace", "inspect", "run.h5"], cwd=tmp_path))
+    assert "2 complete" in inspect.stdout
 
 
 def test_the_commands_that_need_an_extra_name_it_in_one_line(core_venv, tmp_path):
