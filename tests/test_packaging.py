@@ -215,3 +215,21 @@ def test_the_readme_example_records_a_run_that_trace_health_judges(tmp_path):
     assert "no check failed" in last.stdout
     landing = [line for line in last.stdout.splitlines() if "Landing" in line]
     assert landing and "ok" in landing[0]
+
+
+def test_configs_load_without_tomli_w_which_only_writing_toml_needs(tmp_path):
+    """A wheel installed with --no-deps on a server without tomli-w (the GPU machine had none)
+    still imports and reads configs; only saving one as TOML needs the package."""
+    code = ("import sys\n"
+            "sys.modules['tomli_w'] = None  # as if not installed\n"
+            "from energy_flow.config import EnergyConfig, create_tiny_config\n"
+            f"(p := __import__('pathlib').Path({str(tmp_path)!r}) / 'run.toml').write_text('batch_size = 3\\n')\n"
+            "assert EnergyConfig.load(p).batch_size == 3\n"
+            "create_tiny_config().save(p.with_suffix('.json'))\n"
+            "try:\n"
+            "    create_tiny_config().save(p)\n"
+            "except ImportError as exc:\n"
+            "    print('refused:', exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "refused:" in out.stdout and "tomli_w" in out.stdout
