@@ -16,8 +16,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
-import tomli_w
-
 from energy_flow.input_paths import CONFIG_MAX_BYTES, read_regular
 from energy_flow.memory_estimate import REFUSE_BYTES, estimate_memory, format_bytes
 
@@ -189,6 +187,10 @@ class EnergyConfig:
         """Write as TOML (``.toml``) or JSON (anything else)."""
         path = Path(path)
         if path.suffix.lower() == ".toml":
+            # imported here: reading configs needs only tomllib, so a wheel installed with
+            # --no-deps on a server without tomli-w still imports (a declared dependency all the same)
+            import tomli_w
+
             text = tomli_w.dumps(self.to_dict())
         else:
             text = json.dumps(self.to_dict(), indent=2) + "\n"

@@ -32,6 +32,7 @@ from energy_flow.broken_pipe import run_cli
 from energy_flow.cli_errors import OneLineParser, fails_by_name
 from energy_flow.config import EnergyConfig, create_preset, parse_overrides
 from energy_flow.device import describe_device
+from energy_flow.extras import exit_on_missing_extra
 from energy_flow.output_paths import check_distinct, check_output_path
 from energy_flow.training import baselines
 from energy_flow.training.checkpoint import read_checkpoint
@@ -322,5 +323,11 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
     return 0
 
 
+def cli(prog: str = "energy-flow-evaluate") -> int | str | None:
+    """The ``energy-flow-evaluate`` command (pyproject.toml's ``[project.scripts]``): texts need
+    the ``[teacher]`` extra, and its absence ends the command in one line."""
+    return run_cli(lambda: exit_on_missing_extra(prog, lambda: fails_by_name(prog, main)))
+
+
 if __name__ == "__main__":
-    sys.exit(run_cli(lambda: fails_by_name(PROG, main)))
+    sys.exit(cli(PROG))

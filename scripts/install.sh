@@ -26,7 +26,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-# torch first, pinned: on CPU-only machines this is the CPU wheel, on GPU machines the CUDA one.
-.venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+# torch first, at constraints.txt's pin: on CPU-only machines this is the CPU wheel, on GPU
+# machines the CUDA one (a resolver left to choose within pyproject's range fetches a CUDA build).
+.venv/bin/python -m pip install -q -c constraints.txt torch
+# the library, the app, the teacher and the tests, at the versions in constraints.txt
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[app,teacher,test]"
 echo "install.sh: environment ready in .venv"

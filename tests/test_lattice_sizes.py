@@ -18,7 +18,7 @@ import json
 import pytest
 import torch
 
-import main
+from app import launcher
 from energy_flow.config import EnergyConfig, create_debug_config, create_preset
 from energy_flow.core import EnergyLattice, FlowProcessor, SimpleNeuron
 from energy_flow.training import EnergyTrainer
@@ -54,7 +54,7 @@ def build(entry: str, preset: str, size: tuple[int, int, int], tmp_path) -> Ener
         return create_preset(preset, **changes)
     if entry == "--set":
         argv = ["--preset", preset] + [a for k, v in changes.items() for a in ("--set", f"{k}={v}")]
-        return main.build_config(main.parse_args(argv))
+        return launcher.build_config(launcher.parse_args(argv))
     # a file holding the preset (as the app and --config write it), with the lattice edited
     path = tmp_path / f"run.{entry}"
     create_preset(preset).save(path)
@@ -108,7 +108,7 @@ def test_a_grid_set_by_the_user_is_kept_and_checked_by_name(tmp_path):
     with pytest.raises(ValueError, match=r"mapper_grid = 20 .*≤ min\(lattice_width, lattice_height\) = 8"):
         create_debug_config(lattice_width=8, lattice_height=8, mapper_grid=20)
     with pytest.raises(ValueError, match=r"mapper_grid = -1"):
-        main.build_config(main.parse_args(["--set", "mapper_grid=-1"]))
+        launcher.build_config(launcher.parse_args(["--set", "mapper_grid=-1"]))
     path = tmp_path / "run.toml"
     path.write_text("lattice_width = 6\nlattice_height = 6\nmapper_grid = 7\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"mapper_grid = 7"):

@@ -145,5 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli(prog: str = "energy-flow-trace") -> int | str | None:
+    """The ``energy-flow-trace`` command (pyproject.toml's ``[project.scripts]``); bad input is one
+    line naming it and exit status 2."""
+    return run_cli(lambda: fails_by_name(prog, main))
+
+
 if __name__ == "__main__":
-    sys.exit(run_cli(lambda: fails_by_name(PROG, main)))
+    sys.exit(cli(PROG))

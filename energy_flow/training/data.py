@@ -29,8 +29,9 @@ from energy_flow.training.report import DataProvenance
 if TYPE_CHECKING:
     from energy_flow.training.teacher import TeacherEncoder
 
-BUNDLED_CORPUS = Path(__file__).resolve().parents[2] / "resources" / "corpus" / "pairs.jsonl"
-BUNDLED_CORPUS_SOURCE = "bundled corpus (resources/corpus/pairs.jsonl)"
+# inside the package, so that an installed (not only a checked-out) energy_flow has it
+BUNDLED_CORPUS = Path(__file__).resolve().parent / "corpus" / "pairs.jsonl"
+BUNDLED_CORPUS_SOURCE = "bundled corpus (energy_flow/training/corpus/pairs.jsonl)"
 PRECOMPUTED_TEACHER = "precomputed embeddings"
 
 TEXT_SUFFIXES = (".jsonl", ".json", ".csv")

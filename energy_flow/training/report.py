@@ -17,7 +17,7 @@ from energy_flow.trace.telemetry import BatchTelemetry, FlowStats
 class DataProvenance:
     """Where a run's data came from; recorded in every report, summary and recording."""
 
-    source: str          # file path, or "bundled corpus (resources/corpus/pairs.jsonl)"
+    source: str          # file path, or "bundled corpus (energy_flow/training/corpus/pairs.jsonl)"
     num_pairs: int
     teacher: str         # teacher model name/path, or "precomputed embeddings"
     dim: int

