@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from energy_flow.training.metrics import SplitScores, score
-from energy_flow.training.simple_predictors import (FIGURES, RidgePath, best_simple, cross_validate,
+from energy_flow.training.simple_predictors import (FIGURES, RidgePath, against_best_simple, best_simple,
+                                                    cross_validate,
                                                     fit_simple_predictors, score_simple, verdicts)
 from tests.test_evaluate import dataset
 
@@ -87,3 +88,16 @@ def test_the_best_simple_row_is_the_maximum_of_each_column_and_the_verdict_says_
     v = verdicts(_scores(0.5, 0.5, 0.2, 0.6), best)
     assert [v[f]["beats"] for f in FIGURES] == [True, False, False, True]  # a tie does not beat
     assert v["top5"]["margin"] == pytest.approx(-0.5)
+
+
+def test_against_best_simple_scores_the_model_and_says_when_it_cannot_judge() -> None:
+    x, y = _data()
+    train, val = dataset(x[:250], y[:250]), dataset(x[250:], y[250:])
+    perfect = against_best_simple(train, val, lambda inputs: y[250:].clone())  # a model that knows
+    assert perfect["verdict"]["mean_cosine"]["beats"]
+    assert all(v["beats"] == (v["best_simple"] < 1.0) for f, v in perfect["verdict"].items() if f != "mean_cosine")
+    assert perfect["model"]["top1"] == 1.0
+    same = against_best_simple(train, val, lambda inputs: inputs.clone())  # the identity itself
+    assert not same["verdict"]["top1"]["beats"]  # equal to a simple predictor is not beating it
+    few = against_best_simple(dataset(x[:6], y[:6]), val, lambda inputs: inputs)
+    assert "verdict" not in few and "≥ 10 train" in few["cannot_judge"]

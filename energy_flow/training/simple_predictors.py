@@ -217,3 +217,19 @@ def verdict_line(verdict: dict[str, dict]) -> str:
         parts.append(f"{FIGURE_LABELS[f]} {v['model']:.3f} vs {v['best_simple']:.3f} "
                      f"({v['best_simple_predictor'].split(' (')[0]}): {state} ({v['margin']:+.3f})")
     return "; ".join(parts)
+
+
+def against_best_simple(train: PairDataset, held_out: PairDataset, predict: Predictor,
+                        seed: int = 0, folds: int = 5) -> dict:
+    """The model's held-out figures next to the best simple predictor's, fitted on ``train``:
+    what the headless summary carries. Too few pairs to cross-validate or to rank says so in
+    ``cannot_judge`` instead of passing."""
+    if len(train) < 2 * folds or len(held_out) < 2:
+        return {"cannot_judge": f"{len(train)} train / {len(held_out)} held-out pairs: the simple "
+                                f"predictors need ≥ {2 * folds} train and ≥ 2 held-out pairs"}
+    simple, cvs = fit_simple_predictors(train, seed, folds)
+    bridge = bridge_for(held_out)
+    best = best_simple({p.label(): score_simple(p, held_out, bridge) for p in simple})
+    model = score(predict(held_out.inputs), held_out, bridge)
+    return {"model": model.to_dict(), "best_simple": best.to_dict(), "verdict": verdicts(model, best),
+            "lambdas": {prior: cv.chosen for prior, cv in cvs.items()}}
