@@ -4,10 +4,14 @@
     python -m energy_flow.evaluate --checkpoint runs/debug.pt --data wordnet:3000
     python -m energy_flow.evaluate --data wordnet:3000 --batches 1200 --curve 150
 
-Trains a model on the train split (or loads ``--checkpoint``), fits the baselines on the same
-train split, and scores every predictor on the held-out split with
-:func:`energy_flow.training.metrics.score`: mean cosine, top-1, top-5 and mean reciprocal rank
-of the own target among the split's targets, and output spread next to the targets' spread.
+Trains a model on the train split (or loads ``--checkpoint``), fits the simple predictors on the
+same train split (mean target, identity, ridge → 0 and ridge → identity with λ cross-validated
+on train for each figure: :mod:`energy_flow.training.simple_predictors`), and scores every
+predictor on the held-out split with :func:`energy_flow.training.metrics.score`: mean cosine,
+top-1, top-5 and mean reciprocal rank of the own target among the split's targets, and output
+spread next to the targets' spread. A *best simple* row holds, per figure, the best of the
+simple predictors; the model's figures are marked ▲ where they beat it and ▼ where they do not,
+and one line says so in words: no learning claim stands on a weaker baseline.
 Train-split figures are scored on a sample of train pairs as large as the held-out split, so
 both retrievals choose among as many targets. The split, seed and sizes are printed.
 ``--set FIELD=VALUE`` overrides any config field (this is how ablations are run). ``--curve N``
@@ -40,10 +44,14 @@ from energy_flow.training.checkpoint_integrity import refuse_to_replace_non_chec
 from energy_flow.training.data import PairDataset
 from energy_flow.training.metrics import SplitScores, bridge_for, score, spread
 from energy_flow.training.sampler import BatchSampler
+from energy_flow.training.simple_predictors import (FIGURES, BestSimple, SimplePredictor, best_simple,
+                                                    fit_simple_predictors, score_simple, verdict_line,
+                                                    verdicts)
 from energy_flow.training.trainer import EnergyTrainer, build_model
 
 PROG = "python -m energy_flow.evaluate"
 MODEL_ROW = "energy flow"
+BEST_SIMPLE_ROW = "best simple (per figure)"
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,11 @@ class SplitScorer:
         return {name: score(predict(split.inputs), split, self.bridges[name])
                 for name, split in self.splits.items()}
 
+    def simple(self, predictor: SimplePredictor) -> dict[str, SplitScores]:
+        """A simple predictor's scores, each figure from the fit chosen for that figure."""
+        return {name: score_simple(predictor, split, self.bridges[name])
+                for name, split in self.splits.items()}
+
 
 def evaluate_predictors(predictors: dict[str, Callable[[torch.Tensor], torch.Tensor]],
                         train_eval: PairDataset, val: PairDataset) -> dict[str, dict[str, SplitScores]]:
@@ -164,16 +177,40 @@ def evaluate_predictors(predictors: dict[str, Callable[[torch.Tensor], torch.Ten
     return {name: scorer(predict) for name, predict in predictors.items()}
 
 
-def format_table(rows: dict[str, dict[str, SplitScores]], target_spread: float, n_val: int) -> str:
+def best_simple_by_split(simple_rows: dict[str, dict[str, SplitScores]]) -> dict[str, BestSimple]:
+    """Per split, the column-wise best of the simple predictors."""
+    splits = next(iter(simple_rows.values())).keys()
+    return {split: best_simple({name: by[split] for name, by in simple_rows.items()}) for split in splits}
+
+
+def _cell(value: float, best: float | None) -> str:
+    """A figure, marked ▲ where it beats the best simple predictor and ▼ where it does not."""
+    return f"{value:.3f}" if best is None else f"{value:.3f} {'▲' if value > best else '▼'}"
+
+
+def format_table(simple_rows: dict[str, dict[str, SplitScores]], model_rows: dict[str, dict[str, SplitScores]],
+                 best: dict[str, BestSimple], target_spread: float, n_val: int) -> str:
+    """The simple predictors, the best simple row, then the model (and probe) rows, whose every
+    figure carries ▲ where it beats the best simple predictor and ▼ where it does not."""
     lines = [f"| predictor | val cosine | val top-1 | val top-5 | val MRR | val spread "
              f"(targets {target_spread:.3f}) | train cosine | train top-1 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, by_split in rows.items():
-        v, t = by_split["validation"], by_split["train"]
-        lines.append(f"| {name} | {v.mean_cosine:.3f} | {v.top1:.3f} | {v.top5:.3f} | {v.mrr:.3f} | "
-                     f"{v.spread:.3f} | {t.mean_cosine:.3f} | {t.top1:.3f} |")
+    bv, bt = best["validation"], best["train"]
+    for rows, marked in ((simple_rows, False), (model_rows, True)):
+        for name, by_split in rows.items():
+            v, t = by_split["validation"], by_split["train"]
+            cells = [_cell(getattr(v, f), bv.values[f] if marked else None) for f in FIGURES]
+            lines.append(f"| {name} | {' | '.join(cells)} | {v.spread:.3f} | "
+                         f"{_cell(t.mean_cosine, bt.values['mean_cosine'] if marked else None)} | "
+                         f"{_cell(t.top1, bt.values['top1'] if marked else None)} |")
+        if not marked:
+            lines.append(f"| **{BEST_SIMPLE_ROW}** | " + " | ".join(f"{bv.values[f]:.3f}" for f in FIGURES)
+                         + f" | — | {bt.values['mean_cosine']:.3f} | {bt.values['top1']:.3f} |")
     lines.append(f"(retrieval among the {n_val} held-out targets; train figures on a sample of as many "
-                 "train pairs, among their own targets)")
+                 "train pairs, among their own targets; best simple = the best of the rows above it, "
+                 "per column; ▲ beats it, ▼ does not)")
+    lines.append("best simple per held-out figure: " + ", ".join(
+        f"{f} {bv.values[f]:.3f} ({bv.names[f].split(' (')[0]})" for f in FIGURES))
     return "\n".join(lines)
 
 
@@ -285,21 +322,17 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
     if args.save_checkpoint:
         trainer.save_checkpoint(args.save_checkpoint, extra={"provenance": prov.to_dict()})
 
-    ridge = baselines.least_squares(train.inputs, train.targets, seed=cfg.seed)
-    # Nearly unregularised too: on retrieval it can beat the ridge picked for cosine.
-    plain = baselines.least_squares(train.inputs, train.targets, grid=(1e-3,), seed=cfg.seed)
-    predictors = {
-        "mean target": baselines.mean_target(train),
-        "identity (input as output)": baselines.identity(train),
-        f"least squares (ridge {ridge.ridge:g}, chosen on train)": ridge.predict,
-        "least squares (ridge 0.001)": plain.predict,
-        f"{MODEL_ROW}, {trainer.step_count} batches": trainer.predict,
-    }
     t1 = time.perf_counter()
+    simple, cvs = fit_simple_predictors(train, seed=cfg.seed)
+    simple_rows = {p.label(): scorer.simple(p) for p in simple}
+    best = best_simple_by_split(simple_rows)
+    model_name = f"{MODEL_ROW}, {trainer.step_count} batches"
+    model_predictors = {model_name: trainer.predict}
     if args.probe:
-        predictors["ridge probe on the model's pooled output planes"] = deposit_probe(
+        model_predictors["ridge probe on the model's pooled output planes"] = deposit_probe(
             trainer, train, args.probe, cfg.seed)
-    rows = evaluate_predictors(predictors, train_eval, val)
+    model_rows = evaluate_predictors(model_predictors, train_eval, val)
+    verdict = verdicts(model_rows[model_name]["validation"], best["validation"])
     diag = plane_diagnostics(trainer, val)
     eval_seconds = time.perf_counter() - t1
 
@@ -307,7 +340,8 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
     trained = (f"trained {run.steps} batches in {run.seconds:.0f} s ({run.seconds / run.steps:.2f} s/batch), "
                f"loss {run.first_loss:.3f} → {run.last_loss:.3f} (mean of last 10)") if run.steps else "not trained"
     print(f"\n# {time.strftime('%Y-%m-%d')}, seed {cfg.seed}; {trained}; evaluation {eval_seconds:.0f} s", file=out)
-    print(format_table(rows, target_spread, len(val)), file=out)
+    print(format_table(simple_rows, model_rows, best, target_spread, len(val)), file=out)
+    print(f"held-out, the model against the best simple predictor: {verdict_line(verdict)}", file=out)
     print(f"deposits (one held-out batch): {diag['edge_energy_share']:.1%} of the energy on edge cells "
           f"({diag['edge_cell_share']:.1%} of the cells), landed {diag['landed_fraction']:.2f}, "
           f"coverage {diag['coverage']:.2f}", file=out)
@@ -315,8 +349,12 @@ def main(argv: Sequence[str] | None = None, out=None) -> int:
         write_bytes_atomic(args.json, (json.dumps({
             "config": cfg.to_dict(), "provenance": prov.to_dict(), "seed": cfg.seed,
             "sizes": {"train": len(train), "validation": len(val), "train_eval": len(train_eval)},
-            "training": run.__dict__, "target_spread": target_spread, "ridge": ridge.ridge,
-            "rows": {name: {k: s.to_dict() for k, s in by.items()} for name, by in rows.items()},
+            "training": run.__dict__, "target_spread": target_spread,
+            "rows": {name: {k: s.to_dict() for k, s in by.items()}
+                     for name, by in {**simple_rows, **model_rows}.items()},
+            "best_simple": {split: b.to_dict() for split, b in best.items()},
+            "model_vs_best_simple": verdict,
+            "cross_validation": {prior: cv.to_dict() for prior, cv in cvs.items()},
             "diagnostics": diag, "device": str(trainer.device), "threads": torch.get_num_threads(),
             "curve": curve,
         }, indent=1) + "\n").encode("utf-8"), "JSON")   # a failed write keeps the old file whole

@@ -56,6 +56,7 @@ from energy_flow.training.data import PairDataset, build_dataset
 from energy_flow.training.embedding_cache import default_cache_dir
 from energy_flow.training.report import TrainReport
 from energy_flow.training.sampler import BatchSampler
+from energy_flow.training.simple_predictors import against_best_simple, verdict_line
 from energy_flow.training.teacher import TeacherEncoder
 from energy_flow.training.text_bridge import TextBridge
 from energy_flow.training.trainer import EnergyTrainer, build_model
@@ -349,6 +350,11 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
             val = summary["validation_eval"] = evaluate(trainer, val_set, _bridge_for(val_set))
             print(f"validation: mean cosine {val['mean_cosine']:.3f}"
                   + (f", text-bridge top-1 {val['top1']:.3f}" if "top1" in val else ""), file=out)
+            against = summary["validation_vs_best_simple"] = against_best_simple(
+                train_set, val_set, trainer.predict, seed=cfg.seed)
+            print("validation against the best simple predictor: "
+                  + (verdict_line(against["verdict"]) if "verdict" in against
+                     else f"cannot judge ({against['cannot_judge']})"), file=out)
     if opts.record:
         summary["record"] = {"path": opts.record, "batches": len(recorded_bytes), "lost": outcome.recording_lost,
                              "bytes_per_batch": float(np.mean(recorded_bytes)) if recorded_bytes else None}

@@ -124,7 +124,8 @@ def test_evaluate_trains_saves_and_reevaluates_a_checkpoint(tmp_path: Path, caps
                                    "--save-checkpoint", str(ckpt), "--json", str(first)]) == 0
     text = capsys.readouterr().out
     assert "split: seed 4, validation fraction 0.1 → 54 train / 6 validation pairs" in text
-    for row in ("mean target", "identity (input as output)", "least squares", "energy flow, 3 batches"):
+    for row in ("mean target", "identity (input as output)", "ridge → 0 (λ", "ridge → identity (λ",
+                "best simple (per figure)", "energy flow, 3 batches"):
         assert row in text, row
     assert evaluate_main(common + ["--checkpoint", str(ckpt), "--json", str(second)]) == 0
     a, b = json.loads(first.read_text()), json.loads(second.read_text())
@@ -137,6 +138,12 @@ def test_evaluate_trains_saves_and_reevaluates_a_checkpoint(tmp_path: Path, caps
         assert b["rows"][row][split] == pytest.approx(a["rows"][row][split], abs=1e-6)
     assert a["rows"]["identity (input as output)"]["validation"]["mean_cosine"] == pytest.approx(
         float(F.cosine_similarity(inputs, targets).mean()), abs=0.05)
+    simple = [name for name in a["rows"] if not name.startswith("energy flow")]
+    assert len(simple) == 4
+    for f in ("mean_cosine", "top1", "top5", "mrr"):  # the best simple row is each column's maximum
+        best = max(a["rows"][name]["validation"][f] for name in simple)
+        assert a["best_simple"]["validation"][f]["value"] == best
+        assert a["model_vs_best_simple"][f]["beats"] == (a["rows"]["energy flow, 3 batches"]["validation"][f] > best)
 
 
 def test_a_learning_curve_scores_on_the_way_without_changing_the_run(tmp_path: Path, capsys) -> None:

@@ -43,6 +43,10 @@ def test_headless_run_writes_summary_and_checkpoint(tmp_path):
     # one process, no torchrun: the documented values, not missing keys
     assert s["world_size"] == 1 and s["backend"] is None and s["rank_devices"] == [s["device"]]
     assert s["provenance"]["source"] == str(data) and s["provenance"]["num_pairs"] == 16
+    against = s["validation_vs_best_simple"]  # the held-out figures beside the best simple predictor
+    assert against["model"]["mean_cosine"] == s["validation_eval"]["mean_cosine"]
+    assert set(against["verdict"]) == {"mean_cosine", "top1", "top5", "mrr"}
+    assert "validation against the best simple predictor: cosine" in proc.stdout
     assert ck.exists()
     resumed = run_main("--headless", "--preset", "tiny", "--batches", "1", "--data", str(data),
                        "--resume", str(ck), "--summary", str(summary), "--no-progress")

@@ -1,10 +1,12 @@
-"""Baselines a learned embedding map has to beat, fitted on the train split only.
+"""Ridge least squares with its strength picked on an inner hold-out of the train rows.
 
-- mean target: the mean train target for every input (what a collapsed model returns);
-- identity: the input embedding itself (strong when inputs and targets are already close);
-- least squares: a linear map with bias, ridge-regularised; the ridge strength is chosen on
-  an inner hold-out of the *train* split (never on the evaluation split), then refitted on the
-  whole train split.
+Used where a linear read-out of *any* features is the question (the deposit probe of
+``energy_flow.evaluate --probe``, benchmarks/linear_frontier.py). The baselines a model must
+beat — mean target, identity, ridge toward zero and toward the identity, λ cross-validated per
+figure — are in :mod:`energy_flow.training.simple_predictors`.
+
+The ridge strength is chosen on an inner hold-out of the *train* split (never on the evaluation
+split), then the map is refitted on the whole train split.
 """
 
 from __future__ import annotations
@@ -15,21 +17,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from energy_flow.training.data import PairDataset
-
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
-
-
-def mean_target(train: PairDataset) -> Predictor:
-    mean = train.targets.mean(0, keepdim=True)
-    return lambda inputs: mean.expand(inputs.shape[0], -1).clone()
-
-
-def identity(train: PairDataset) -> Predictor:
-    if train.inputs.shape[1] != train.targets.shape[1]:
-        raise ValueError("identity baseline needs inputs and targets of the same dimension")
-    return lambda inputs: inputs.clone()
 
 
 def _with_bias(x: torch.Tensor) -> torch.Tensor:
