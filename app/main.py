@@ -146,8 +146,8 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
 
 def interrupted_summary(window) -> str:
     """The one line Ctrl+C prints: what was stopped and what was saved (after the worker ended)."""
-    trainer = window.worker.trainer
-    trained = f"stopped training after {trainer.step_count} batches" if trainer is not None else \
+    live = window.live
+    trained = f"stopped training after {live.batches_trained} batches" if live.loaded else \
         "live training was not running"
     note = window.recordings.last_recording_note
     saved = f"recording closed: {note}" if note else "nothing was being recorded"

@@ -7,6 +7,8 @@ step) and redraws the step-dependent part through ``_show_step`` once there is a
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QLabel, QStackedLayout, QWidget
 
@@ -47,3 +49,19 @@ class SnapshotPanel(QWidget):
 
     def _show_step(self, step: int) -> None:
         """Redraw what depends on the selected step (panels that follow the step override it)."""
+
+
+@runtime_checkable
+class SnapshotView(Protocol):
+    """What the window calls on everything that draws snapshots (the 3D view and the panels).
+
+    ``set_snapshot``: a new batch to show; ``set_step``: the propagation step every view shows;
+    ``clear``: back to "no batch yet" (the model was rebuilt). The window registers a view only
+    if it satisfies this protocol, and then calls these three methods and nothing else.
+    """
+
+    def set_snapshot(self, snapshot: Snapshot) -> None: ...
+
+    def set_step(self, step: int) -> None: ...
+
+    def clear(self) -> None: ...
