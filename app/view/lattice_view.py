@@ -365,6 +365,16 @@ class LatticeView(QWidget):
         """Titles of the colour bars on screen."""
         return list(self._overlay.bar_titles)
 
+    @property
+    def deposit_cells(self) -> int:
+        """Output-plane cells drawn as covered at the shown step (0 while nothing has landed)."""
+        return self._frame.deposit_cells if self._frame.has_coverage else 0
+
+    @property
+    def deposit_scale(self) -> float:
+        """Top of the deposit colour bar, in ln(1 + energy) units (the batch's largest deposit)."""
+        return self._frame.coverage_max
+
     # ------------------------------------------------------------------ internals
     @staticmethod
     def _display_scale(tel: BatchTelemetry) -> tuple[float, float, float]:
@@ -394,6 +404,7 @@ class LatticeView(QWidget):
         """The flows after the current step: a uniform, the info lines and the trajectories'
         visible flag (nothing to draw before step 1)."""
         self._flows.set_step(self._step)
+        self._frame.show_deposits(self._step)
         self._overlay.set_info(self._info_lines(self._snapshot.telemetry))
         self._apply_visibility()
 
@@ -426,7 +437,7 @@ class LatticeView(QWidget):
 
     def _refresh_overlay(self) -> None:
         """Re-lay the overlay after its content changed (info text, coverage bar shown or not)."""
-        self._overlay.show_coverage_bar = self._layer_on["coverage"] and self._frame.has_coverage
+        self._overlay.show_coverage_bar = self._layer_on["coverage"] and self._frame.coverage_max > 0
         self._overlay.layout(self.canvas.size)
         self.canvas.update()
 

@@ -14,8 +14,8 @@ from vispy import scene
 from vispy.visuals.text.text import FontManager
 from vispy.visuals.transforms import STTransform
 
-from app.colormaps import COVERAGE_LUT, ENERGY_LUT, ENERGY_RANGE, REASON_STYLE, SAMPLE_PALETTE, SPAWN_COLOR, \
-    SPAWN_SYMBOL, energy_colors
+from app.colormaps import (COVERAGE_LUT, DEPOSIT_LOG_LABEL, ENERGY_LUT, ENERGY_RANGE, REASON_STYLE, SAMPLE_PALETTE,
+                           SPAWN_COLOR, SPAWN_SYMBOL, energy_colors)
 from app.view.step_visuals import StepPoints
 from app.view.style import COLOR_MODES, MARKER_COLOR, SYMBOL_CODES, TEXT_COLOR
 
@@ -94,7 +94,7 @@ class Overlay:
         # The energy bar explains the colours only when flows are coloured by energy.
         bars = [("flow energy", ENERGY_LUT, self.energy_range)] if self.color_mode == "energy" else []
         if self.show_coverage_bar:
-            bars.append(("deposited (log)", COVERAGE_LUT, (0.0, self.coverage_max)))
+            bars.append((DEPOSIT_LOG_LABEL, COVERAGE_LUT, (0.0, self.coverage_max)))
         step = self.BAR_WIDTH * (self.BAR_GAP_COLUMNS + 1)
         self.bars.visible = self.frames.visible = bool(bars)
         self.bar_titles = [title for title, _, _ in bars]

@@ -17,7 +17,7 @@ small and then large again gets its layout back without a reset.
 from __future__ import annotations
 
 from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QDockWidget, QFrame, QMainWindow, QMenu, QScrollArea, QWidget
+from PyQt6.QtWidgets import QDockWidget, QFrame, QMainWindow, QMenu, QScrollArea, QTabBar, QTabWidget, QWidget
 
 from app.panels.registry import DockArea, PanelSpec, TabGroup
 
@@ -89,10 +89,15 @@ def apply_default_layout(window: QMainWindow, docks: list[tuple[PanelSpec, QDock
     window.addDockWidget(side, stacks[0][0])
     for above, stack in zip(stacks, stacks[1:]):
         window.splitDockWidget(above[0], stack[0], Qt.Orientation.Vertical)
+    window.setTabPosition(side, QTabWidget.TabPosition.North)     # tabs at the top, by the titles
     for stack in stacks:
         for dock in stack[1:]:
             window.tabifyDockWidget(stack[0], dock)
         stack[0].raise_()
+    for bar in window.findChildren(QTabBar):
+        # Ten tabs do not fit a 370 px column: whole names and scroll arrows, not "S…", "E…".
+        bar.setElideMode(Qt.TextElideMode.ElideNone)
+        bar.setUsesScrollButtons(True)
     firsts = [stack[0] for stack in stacks]
     window.resizeDocks([firsts[0]], [column_width(w)], Qt.Orientation.Horizontal)
     window.resizeDocks(firsts, [1] * len(firsts), Qt.Orientation.Vertical)

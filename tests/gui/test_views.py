@@ -17,6 +17,7 @@ from PyQt6.QtGui import QImage, QWheelEvent
 from PyQt6.QtTest import QTest
 from PyQt6.QtWidgets import QApplication
 
+from app.colormaps import DEPOSIT_LOG_LABEL
 from app.panels.coverage_panel import CoveragePanel
 from app.panels.displacement_panel import DisplacementPanel
 from app.panels.energy_panel import EnergyPanel
@@ -485,3 +486,24 @@ def test_training_panel_takes_a_long_run(qtbot, snapshot):
     panel.set_snapshot(Snapshot(telemetry=snapshot.telemetry, history=hist))
     assert _y(panel.raw_curves["loss"]).shape[0] == n - 1
     assert np.isfinite(_y(panel.smooth_curves["loss"])).all()
+
+
+def test_the_3d_deposits_follow_the_step_and_agree_with_coverage_at_every_step(qtbot, view, snapshot):
+    """Guards against output planes fully lit at step 0 while Coverage says 0 % of cells (the 3D
+    view drew the end of the batch at every step), and two colour bars in different units."""
+    tel = snapshot.telemetry
+    assert tel.plane_energy_steps is not None
+    panel = CoveragePanel()
+    qtbot.addWidget(panel)
+    panel.set_snapshot(snapshot)
+    assert panel.log_check.isChecked()                    # the default: the 3D view's unit
+    counts = []
+    for t in range(tel.num_steps + 1):
+        view.set_step(t)
+        panel.set_step(t)
+        shown = sum(int(np.count_nonzero(image.image > 0)) for image in panel.images)
+        assert view.deposit_cells == shown, f"step {t}"
+        counts.append(shown)
+    assert counts[0] == 0 and counts[-1] > 0 and counts == sorted(counts)   # nothing at step 0, then grows
+    assert view.deposit_scale == pytest.approx(panel.colorbar.levels()[1])
+    assert panel.colorbar.axis.labelText == DEPOSIT_LOG_LABEL and DEPOSIT_LOG_LABEL in view.colour_bars
