@@ -37,8 +37,9 @@ def test_every_panel_is_whole_or_scrollable(qtbot, make_window, size):
     whole = 0
     for title, dock in window.docks.items():
         panel = window.panels[title]
-        if not dock.isVisible() or dock.visibleRegion().isEmpty():
-            continue                    # a tab behind another: whole when its tab is chosen
+        dock.raise_()                   # every tab in turn: each must be whole when it is chosen
+        qtbot.wait(50)
+        assert dock.isVisible() and not dock.visibleRegion().isEmpty(), title
         scroll = dock.widget()
         if isinstance(scroll, QScrollArea):
             view = scroll.viewport()
