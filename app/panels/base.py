@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import pyqtgraph as pg
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QLabel, QStackedLayout, QWidget
 
+from app.panels.series import legible_axes
 from app.snapshot import Snapshot
 
 
@@ -34,6 +36,10 @@ class SnapshotPanel(QWidget):
     def _show_page(self, num_steps: int) -> None:
         """Switch from the empty state to the content, at the selected (or last) step."""
         self._stack.setCurrentWidget(self._page)
+        pages = [self._page, *self._page.findChildren(pg.GraphicsLayoutWidget)]
+        for graphics in pages:
+            if isinstance(graphics, pg.GraphicsLayoutWidget):
+                legible_axes(graphics)    # once per axis; plots rebuilt for a new batch get it too
         self._show_step(num_steps if self._step is None else self._step)
 
     def clear(self) -> None:

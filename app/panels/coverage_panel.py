@@ -21,10 +21,10 @@ import pyqtgraph as pg
 from PyQt6.QtCore import QRectF
 from PyQt6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from app.colormaps import COVERAGE_LUT, DEPOSIT_LOG_LABEL, TITLE_SIZE, deposit_level, pg_colormap
+from app.colormaps import COVERAGE_LUT, DEPOSIT_LOG_LABEL, deposit_level, pg_colormap
 from app.panels.energy_panel import STEP_LINE_PEN
 from app.panels.base import SnapshotPanel
-from app.panels.series import set_title
+from app.panels.series import integer_ticks, legend_below, set_title
 from app.snapshot import Snapshot
 from energy_flow.trace.telemetry import BatchTelemetry
 
@@ -92,9 +92,10 @@ class CoveragePanel(SnapshotPanel):
         self.colorbar.setImageItem(self.images)
         self.step_plot = self.graphics.addPlot(row=1, col=0, colspan=num_planes + 1)
         self.step_plot.setLabel("bottom", "propagation step")
+        integer_ticks(self.step_plot)
         self.step_plot.setLabel("left", "%")
         self.step_plot.setYRange(0, 100, padding=0.02)
-        self.step_plot.addLegend(offset=(10, 10), labelTextSize=TITLE_SIZE)
+        legend_below(self.step_plot)
         self.step_plot.addItem(self.step_line)
         self.graphics.ci.layout.setRowStretchFactor(0, 3)
         self.graphics.ci.layout.setRowStretchFactor(1, 2)

@@ -13,9 +13,9 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QWidget
 
-from app.colormaps import ENERGY_LUT, ENERGY_RANGE, TITLE_SIZE, energy_range_of, qcolor
+from app.colormaps import ENERGY_LUT, ENERGY_RANGE, energy_range_of, qcolor
 from app.panels.base import SnapshotPanel
-from app.panels.series import set_title
+from app.panels.series import integer_ticks, legend_below, set_title
 from app.snapshot import Snapshot
 
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
@@ -61,7 +61,7 @@ class EnergyPanel(SnapshotPanel):
         self.hist_plot = self.graphics.addPlot(row=0, col=0)
         self.hist_plot.setLabel("bottom", "energy")
         self.hist_plot.setLabel("left", "flows")
-        self.hist_plot.setXRange(*ENERGY_RANGE, padding=0.02)
+        self.hist_plot.setXRange(*ENERGY_RANGE, padding=0)
         self.input_range = pg.LinearRegionItem(values=(0.0, 0.0), movable=False, brush=INPUT_RANGE_BRUSH,
                                                pen=pg.mkPen((90, 160, 255, 160), width=1))
         self.input_range.setZValue(-10)
@@ -73,9 +73,10 @@ class EnergyPanel(SnapshotPanel):
         self.band_plot = self.graphics.addPlot(row=1, col=0)
         set_title(self.band_plot, "energy over propagation steps (all flows)")
         self.band_plot.setLabel("bottom", "propagation step")
+        integer_ticks(self.band_plot)
         self.band_plot.setLabel("left", "energy")
-        self.band_plot.setYRange(*ENERGY_RANGE, padding=0.02)
-        self.band_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
+        self.band_plot.setYRange(*ENERGY_RANGE, padding=0)
+        legend_below(self.band_plot)
         self.band_curves = add_percentile_bands(self.band_plot, BAND_COLOR)
         self.band_plot.legend.addItem(pg.BarGraphItem(x=[0], height=[0], width=0, brush=(*BAND_COLOR[:3], 90)),
                                       "p25–p75, p5–p95")
@@ -89,8 +90,8 @@ class EnergyPanel(SnapshotPanel):
         agg = tel.aggregates
         self.input_range.setRegion(tel.input_energy_range)
         lo, hi = energy_range_of(tel)   # [0, 1], or another model's wider range (signed, > 1)
-        self.hist_plot.setXRange(lo, hi, padding=0.02)
-        self.band_plot.setYRange(lo, hi, padding=0.02)
+        self.hist_plot.setXRange(max(lo, 0.0), hi, padding=0)     # energy is never negative
+        self.band_plot.setYRange(max(lo, 0.0), hi, padding=0)
         steps = np.arange(agg.num_steps + 1, dtype=np.float64)
         set_percentile_bands(self.band_curves, steps, agg.energy_percentiles)
         self.band_plot.setXRange(0, max(agg.num_steps, 1), padding=0.02)
