@@ -206,7 +206,8 @@ class LatticeView(QWidget):
         return mapped[:, :2] / mapped[:, 3:4]
 
     def _fit_camera(self, size: tuple[float, float]) -> None:
-        """Zoom out until the whole box lies inside the canvas, below the two info lines.
+        """Zoom out until the whole box lies inside the canvas, below the two info lines, with no
+        corner under the colour bars or the legend (at 1100×700 the box ran under both).
 
         ``set_range`` fits the unrotated box; tilted by the default elevation and azimuth its
         bottom corners fell off the canvas (and off exported images of another aspect ratio).
@@ -214,9 +215,12 @@ class LatticeView(QWidget):
         """
         w, h = float(size[0]), float(size[1])
         cam = self.view.camera
+        boxes = self._overlay.reserved_boxes(size)      # colour bars and legend: keep corners out
         for _ in range(FIT_MAX_TRIES):
             p = self.box_corners_on_screen()
-            if (p[:, 0].min() >= FIT_MARGIN_PX and p[:, 0].max() <= w - FIT_MARGIN_PX
+            under = any(((p[:, 0] > x0) & (p[:, 0] < x1) & (p[:, 1] > y0) & (p[:, 1] < y1)).any()
+                        for x0, y0, x1, y1 in boxes)
+            if (not under and p[:, 0].min() >= FIT_MARGIN_PX and p[:, 0].max() <= w - FIT_MARGIN_PX
                     and p[:, 1].min() >= FIT_TOP_PX and p[:, 1].max() <= h - FIT_MARGIN_PX):
                 return
             cam.scale_factor *= FIT_ZOOM_STEP

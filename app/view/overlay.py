@@ -134,12 +134,30 @@ class Overlay:
         self._fixed_text = (strings, pos)
         self._set_text()
 
+    def reserved_boxes(self, size: tuple[float, float]) -> list[tuple[float, float, float, float]]:
+        """(x0, y0, x1, y1) canvas boxes the colour bars and the legend take at ``size``: the camera
+        frames the lattice so that none of its corners lies under them."""
+        w, h = float(size[0]), float(size[1])
+        bar_h = float(np.clip(h * 0.3, 60.0, 150.0))
+        columns = len(self.bar_titles)
+        boxes = []
+        if columns:
+            x0 = w - 60.0 - self.BAR_WIDTH * (self.BAR_GAP_COLUMNS + 1) * (columns - 1) - 30.0
+            boxes.append((x0, 0.0, w, 56.0 + bar_h + 8.0))
+        rows = len(self.entries())
+        boxes.append((0.0, h - 14.0 - 16.0 * rows - 4.0, LEGEND_WIDTH_PX, h))
+        return boxes
+
     def _set_text(self) -> None:
         """Every string of the overlay in its one Text visual: info lines at the top left."""
         strings, pos = self._fixed_text
         self.text.text = list(self.info_lines) + strings
         self.text.pos = np.array([(10.0, 14.0 + 16.0 * i) for i in range(len(self.info_lines))] + pos,
                                  np.float32).reshape(-1, 2)
+
+
+#: Width the legend's swatches and labels take at the bottom left (px).
+LEGEND_WIDTH_PX = 260.0
 
 
 def _tick(value: float) -> str:

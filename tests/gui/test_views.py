@@ -507,3 +507,21 @@ def test_the_3d_deposits_follow_the_step_and_agree_with_coverage_at_every_step(q
     assert counts[0] == 0 and counts[-1] > 0 and counts == sorted(counts)   # nothing at step 0, then grows
     assert view.deposit_scale == pytest.approx(panel.colorbar.levels()[1])
     assert panel.colorbar.axis.labelText == DEPOSIT_LOG_LABEL and DEPOSIT_LOG_LABEL in view.colour_bars
+
+
+def test_the_framed_lattice_keeps_its_corners_out_from_under_the_colour_bars_and_legend(qtbot, snapshot):
+    """Guards against the lattice's corners drawn under the colour bars and the legend in a small
+    window (1100×700 gives the canvas ~720×460)."""
+    v = LatticeView()
+    qtbot.addWidget(v)
+    v.resize(720, 460)
+    v.show()
+    qtbot.waitExposed(v)
+    v.set_snapshot(snapshot)
+    v.reset_view()
+    corners = v.box_corners_on_screen()
+    boxes = v._overlay.reserved_boxes(v.canvas.size)
+    assert len(boxes) == 2                     # the bars (colour by energy + deposits) and the legend
+    for x0, y0, x1, y1 in boxes:
+        inside = (corners[:, 0] > x0) & (corners[:, 0] < x1) & (corners[:, 1] > y0) & (corners[:, 1] < y1)
+        assert not inside.any(), (x0, y0, x1, y1, corners[inside])
