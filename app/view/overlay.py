@@ -89,7 +89,7 @@ class Overlay:
         strings: list[str] = []
         pos: list[tuple[float, float]] = []
 
-        bar_h = float(np.clip(h * 0.3, 60.0, 150.0))
+        bar_h = bar_height(h)
         top = 56.0
         # The energy bar explains the colours only when flows are coloured by energy.
         bars = [("flow energy", ENERGY_LUT, self.energy_range)] if self.color_mode == "energy" else []
@@ -138,7 +138,7 @@ class Overlay:
         """(x0, y0, x1, y1) canvas boxes the colour bars and the legend take at ``size``: the camera
         frames the lattice so that none of its corners lies under them."""
         w, h = float(size[0]), float(size[1])
-        bar_h = float(np.clip(h * 0.3, 60.0, 150.0))
+        bar_h = bar_height(h)
         columns = len(self.bar_titles)
         boxes = []
         if columns:
@@ -158,6 +158,12 @@ class Overlay:
 
 #: Width the legend's swatches and labels take at the bottom left (px).
 LEGEND_WIDTH_PX = 260.0
+
+
+def bar_height(canvas_height: float) -> float:
+    """Colour bars' height: a fifth of the canvas, within 60…150 px (taller bars pushed the
+    framed lattice small on a laptop-sized canvas, which keeps its corners out from under them)."""
+    return float(np.clip(canvas_height * 0.2, 60.0, 150.0))
 
 
 def _tick(value: float) -> str:
