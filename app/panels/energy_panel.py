@@ -90,8 +90,12 @@ class EnergyPanel(SnapshotPanel):
         agg = tel.aggregates
         self.input_range.setRegion(tel.input_energy_range)
         lo, hi = energy_range_of(tel)   # [0, 1], or another model's wider range (signed, > 1)
-        self.hist_plot.setXRange(max(lo, 0.0), hi, padding=0)     # energy is never negative
-        self.band_plot.setYRange(max(lo, 0.0), hi, padding=0)
+        # The model's energies are ≥ 0: the axis starts at 0, not at −0.02 of padding. A recording
+        # of another model may hold negative energies; its range is padded on both sides.
+        pad = 0.02 * (hi - lo)
+        bottom = lo - pad if lo < 0 else lo
+        self.hist_plot.setXRange(bottom, hi + pad, padding=0)
+        self.band_plot.setYRange(bottom, hi + pad, padding=0)
         steps = np.arange(agg.num_steps + 1, dtype=np.float64)
         set_percentile_bands(self.band_curves, steps, agg.energy_percentiles)
         self.band_plot.setXRange(0, max(agg.num_steps, 1), padding=0.02)
