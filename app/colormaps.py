@@ -85,16 +85,14 @@ def sample_colors(sample_index: np.ndarray) -> np.ndarray:
     return SAMPLE_PALETTE[np.asarray(sample_index, dtype=np.intp) % SAMPLE_PALETTE.shape[0]]
 
 
-def log_normalise(values: np.ndarray, reference: float) -> np.ndarray:
-    """log1p-scaled values in [0, 1] relative to ``reference`` (the largest value shown).
+#: The unit deposits are coloured in, in the 3D view and the Coverage panel alike: one scale,
+#: one label, so the two colour bars read the same numbers for the same cell.
+DEPOSIT_LOG_LABEL = "ln(1 + deposit)"
 
-    Deposited energy spans orders of magnitude between busy and quiet cells; a log scale keeps
-    the quiet cells visible. ``reference`` is shared by all planes so they stay comparable.
-    """
-    v = np.asarray(values, dtype=np.float32)
-    if not np.isfinite(reference) or reference <= 0:
-        return np.zeros_like(v)
-    return (np.log1p(np.maximum(v, 0.0)) / np.log1p(reference)).astype(np.float32)
+
+def deposit_level(energy: np.ndarray | float) -> np.ndarray:
+    """Deposited energy in :data:`DEPOSIT_LOG_LABEL` units: ln(1 + energy), negatives as 0."""
+    return np.log1p(np.maximum(np.asarray(energy, dtype=np.float32), 0.0)).astype(np.float32)
 
 
 def pg_colormap(table: np.ndarray) -> pg.ColorMap:

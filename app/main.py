@@ -109,6 +109,7 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
         # handler of the 3D view. Closing from there destroys the window mid-paint (a segfault
         # in the next flush), so only schedule the close; it runs between events.
         interrupted.append(True)
+        window.confirm = lambda title, text: True   # Ctrl+C is the answer; the summary names what is lost
         QTimer.singleShot(0, window.close)  # stops the worker and joins its thread
 
     signal.signal(signal.SIGINT, on_sigint)
@@ -146,9 +147,11 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
 
 def interrupted_summary(window) -> str:
     """The one line Ctrl+C prints: what was stopped and what was saved (after the worker ended)."""
-    trainer = window.worker.trainer
-    trained = f"stopped training after {trainer.step_count} batches" if trainer is not None else \
+    live = window.live
+    trained = f"stopped training after {live.batches_trained} batches" if live.loaded else \
         "live training was not running"
     note = window.recordings.last_recording_note
     saved = f"recording closed: {note}" if note else "nothing was being recorded"
-    return f"Interrupted (Ctrl+C): {trained} (the model is not saved); {saved}."
+    model = (f"{live.unsaved_batches} trained batches not saved" if live.unsaved_batches else
+             f"the model was saved to {live.checkpoint}" if live.checkpoint else "nothing trained to save")
+    return f"Interrupted (Ctrl+C): {trained} ({model}); {saved}."

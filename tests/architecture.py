@@ -176,3 +176,56 @@ def private_imports(modules: dict[str, Module]) -> list[str]:
             for name, m in sorted(modules.items())
             for line, target, private in _imports(m, modules)
             if private is not None and target != name]
+
+
+#: The app's layers, lowest first: a module may import its own layer's modules and lower layers'
+#: only. Views, panels and sources sit side by side below the window: a panel never reaches
+#: into the window that hosts it, nor into the 3D view; the window composes them all.
+APP_LAYERS: tuple[tuple[str, ...], ...] = (
+    ("app.snapshot", "app.colormaps"),
+    ("app.sources",),
+    ("app.view", "app.panels"),
+    ("app.window",),
+    ("app.main",),
+)
+
+
+def _layer(name: str, layers: tuple[tuple[str, ...], ...]) -> tuple[int, str] | None:
+    """(layer index, the prefix that placed it) of module ``name``, None outside the layers."""
+    for i, prefixes in enumerate(layers):
+        for prefix in prefixes:
+            if name == prefix or name.startswith(prefix + "."):
+                return i, prefix
+    return None
+
+
+def layer_violations(modules: dict[str, Module], layers: tuple[tuple[str, ...], ...] = APP_LAYERS) -> list[str]:
+    """"module:line imports target" for every import upward, or sideways into a sibling of its layer."""
+    found = []
+    for name, m in sorted(modules.items()):
+        own = _layer(name, layers)
+        if own is None:
+            continue
+        for line, target, _ in _imports(m, modules):
+            theirs = _layer(target, layers)
+            if theirs is None:
+                continue
+            if theirs[0] > own[0] or (theirs[0] == own[0] and theirs[1] != own[1]):
+                found.append(f"{name}:{line} imports {target}")
+    return found
+
+
+def attribute_reads(modules: dict[str, Module], prefix: str, owner: str, attributes: tuple[str, ...]) -> list[str]:
+    """"module:line reads X.attr" wherever a module under ``prefix`` reads ``attr`` of something
+    whose dotted name ends in ``owner`` (e.g. ``self.worker.trainer``, ``window.worker.dataset``)."""
+    found = []
+    for name, m in sorted(modules.items()):
+        if not (name == prefix or name.startswith(prefix + ".")):
+            continue
+        tree = ast.parse(m.path.read_text(encoding="utf-8"), filename=str(m.path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in attributes:
+                head = _dotted(node.value)
+                if head is not None and head.split(".")[-1] == owner:
+                    found.append(f"{name}:{node.lineno} reads {head}.{node.attr}")
+    return found

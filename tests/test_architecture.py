@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import energy_flow
-from tests.architecture import (MAX_LINES, import_cycles, import_graph, long_modules, private_imports,
-                                project_modules)
+from tests.architecture import (MAX_LINES, attribute_reads, import_cycles, import_graph, layer_violations,
+                                long_modules, private_imports, project_modules)
 
 GUI = ("PyQt6", "PySide6", "vispy", "pyqtgraph")
 
@@ -99,3 +99,31 @@ def test_private_names_taken_from_another_module_are_reported(tmp_path):
         "pkg/d.py": "from pkg.a import public\nfrom pkg import a\n\nVALUE = a.public() + a.__name__.count('a')\n",
     })
     assert private_imports(modules) == ["pkg.b:1 takes _helper from pkg.a", "pkg.c:3 takes _helper from pkg.a"]
+
+
+# ---------------------------------------------------------------------------- the app's layers
+def test_the_app_imports_only_downward_through_its_layers():
+    """Guards against a panel or view that reaches into the window (or into each other): the
+    window depends on panels through their registry and protocol, never the other way round."""
+    assert layer_violations(PROJECT) == []
+
+
+def test_the_gui_thread_never_reads_the_workers_trainer_or_dataset():
+    """The worker's trainer and dataset change under a running batch in the worker's thread; the
+    window and main learn of them through signals only (app/window/live_run.py)."""
+    for prefix in ("app.window", "app.main"):
+        assert attribute_reads(PROJECT, prefix, "worker", ("trainer", "dataset", "text_bridge")) == []
+
+
+def test_an_upward_import_and_a_read_of_the_workers_trainer_are_reported(tmp_path):
+    modules = _write(tmp_path, {
+        "pkg/__init__.py": "", "pkg/low/__init__.py": "", "pkg/mid/__init__.py": "", "pkg/side/__init__.py": "",
+        "pkg/top.py": "from pkg.low import a\n\ndef f(window):\n    return window.worker.trainer.step_count\n",
+        "pkg/low/a.py": "X = 1\n",
+        "pkg/mid/b.py": "from pkg.low.a import X\nfrom pkg import top\n",
+        "pkg/side/c.py": "from pkg.mid import b\n",
+    })
+    layers = (("pkg.low",), ("pkg.mid", "pkg.side"), ("pkg.top",))
+    assert layer_violations(modules, layers) == ["pkg.mid.b:2 imports pkg.top", "pkg.side.c:1 imports pkg.mid.b"]
+    assert attribute_reads(modules, "pkg.top", "worker", ("trainer",)) == ["pkg.top:4 reads window.worker.trainer"]
+    assert attribute_reads(modules, "pkg.low", "worker", ("trainer",)) == []

@@ -141,7 +141,7 @@ def test_gpu_memory_is_reported_after_a_step(pairs8):
     assert numbers[2] == round(torch.cuda.get_device_properties(dev).total_memory / gib)
     assert torch.cuda.get_device_properties(dev).name in describe_device(dev)
     if importlib.util.find_spec("PyQt6") is not None:  # the app's worker (absent on GPU boxes)
-        from app.sources.worker import device_resources
+        from app.sources.loading import device_resources
 
         info = device_resources(dev)
         assert info["cuda_memory_reserved"] >= info["cuda_memory_allocated"] >= params

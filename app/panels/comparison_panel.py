@@ -80,6 +80,11 @@ class ComparisonPanel(QWidget):
     def set_step(self, step: int) -> None:
         """Verdicts and configs are per batch and per run: the step slider changes nothing here."""
 
+    def clear(self) -> None:
+        """The model was rebuilt: no verdicts of "this run" until its first batch."""
+        self._health = None
+        self.refresh()
+
     # ------------------------------------------------------------------ drawing
     def refresh(self) -> None:
         names = self.references.names

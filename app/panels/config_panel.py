@@ -17,6 +17,8 @@ from PyQt6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineE
                              QPushButton, QVBoxLayout, QWidget)
 
 from energy_flow.config import DEVICES, PRESETS, START_MODES, EnergyConfig
+from energy_flow.device import resolve_device
+from energy_flow.memory_estimate import estimate_memory, format_bytes, machine_memory_bytes
 
 #: Editable fields, in display order, with their labels.
 FIELDS: tuple[tuple[str, str], ...] = (
@@ -171,7 +173,7 @@ class ConfigPanel(QWidget):
             self._say("No change: the fields match the config in effect.", ok=True)
             return
         text = ("Rebuild the model with this config?\nThe current weights and the run's history are "
-                "discarded; training restarts at batch 0.\n\n" + "\n".join(diff))
+                "discarded; training restarts at batch 0.\n\n" + "\n".join(diff) + "\n\n" + memory_note(new))
         if not self.confirm(text):
             self._say("Not applied (cancelled).", ok=True)
             return
@@ -230,3 +232,20 @@ class ConfigPanel(QWidget):
 def _differences(old: EnergyConfig, new: EnergyConfig) -> list[str]:
     return [f"  {f.name}: {getattr(old, f.name)!r} → {getattr(new, f.name)!r}"
             for f in fields(EnergyConfig) if getattr(old, f.name) != getattr(new, f.name)]
+
+
+def memory_note(config: EnergyConfig) -> str:
+    """What a training step of ``config`` needs against this device's memory, warning where it
+    will not or may not fit (the same estimate the headless trainer warns with)."""
+    estimate = estimate_memory(config)
+    need = f"{format_bytes(estimate.minimum_bytes)}–{format_bytes(estimate.worst_case_bytes)}"
+    available = machine_memory_bytes(str(resolve_device(config.device)))
+    if available is None:
+        return f"Memory per training step: {need} (this device's memory is unknown)."
+    size, what = available
+    if estimate.minimum_bytes > size:
+        return f"⚠ Will not fit: a training step needs {need}, the {what} is {format_bytes(size)}."
+    if estimate.worst_case_bytes > size:
+        return (f"⚠ May not fit: a training step needs {need} (the upper end if flows stay alive for "
+                f"many steps), the {what} is {format_bytes(size)}.")
+    return f"Memory per training step: {need} of the {format_bytes(size)} {what}."

@@ -21,10 +21,10 @@ import pyqtgraph as pg
 from PyQt6.QtCore import QRectF
 from PyQt6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from app.colormaps import COVERAGE_LUT, TITLE_SIZE, pg_colormap
+from app.colormaps import COVERAGE_LUT, DEPOSIT_LOG_LABEL, deposit_level, pg_colormap
 from app.panels.energy_panel import STEP_LINE_PEN
 from app.panels.base import SnapshotPanel
-from app.panels.series import set_title
+from app.panels.series import integer_ticks, legend_below, set_title
 from app.snapshot import Snapshot
 from energy_flow.trace.telemetry import BatchTelemetry
 
@@ -50,7 +50,8 @@ class CoveragePanel(SnapshotPanel):
         self.mode_combo.currentIndexChanged.connect(lambda _i: self._update_images())
         controls.addWidget(self.mode_combo)
         self.log_check = QCheckBox("log scale (energy)")
-        self.log_check.setToolTip("Colour by ln(1 + energy): busy edge cells would otherwise hide the rest.")
+        self.log_check.setToolTip("Colour by ln(1 + energy), as the 3D view does: busy edge cells would "
+                                  "otherwise hide the rest.")
         self.log_check.setChecked(True)
         self.log_check.toggled.connect(lambda _on: self._update_images())
         controls.addWidget(self.log_check)
@@ -91,9 +92,10 @@ class CoveragePanel(SnapshotPanel):
         self.colorbar.setImageItem(self.images)
         self.step_plot = self.graphics.addPlot(row=1, col=0, colspan=num_planes + 1)
         self.step_plot.setLabel("bottom", "propagation step")
+        integer_ticks(self.step_plot)
         self.step_plot.setLabel("left", "%")
         self.step_plot.setYRange(0, 100, padding=0.02)
-        self.step_plot.addLegend(offset=(10, 10), labelTextSize=TITLE_SIZE)
+        legend_below(self.step_plot)
         self.step_plot.addItem(self.step_line)
         self.graphics.ci.layout.setRowStretchFactor(0, 3)
         self.graphics.ci.layout.setRowStretchFactor(1, 2)
@@ -141,12 +143,11 @@ class CoveragePanel(SnapshotPanel):
             data = final if per_step is None else per_step[t].astype(np.float32)
             self.image_step = None if per_step is None else t
             log = self.log_check.isChecked()
-            if log:
-                final = np.log1p(np.maximum(final, 0.0)).astype(np.float32)
-                data = np.log1p(np.maximum(data, 0.0)).astype(np.float32)
+            if log:      # the 3D view's unit and scale (app.view.lattice_frame)
+                final, data = deposit_level(final), deposit_level(data)
             top = float(final.max()) if final.size else 0.0   # deposits only grow: the end is the top
             levels = (0.0, top if top > 0 else 1.0)
-            label = "ln(1 + energy deposited)" if log else "energy deposited"
+            label = DEPOSIT_LOG_LABEL if log else "energy deposited"
         else:
             data = tel.plane_reached.astype(np.float32)
             self.image_step = None

@@ -25,6 +25,7 @@ from PyQt6.QtWidgets import QWidget
 from app.colormaps import TITLE_SIZE
 from app.panels.base import SnapshotPanel
 from app.snapshot import Snapshot
+from app.panels.series import integer_ticks, legend_below
 from energy_flow.diagnostics.thresholds import THRESHOLDS
 from energy_flow.trace.telemetry import SATURATION_MARGIN, SATURATION_NAMES
 from energy_flow.trace.training_signals import MODULES
@@ -86,9 +87,10 @@ class DiagnosticsPanel(SnapshotPanel):
         self.grad_plot = self._plot(0, "grad", "gradient norm per module (before clip)", "‖g‖", log_y=True)
         self.grad_curves = {m: self.grad_plot.plot(pen=pg.mkPen(MODULE_COLORS[m], width=1), name=m) for m in MODULES}
         self.total_curve = self.grad_plot.plot(pen=pg.mkPen((240, 240, 240), width=1), name="total")
-        self.clip_line = pg.InfiniteLine(angle=0, pen=CLIP_PEN, movable=False, label="clip",
-                                         labelOpts={"position": 0.05, "color": (255, 90, 90)})
+        self.clip_line = pg.InfiniteLine(angle=0, pen=CLIP_PEN, movable=False)
         self.grad_plot.addItem(self.clip_line)
+        # Named in the legend strip, not by a label sitting on the curves.
+        self.grad_plot.legend.addItem(pg.PlotDataItem(pen=CLIP_PEN), "clip")
         self.update_plot = self._plot(1, "update", "update / weight ratio per module", "‖Δθ‖/‖θ‖", log_y=True)
         self.update_curves = {m: self.update_plot.plot(pen=pg.mkPen(MODULE_COLORS[m], width=1)) for m in MODULES}
         self.update_plot.addItem(pg.InfiniteLine(pos=np.log10(HEALTHY_UPDATE_RATIO), angle=0, pen=GUIDE_PEN,
@@ -114,10 +116,11 @@ class DiagnosticsPanel(SnapshotPanel):
         plot.setTitle(title, size=TITLE_SIZE)
         plot.setLabel("left", y_label)
         plot.setLabel("bottom", x_label)
+        integer_ticks(plot)
         plot.getAxis("left").setWidth(54)
         plot.getAxis("left").enableAutoSIPrefix(False)
         plot.setLogMode(y=log_y)
-        plot.addLegend(offset=(-4, 4), labelTextSize="7pt", colCount=3 if key != "spread" else 2)
+        legend_below(plot, 3 if key != "spread" else 2)
         plot.setToolTip(TOOLTIPS[key])
         # Hover tooltips go to the view box (the plot's items would cover a PlotItem tooltip).
         plot.getViewBox().setToolTip(TOOLTIPS[key])

@@ -15,7 +15,7 @@ from PyQt6.QtWidgets import QWidget
 
 from app.panels.base import SnapshotPanel
 from app.panels.energy_panel import STEP_LINE_PEN, add_percentile_bands, set_percentile_bands
-from app.panels.series import set_title
+from app.panels.series import integer_ticks, set_title
 from app.snapshot import Snapshot
 
 AXES = ("Δx", "Δy", "Δz")
@@ -55,6 +55,7 @@ class DisplacementPanel(SnapshotPanel):
         self.clamp_curve = self.clamp_plot.plot(pen=pg.mkPen(CLAMP_COLOR, width=1), symbol="o", symbolSize=4,
                                                 symbolBrush=CLAMP_COLOR, symbolPen=None)
         for plot in self.axis_plots + [self.clamp_plot]:
+            integer_ticks(plot)
             line = pg.InfiniteLine(angle=90, movable=False, pen=STEP_LINE_PEN)
             plot.addItem(line)
             self.step_lines.append(line)

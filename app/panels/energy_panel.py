@@ -13,9 +13,9 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtWidgets import QWidget
 
-from app.colormaps import ENERGY_LUT, ENERGY_RANGE, TITLE_SIZE, energy_range_of, qcolor
+from app.colormaps import ENERGY_LUT, ENERGY_RANGE, energy_range_of, qcolor
 from app.panels.base import SnapshotPanel
-from app.panels.series import set_title
+from app.panels.series import integer_ticks, legend_below, set_title
 from app.snapshot import Snapshot, batch_axis
 from energy_flow.trace.figures import BATCH
 
@@ -63,7 +63,7 @@ class EnergyPanel(SnapshotPanel):
         self.hist_plot = self.graphics.addPlot(row=0, col=0)
         self.hist_plot.setLabel("bottom", "energy")
         self.hist_plot.setLabel("left", "flows")
-        self.hist_plot.setXRange(*ENERGY_RANGE, padding=0.02)
+        self.hist_plot.setXRange(*ENERGY_RANGE, padding=0)
         self.input_range = pg.LinearRegionItem(values=(0.0, 0.0), movable=False, brush=INPUT_RANGE_BRUSH,
                                                pen=pg.mkPen((90, 160, 255, 160), width=1))
         self.input_range.setZValue(-10)
@@ -75,9 +75,10 @@ class EnergyPanel(SnapshotPanel):
         self.band_plot = self.graphics.addPlot(row=1, col=0)
         set_title(self.band_plot, "energy over propagation steps (all flows)")
         self.band_plot.setLabel("bottom", "propagation step")
+        integer_ticks(self.band_plot)
         self.band_plot.setLabel("left", "energy")
-        self.band_plot.setYRange(*ENERGY_RANGE, padding=0.02)
-        self.band_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
+        self.band_plot.setYRange(*ENERGY_RANGE, padding=0)
+        legend_below(self.band_plot)
         self.band_curves = add_percentile_bands(self.band_plot, BAND_COLOR)
         self.band_plot.legend.addItem(pg.BarGraphItem(x=[0], height=[0], width=0, brush=(*BAND_COLOR[:3], 90)),
                                       "p25–p75, p5–p95")
@@ -89,7 +90,9 @@ class EnergyPanel(SnapshotPanel):
         set_title(self.share_plot, "placed energy deposited, per output plane, over the run")
         self.share_plot.setLabel("bottom", "batch")
         self.share_plot.setLabel("left", "share")
-        self.share_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
+        self.share_plot.setLimits(yMin=0.0)
+        integer_ticks(self.share_plot)
+        legend_below(self.share_plot)
         self.share_curves: list[pg.PlotDataItem] = []
 
     def set_snapshot(self, snapshot: Snapshot) -> None:
@@ -99,8 +102,12 @@ class EnergyPanel(SnapshotPanel):
         agg = tel.aggregates
         self.input_range.setRegion(tel.input_energy_range)
         lo, hi = energy_range_of(tel)   # [0, 1], or another model's wider range (signed, > 1)
-        self.hist_plot.setXRange(lo, hi, padding=0.02)
-        self.band_plot.setYRange(lo, hi, padding=0.02)
+        # The model's energies are ≥ 0: the axis starts at 0, not at −0.02 of padding. A recording
+        # of another model may hold negative energies; its range is padded on both sides.
+        pad = 0.02 * (hi - lo)
+        bottom = lo - pad if lo < 0 else lo
+        self.hist_plot.setXRange(bottom, hi + pad, padding=0)
+        self.band_plot.setYRange(bottom, hi + pad, padding=0)
         steps = np.arange(agg.num_steps + 1, dtype=np.float64)
         set_percentile_bands(self.band_curves, steps, agg.energy_percentiles)
         self.band_plot.setXRange(0, max(agg.num_steps, 1), padding=0.02)

@@ -26,8 +26,11 @@ _STYLE = {
     Level.WARNING: ("#4a3a10", "#ffc640"),
     Level.FAILURE: ("#4a1414", "#ff5a5a"),
 }
+#: Chips per row at most; fewer where the strip is narrower (it shares the width with the side column).
 CHIP_COLUMNS = 7
 MAX_DETAIL_LINES = 3
+#: Width kept beside the chips for the summary and the detail lines (px).
+DETAIL_MIN_WIDTH = 230
 
 
 class HealthChip(QFrame):
@@ -98,11 +101,17 @@ class HealthPanel(QWidget):
         self._grid.setContentsMargins(0, 0, 0, 0)
         self._grid.setHorizontalSpacing(4)
         self._grid.setVerticalSpacing(3)
+        # The chips re-flow into fewer columns on a narrower strip (see resizeEvent): at 7 columns
+        # their grid held the 3D view at ~1150 px wide.
+        self._chips_box = chips
+        self._columns = CHIP_COLUMNS
         outer.addWidget(chips, 0, Qt.AlignmentFlag.AlignTop)
         right = QVBoxLayout()
         right.setSpacing(0)
         self.summary = QLabel("Health: waiting for the first batch")
         self.summary.setStyleSheet("font-weight: bold;")
+        self.summary.setWordWrap(True)      # two lines rather than a strip that holds the window wide
+        self.summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         right.addWidget(self.summary)
         self.detail_lines = [ElidedLabel() for _ in range(MAX_DETAIL_LINES)]
         for label in self.detail_lines:
@@ -124,11 +133,9 @@ class HealthPanel(QWidget):
             self.chips[verdict.key].show_verdict(verdict)
         order = [v.key for v in ordered]
         if order != self._order:   # re-place worst first (only when the order changed)
-            for chip in self.chips.values():
-                self._grid.removeWidget(chip)
-            for i, key in enumerate(order):
-                self._grid.addWidget(self.chips[key], i // CHIP_COLUMNS, i % CHIP_COLUMNS)
             self._order = order
+            self._columns = self._fitting_columns()
+            self._place()
         counts = report.counts()
         parts = [f"{level.mark} {counts[level]} {level.label}" for level in
                  (Level.FAILURE, Level.WARNING, Level.UNKNOWN, Level.OK) if counts[level]]
@@ -144,6 +151,40 @@ class HealthPanel(QWidget):
                      + (f" Cannot judge: {', '.join(unknown)} (hover for why)." if unknown else "")]
         for label, text in zip(self.detail_lines, lines + [""] * MAX_DETAIL_LINES):
             label.set_full_text(text)
+
+    def _fitting_columns(self) -> int:
+        """As many chip columns as fit beside the detail lines (at least 2, at most CHIP_COLUMNS)."""
+        if not self.chips:
+            return CHIP_COLUMNS
+        chip = max(c.sizeHint().width() for c in self.chips.values()) + self._grid.horizontalSpacing()
+        return int(max(2, min(CHIP_COLUMNS, (self.width() - DETAIL_MIN_WIDTH) // max(chip, 1))))
+
+    def _place(self) -> None:
+        """Chips worst first in ``self._columns`` columns. The box's minimum is two columns (set
+        explicitly, so the grid's own minimum — all its columns — does not hold the window wide);
+        a narrower strip re-flows on its next resize."""
+        for chip in self.chips.values():
+            self._grid.removeWidget(chip)
+        for i, key in enumerate(self._order):
+            self._grid.addWidget(self.chips[key], i // self._columns, i % self._columns)
+        chip = max(c.sizeHint().width() for c in self.chips.values())
+        gap = self._grid.horizontalSpacing()
+        self._chips_box.setMinimumWidth(2 * chip + gap)
+        self._chips_box.setMaximumWidth(self._columns * (chip + gap))
+        # As tall as its rows (the strip's dock would otherwise keep the height of a narrower past).
+        rows = -(-len(self._order) // self._columns)
+        chips_height = rows * max(c.sizeHint().height() for c in self.chips.values()) \
+            + (rows - 1) * self._grid.verticalSpacing()
+        margins = self.layout().contentsMargins()
+        lines = self.summary.sizeHint().height() + sum(l.sizeHint().height() for l in self.detail_lines)
+        self.setMaximumHeight(max(chips_height, lines) + margins.top() + margins.bottom())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        columns = self._fitting_columns()
+        if self._order and columns != self._columns:
+            self._columns = columns
+            self._place()
 
     def clear(self) -> None:
         """Back to the empty state (a reset or rebuilt model has no batch yet)."""

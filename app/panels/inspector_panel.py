@@ -25,6 +25,7 @@ from PyQt6.QtWidgets import (QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLis
 from app.colormaps import ENERGY_LUT, TITLE_SIZE, qcolor
 from app.panels.base import SnapshotPanel
 from app.snapshot import Snapshot
+from app.panels.series import integer_ticks, legend_below
 from energy_flow.atomic import atomic_write
 from energy_flow.trace.lineage import FlowNotFound, FlowRecord, flow_record, lineage_csv, lineage_json_text
 
@@ -97,9 +98,11 @@ class InspectorPanel(SnapshotPanel):
         self.position_plot = self.graphics.addPlot(row=1, col=0)
         self.position_plot.setTitle("position over steps (lattice units, −1…1)", size=TITLE_SIZE)
         self.position_plot.setLabel("bottom", "propagation step")
+        integer_ticks(self.position_plot)
+        integer_ticks(self.energy_plot)
         self.position_plot.setXLink(self.energy_plot)
         self.position_plot.setYRange(-1.05, 1.05, padding=0)
-        self.position_plot.addLegend(offset=(-4, 4), labelTextSize=TITLE_SIZE, colCount=3)
+        legend_below(self.position_plot)
         self.position_curves = {axis: self.position_plot.plot(pen=pg.mkPen(color, width=1), name=axis)
                                 for axis, color in AXIS_COLORS.items()}
         self.step_lines = [pg.InfiniteLine(angle=90, pen=STEP_LINE_PEN, movable=False)

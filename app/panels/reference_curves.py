@@ -13,6 +13,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6.QtCore import QObject, pyqtSignal
 
+from app.panels.series import legend_below
 from energy_flow.trace.figures import BATCH
 from app.panels.training_panel import TrainingPanel, debiased_ema
 from app.sources.references import ReferenceRun, load_reference
@@ -125,7 +126,7 @@ class ComparisonSet(QObject):
         where falling loss curves leave room."""
         plot = self._panel.loss_plot
         if plot.legend is None:
-            legend = plot.addLegend(offset=(-4, -4), labelTextSize="7pt", verSpacing=-6)
+            legend = legend_below(plot)
             legend.addItem(self._panel.smooth_curves[BATCH.loss.key], "this run")
         return plot.legend
 

@@ -15,9 +15,9 @@ import pyqtgraph as pg
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QWidget
 
-from app.colormaps import SPAWN_SERIES_COLORS, TITLE_SIZE
+from app.colormaps import SPAWN_SERIES_COLORS
 from app.panels.base import SnapshotPanel
-from app.panels.series import set_series, set_title
+from app.panels.series import integer_ticks, legend_below, set_series, set_title
 from app.snapshot import Snapshot, batch_axis
 from energy_flow.trace.figures import BATCH
 
@@ -46,8 +46,9 @@ class SpawnPanel(SnapshotPanel):
         self._add_page(self.graphics)
         self.step_plot = self.graphics.addPlot(row=0, col=0)
         self.step_plot.setLabel("bottom", "propagation step")
+        integer_ticks(self.step_plot)
         self.step_plot.setLabel("left", "flows")
-        self.step_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
+        legend_below(self.step_plot)
         self.step_curves: dict[str, pg.PlotDataItem] = {}
         # Granted (filled) first, requested dashed over it: they coincide whenever the budget
         # does not bind, and both must stay visible.
@@ -64,9 +65,10 @@ class SpawnPanel(SnapshotPanel):
         self.history_plot = self.graphics.addPlot(row=1, col=0)
         set_title(self.history_plot, "spawns per placed flow, per batch over the run")
         self.history_plot.setLabel("bottom", "batch")
+        integer_ticks(self.history_plot)
         self.history_plot.setLabel("left", "per placed flow")
         self.history_plot.getAxis("left").enableAutoSIPrefix(False)   # 0.8, not "800 (x0.001)"
-        self.history_plot.addLegend(offset=(-10, 10), labelTextSize=TITLE_SIZE)
+        legend_below(self.history_plot)
         self.history_curves = {
             name: self.history_plot.plot(pen=pg.mkPen(SPAWN_SERIES_COLORS[name], width=1,
                                                       style=Qt.PenStyle.DashLine if name == "requested"

@@ -16,7 +16,7 @@ from PyQt6.QtWidgets import (QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVB
                              QWidget)
 
 from app.panels.base import SnapshotPanel
-from app.panels.series import set_series, set_title
+from app.panels.series import integer_ticks, set_series, set_title
 from app.snapshot import Snapshot, batch_axis
 from energy_flow.trace.figures import BATCH
 
@@ -109,6 +109,8 @@ class TrainingPanel(SnapshotPanel):
         self.speed_plot = self.graphics.addPlot(row=3, col=0)
         self.speed_plot.setLabel("left", "batch/s")
         self.speed_plot.setLabel("bottom", "batch")
+        for plot in (self.loss_plot, self.lr_plot, self.landed_plot, self.speed_plot):
+            integer_ticks(plot)       # batches: no 1.5
         self.speed_curve = _curve(self.speed_plot, (255, 200, 80))
         for plot in (self.loss_plot, self.lr_plot, self.landed_plot):
             if plot is not self.loss_plot:

@@ -2,7 +2,7 @@
 
 Why a worker object with one unit of work per slot call (VisPy's ``realtime_data/ex03c``
 pattern) rather than a ``while`` loop: while running, every batch ends by re-scheduling the
-next one through the thread's event loop, so queued ``pause`` / ``step`` / ``stop`` / ``reset``
+next one through the thread's event loop, so queued ``pause`` / ``step`` / ``reset``
 / ``apply_config`` calls are handled between batches and never wait for a whole run.
 
 Everything heavy — the teacher (``sentence_transformers`` costs ~4 s to import), the dataset
@@ -27,7 +27,6 @@ import math
 import threading
 import time
 import traceback
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -35,11 +34,13 @@ from PyQt6.QtCore import QObject, QTimer, pyqtSignal, pyqtSlot
 
 from app.snapshot import RunHistory, Snapshot
 from app.sources.decoding import decode_batch, make_bridge
+from app.sources.loading import device_resources, load_dataset, trainer_from_checkpoint
+from app.sources.progress import BatchCancelled, BatchProgress
 from energy_flow.config import EnergyConfig
-from energy_flow.device import describe_device, memory_text, out_of_memory_advice
+from energy_flow.device import describe_device, out_of_memory_advice
 from energy_flow.diagnostics.sources import HealthMonitor
 from energy_flow.trace.recording import RecordingWriter, report_fields_from
-from energy_flow.training.data import EMBEDDING_SUFFIXES, PairDataset, build_dataset
+from energy_flow.training.data import PairDataset
 from energy_flow.training.report import TrainReport
 from energy_flow.training.sampler import BatchSampler
 from energy_flow.training.text_bridge import TextBridge
@@ -50,11 +51,7 @@ log = logging.getLogger(__name__)
 #: A callable that returns the dataset to train on (tests inject a small, pre-encoded one).
 DatasetFactory = Callable[[], PairDataset]
 
-STATES = ("loading", "idle", "running", "paused", "stopped", "error")
-
-
-class BatchCancelled(Exception):
-    """Raised inside the model by the cancellation hooks; never leaves the worker."""
+STATES = ("loading", "idle", "running", "paused", "error")
 
 
 class TrainingWorker(QObject):
@@ -82,6 +79,16 @@ class TrainingWorker(QObject):
     #: What the batch in flight is doing: (batch number, "forward" | "backward" | "snapshot"),
     #: and (batch number, "done") with its duration in seconds once it finished.
     phase_changed = pyqtSignal(int, str, float)
+    #: Inside a batch: ("forward" | "backward", propagation steps done, steps of the pass), at most
+    #: every ``progress.PROGRESS_INTERVAL_S``; forward's total is config.max_steps (an upper bound: the
+    #: pass ends early once every flow landed or faded), backward's the forward pass's steps.
+    step_progress = pyqtSignal(str, int, int)
+    #: The trainer's batch count, after every batch that ran (a skipped update counts too).
+    batches_trained = pyqtSignal(int)
+    #: The data loaded but no model could be built from this config: the user may fix it.
+    config_unbuilt = pyqtSignal(object)
+    #: A checkpoint was written: (path, batches trained in it).
+    checkpoint_saved = pyqtSignal(str, int)
 
     def __init__(self, config: EnergyConfig, data_source: str | None = None,
                  teacher_path: str | None = None, dataset_factory: DatasetFactory | None = None,
@@ -103,7 +110,7 @@ class TrainingWorker(QObject):
         self._tick_pending = False
         self._cancel = threading.Event()
         self._recorder: RecordingWriter | None = None
-        self._phase = "done"
+        self._progress = BatchProgress(self._cancel, self._phase_changed, self.step_progress.emit)
 
     # ------------------------------------------------------------------ read-only views
     @property
@@ -159,12 +166,14 @@ class TrainingWorker(QObject):
         except Exception as exc:  # noqa: BLE001 - any failure must reach the user, not kill the thread
             log.error("loading failed:\n%s", traceback.format_exc())
             self._fail(f"Loading failed: {type(exc).__name__}: {exc}")
+            if self._dataset is not None and self._trainer is None:
+                self.config_unbuilt.emit(self._config)
             return
         self._set_state("idle")
 
     @pyqtSlot()
     def run(self) -> None:
-        """Train continuously, one batch per event-loop turn, until pause/stop/step/error."""
+        """Train continuously, one batch per event-loop turn, until pause/step/error."""
         if not self._ready("run"):
             return
         self._running = True
@@ -173,7 +182,8 @@ class TrainingWorker(QObject):
 
     @pyqtSlot()
     def pause(self) -> None:
-        """Stop after the batch in flight; the next Run continues from the same step."""
+        """Stop after the batch in flight; the next Run continues from the same step (this is the
+        only way to stop: a separate Stop did the same and looked like it ended the run)."""
         if self._running:
             self._running = False
             self._set_state("paused")
@@ -186,15 +196,6 @@ class TrainingWorker(QObject):
         self._running = False
         if self._one_batch():
             self._set_state("paused")
-
-    @pyqtSlot()
-    def stop(self) -> None:
-        """End the run after the batch in flight; the model and history are kept."""
-        if self._trainer is None:
-            return
-        self._running = False
-        self._set_state("stopped")
-        self.status.emit(f"stopped at batch {self._trainer.step_count}")
 
     @pyqtSlot()
     def reset(self) -> None:
@@ -234,6 +235,39 @@ class TrainingWorker(QObject):
             self._fail(f"Config not applied ({type(exc).__name__}: {exc}); the previous model is kept")
             return
         self.status.emit("new config applied: model rebuilt, batch 0")
+        self._set_state("idle")
+
+    @pyqtSlot(str)
+    def save_checkpoint(self, path: str) -> None:
+        """Write model, optimiser and step count to ``path`` (atomically; between batches)."""
+        if self._trainer is None:
+            self.error.emit("Nothing to save: the model is not loaded")
+            return
+        try:
+            self._trainer.save_checkpoint(path)
+        except (OSError, ValueError) as exc:
+            self.error.emit(f"Checkpoint not saved: {exc}. The model is unchanged; training carries on.")
+            return
+        self.checkpoint_saved.emit(path, self._trainer.step_count)
+        self.status.emit(f"checkpoint saved to {path} (batch {self._trainer.step_count})")
+
+    @pyqtSlot(str)
+    def open_checkpoint(self, path: str) -> None:
+        """Replace the model by the one saved at ``path`` (its config, this run's device and data).
+
+        On failure the current model stays and ``error`` says why, naming the file."""
+        self._running = False
+        if self._dataset is None:
+            self.error.emit("Cannot open a checkpoint before the data has loaded")
+            return
+        try:
+            trainer = trainer_from_checkpoint(path, self._config, self._dataset.dim)
+            self._install_trainer(trainer.config, trainer)
+        except (OSError, ValueError) as exc:
+            self.error.emit(f"{exc}. The current model is kept.")
+            self._set_state(self._state)
+            return
+        self.status.emit(f"opened checkpoint {path}: batch {self._trainer.step_count}")
         self._set_state("idle")
 
     @pyqtSlot(str)
@@ -329,32 +363,18 @@ class TrainingWorker(QObject):
         if self._dataset_factory is not None:
             self.status.emit("loading data (injected dataset)…")
             return self._dataset_factory()
-        source = self._data_source
-        if source is not None and Path(source).suffix.lower() in EMBEDDING_SUFFIXES:
-            self.status.emit(f"loading precomputed embeddings from {source}…")
-            return build_dataset(source)
-        from energy_flow.training.embedding_cache import default_cache_dir
-        from energy_flow.training.teacher import TeacherEncoder
+        return load_dataset(self._data_source, self._teacher_path, self.status.emit)
 
-        self.status.emit("loading teacher model…")
-        teacher = TeacherEncoder(self._teacher_path, device="cpu", cache_dir=default_cache_dir())
-        cache = f"; cache {teacher.cache.directory.parent}" if teacher.cache is not None else ""
-        self.status.emit(f"embedding corpus… ({source or 'bundled corpus'} through {teacher.name}{cache})")
-        dataset = build_dataset(source, teacher=teacher)
-        stats = teacher.last_stats
-        if stats is not None:
-            self.status.emit(f"embedded {stats.unique} distinct texts: {stats.from_cache} from the cache, "
-                             f"{stats.encoded} by the teacher")
-        return dataset
-
-    def _install_trainer(self, config: EnergyConfig) -> None:
-        """Build model + trainer for ``config`` and swap them in only if that succeeded."""
+    def _install_trainer(self, config: EnergyConfig, trainer: EnergyTrainer | None = None) -> None:
+        """Build model + trainer for ``config`` (or take ``trainer``, restored from a checkpoint)
+        and swap them in only if that succeeded."""
         assert self._dataset is not None
-        self.status.emit("building the model…")
-        trainer = EnergyTrainer(build_model(config), config)
+        if trainer is None:
+            self.status.emit("building the model…")
+            trainer = EnergyTrainer(build_model(config), config)
         trainer.provenance = self._dataset.provenance
         sampler = BatchSampler(len(self._dataset), config.batch_size, config.seed)
-        self._add_cancel_hooks(trainer)
+        self._progress.attach(trainer)
         # A recording holds one model's run: steps restart and the config may differ.
         self.close_recording("the model was rebuilt")
         self._trainer, self._sampler, self._config = trainer, sampler, config
@@ -370,30 +390,12 @@ class TrainingWorker(QObject):
             "batches_per_epoch": sampler.batches_per_epoch,
         })
 
-    def _add_cancel_hooks(self, trainer: EnergyTrainer) -> None:
-        """Forward and backward pre-hooks that abandon the batch once :meth:`cancel` was called.
-
-        The carrier runs once per propagation step in the forward pass and the neuron's backward
-        once per step in the backward pass, so cancellation takes effect within one step.
-        """
-        def check(phase: str) -> Callable[..., None]:
-            def hook(*_: object) -> None:
-                if self._cancel.is_set():
-                    raise BatchCancelled("batch abandoned: the worker was cancelled")
-                self._enter_phase(phase)    # a Python flag compare per step: no host sync
-            return hook
-
-        trainer.processor.carrier.register_forward_pre_hook(check("forward"))
-        trainer.processor.neuron.register_full_backward_pre_hook(check("backward"))
-
-    def _enter_phase(self, phase: str, seconds: float = math.nan) -> None:
-        """Say what the batch in flight does, once per change (the GUI shows it while it waits)."""
-        if phase != self._phase:
-            self._phase = phase
-            # During forward/backward the trainer has not counted the batch yet; afterwards it has.
-            pending = 1 if phase in ("forward", "backward") else 0
-            step = self._trainer.step_count + pending if self._trainer is not None else 0
-            self.phase_changed.emit(step, phase, seconds)
+    def _phase_changed(self, phase: str, seconds: float) -> None:
+        """Say what the batch in flight does (the GUI shows it while it waits)."""
+        # During forward/backward the trainer has not counted the batch yet; afterwards it has.
+        pending = 1 if phase in ("forward", "backward") else 0
+        step = self._trainer.step_count + pending if self._trainer is not None else 0
+        self.phase_changed.emit(step, phase, seconds)
 
     def _one_batch(self) -> bool:
         """One optimisation step, its snapshot, and the reaction to anything that went wrong.
@@ -408,32 +410,33 @@ class TrainingWorker(QObject):
             idx = sampler.indices(trainer.step_count)
             report = trainer.train_step((dataset.inputs[idx], dataset.targets[idx], idx))
         except BatchCancelled:
-            self._enter_phase("done")
+            self._progress.enter("done")
             self.status.emit("batch abandoned (shutting down)")
             return False
         except torch.OutOfMemoryError as exc:
-            self._enter_phase("done")
+            self._progress.enter("done")
             if trainer.device.type == "cuda":
                 torch.cuda.empty_cache()
             self._fail(f"Out of memory on {trainer.device} at batch {trainer.step_count + 1}. Training "
                        f"paused; {out_of_memory_advice(trainer.config)}. ({str(exc).splitlines()[0]})")
             return False
         except Exception as exc:  # noqa: BLE001
-            self._enter_phase("done")
+            self._progress.enter("done")
             log.error("training step failed:\n%s", traceback.format_exc())
             self._fail(f"Training batch {trainer.step_count + 1} failed: {type(exc).__name__}: {exc}. "
                        "Training paused; the model is as it was before this batch.")
             return False
-        self._enter_phase("snapshot")
+        self.batches_trained.emit(trainer.step_count)
+        self._progress.enter("snapshot")
         try:
             snapshot = self._snapshot(report, t0)
         except Exception as exc:  # noqa: BLE001
-            self._enter_phase("done")
+            self._progress.enter("done")
             log.error("building the snapshot failed:\n%s", traceback.format_exc())
             self._fail(f"Batch {report.step} trained, but its snapshot could not be built: "
                        f"{type(exc).__name__}: {exc}. Training paused.")
             return False
-        self._enter_phase("done", time.perf_counter() - t0)
+        self._progress.enter("done", time.perf_counter() - t0)
         if snapshot is not None:
             self.snapshot_ready.emit(snapshot)
         self._record(report)
@@ -459,12 +462,3 @@ class TrainingWorker(QObject):
         return Snapshot(telemetry=report.telemetry, history=self._history.arrays(), report=report,
                         decoded=decode_batch(self._bridge, self._dataset, report), source="live", batch_label=label, health=health)
 
-
-def device_resources(device: torch.device) -> dict:
-    """What the ``resources`` signal carries: the device in words and, on CUDA, memory in bytes."""
-    info: dict = {"device": describe_device(device), "cuda_memory_allocated": None,
-                  "cuda_memory_reserved": None, "memory_text": memory_text(device)}
-    if device.type == "cuda":
-        info["cuda_memory_allocated"] = int(torch.cuda.memory_allocated(device))
-        info["cuda_memory_reserved"] = int(torch.cuda.memory_reserved(device))
-    return info

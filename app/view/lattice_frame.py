@@ -1,6 +1,8 @@
 """The lattice around the flows: its box, the start and output planes, their labels, and the
-energy deposited on the output planes (coverage). Built once per batch; nothing here changes
-with the propagation step.
+energy deposited on the output planes (coverage). Box, planes and labels are built once per
+batch; the deposits follow the propagation step (what landed up to the shown step, as the
+Coverage panel shows it), on a scale fixed by the end of the batch so colours compare across
+steps.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import numpy as np
 from vispy import scene
 from vispy.visuals.text.text import FontManager
 
-from app.colormaps import COVERAGE_LUT, log_normalise, map_values
+from app.colormaps import COVERAGE_LUT, deposit_level, map_values
 from app.view.flat_mesh import FlatMesh
 from app.view.style import BOX_COLOR, COVERAGE_ALPHA, OUTPUT_PLANE_COLOR, START_PLANE_COLOR, TEXT_COLOR
 from energy_flow.trace.telemetry import BatchTelemetry
@@ -19,19 +21,34 @@ _EDGES = np.array([[0, 1], [2, 3], [4, 5], [6, 7], [0, 2], [1, 3], [4, 6], [5, 7
                    [0, 4], [1, 5], [2, 6], [3, 7]])
 
 
-def coverage_mesh(telemetry: BatchTelemetry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def deposits_at(telemetry: BatchTelemetry, step: int) -> np.ndarray:
+    """Energy deposited per output-plane cell up to ``step`` [P, H, W]; the end of the batch when
+    the batch was recorded without per-step deposits (older recordings)."""
+    per_step = telemetry.plane_energy_steps
+    if per_step is None:
+        return telemetry.plane_energy
+    return per_step[int(np.clip(step, 0, per_step.shape[0] - 1))]
+
+
+def coverage_mesh(telemetry: BatchTelemetry, energy: np.ndarray | None = None,
+                  top: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(vertices [4n, 3], faces [2n, 3], face colours [2n, 4]) of every covered output-plane cell.
 
-    Each cell reached by any deposit becomes a quad centred on its lattice coordinate (cell
-    centres sit on linspace(-1, 1, W)), coloured by its deposited energy on a log scale shared
-    by all planes, with fainter alpha for smaller deposits. All planes' cells are one mesh,
-    i.e. one draw call; cells that received nothing are left out so what lies behind shows.
+    ``energy`` [P, H, W]: the deposits to draw (default: the end of the batch); ``top``: the
+    deposit level (ln(1 + energy)) at the top of the colour scale (default: ``energy``'s largest).
+    Each cell reached by a deposit becomes a quad centred on its lattice coordinate (cell
+    centres sit on linspace(-1, 1, W)), coloured by ln(1 + its energy) over ``top`` — the scale
+    of the Coverage panel — shared by all planes, with fainter alpha for smaller deposits. All
+    planes' cells are one mesh, i.e. one draw call; cells that received nothing are left out so
+    what lies behind shows.
     """
-    energy = telemetry.plane_energy
+    energy = telemetry.plane_energy if energy is None else energy
     w, h = telemetry.lattice_shape[0], telemetry.lattice_shape[1]
     plane, iy, ix = np.nonzero(energy > 0)
-    reference = float(energy.max()) if energy.size else 0.0
-    level = log_normalise(energy[plane, iy, ix], reference)
+    levels = deposit_level(energy[plane, iy, ix])
+    if top is None:
+        top = float(levels.max()) if levels.size else 0.0
+    level = np.clip(levels / top, 0.0, 1.0) if top > 0 else np.zeros_like(levels)
     colors = map_values(level, COVERAGE_LUT)
     lo, hi = COVERAGE_ALPHA
     colors[:, 3] = lo + (hi - lo) * level
@@ -76,8 +93,11 @@ class LatticeFrame:
         self.labels.update_gl_state(depth_test=False, depth_mask=True)
         self.layers: dict[str, list[scene.Node]] = {"box": [self.box], "planes": [self.planes],
                                                     "coverage": [self.coverage]}
-        self.has_coverage = False
-        self.coverage_max = 0.0
+        self.has_coverage = False        # the shown step has deposits to draw
+        self.deposit_cells = 0
+        self.coverage_max = 0.0          # the end of the batch's largest deposit, ln(1 + energy)
+        self._tel: BatchTelemetry | None = None
+        self._deposit_step: int | None = None
         self._label_items: dict[str, tuple[list[str], np.ndarray]] = {}
         self._labels_shown: list[str] = []
 
@@ -100,11 +120,20 @@ class LatticeFrame:
                        np.array([[-1.0, 1.06, z] for z in zs], np.float32)),
         }
         self._labels_shown = []
-        vertices, faces, face_colors = coverage_mesh(tel)
+        self._tel = tel
+        self._deposit_step = None
+        self.coverage_max = float(deposit_level(tel.plane_energy).max()) if tel.plane_energy.size else 0.0
+
+    def show_deposits(self, step: int) -> None:
+        """The deposits up to ``step`` (rebuilt only when the step changed)."""
+        if self._tel is None or step == self._deposit_step:
+            return
+        self._deposit_step = step
+        vertices, faces, face_colors = coverage_mesh(self._tel, deposits_at(self._tel, step), self.coverage_max)
         self.has_coverage = faces.shape[0] > 0
+        self.deposit_cells = faces.shape[0] // 2       # two triangles per cell
         if self.has_coverage:
             self.coverage.set_data(vertices, faces, face_colors)
-        self.coverage_max = float(tel.plane_energy.max()) if tel.plane_energy.size else 0.0
 
     def show_labels(self, shown: dict[str, bool]) -> None:
         """Labels of the shown layers; glyphs are laid out again only when the strings change."""

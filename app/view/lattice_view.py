@@ -206,7 +206,8 @@ class LatticeView(QWidget):
         return mapped[:, :2] / mapped[:, 3:4]
 
     def _fit_camera(self, size: tuple[float, float]) -> None:
-        """Zoom out until the whole box lies inside the canvas, below the two info lines.
+        """Zoom out until the whole box lies inside the canvas, below the two info lines, with no
+        corner under the colour bars or the legend (at 1100×700 the box ran under both).
 
         ``set_range`` fits the unrotated box; tilted by the default elevation and azimuth its
         bottom corners fell off the canvas (and off exported images of another aspect ratio).
@@ -214,9 +215,12 @@ class LatticeView(QWidget):
         """
         w, h = float(size[0]), float(size[1])
         cam = self.view.camera
+        boxes = self._overlay.reserved_boxes(size)      # colour bars and legend: keep corners out
         for _ in range(FIT_MAX_TRIES):
             p = self.box_corners_on_screen()
-            if (p[:, 0].min() >= FIT_MARGIN_PX and p[:, 0].max() <= w - FIT_MARGIN_PX
+            under = any(((p[:, 0] > x0) & (p[:, 0] < x1) & (p[:, 1] > y0) & (p[:, 1] < y1)).any()
+                        for x0, y0, x1, y1 in boxes)
+            if (not under and p[:, 0].min() >= FIT_MARGIN_PX and p[:, 0].max() <= w - FIT_MARGIN_PX
                     and p[:, 1].min() >= FIT_TOP_PX and p[:, 1].max() <= h - FIT_MARGIN_PX):
                 return
             cam.scale_factor *= FIT_ZOOM_STEP
@@ -365,6 +369,16 @@ class LatticeView(QWidget):
         """Titles of the colour bars on screen."""
         return list(self._overlay.bar_titles)
 
+    @property
+    def deposit_cells(self) -> int:
+        """Output-plane cells drawn as covered at the shown step (0 while nothing has landed)."""
+        return self._frame.deposit_cells if self._frame.has_coverage else 0
+
+    @property
+    def deposit_scale(self) -> float:
+        """Top of the deposit colour bar, in ln(1 + energy) units (the batch's largest deposit)."""
+        return self._frame.coverage_max
+
     # ------------------------------------------------------------------ internals
     @staticmethod
     def _display_scale(tel: BatchTelemetry) -> tuple[float, float, float]:
@@ -394,6 +408,7 @@ class LatticeView(QWidget):
         """The flows after the current step: a uniform, the info lines and the trajectories'
         visible flag (nothing to draw before step 1)."""
         self._flows.set_step(self._step)
+        self._frame.show_deposits(self._step)
         self._overlay.set_info(self._info_lines(self._snapshot.telemetry))
         self._apply_visibility()
 
@@ -426,7 +441,7 @@ class LatticeView(QWidget):
 
     def _refresh_overlay(self) -> None:
         """Re-lay the overlay after its content changed (info text, coverage bar shown or not)."""
-        self._overlay.show_coverage_bar = self._layer_on["coverage"] and self._frame.has_coverage
+        self._overlay.show_coverage_bar = self._layer_on["coverage"] and self._frame.coverage_max > 0
         self._overlay.layout(self.canvas.size)
         self.canvas.update()
 

@@ -14,8 +14,8 @@ from vispy import scene
 from vispy.visuals.text.text import FontManager
 from vispy.visuals.transforms import STTransform
 
-from app.colormaps import COVERAGE_LUT, ENERGY_LUT, ENERGY_RANGE, REASON_STYLE, SAMPLE_PALETTE, SPAWN_COLOR, \
-    SPAWN_SYMBOL, energy_colors
+from app.colormaps import (COVERAGE_LUT, DEPOSIT_LOG_LABEL, ENERGY_LUT, ENERGY_RANGE, REASON_STYLE, SAMPLE_PALETTE,
+                           SPAWN_COLOR, SPAWN_SYMBOL, energy_colors)
 from app.view.step_visuals import StepPoints
 from app.view.style import COLOR_MODES, MARKER_COLOR, SYMBOL_CODES, TEXT_COLOR
 
@@ -89,12 +89,12 @@ class Overlay:
         strings: list[str] = []
         pos: list[tuple[float, float]] = []
 
-        bar_h = float(np.clip(h * 0.3, 60.0, 150.0))
+        bar_h = bar_height(h)
         top = 56.0
         # The energy bar explains the colours only when flows are coloured by energy.
         bars = [("flow energy", ENERGY_LUT, self.energy_range)] if self.color_mode == "energy" else []
         if self.show_coverage_bar:
-            bars.append(("deposited (log)", COVERAGE_LUT, (0.0, self.coverage_max)))
+            bars.append((DEPOSIT_LOG_LABEL, COVERAGE_LUT, (0.0, self.coverage_max)))
         step = self.BAR_WIDTH * (self.BAR_GAP_COLUMNS + 1)
         self.bars.visible = self.frames.visible = bool(bars)
         self.bar_titles = [title for title, _, _ in bars]
@@ -134,12 +134,36 @@ class Overlay:
         self._fixed_text = (strings, pos)
         self._set_text()
 
+    def reserved_boxes(self, size: tuple[float, float]) -> list[tuple[float, float, float, float]]:
+        """(x0, y0, x1, y1) canvas boxes the colour bars and the legend take at ``size``: the camera
+        frames the lattice so that none of its corners lies under them."""
+        w, h = float(size[0]), float(size[1])
+        bar_h = bar_height(h)
+        columns = len(self.bar_titles)
+        boxes = []
+        if columns:
+            x0 = w - 60.0 - self.BAR_WIDTH * (self.BAR_GAP_COLUMNS + 1) * (columns - 1) - 30.0
+            boxes.append((x0, 0.0, w, 56.0 + bar_h + 8.0))
+        rows = len(self.entries())
+        boxes.append((0.0, h - 14.0 - 16.0 * rows - 4.0, LEGEND_WIDTH_PX, h))
+        return boxes
+
     def _set_text(self) -> None:
         """Every string of the overlay in its one Text visual: info lines at the top left."""
         strings, pos = self._fixed_text
         self.text.text = list(self.info_lines) + strings
         self.text.pos = np.array([(10.0, 14.0 + 16.0 * i) for i in range(len(self.info_lines))] + pos,
                                  np.float32).reshape(-1, 2)
+
+
+#: Width the legend's swatches and labels take at the bottom left (px).
+LEGEND_WIDTH_PX = 260.0
+
+
+def bar_height(canvas_height: float) -> float:
+    """Colour bars' height: a fifth of the canvas, within 60…150 px (taller bars pushed the
+    framed lattice small on a laptop-sized canvas, which keeps its corners out from under them)."""
+    return float(np.clip(canvas_height * 0.2, 60.0, 150.0))
 
 
 def _tick(value: float) -> str:

@@ -1,106 +1,122 @@
-"""Where the docks go, so every panel shows its whole plot from 1280×800 up.
+"""Where the docks go, so the 3D view keeps most of the window and every panel shows its plot.
 
-Why this shape: the 3D view needs the middle; the per-batch views (training curves, decoded
-text, config) form a right column; the per-step panels (spawn, energy, displacement,
-coverage) share the bottom row. Four per-step panels side by side need ~340 px each: when the
-bottom row is narrower than that, they are tabified in two pairs instead of squeezed. Each
-panel also sits in a scroll area with a minimum size, so a dock the user shrinks below what a
-panel needs gets a scroll bar rather than a plot cut off at its edge.
+Why this shape: the 3D view is the app's reason to exist, so it keeps the middle and at least
+half of the window from 1280×800 up (40 % at the smallest window, :data:`MIN_WINDOW`). Every
+side panel goes into one column beside it, in tabs: the panels of the shown batch step by step
+(:attr:`TabGroup.BATCH_STEPS`) and those of the run (:attr:`TabGroup.RUN`) form two tab stacks,
+one above the other where the column is tall enough for both (:data:`STACK_MIN_HEIGHT` each),
+else merged into one stack. Each side panel sits in a scroll area with its spec's minimum
+size, so a dock the user shrinks gets a scroll bar rather than a plot cut off at its edge.
 
-The default layout is applied when the window is first shown (its size is known then) and by
-View → Reset layout. The View menu lists every dock, including docks added later (the health
-strip, inspector or diagnostics panels): anything added with :func:`add_dock` appears there.
+The layout reads only the panels' specs (area, tab group, minimum size), never their titles.
+It is applied when the window is first shown and by View → Reset layout; when the window is
+resized, :func:`fit_column` gives the column its share of the new width again, so a window made
+small and then large again gets its layout back without a reset.
 """
 
 from __future__ import annotations
 
 from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QDockWidget, QFrame, QMainWindow, QMenu, QScrollArea, QWidget
+from PyQt6.QtWidgets import QDockWidget, QFrame, QMainWindow, QMenu, QScrollArea, QTabBar, QTabWidget, QWidget
 
-AREAS = {"left": Qt.DockWidgetArea.LeftDockWidgetArea, "right": Qt.DockWidgetArea.RightDockWidgetArea,
-         "top": Qt.DockWidgetArea.TopDockWidgetArea, "bottom": Qt.DockWidgetArea.BottomDockWidgetArea}
+from app.panels.registry import DockArea, PanelSpec, TabGroup
 
-#: Smallest size at which each panel shows its plots, titles, axes and legends whole (px).
-PANEL_MIN_SIZE = {
-    "Spawn": (330, 270), "Energy": (330, 270), "Displacement": (330, 400), "Coverage": (340, 290),
-    "Training": (330, 360), "Text bridge": (300, 160), "Config": (280, 420),
-}
-#: The per-step panels of the bottom row, left to right.
-STEP_PANELS = ("Spawn", "Energy", "Displacement", "Coverage")
-#: Right column: width as a share of the window, within these bounds.
-RIGHT_SHARE, RIGHT_MIN, RIGHT_MAX = 0.28, 390, 560
-#: Bottom row: height as a share of the window.
-BOTTOM_SHARE = 0.42
+#: The side column's width: this share of the window, within these bounds (px).
+COLUMN_SHARE, COLUMN_MIN, COLUMN_MAX = 0.28, 370, 560
+#: The side column holds two tab stacks one above the other only if each gets this much (px).
+STACK_MIN_HEIGHT = 440
+#: The smallest window the app allows: the 3D view still gets 40 % of it (tests/gui/test_layout.py).
+MIN_WINDOW = (1024, 660)
+#: Tab stacks of the side column, top to bottom.
+COLUMN_GROUPS = (TabGroup.BATCH_STEPS, TabGroup.RUN)
+
+_QT_AREA = {DockArea.TOP: Qt.DockWidgetArea.TopDockWidgetArea, DockArea.SIDE: Qt.DockWidgetArea.RightDockWidgetArea}
 
 
-def add_dock(window: QMainWindow, title: str, widget: QWidget, area: str, scroll: bool = True) -> QDockWidget:
-    """A movable, floatable, closable dock holding ``widget`` (in a scroll area unless ``scroll=False``)."""
-    dock = QDockWidget(title, window)
-    dock.setObjectName(f"dock-{title}")
-    if scroll:
-        size = PANEL_MIN_SIZE.get(title)
-        if size is not None:
-            widget.setMinimumSize(*size)
-        area_widget = QScrollArea()
-        area_widget.setObjectName(f"scroll-{title}")
-        area_widget.setWidgetResizable(True)
-        area_widget.setFrameShape(QFrame.Shape.NoFrame)
-        area_widget.setWidget(widget)
-        dock.setWidget(area_widget)
+def make_dock(window: QMainWindow, spec: PanelSpec, widget: QWidget) -> QDockWidget:
+    """A dock for ``widget`` as ``spec`` says: side panels movable, closable and in a scroll area
+    with the spec's minimum size; the strip fixed, with no title bar."""
+    dock = QDockWidget(spec.title, window)
+    dock.setObjectName(f"dock-{spec.title}")
+    if spec.scrolls:
+        widget.setMinimumSize(*spec.min_size)
+        area = QScrollArea()
+        area.setObjectName(f"scroll-{spec.title}")
+        area.setWidgetResizable(True)
+        area.setFrameShape(QFrame.Shape.NoFrame)
+        area.setWidget(widget)
+        dock.setWidget(area)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+                         | QDockWidget.DockWidgetFeature.DockWidgetClosable)
     else:
         dock.setWidget(widget)
-    dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
-                     | QDockWidget.DockWidgetFeature.DockWidgetFloatable
-                     | QDockWidget.DockWidgetFeature.DockWidgetClosable)
-    window.addDockWidget(AREAS[area], dock)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
+        dock.setTitleBarWidget(QWidget())      # a strip, not a captioned panel
+    window.addDockWidget(_QT_AREA[spec.area], dock)
     return dock
 
 
-def apply_default_layout(window: QMainWindow, docks: dict[str, QDockWidget]) -> None:
-    """Put every known dock back in its default place and size for the window's current size."""
+def column_width(window_width: int) -> int:
+    return int(min(max(COLUMN_SHARE * window_width, COLUMN_MIN), COLUMN_MAX))
+
+
+def stacks_fit(window_height: int) -> bool:
+    """True when the side column is tall enough for two tab stacks (menus, toolbar, status bar
+    and the health strip take ~200 px of the window's height)."""
+    return (window_height - 200) / len(COLUMN_GROUPS) >= STACK_MIN_HEIGHT
+
+
+def apply_default_layout(window: QMainWindow, docks: list[tuple[PanelSpec, QDockWidget]]) -> None:
+    """Put every dock back in its default place and size for the window's current size."""
     w, h = max(window.width(), 1), max(window.height(), 1)
-    for dock in docks.values():
+    for _, dock in docks:
         dock.setFloating(False)
         dock.show()
+    # The column runs the window's full height; the strip spans only the 3D view.
+    window.setCorner(Qt.Corner.TopRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
     window.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
-    right = Qt.DockWidgetArea.RightDockWidgetArea
-    bottom = Qt.DockWidgetArea.BottomDockWidgetArea
-    if "Health" in docks:
-        window.addDockWidget(Qt.DockWidgetArea.TopDockWidgetArea, docks["Health"])
-
-    window.addDockWidget(right, docks["Training"])
-    window.splitDockWidget(docks["Training"], docks["Text bridge"], Qt.Orientation.Vertical)
-    window.tabifyDockWidget(docks["Text bridge"], docks["Config"])
-    docks["Text bridge"].raise_()
-
-    step_docks = [docks[t] for t in STEP_PANELS]
-    window.addDockWidget(bottom, step_docks[0])
-    right_width = int(min(max(RIGHT_SHARE * w, RIGHT_MIN), RIGHT_MAX))
-    bottom_width = w - right_width
-    fit_four = bottom_width / len(step_docks) >= max(PANEL_MIN_SIZE[t][0] for t in STEP_PANELS) + 10
-    if fit_four:
-        for left, nxt in zip(step_docks, step_docks[1:]):
-            window.splitDockWidget(left, nxt, Qt.Orientation.Horizontal)
-    else:
-        window.splitDockWidget(step_docks[0], step_docks[2], Qt.Orientation.Horizontal)
-        window.tabifyDockWidget(step_docks[0], step_docks[1])
-        window.tabifyDockWidget(step_docks[2], step_docks[3])
-        step_docks[0].raise_()
-        step_docks[2].raise_()
-    shown = step_docks if fit_four else [step_docks[0], step_docks[2]]
-    window.resizeDocks(shown, [1] * len(shown), Qt.Orientation.Horizontal)
-    window.resizeDocks([docks["Training"]], [right_width], Qt.Orientation.Horizontal)
-    window.resizeDocks([step_docks[0]], [int(BOTTOM_SHARE * h)], Qt.Orientation.Vertical)
-    window.resizeDocks([docks["Training"], docks["Text bridge"]], [int(0.55 * h), int(0.45 * h)],
-                       Qt.Orientation.Vertical)
+    for spec, dock in docks:
+        if spec.area is DockArea.TOP:
+            window.addDockWidget(_QT_AREA[spec.area], dock)
+    stacks = [[d for s, d in docks if s.area is DockArea.SIDE and s.group is g] for g in COLUMN_GROUPS]
+    stacks = [s for s in stacks if s]
+    if not stacks:
+        return
+    if not stacks_fit(h):
+        stacks = [[d for stack in stacks for d in stack]]
+    side = Qt.DockWidgetArea.RightDockWidgetArea
+    window.addDockWidget(side, stacks[0][0])
+    for above, stack in zip(stacks, stacks[1:]):
+        window.splitDockWidget(above[0], stack[0], Qt.Orientation.Vertical)
+    window.setTabPosition(side, QTabWidget.TabPosition.North)     # tabs at the top, by the titles
+    for stack in stacks:
+        for dock in stack[1:]:
+            window.tabifyDockWidget(stack[0], dock)
+        stack[0].raise_()
+    for bar in window.findChildren(QTabBar):
+        # Ten tabs do not fit a 370 px column: whole names and scroll arrows, not "S…", "E…".
+        bar.setElideMode(Qt.TextElideMode.ElideNone)
+        bar.setUsesScrollButtons(True)
+    firsts = [stack[0] for stack in stacks]
+    window.resizeDocks([firsts[0]], [column_width(w)], Qt.Orientation.Horizontal)
+    window.resizeDocks(firsts, [1] * len(firsts), Qt.Orientation.Vertical)
 
 
-def fill_view_menu(menu: QMenu, docks: dict[str, QDockWidget], reset) -> None:
+def fit_column(window: QMainWindow, docks: list[tuple[PanelSpec, QDockWidget]]) -> None:
+    """The side column back to its share of the window's width (after a resize)."""
+    shown = [d for s, d in docks if s.area is DockArea.SIDE and d.isVisible() and not d.isFloating()
+             and window.dockWidgetArea(d) == Qt.DockWidgetArea.RightDockWidgetArea]
+    if shown:
+        window.resizeDocks([shown[0]], [column_width(window.width())], Qt.Orientation.Horizontal)
+
+
+def fill_view_menu(menu: QMenu, docks: list[tuple[PanelSpec, QDockWidget]], reset) -> None:
     """One show/hide entry per dock (Qt's toggle actions), then "Reset layout"."""
     menu.clear()
-    for title, dock in docks.items():
+    for spec, dock in docks:
         action = dock.toggleViewAction()
-        action.setText(f"{title} panel" if title != "Health" else "Health strip")
+        action.setText(f"{spec.title} panel" if spec.area is DockArea.SIDE else f"{spec.title} strip")
         menu.addAction(action)
     menu.addSeparator()
     reset_action = menu.addAction("Reset layout")

@@ -1,19 +1,20 @@
 """Failures shown where they happen, never in a blocking dialog and never fatal to the window.
 
 :class:`MessageBanner` is the line above the 3D view that says what went wrong (or what is
-loading); :func:`make_widget` builds a view or panel by module name and, when its module fails
-to import or its constructor raises, puts an :class:`UnavailableWidget` saying why in its place,
-so one broken panel costs that panel, not the app.
+loading); :func:`build_panel` builds a panel from its spec and, when its constructor raises,
+puts an :class:`UnavailableWidget` saying why in its place, so one broken panel costs that
+panel, not the app.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import traceback
 
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QWidget
+
+from app.panels.registry import PanelSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,10 @@ class UnavailableWidget(QLabel):
         self.setStyleSheet("color: #ff6b6b; border: 1px dashed #ff6b6b; padding: 8px;")
 
 
-def make_widget(module: str, cls: str, what: str) -> QWidget:
-    """``module.cls()``, or an :class:`UnavailableWidget` naming the error in its place."""
+def build_panel(spec: PanelSpec) -> QWidget:
+    """``spec.cls()``, or an :class:`UnavailableWidget` naming the error in its place."""
     try:
-        return getattr(importlib.import_module(module), cls)()
-    except Exception as exc:  # noqa: BLE001 - show the failure where the widget would be
-        log.error("cannot create %s.%s:\n%s", module, cls, traceback.format_exc())
-        return UnavailableWidget(what, f"{type(exc).__name__}: {exc}")
+        return spec.cls()
+    except Exception as exc:  # noqa: BLE001 - show the failure where the panel would be
+        log.error("cannot create the %s panel:\n%s", spec.title, traceback.format_exc())
+        return UnavailableWidget(f"{spec.title} panel", f"{type(exc).__name__}: {exc}")

@@ -1,13 +1,14 @@
 """Help → Keyboard shortcuts and Help → About: texts built from the live window, not a copy.
 
 The shortcut list is read from the window's actions, so it cannot drift from what the keys
-really do; About names the versions and the device the run uses.
+really do; About names the app's version, its docs, the versions it runs on and the device.
 """
 
 from __future__ import annotations
 
 import html
 import platform
+from pathlib import Path
 
 from PyQt6.QtCore import PYQT_VERSION_STR, QT_VERSION_STR
 from PyQt6.QtGui import QAction, QKeySequence
@@ -29,18 +30,22 @@ def shortcuts_text(window: QMainWindow) -> str:
     return "\n".join(sorted(rows, key=str.lower))
 
 
-def about_text(window: QMainWindow) -> str:
-    """Versions of what the app runs on, and the device of the live run (if it is loaded)."""
+def about_text(device: str) -> str:
+    """The app's version, where its docs are, versions of what it runs on, and the live run's
+    device (``device``: in words, or why there is none)."""
     import numpy
     import pyqtgraph
     import torch
     import vispy
 
-    worker = getattr(window, "worker", None)
-    trainer = getattr(worker, "trainer", None)
-    device = str(trainer.device) if trainer is not None else "not loaded (live training not started)"
+    import energy_flow
+
+    docs = Path(energy_flow.__file__).resolve().parents[1] / "docs"
     lines = [
-        "<b>Energy Flow Studio</b> — watch an energy-flow lattice network learn.",
+        f"<b>Energy Flow Studio {html.escape(energy_flow.__version__)}</b> — watch an energy-flow lattice "
+        "network learn.",
+        f"Documentation: README.md and {html.escape(str(docs))} (recording format, health checks, benchmarks); "
+        "Help → Keyboard shortcuts lists every key.",
         f"Device of the live run: {html.escape(device)}",
         f"Python {platform.python_version()} · torch {torch.__version__} · numpy {numpy.__version__}",
         f"Qt {QT_VERSION_STR} · PyQt {PYQT_VERSION_STR} · VisPy {vispy.__version__} · "

@@ -1,29 +1,31 @@
 """Inspect and compare, added to the window in one place: the Inspector, Diagnostics and
 Compare docks, the click-to-select wiring of the 3D view, and the Inspect menu.
 
-Why a controller beside :class:`~app.window.main_window.MainWindow` rather than code inside it (as
-:class:`~app.window.recording_controls.RecordingController` does for recordings): the window's layout
-belongs to the window; what this adds is one concept — asking about a flow, a run's
-diagnostics over time, and other runs — and it only plugs panels into the window's existing
-snapshot delivery (``window.dock_panel`` registers them as views).
+Why a controller beside the window rather than code inside it: what this adds is one concept —
+asking about a flow, a run's diagnostics over time, and other runs — and it only plugs panels
+into the window's snapshot delivery. It gets the narrow things it uses, not the window: a
+:class:`PanelHost` to dock its panels into (their places come from their specs in
+:mod:`app.panels.registry`, like every other panel's), the 3D view's flow selection, the
+Training panel its reference curves are drawn in, the shown run's config and the Inspect menu.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from PyQt6.QtCore import QObject
 from PyQt6.QtGui import QAction, QKeySequence
-from PyQt6.QtWidgets import QFileDialog, QMenu, QWidget
+from PyQt6.QtWidgets import QDockWidget, QFileDialog, QMenu, QWidget
 
 from app.panels.comparison_panel import ComparisonPanel
 from app.panels.diagnostics_panel import DiagnosticsPanel
 from app.panels.inspector_panel import InspectorPanel
 from app.panels.reference_curves import ComparisonSet
+from app.panels.registry import COMPARE, DIAGNOSTICS, INSPECTOR, PANELS, PanelSpec
 from app.panels.training_panel import TrainingPanel
-from app.window.dock_layout import fill_view_menu
+from app.view.flow_selection import FlowSelection
 from app.window.panel_png import save_widget_png
 
 #: Asks for a recording to open as a reference (None: cancelled); tests pass a function.
@@ -43,57 +45,45 @@ def _ask_png(parent: QWidget, default: str) -> str | None:
     return path or None
 
 
+class PanelHost(Protocol):
+    """What this controller needs of the window: somewhere to dock panels, and a place for errors."""
+
+    def add_panel(self, spec: PanelSpec, widget: QWidget) -> QDockWidget: ...
+
+    def raise_panel(self, spec: PanelSpec) -> None: ...
+
+    def dock_content(self, spec: PanelSpec) -> QWidget: ...
+
+    def show_error(self, message: str) -> None: ...
+
+
 class InspectionController(QObject):
-    def __init__(self, window, reference_provider: ReferenceProvider = _ask_reference,
+    """``shown_config()``: the config dict of the run on screen (the replayed file's, or the live
+    run's); ``show_status(text, ms)``: a transient status-bar message."""
+
+    def __init__(self, host: PanelHost, parent: QWidget, menu: QMenu, selection: FlowSelection,
+                 training: TrainingPanel | None, shown_config: Callable[[], dict[str, Any]],
+                 show_status: Callable[[str, int], None], reference_provider: ReferenceProvider = _ask_reference,
                  png_provider: PngProvider = _ask_png) -> None:
-        super().__init__(window)
-        self.window = window
+        super().__init__(parent)
+        self._host = host
+        self._parent = parent
+        self._show_status = show_status
         self._ask_reference = reference_provider
         self._ask_png = png_provider
         self.inspector = InspectorPanel()
-        window.dock_panel("Inspector", self.inspector, "right")
-        view = window.lattice_view
-        selection = getattr(view, "selection", None)   # absent when the 3D view could not load
-        if selection is not None:
-            selection.picked.connect(self._on_picked)
-            self.inspector.selection_changed.connect(selection.select)
-
+        host.add_panel(INSPECTOR, self.inspector)
+        selection.picked.connect(self._on_picked)
+        self.inspector.selection_changed.connect(selection.select)
         self.diagnostics = DiagnosticsPanel()
-        training = window.panels.get("Training")
-        self.references = ComparisonSet(training if isinstance(training, TrainingPanel) else None, self)
-        self.references.error.connect(window.show_error)
-        self.comparison = ComparisonPanel(self.references, self._shown_config, self.open_reference)
-        for title, panel in (("Diagnostics", self.diagnostics), ("Compare", self.comparison)):
-            window.dock_panel(title, panel, "right")
-        if getattr(window, "_layout_applied", False):
-            self.place_docks()
-        if hasattr(window, "view_menu"):      # list the new docks under View too
-            fill_view_menu(window.view_menu, window.docks, window.reset_layout)
-        self._build_menu()
+        self.references = ComparisonSet(training, self)
+        self.references.error.connect(host.show_error)
+        self.comparison = ComparisonPanel(self.references, shown_config, self.open_reference)
+        host.add_panel(DIAGNOSTICS, self.diagnostics)
+        host.add_panel(COMPARE, self.comparison)
+        self._build_menu(menu)
 
-    def place_docks(self) -> None:
-        """Join the default layout's tab groups (the window calls this after resetting its layout).
-
-        Diagnostics shares the tall slot of the Training curves (four stacked plots need the
-        height); Inspector and Compare join the Text bridge | Config tabs below, so a reference's
-        curves (in Training) and its verdicts (in Compare) can be seen at once. The 3D view keeps
-        the middle: at 1280×800 a fourth column would leave it too small to pick flows in.
-        """
-        w = self.window
-        w.tabifyDockWidget(w.docks["Training"], w.docks["Diagnostics"])
-        w.tabifyDockWidget(w.docks["Text bridge"], w.docks["Inspector"])
-        w.tabifyDockWidget(w.docks["Text bridge"], w.docks["Compare"])
-        w.docks["Training"].raise_()
-        w.docks["Text bridge"].raise_()
-
-    def _build_menu(self) -> None:
-        bar = self.window.menuBar()
-        help_menu = next((a for a in bar.actions() if a.text() == "&Help"), None)
-        menu = QMenu("&Inspect", self.window)
-        if help_menu is not None:
-            bar.insertMenu(help_menu, menu)
-        else:
-            bar.addMenu(menu)
+    def _build_menu(self, menu: QMenu) -> None:
         self.open_reference_action = QAction("Open reference recording…", self)
         self.open_reference_action.setShortcut(QKeySequence("Ctrl+Shift+O"))
         self.open_reference_action.setToolTip("Open a recording beside the shown run (training goes on)")
@@ -105,50 +95,45 @@ class InspectionController(QObject):
         menu.addSeparator()
         png_menu = menu.addMenu("Save panel as PNG")
         self.png_actions: dict[str, QAction] = {}
-        for title in self.window.docks:
-            action = QAction(title, self)
-            action.triggered.connect(lambda _c=False, t=title: self.ask_save_panel_png(t))
+        for spec in PANELS:
+            action = QAction(spec.title, self)
+            action.triggered.connect(lambda _c=False, t=spec.title: self.ask_save_panel_png(t))
             png_menu.addAction(action)
-            self.png_actions[title] = action
+            self.png_actions[spec.title] = action
 
     # ------------------------------------------------------------------ actions
     def open_reference(self, path: str | Path | None = None) -> str | None:
         """Open ``path`` (or ask for one) as a reference; returns its name, None when not opened."""
         if path is None:
-            path = self._ask_reference(self.window)
+            path = self._ask_reference(self._parent)
             if path is None:
                 return None
         name = self.references.add(path)
         if name is not None:
-            self.window.docks["Compare"].raise_()
+            self._host.raise_panel(COMPARE)
         return name
 
     def save_panel_png(self, title: str, path: str | Path) -> Path:
         """Write dock ``title``'s panel as a PNG (raises OSError/ValueError naming the problem).
 
         The part of the panel on screen: the dock's content, its scroll area's viewport if any."""
-        return save_widget_png(self.window.docks[title].widget(), path)
+        spec = next((s for s in PANELS if s.title == title), None)
+        if spec is None:
+            raise ValueError(f"no panel titled {title!r}; panels: {', '.join(s.title for s in PANELS)}")
+        return save_widget_png(self._host.dock_content(spec), path)
 
     def ask_save_panel_png(self, title: str) -> None:
         default = str(Path.cwd() / f"{re.sub(r'[^A-Za-z0-9]+', '-', title).strip('-').lower()}.png")
-        path = self._ask_png(self.window, default)
+        path = self._ask_png(self._parent, default)
         if path is None:
             return
         try:
             written = self.save_panel_png(title, path)
-            self.window.statusBar().showMessage(f"Saved {title} panel as {written}", 8000)
+            self._show_status(f"Saved {title} panel as {written}", 8000)
         except (OSError, ValueError) as exc:
-            self.window.show_error(f"Could not save the {title} panel as PNG: {exc}")
+            self._host.show_error(f"Could not save the {title} panel as PNG: {exc}")
 
     # ------------------------------------------------------------------ internals
     def _on_picked(self, flow_id: int) -> None:
         self.inspector.select_flow(flow_id)
-        self.window.docks["Inspector"].raise_()
-
-    def _shown_config(self) -> dict[str, Any]:
-        """The config of the run on screen: the replayed file's, or the live worker's."""
-        snap = self.window.latest_snapshot
-        if snap is not None and snap.source != "live":
-            return self.window.recordings.replay.config
-        config = getattr(self.window.worker, "config", None)
-        return config.to_dict() if config is not None else {}
+        self._host.raise_panel(INSPECTOR)

@@ -8,6 +8,11 @@ The propagation-step slider is coalesced the same way.
 
 Failures are shown in a banner above the view, never in a blocking dialog, and never take the
 window down: a panel that raises is reported in the banner and the others still update.
+
+The window knows its panels through :mod:`app.panels.registry` (one spec each) and draws them
+through the :class:`~app.panels.base.SnapshotView` protocol; it knows the live run only through
+the worker's signals (:class:`~app.window.live_run.LiveRun`), never by reading the worker's
+trainer or dataset, which belong to the worker's thread.
 """
 
 from __future__ import annotations
@@ -16,39 +21,38 @@ import logging
 import traceback
 from typing import Callable
 
-from PyQt6.QtCore import QThread, Qt, QTimer, pyqtSignal, pyqtSlot
-from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence
-from PyQt6.QtWidgets import (QDockWidget, QLabel, QMainWindow, QMessageBox, QSlider, QToolBar, QVBoxLayout,
-                             QWidget)
+from PyQt6.QtCore import QThread, QTimer, pyqtSignal, pyqtSlot
+from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence, QResizeEvent
+from PyQt6.QtWidgets import QApplication, QDockWidget, QLabel, QMainWindow, QMessageBox, QVBoxLayout, QWidget
 
+from app.panels.base import SnapshotView
 from app.panels.config_panel import ConfigPanel
 from app.panels.health_panel import HealthPanel
+from app.panels.registry import CONFIG, HEALTH, TEXT_BRIDGE, TRAINING, WINDOW_PANELS, PanelSpec
 from app.panels.text_bridge_panel import TextBridgePanel
+from app.panels.training_panel import TrainingPanel
 from app.snapshot import Snapshot
 from app.sources.worker import TrainingWorker
-from app.window.dock_layout import add_dock, apply_default_layout, fill_view_menu
-from app.window.failures import MessageBanner, make_widget
+from app.view.lattice_view import LatticeView
+from app.window.checkpoint_controls import CheckpointController, close_question, unsaved_text
+from app.window.dock_layout import MIN_WINDOW, apply_default_layout, fill_view_menu, fit_column, make_dock, stacks_fit
+from app.window.failures import MessageBanner, build_panel
 from app.window.icons import icon
+from app.window.inspection import InspectionController
+from app.window.live_run import LiveRun
+from app.window.recording_controls import RecordingController
 from app.window.status_bar import RunStatusBar
+from app.window.training_toolbar import TrainingToolbar
 
 log = logging.getLogger(__name__)
 
 WINDOW_TITLE = "Energy Flow Studio"
 #: Redraw at most this often (coalescing timer interval, ms): ~30 Hz.
 FRAME_INTERVAL_MS = 33
-#: Propagation-step animation: one step per this many ms while "Play steps" is on.
-PLAY_INTERVAL_MS = 150
 #: Joining the worker thread on close waits at most this long.
 SHUTDOWN_TIMEOUT_MS = 5000
-
-#: Panels written elsewhere, embedded as docks: (dock title, module, class, dock area).
-EXTERNAL_PANELS = (
-    ("Training", "app.panels.training_panel", "TrainingPanel", "right"),
-    ("Spawn", "app.panels.spawn_panel", "SpawnPanel", "bottom"),
-    ("Energy", "app.panels.energy_panel", "EnergyPanel", "bottom"),
-    ("Displacement", "app.panels.displacement_panel", "DisplacementPanel", "bottom"),
-    ("Coverage", "app.panels.coverage_panel", "CoveragePanel", "bottom"),
-)
+#: A resize is answered (the side column refitted) once the size has been still this long (ms).
+RESIZE_SETTLE_MS = 150
 
 
 class MainWindow(QMainWindow):
@@ -66,14 +70,16 @@ class MainWindow(QMainWindow):
     run_requested = pyqtSignal()
     pause_requested = pyqtSignal()
     step_requested = pyqtSignal()
-    stop_requested = pyqtSignal()
     reset_requested = pyqtSignal()
     config_requested = pyqtSignal(object)
 
     def __init__(self, worker: TrainingWorker, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle(WINDOW_TITLE)
+        self.setMinimumSize(*MIN_WINDOW)
         self.worker = worker
+        self.live = LiveRun(worker.config)
+        self._batch_phase: tuple[int, str] = (0, "done")   # the batch in flight and its phase
         self.worker_thread = QThread(self)
         self.worker_thread.setObjectName("training-worker")
         worker.moveToThread(self.worker_thread)
@@ -82,7 +88,7 @@ class MainWindow(QMainWindow):
         self._latest: Snapshot | None = None      # newest snapshot received
         self._shown: Snapshot | None = None       # snapshot the panels currently show
         self._snapshot_dirty = False
-        self._round: list[str] = []               # views still to be given ``_shown`` this round
+        self._round: list[tuple[str, SnapshotView]] = []   # views still to be given ``_shown``
         self._step_dirty = False
         self._follow_last_step = True
         self.snapshots_received = 0
@@ -90,27 +96,39 @@ class MainWindow(QMainWindow):
         self._panel_failures: set[str] = set()
         #: Asks the user a yes/no question (title, text); tests replace it.
         self.confirm: Callable[[str, str], bool] = self._ask
+        self.panels: dict[str, QWidget] = {}        # dock title → panel, for lookups (menus, tests)
+        self.docks: dict[str, QDockWidget] = {}
+        self._dock_specs: list[tuple[PanelSpec, QDockWidget]] = []
+        #: Everything that draws snapshots, the 3D view first: (name for error messages, view).
+        self._views: list[tuple[str, SnapshotView]] = []
+        self._layout_applied = False
+        self._layout_stacked = False
 
         self._build_central()
         self._build_panels()
         self._build_controls()
         self.run_status = RunStatusBar(self.statusBar(), self)
-        self._connect_worker()
 
         self._frame_timer = QTimer(self)
         self._frame_timer.setInterval(FRAME_INTERVAL_MS)
         self._frame_timer.timeout.connect(self._on_frame)
         self._frame_timer.start()
-        self._play_timer = QTimer(self)
-        self._play_timer.setInterval(PLAY_INTERVAL_MS)
-        self._play_timer.timeout.connect(self._advance_play)
+        self._resize_timer = QTimer(self)
+        self._resize_timer.setSingleShot(True)
+        self._resize_timer.setInterval(RESIZE_SETTLE_MS)
+        self._resize_timer.timeout.connect(self._fit_layout)
         self.run_status.follow_view_speed(self.lattice_view)
-        self._set_state("loading")
-        from app.window.recording_controls import RecordingController
         self.recordings = RecordingController(self)
+        self.checkpoints = CheckpointController(self, self.recordings.file_menu, self.live, self.confirm_question,
+                                                self.recordings.start_folder)
+        training = self.panels[TRAINING.title]
+        self.inspection = InspectionController(self, self, self.menuBar().addMenu("&Inspect"),
+                                               self.lattice_view.selection,
+                                               training if isinstance(training, TrainingPanel) else None,
+                                               self.shown_config, self.statusBar().showMessage)
         self._build_menus()
-        from app.window.inspection import InspectionController
-        self.inspection = InspectionController(self)   # Inspector, Diagnostics and Compare docks, Inspect menu
+        self._connect_worker()
+        self._set_state("loading")
 
     # ------------------------------------------------------------------ construction
     def _build_central(self) -> None:
@@ -118,7 +136,8 @@ class MainWindow(QMainWindow):
         self.notice = QLabel()
         self.notice.setStyleSheet("color: #6ba8ff; padding: 2px 6px;")
         self.notice.setWordWrap(True)
-        self.lattice_view = make_widget("app.view.lattice_view", "LatticeView", "3D lattice view")
+        self.lattice_view = LatticeView()
+        self._views.append(("Lattice view", self.lattice_view))
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -129,96 +148,70 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
     def _build_panels(self) -> None:
-        """Every panel in a dock; ``self.panels`` maps the dock title to the panel widget.
+        """Every panel of :data:`WINDOW_PANELS` in a dock (where they go: ``dock_layout``)."""
+        self.health_panel, self.text_bridge_panel, self.config_panel = HealthPanel(), TextBridgePanel(), ConfigPanel()
+        own: dict[PanelSpec, QWidget] = {HEALTH: self.health_panel, TEXT_BRIDGE: self.text_bridge_panel,
+                                         CONFIG: self.config_panel}     # the window talks to these
+        for spec in WINDOW_PANELS:
+            self.add_panel(spec, own[spec] if spec in own else build_panel(spec))
 
-        Where the docks go is :mod:`app.window.dock_layout`'s business (applied on first show).
-        """
-        self.health_panel = HealthPanel()
-        self.text_bridge_panel = TextBridgePanel()
-        self.config_panel = ConfigPanel()
-        self.panels: dict[str, QWidget] = {}
-        self.docks: dict[str, QDockWidget] = {}
-        self.dock_panel("Health", self.health_panel, "top", scroll=False)
-        for title, module, cls, area in EXTERNAL_PANELS:
-            self.dock_panel(title, make_widget(module, cls, f"{title} panel"), area)
-        self.dock_panel("Text bridge", self.text_bridge_panel, "right")
-        self.dock_panel("Config", self.config_panel, "right")
-        self.docks["Health"].setFeatures(QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
-        self.docks["Health"].setTitleBarWidget(QWidget())  # a strip, not a captioned panel
-        self._layout_applied = False
+    def add_panel(self, spec: PanelSpec, widget: QWidget) -> QDockWidget:
+        """Dock ``widget`` as ``spec`` says; it takes every snapshot the window draws if the spec
+        says it draws snapshots (and it is a :class:`SnapshotView`), and is listed in the View menu."""
+        dock = make_dock(self, spec, widget)
+        self.docks[spec.title] = dock
+        self.panels[spec.title] = widget
+        self._dock_specs.append((spec, dock))
+        if spec.draws_snapshots and isinstance(widget, SnapshotView):
+            self._views.append((spec.title, widget))
+        return dock
 
-    def dock_panel(self, title: str, widget: QWidget, area: str, scroll: bool = True) -> None:
-        """Put ``widget`` in a dock titled ``title``; it then takes every snapshot the window draws
-        if it has ``set_snapshot`` (see ``_views``) and is listed in the View menu."""
-        self.docks[title] = add_dock(self, title, widget, area, scroll)
-        self.panels[title] = widget
+    def raise_panel(self, spec: PanelSpec) -> None:
+        """Bring ``spec``'s dock to the front of its tab stack."""
+        self.docks[spec.title].raise_()
+
+    def dock_content(self, spec: PanelSpec) -> QWidget:
+        """What ``spec``'s dock shows (its scroll area, for a side panel)."""
+        return self.docks[spec.title].widget()
 
     def reset_layout(self) -> None:
         """Every dock shown again, in its default place and size for the current window size."""
-        apply_default_layout(self, self.docks)
-        inspection = getattr(self, "inspection", None)
-        if inspection is not None:        # its docks join the default layout's tab groups
-            inspection.place_docks()
+        apply_default_layout(self, self._dock_specs)
         self._layout_applied = True
+        self._layout_stacked = stacks_fit(self.height())
+
+    def _fit_layout(self) -> None:
+        """After a resize: the default layout again where the column's stacking should change,
+        else the column back to its share of the width (the user's arrangement is kept)."""
+        if not self._layout_applied:
+            return
+        if stacks_fit(self.height()) != self._layout_stacked:
+            self.reset_layout()
+        else:
+            fit_column(self, self._dock_specs)
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
         super().showEvent(event)
         if not self._layout_applied:      # the first show: the window's size is known now
             self.reset_layout()
 
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        self._resize_timer.start()
+
     def _build_controls(self) -> None:
-        bar = QToolBar("Training")
-        bar.setObjectName("training-toolbar")
-        bar.setMovable(False)
-        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        bar = self.toolbar = TrainingToolbar(self)
         self.addToolBar(bar)
-        self.toolbar = bar
-
-        def action(text: str, tip: str, slot, shortcuts: tuple[str, ...] = (), icon_name: str | None = None) -> QAction:
-            act = QAction(icon(icon_name), text, self) if icon_name else QAction(text, self)
-            if shortcuts:
-                act.setShortcuts([QKeySequence(s) for s in shortcuts])
-                tip = f"{tip} ({' or '.join(shortcuts)})"
-            act.setToolTip(tip)
-            act.triggered.connect(slot)
-            return act
-
-        self.run_action = action("Run", "Train continuously; Space toggles Run/Pause", self.run_requested.emit,
-                                 icon_name="run")
-        self.pause_action = action("Pause", "Pause after the batch in flight; Space toggles Run/Pause",
-                                   self.pause_requested.emit, icon_name="pause")
-        self.step_action = action("Step", "Train exactly one batch", self.step_requested.emit, ("S",), "step")
-        self.stop_action = action("Stop", "Stop training after the batch in flight", self.stop_requested.emit,
-                                  ("Esc",), "stop")
-        self.reset_action = action("Reset", "Rebuild the model from the current config (batch 0); asks first",
-                                   self.request_reset, ("Ctrl+R",), "reset")
-        for act in (self.run_action, self.pause_action, self.step_action, self.stop_action, self.reset_action):
-            bar.addAction(act)
-        self.toggle_run_action = action("Run/Pause", "Toggle Run/Pause", self.toggle_run, ("Space",))
-        self.addAction(self.toggle_run_action)
-        bar.addSeparator()
-
-        self.play_action = action("Play steps", "Animate the propagation steps of the shown batch",
-                                  self._toggle_play, ("P",), "play")
-        self.play_action.setCheckable(True)
-        bar.addAction(self.play_action)
-        self.step_slider = QSlider(Qt.Orientation.Horizontal)
-        self.step_slider.setRange(0, 0)
-        self.step_slider.setMinimumWidth(160)
-        self.step_slider.setToolTip("Propagation step of the shown batch (0 = placement on the start plane); "
-                                    "all panels follow it. Left/Right: previous/next step")
+        bar.run_requested.connect(self.run_requested.emit)
+        bar.pause_requested.connect(self.pause_requested.emit)
+        bar.step_requested.connect(self.step_requested.emit)
+        bar.reset_requested.connect(self.request_reset)
+        bar.toggle_requested.connect(self.toggle_run)
+        self.run_action, self.pause_action = bar.run_action, bar.pause_action
+        self.step_action, self.reset_action, self.toggle_run_action = bar.step_action, bar.reset_action, \
+            bar.toggle_run_action
+        self.play_action, self.step_slider, self.step_label = bar.play_action, bar.step_slider, bar.step_label
         self.step_slider.valueChanged.connect(self._slider_moved)
-        bar.addWidget(QLabel("  Step "))
-        bar.addWidget(self.step_slider)
-        self.step_label = QLabel(" – / – ")
-        self.step_label.setMinimumWidth(70)
-        bar.addWidget(self.step_label)
-        self.prev_step_action = action("prev step", "Previous propagation step",
-                                       lambda: self.step_slider.setValue(self.step_slider.value() - 1), ("Left",))
-        self.next_step_action = action("next step", "Next propagation step",
-                                       lambda: self.step_slider.setValue(self.step_slider.value() + 1), ("Right",))
-        self.addAction(self.prev_step_action)
-        self.addAction(self.next_step_action)
 
     def _build_menus(self) -> None:
         """File → Quit after the recording actions, View (every dock, reset layout), Help."""
@@ -226,11 +219,11 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self.quit_action = QAction(icon("quit"), "Quit", self)
         self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
-        self.quit_action.setToolTip("Stop training (the model is not saved) and close the window (Ctrl+Q)")
+        self.quit_action.setToolTip("Close the window; asks first if trained batches are not saved (Ctrl+Q)")
         self.quit_action.triggered.connect(self.close)
         file_menu.addAction(self.quit_action)
         self.view_menu = self.menuBar().addMenu("&View")
-        fill_view_menu(self.view_menu, self.docks, self.reset_layout)
+        fill_view_menu(self.view_menu, self._dock_specs, self.reset_layout)
         help_menu = self.menuBar().addMenu("&Help")
         from app.window.help import about_text, shortcuts_text
         shortcuts = help_menu.addAction("Keyboard shortcuts")
@@ -238,14 +231,14 @@ class MainWindow(QMainWindow):
         shortcuts.triggered.connect(lambda: QMessageBox.information(self, "Keyboard shortcuts",
                                                                     shortcuts_text(self)))
         about = help_menu.addAction("About Energy Flow Studio")
-        about.triggered.connect(lambda: QMessageBox.about(self, "About Energy Flow Studio", about_text(self)))
+        about.triggered.connect(lambda: QMessageBox.about(self, "About Energy Flow Studio", about_text(
+            self.live.device if self.live.loaded else "not loaded (live training not started)")))
 
     def _connect_worker(self) -> None:
         w = self.worker
         self.run_requested.connect(w.run)
         self.pause_requested.connect(w.pause)
         self.step_requested.connect(w.step)
-        self.stop_requested.connect(w.stop)
         self.reset_requested.connect(w.reset)
         self.config_requested.connect(w.apply_config)
         self.config_panel.config_requested.connect(self.config_requested.emit)
@@ -255,7 +248,13 @@ class MainWindow(QMainWindow):
         w.error.connect(self.show_error)
         w.loaded.connect(self._on_loaded)
         w.resources.connect(self.run_status.show_resources)
-        w.phase_changed.connect(self.run_status.show_phase)
+        w.phase_changed.connect(self._on_phase)
+        w.step_progress.connect(self.run_status.show_progress)
+        w.batches_trained.connect(self._on_batches_trained)
+        w.config_unbuilt.connect(lambda config: self.config_panel.set_config(config, in_effect=False))
+        w.checkpoint_saved.connect(self.live.on_saved)
+        self.checkpoints.save_requested.connect(w.save_checkpoint)
+        self.checkpoints.open_requested.connect(w.open_checkpoint)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -265,7 +264,7 @@ class MainWindow(QMainWindow):
     def shutdown(self, timeout_ms: int = SHUTDOWN_TIMEOUT_MS) -> bool:
         """Stop training and join the worker thread; True if it ended within ``timeout_ms``."""
         self._frame_timer.stop()
-        self._play_timer.stop()
+        self.toolbar.stop_playing()
         if not self.worker_thread.isRunning():
             return True
         self.worker.cancel()
@@ -277,6 +276,15 @@ class MainWindow(QMainWindow):
         return False
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
+        """Ask before trained batches or a batch in flight are lost; then stop and join the worker."""
+        batch, phase = self._batch_phase
+        question = close_question(self.live.unsaved_batches, batch, phase) if self.worker_thread.isRunning() else None
+        if question is not None and not self.confirm("Close Energy Flow Studio", question):
+            event.ignore()
+            return
+        if phase in ("forward", "backward"):   # abandoned within one propagation step: say so meanwhile
+            self.banner.show_message(f"Closing: abandoning batch {batch} (within one propagation step)…", "info")
+            QApplication.processEvents()
         self.shutdown()
         super().closeEvent(event)
 
@@ -302,16 +310,13 @@ class MainWindow(QMainWindow):
     @pyqtSlot(str)
     def _set_state(self, state: str) -> None:
         self.worker_state = state
-        loaded = self.worker.trainer is not None
+        loaded = self.live.loaded
         running = state == "running"
         self.run_action.setEnabled(loaded and not running)
         self.pause_action.setEnabled(running)
         self.step_action.setEnabled(loaded)
-        self.stop_action.setEnabled(loaded and state in ("running", "paused"))
         self.reset_action.setEnabled(state != "loading")
-        if state == "error" and not loaded and self.worker.dataset is not None:
-            # The data loaded but no model could be built: let the user fix the config.
-            self.config_panel.set_config(self.worker.config, in_effect=False)
+        self.checkpoints.set_enabled(loaded)
         self.toggle_run_action.setEnabled(loaded)
         self.notice.setVisible(state == "loading" and self.showing_live)
         if state == "loading" and not self.notice.text():
@@ -322,8 +327,18 @@ class MainWindow(QMainWindow):
         self.run_status.show_state(state if self.showing_live else "replay",
                                    f"live training: {self.live_state_text()}")
 
+    @pyqtSlot(int, str, float)
+    def _on_phase(self, batch: int, phase: str, seconds: float) -> None:
+        self._batch_phase = (batch, phase)
+        self.run_status.show_phase(batch, phase, seconds)
+
+    @pyqtSlot(int)
+    def _on_batches_trained(self, batches: int) -> None:
+        self.live.batches_trained = batches
+
     @pyqtSlot(dict)
     def _on_loaded(self, info: dict) -> None:
+        self.live.on_loaded(info)
         self.run_status.show_loaded(info)
         self.config_panel.set_config(info["config"])
         self.text_bridge_panel.set_bridge_info(info["text_bridge"], info["text_bridge_available"])
@@ -339,15 +354,14 @@ class MainWindow(QMainWindow):
 
     def live_state_text(self) -> str:
         """The live run's state in words, including "not started" (a window opened with --open)."""
-        if not self.worker_thread.isRunning() and self.worker.trainer is None:
+        if not self.worker_thread.isRunning() and not self.live.loaded:
             return "not started"
         return self.worker_state
 
     @property
     def showing_live(self) -> bool:
         """True unless a recording is being replayed in this window."""
-        recordings = getattr(self, "recordings", None)
-        return recordings is None or recordings.mode == "live"
+        return self.recordings.mode == "live"
 
     def clear_views(self) -> None:
         """Every view back to "no batch yet", at once: a rebuilt model has trained nothing.
@@ -364,9 +378,8 @@ class MainWindow(QMainWindow):
         self.step_slider.setRange(0, 0)
         self.step_slider.blockSignals(False)
         self.step_label.setText(" – / – ")
-        for name, view in self._views().items():
-            if hasattr(view, "clear"):
-                self._call(name, "clear", None)
+        for name, view in self._views:
+            self._safely(name, "clear", view.clear)
         self.run_status.clear_batch()
 
     # ------------------------------------------------------------------ controls
@@ -376,15 +389,18 @@ class MainWindow(QMainWindow):
         Apply config asks before it rebuilds the model; Reset discards as much, so it asks too
         (nothing to lose before the first batch: then it resets at once).
         """
-        trainer = self.worker.trainer
-        trained = trainer.step_count if trainer is not None else 0
-        if trained > 0 and not self.confirm(
+        unsaved = self.live.unsaved_batches
+        if unsaved > 0 and not self.confirm(
                 "Reset the model",
-                f"Discard the weights of {trained} trained batch{'es' if trained != 1 else ''} and the run's "
-                "history, and start again from fresh weights at batch 0?"):
+                f"Discard the weights of {unsaved_text(unsaved)} (not saved) and the run's history, and start "
+                "again from fresh weights at batch 0?"):
             self.statusBar().showMessage("Reset cancelled: the model is unchanged", 5_000)
             return
         self.reset_requested.emit()
+
+    def confirm_question(self, title: str, text: str) -> bool:
+        """Ask through :attr:`confirm` (which tests replace) — looked up at each question."""
+        return self.confirm(title, text)
 
     def _ask(self, title: str, text: str) -> bool:
         answer = QMessageBox.question(self, title, text,
@@ -398,19 +414,6 @@ class MainWindow(QMainWindow):
         else:
             self.run_requested.emit()
 
-    def _toggle_play(self, on: bool) -> None:
-        if on:
-            if self.step_slider.value() >= self.step_slider.maximum():
-                self.step_slider.setValue(0)
-            self._play_timer.start()
-        else:
-            self._play_timer.stop()
-
-    def _advance_play(self) -> None:
-        top = self.step_slider.maximum()
-        value = self.step_slider.value()
-        self.step_slider.setValue(0 if value >= top else value + 1)
-
     def _slider_moved(self, value: int) -> None:
         self._follow_last_step = value >= self.step_slider.maximum()
         self._step_dirty = True
@@ -420,6 +423,12 @@ class MainWindow(QMainWindow):
     @property
     def current_step(self) -> int:
         return self.step_slider.value()
+
+    def shown_config(self) -> dict:
+        """The config of the run on screen: the replayed file's, or the live run's."""
+        if self._shown is not None and self._shown.source != "live":
+            return self.recordings.replay.config
+        return self.live.config.to_dict()
 
     @property
     def latest_snapshot(self) -> Snapshot | None:
@@ -440,48 +449,40 @@ class MainWindow(QMainWindow):
         if not self._round and self._snapshot_dirty and self._latest is not None:
             self._start_round(self._latest)
         if self._round:
-            name = self._round.pop(0)
-            self._call(name, "set_snapshot", self._shown)
-            self._call(name, "set_step", self.step_slider.value())
+            name, view = self._round.pop(0)
+            shown, step = self._shown, self.step_slider.value()
+            self._safely(name, "set_snapshot", lambda: view.set_snapshot(shown))
+            self._safely(name, "set_step", lambda: view.set_step(step))
             if not self._round:
                 self.snapshots_drawn += 1
                 self.snapshot_shown.emit(self._shown)
             return
         if self._step_dirty and self._shown is not None:
             self._step_dirty = False
-            for name in self._views():
-                self._call(name, "set_step", self.step_slider.value())
+            step = self.step_slider.value()
+            for name, view in self._views:
+                self._safely(name, "set_step", lambda v=view: v.set_step(step))
             self._update_status()
 
     def _start_round(self, snapshot: Snapshot) -> None:
         self._snapshot_dirty = False
         self._shown = snapshot
         steps = snapshot.telemetry.num_steps
-        follow = self._follow_last_step and not self._play_timer.isActive()
+        follow = self._follow_last_step and not self.toolbar.is_playing
         self.step_slider.blockSignals(True)
         self.step_slider.setRange(0, steps)
         if follow:
             self.step_slider.setValue(steps)
         self.step_slider.blockSignals(False)
-        self._round = list(self._views())
+        self._round = list(self._views)
         self._update_step_label()
         self._update_status()
         self.step_changed.emit(self.step_slider.value())
 
-    def _views(self) -> dict[str, QWidget]:
-        """Everything that draws snapshots: the 3D view first, then each panel."""
-        views = {"Lattice view": self.lattice_view, **self.panels}
-        return {name: w for name, w in views.items() if hasattr(w, "set_snapshot")}
-
-    def _call(self, name: str, method: str, arg: object = None) -> None:
-        """Call a view's ``method`` (with ``arg`` unless it is ``clear``); one that raises is
-        reported in the banner, not fatal."""
+    def _safely(self, name: str, method: str, call: Callable[[], None]) -> None:
+        """Run one view's ``call``; one that raises is reported in the banner, not fatal."""
         try:
-            call = getattr(self._views()[name], method)
-            if method == "clear":
-                call()
-            else:
-                call(arg)
+            call()
         except Exception as exc:  # noqa: BLE001 - a broken panel must not stop the others
             key = f"{name}.{method}"
             log.error("%s failed:\n%s", key, traceback.format_exc())

@@ -38,19 +38,13 @@ RecordProvider = Callable[[QWidget], str | None]
 ExportProvider = Callable[[QWidget, Path, bool], ExportRequest | None]
 
 
-def _start_folder(parent: QWidget) -> str:
-    recordings = getattr(parent, "recordings", None)
-    return recordings.start_folder() if recordings is not None else str(Path.cwd())
-
-
-def _ask_open(parent: QWidget) -> str | None:
-    path, _ = QFileDialog.getOpenFileName(parent, "Open recording", _start_folder(parent),
-                                          "Recordings (*.h5 *.hdf5);;All files (*)")
+def _ask_open(parent: QWidget, folder: str) -> str | None:
+    path, _ = QFileDialog.getOpenFileName(parent, "Open recording", folder, "Recordings (*.h5 *.hdf5);;All files (*)")
     return path or None
 
 
-def _ask_record(parent: QWidget) -> str | None:
-    default = str(Path(_start_folder(parent)) / time.strftime("run-%Y%m%d-%H%M%S.h5"))
+def _ask_record(parent: QWidget, folder: str) -> str | None:
+    default = str(Path(folder) / time.strftime("run-%Y%m%d-%H%M%S.h5"))
     path, _ = QFileDialog.getSaveFileName(parent, "Record training to", default, "Recordings (*.h5)")
     return path or None
 
@@ -69,14 +63,14 @@ class RecordingController(QObject):
     record_requested = pyqtSignal(str)      # → worker.start_recording (queued)
     stop_record_requested = pyqtSignal()    # → worker.stop_recording (queued)
 
-    def __init__(self, window, open_provider: OpenProvider = _ask_open,
-                 record_provider: RecordProvider = _ask_record,
+    def __init__(self, window, open_provider: OpenProvider | None = None,
+                 record_provider: RecordProvider | None = None,
                  export_provider: ExportProvider = _ask_export) -> None:
         super().__init__(window)
         self.window = window
         self.worker = window.worker
-        self._ask_open = open_provider
-        self._ask_record = record_provider
+        self._ask_open: OpenProvider = open_provider or (lambda parent: _ask_open(parent, self.start_folder()))
+        self._ask_record: RecordProvider = record_provider or (lambda parent: _ask_record(parent, self.start_folder()))
         self._ask_export = export_provider
         self.mode = "live"
         self._live_snapshot = None
@@ -171,7 +165,7 @@ class RecordingController(QObject):
         self.live_action.setEnabled(True)
         self.window.refresh_state()
         self.window.config_panel.show_recorded(info["config"], Path(path).name)
-        if self.worker.trainer is None:     # nothing live to describe: say what is shown instead
+        if not self.window.live.loaded:     # nothing live to describe: say what is shown instead
             labels = self.window.run_status.labels
             labels["device"].setText("no live run")
             labels["data"].setText(f"recording {Path(path).name}")
@@ -183,7 +177,7 @@ class RecordingController(QObject):
     def _how_back(self) -> str:
         """The banner's second sentence: how to get to live training, true to what is enabled."""
         w = self.window
-        if w.worker.trainer is not None:
+        if w.live.loaded:
             return "Live training is paused; Run, Step or File → Back to live training (Ctrl+L) returns to it."
         if w.worker_thread.isRunning():
             return "Live training is still loading; File → Back to live training (Ctrl+L) shows it."
@@ -264,10 +258,9 @@ class RecordingController(QObject):
         if snapshot is None:
             self.window.show_error("Nothing to export yet: no batch is shown")
             return
-        render = getattr(self.window.lattice_view, "render_image", None)
+        render = self.window.lattice_view.render_image
         step = snapshot.report.step if snapshot.report is not None else (self.replay.current_index or 0) + 1
-        request = self._ask_export(self.window, Path(self.start_folder()) / f"energy-flow-batch{step}",
-                                   render is not None)
+        request = self._ask_export(self.window, Path(self.start_folder()) / f"energy-flow-batch{step}", True)
         if request is None:
             return
         config, provenance = self._export_metadata()
@@ -288,14 +281,8 @@ class RecordingController(QObject):
     def _export_metadata(self) -> tuple[dict, dict]:
         if self.mode == "replay":
             return self.replay.config, self.replay.provenance
-        w = self.worker
-        provenance = {"model": "energy_flow.FlowProcessor"}
-        if w.dataset is not None:
-            prov = w.dataset.provenance
-            provenance.update(teacher=prov.teacher, data_source=prov.source, num_pairs=prov.num_pairs)
-        if w.trainer is not None:
-            provenance["device"] = str(w.trainer.device)
-        return w.config.to_dict(), provenance
+        live = self.window.live      # what the worker's signals said: its trainer is not read here
+        return live.config.to_dict(), live.provenance()
 
     # ------------------------------------------------------------------ record
     def _record_toggled(self, on: bool) -> None:

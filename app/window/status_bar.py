@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 from PyQt6.QtCore import QObject, QTimer
-from PyQt6.QtWidgets import QLabel, QStatusBar, QWidget
+from PyQt6.QtWidgets import QLabel, QStatusBar
 
 from app.snapshot import Snapshot
+from app.view.lattice_view import LatticeView
 from energy_flow.trace.figures import BATCH
 from app.window.icons import RECORD_COLOR
 
@@ -56,6 +57,7 @@ class RunStatusBar(QObject):
         bar.insertPermanentWidget(2, self.busy)
         bar.insertPermanentWidget(3, self.labels["phase"])
         self._phase_text = (False, "")
+        self._batch = 0
         self._phase_timer = QTimer(self)
         self._phase_timer.setSingleShot(True)
         self._phase_timer.setInterval(PHASE_INTERVAL_MS)
@@ -92,10 +94,22 @@ class RunStatusBar(QObject):
 
     def show_phase(self, batch: int, phase: str, seconds: float) -> None:
         """Remember the batch's phase (or the last batch's duration); drawn by a coalescing timer."""
+        self._batch = batch
         if phase == "done":
             self._phase_text = (False, f"last batch {seconds:.2f} s" if seconds == seconds else "")
         else:
             self._phase_text = (True, f"batch {batch}: {phase}…")
+        self._schedule_phase()
+
+    def show_progress(self, phase: str, done: int, total: int) -> None:
+        """Where the pass in flight is: "batch 3: forward, step 5 of ≤16" (forward may end early)."""
+        if not self._phase_text[0]:
+            return              # the batch ended before this queued report arrived
+        bound = "≤" if phase == "forward" else ""
+        self._phase_text = (True, f"batch {self._batch}: {phase}, step {done} of {bound}{total}…")
+        self._schedule_phase()
+
+    def _schedule_phase(self) -> None:
         if not self._phase_timer.isActive():
             self._phase_timer.start()
 
@@ -125,17 +139,14 @@ class RunStatusBar(QObject):
         for key in BATCH_FACTS:
             self.labels[key].setText("–")
 
-    def follow_view_speed(self, view: QWidget) -> None:
-        """Show ``view``'s frame rate every ``FPS_INTERVAL_MS`` (a stand-in widget has none)."""
-        self._fps_timer.timeout.connect(lambda: self.show_fps(getattr(view, "fps", None),
-                                                              getattr(view, "idle", True)))
+    def follow_view_speed(self, view: LatticeView) -> None:
+        """Show ``view``'s frame rate every ``FPS_INTERVAL_MS``."""
+        self._fps_timer.timeout.connect(lambda: self.show_fps(view.fps, view.idle))
         self._fps_timer.start()
 
-    def show_fps(self, fps: object, idle: bool) -> None:
+    def show_fps(self, fps: float, idle: bool) -> None:
         """The 3D view's frame rate; "idle" while it draws nothing (it redraws only on changes)."""
-        if not isinstance(fps, float):
-            text = "view: –"
-        elif idle or fps < 0.5:
+        if idle or fps < 0.5:
             text = "view: idle"
         else:
             text = f"view {fps:.0f} fps"

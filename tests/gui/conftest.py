@@ -127,6 +127,9 @@ def make_window(qtbot, tiny_dataset, small_config) -> Iterator[Callable[..., Mai
         data = dataset if dataset is not None else tiny_dataset
         worker = TrainingWorker(config or small_config(), dataset_factory=lambda: data)
         window = MainWindow(worker)
+        # Closing with trained, unsaved batches asks; at teardown the answer is "close" (a test
+        # that checks a question sets its own answer).
+        window.confirm = lambda title, text: True
         qtbot.addWidget(window)
         window.resize(1600, 1000)
         window.show()

@@ -171,9 +171,12 @@ def test_closing_during_run_leaves_no_running_thread(qtbot, make_window, small_c
     window.run_action.trigger()
     qtbot.waitUntil(lambda: window.snapshots_received >= 1, timeout=SNAPSHOT_TIMEOUT_MS)
     assert window.worker_thread.isRunning()
+    asked: list[str] = []
+    window.confirm = lambda title, text: asked.append(text) is None      # answers "close anyway"
     t0 = time.perf_counter()
     window.close()
     elapsed = time.perf_counter() - t0
+    assert asked and "not saved" in asked[0]      # trained batches would be lost: it asked first
     print(f"\nclose during Run joined the training thread in {elapsed * 1000:.0f} ms")
     assert not window.worker_thread.isRunning()
     assert elapsed < 5.0

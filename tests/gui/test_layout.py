@@ -37,8 +37,9 @@ def test_every_panel_is_whole_or_scrollable(qtbot, make_window, size):
     whole = 0
     for title, dock in window.docks.items():
         panel = window.panels[title]
-        if not dock.isVisible() or dock.visibleRegion().isEmpty():
-            continue                    # a tab behind another: whole when its tab is chosen
+        dock.raise_()                   # every tab in turn: each must be whole when it is chosen
+        qtbot.wait(50)
+        assert dock.isVisible() and not dock.visibleRegion().isEmpty(), title
         scroll = dock.widget()
         if isinstance(scroll, QScrollArea):
             view = scroll.viewport()
@@ -75,3 +76,39 @@ def test_toolbar_menus_and_buttons_draw_no_missing_glyph(qtbot, make_window):
     for title in window.docks:
         assert any(title.lower() in entry.lower() for entry in view_entries), title
     assert "Reset layout" in view_entries
+
+
+def _canvas_share(window) -> float:
+    """The 3D canvas's share of the window's area (the GL canvas itself, not its controls)."""
+    canvas = window.lattice_view.canvas.native
+    return canvas.width() * canvas.height() / (window.width() * window.height())
+
+
+def _settle(qtbot, window, size) -> None:
+    window.resize(*size)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == size, timeout=5000)
+    qtbot.wait(400)                     # the resize is answered once the size stood still
+
+
+def test_the_3d_view_keeps_half_the_window_and_a_resize_gives_the_layout_back(qtbot, make_window):
+    """Guards against the 3D view squeezed to a fifth of a 1280×800 window (864×265 px) by a bottom
+    row of panels, to ~95 px at the minimum size, and panels that kept their squeezed widths after
+    the window was made large again."""
+    window = make_window()
+    _step(qtbot, window)
+    minimum = window.minimumSize()
+    shares = {}
+    for size in [(1280, 800), (1100, 700), (minimum.width(), minimum.height()), (1920, 1080)]:
+        _settle(qtbot, window, size)
+        window.reset_layout()
+        qtbot.wait(300)
+        shares[size] = _canvas_share(window)
+    print("\ncanvas share of the window: " + ", ".join(f"{w}×{h} {s:.0%}" for (w, h), s in shares.items()))
+    assert shares[(1280, 800)] >= 0.50 and shares[(1920, 1080)] >= 0.50
+    assert shares[(1100, 700)] >= 0.40 and shares[(minimum.width(), minimum.height())] >= 0.40
+    side = [d for t, d in window.docks.items() if t != "Health"]
+    assert all(window.tabifiedDockWidgets(d) for d in side)          # every side panel in a tab stack
+    # Small, then large again, then the first size: the layout it had, without View → Reset layout.
+    for size in [(1100, 700), (1920, 1080), (1280, 800)]:
+        _settle(qtbot, window, size)
+    assert _canvas_share(window) == pytest.approx(shares[(1280, 800)], abs=0.02)

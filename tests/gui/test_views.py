@@ -17,6 +17,7 @@ from PyQt6.QtGui import QImage, QWheelEvent
 from PyQt6.QtTest import QTest
 from PyQt6.QtWidgets import QApplication
 
+from app.colormaps import DEPOSIT_LOG_LABEL
 from app.panels.coverage_panel import CoveragePanel
 from app.panels.displacement_panel import DisplacementPanel
 from app.panels.energy_panel import EnergyPanel
@@ -485,3 +486,42 @@ def test_training_panel_takes_a_long_run(qtbot, snapshot):
     panel.set_snapshot(Snapshot(telemetry=snapshot.telemetry, history=hist))
     assert _y(panel.raw_curves["loss"]).shape[0] == n - 1
     assert np.isfinite(_y(panel.smooth_curves["loss"])).all()
+
+
+def test_the_3d_deposits_follow_the_step_and_agree_with_coverage_at_every_step(qtbot, view, snapshot):
+    """Guards against output planes fully lit at step 0 while Coverage says 0 % of cells (the 3D
+    view drew the end of the batch at every step), and two colour bars in different units."""
+    tel = snapshot.telemetry
+    assert tel.plane_energy_steps is not None
+    panel = CoveragePanel()
+    qtbot.addWidget(panel)
+    panel.set_snapshot(snapshot)
+    assert panel.log_check.isChecked()                    # the default: the 3D view's unit
+    counts = []
+    for t in range(tel.num_steps + 1):
+        view.set_step(t)
+        panel.set_step(t)
+        shown = sum(int(np.count_nonzero(image.image > 0)) for image in panel.images)
+        assert view.deposit_cells == shown, f"step {t}"
+        counts.append(shown)
+    assert counts[0] == 0 and counts[-1] > 0 and counts == sorted(counts)   # nothing at step 0, then grows
+    assert view.deposit_scale == pytest.approx(panel.colorbar.levels()[1])
+    assert panel.colorbar.axis.labelText == DEPOSIT_LOG_LABEL and DEPOSIT_LOG_LABEL in view.colour_bars
+
+
+def test_the_framed_lattice_keeps_its_corners_out_from_under_the_colour_bars_and_legend(qtbot, snapshot):
+    """Guards against the lattice's corners drawn under the colour bars and the legend in a small
+    window (1100×700 gives the canvas ~720×460)."""
+    v = LatticeView()
+    qtbot.addWidget(v)
+    v.resize(720, 460)
+    v.show()
+    qtbot.waitExposed(v)
+    v.set_snapshot(snapshot)
+    v.reset_view()
+    corners = v.box_corners_on_screen()
+    boxes = v._overlay.reserved_boxes(v.canvas.size)
+    assert len(boxes) == 2                     # the bars (colour by energy + deposits) and the legend
+    for x0, y0, x1, y1 in boxes:
+        inside = (corners[:, 0] > x0) & (corners[:, 0] < x1) & (corners[:, 1] > y0) & (corners[:, 1] < y1)
+        assert not inside.any(), (x0, y0, x1, y1, corners[inside])

@@ -1,0 +1,97 @@
+"""Trained weights are never lost by a click (issue 28, item 5): Save/Open checkpoint from the
+window, Reset/Open/close ask while trained batches are unsaved, and one action stops training."""
+
+from __future__ import annotations
+
+import torch
+from PyQt6.QtGui import QKeySequence
+
+from app.window.checkpoint_controls import close_question
+from energy_flow.training.checkpoint import read_checkpoint
+
+SNAPSHOT_TIMEOUT_MS = 15_000
+
+
+def _step(qtbot, window) -> None:
+    with qtbot.waitSignal(window.snapshot_shown, timeout=SNAPSHOT_TIMEOUT_MS):
+        window.step_action.trigger()
+    qtbot.waitUntil(lambda: window.worker_state == "paused")
+
+
+def test_save_then_open_a_checkpoint_restores_the_weights_and_only_unsaved_work_asks(qtbot, make_window, tmp_path):
+    window = make_window()
+    _step(qtbot, window)
+    _step(qtbot, window)
+    assert window.live.unsaved_batches == 2
+    path = tmp_path / "model.pt"
+    window.checkpoints._ask_save = lambda parent, default: str(path)
+    with qtbot.waitSignal(window.worker.checkpoint_saved, timeout=10_000):
+        window.checkpoints.save_action.trigger()
+    qtbot.waitUntil(lambda: window.live.unsaved_batches == 0, timeout=2000)
+    saved = read_checkpoint(path)
+    assert saved["step_count"] == 2
+    weights = {k: v.clone() for k, v in window.worker.trainer.processor.state_dict().items()}
+
+    asked: list[str] = []
+    window.confirm = lambda title, text: asked.append(text) is None and False    # answers "no"
+    window.reset_action.trigger()                   # everything is saved: resets without asking
+    qtbot.waitUntil(lambda: window.worker.trainer.step_count == 0 and window.worker_state == "idle", timeout=20_000)
+    assert asked == []
+    _step(qtbot, window)                            # one unsaved batch of the fresh model
+    window.checkpoints._ask_open = lambda parent, folder: str(path)
+    window.checkpoints.open_action.trigger()        # declined: the fresh model stays
+    assert len(asked) == 1 and "1 trained batch " in asked[0]
+    qtbot.wait(300)
+    assert window.worker.trainer.step_count == 1
+
+    window.confirm = lambda title, text: True
+    with qtbot.waitSignal(window.worker.loaded, timeout=20_000):
+        window.checkpoints.open_action.trigger()
+    qtbot.waitUntil(lambda: window.worker_state == "idle", timeout=5000)
+    trainer = window.worker.trainer
+    assert trainer.step_count == 2 and window.live.batches_trained == 2 and window.live.unsaved_batches == 0
+    for name, value in trainer.processor.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+
+
+def test_a_file_that_is_no_checkpoint_is_refused_and_the_model_stays(qtbot, make_window, tmp_path):
+    window = make_window()
+    _step(qtbot, window)
+    bad = tmp_path / "notes.pt"
+    bad.write_text("not a checkpoint")
+    trainer = window.worker.trainer
+    window.confirm = lambda title, text: True
+    window.checkpoints._ask_open = lambda parent, folder: str(bad)
+    with qtbot.waitSignal(window.worker.error, timeout=10_000) as error:
+        window.checkpoints.open_action.trigger()
+    assert str(bad) in error.args[0] and "current model is kept" in error.args[0]
+    assert window.worker.trainer is trainer and trainer.step_count == 1
+
+
+def test_closing_with_unsaved_batches_asks_and_no_keeps_the_window(qtbot, make_window):
+    window = make_window()
+    _step(qtbot, window)
+    asked: list[str] = []
+    window.confirm = lambda title, text: asked.append(text) is None and False
+    window.close()
+    assert len(asked) == 1 and "1 trained batch " in asked[0] and "not saved" in asked[0]
+    assert window.isVisible() and window.worker_thread.isRunning()
+    window.confirm = lambda title, text: True
+    window.close()
+    assert not window.isVisible() and not window.worker_thread.isRunning()
+
+
+def test_close_question_names_the_batch_in_flight_and_the_unsaved_batches():
+    assert close_question(0, 3, "done") is None
+    assert close_question(0, 3, "snapshot") is None
+    busy = close_question(0, 3, "backward")
+    assert "Batch 3 is still training (backward pass)" in busy and "abandons it" in busy
+    both = close_question(2, 3, "forward")
+    assert "2 trained batches are not saved" in both and "Batch 3" in both
+
+
+def test_pause_is_the_one_way_to_stop_and_esc_pauses(make_window):
+    window = make_window()
+    texts = [a.text() for a in window.toolbar.actions()]
+    assert "Stop" not in texts and "Pause" in texts
+    assert QKeySequence("Esc") in window.pause_action.shortcuts()

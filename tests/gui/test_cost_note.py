@@ -1,0 +1,34 @@
+"""Config → Apply says what the new config costs in memory on this device before anything is
+rebuilt (issue 28, item 4), and warns where it will not or may not fit."""
+
+from __future__ import annotations
+
+from app.panels import config_panel
+from app.panels.config_panel import ConfigPanel, memory_note
+from energy_flow.config import create_preset
+from energy_flow.memory_estimate import estimate_memory
+
+GIB = 1024 ** 3
+
+
+def test_the_note_compares_the_estimate_with_this_devices_memory(monkeypatch):
+    config = create_preset("debug", device="cpu")
+    estimate = estimate_memory(config)
+    monkeypatch.setattr(config_panel, "machine_memory_bytes", lambda device: (estimate.minimum_bytes - 1, "RAM"))
+    assert memory_note(config).startswith("⚠ Will not fit")
+    monkeypatch.setattr(config_panel, "machine_memory_bytes", lambda device: (estimate.worst_case_bytes - 1, "RAM"))
+    assert memory_note(config).startswith("⚠ May not fit")
+    monkeypatch.setattr(config_panel, "machine_memory_bytes", lambda device: (64 * GIB, "RAM"))
+    assert memory_note(config).startswith("Memory per training step") and "64.0 GiB RAM" in memory_note(config)
+
+
+def test_apply_shows_the_note_before_it_asks(qtbot, monkeypatch):
+    monkeypatch.setattr(config_panel, "machine_memory_bytes", lambda device: (1 * GIB, "RAM"))
+    panel = ConfigPanel()
+    qtbot.addWidget(panel)
+    panel.set_config(create_preset("tiny", device="cpu"))
+    panel.preset.setCurrentText("experiment")
+    asked: list[str] = []
+    panel.confirm = lambda text: asked.append(text) is None and False
+    panel.apply()
+    assert len(asked) == 1 and "⚠ May not fit" in asked[0] and "the RAM is 1.0 GiB" in asked[0]
