@@ -65,6 +65,7 @@ class InspectorPanel(SnapshotPanel):
         self.id_spin.setToolTip(ID_TIP)
         self.select_button = QPushButton("Select")
         self.select_button.clicked.connect(lambda: self.select_flow(self.id_spin.value()))
+        self.id_spin.lineEdit().returnPressed.connect(self._select_typed)     # Enter selects, as Select does
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(lambda: self.select_flow(None))
         for w in (self.id_spin, self.select_button, self.clear_button):
@@ -138,6 +139,10 @@ class InspectorPanel(SnapshotPanel):
         self._refresh()
 
     # ------------------------------------------------------------------ selection
+    def _select_typed(self) -> None:
+        self.id_spin.interpretText()
+        self.select_flow(self.id_spin.value())
+
     def select_flow(self, flow_id: int | None) -> None:
         """Select ``flow_id`` (None clears) and tell the view; shows its values if traced."""
         self.flow_id = None if flow_id is None else int(flow_id)

@@ -307,3 +307,17 @@ def test_inspector_works_on_a_flow_recorder_recording(qtbot, tmp_path):
     assert panel.fields["reason"].text() == "landed"
     assert set(got[-1].telemetry.flows.flow_id[view.selection.lineage_rows].tolist()) == {0, 2}
     source.close()
+
+
+def test_enter_in_the_flow_id_box_selects_the_flow(qtbot, snapshot):
+    """Guards against Enter in "Flow id" doing nothing (only the Select button selected)."""
+    panel = InspectorPanel()
+    qtbot.addWidget(panel)
+    panel.set_snapshot(snapshot)
+    panel.show()
+    flow = int(snapshot.telemetry.flows.flow_id[3])
+    chosen: list[object] = []
+    panel.selection_changed.connect(chosen.append)
+    panel.id_spin.lineEdit().setText(str(flow))
+    qtbot.keyClick(panel.id_spin.lineEdit(), Qt.Key.Key_Return)
+    assert panel.flow_id == flow and chosen[-1] == flow

@@ -112,3 +112,13 @@ def test_the_3d_view_keeps_half_the_window_and_a_resize_gives_the_layout_back(qt
     for size in [(1100, 700), (1920, 1080), (1280, 800)]:
         _settle(qtbot, window, size)
     assert _canvas_share(window) == pytest.approx(shares[(1280, 800)], abs=0.02)
+
+
+def test_about_names_the_version_the_docs_and_the_device():
+    """Guards against Help → About with no version and no pointer to the docs."""
+    import energy_flow
+    from app.window.help import about_text
+
+    text = about_text("CPU (1 threads)")
+    assert f"Energy Flow Studio {energy_flow.__version__}" in text
+    assert "README.md" in text and "docs" in text and "CPU (1 threads)" in text
