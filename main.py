@@ -5,7 +5,7 @@ installed as ``energy-flow-studio``; both run :func:`app.launcher.main`."""
 import sys
 
 from app.launcher import main
-from energy_flow.broken_pipe import run_cli
+from energy_flow.runtime.broken_pipe import run_cli
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

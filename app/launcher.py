@@ -7,7 +7,7 @@ Why it lives here and imports nothing of Qt at module level: an installed comman
 module inside a package, and ``--headless`` must work where only the library is installed
 (``pip install energy-flow-studio``, no ``[app]`` extra). The window's modules are imported only
 when the window is shown, after checking that the ``[app]`` extra is there
-(:mod:`energy_flow.extras`).
+(:mod:`energy_flow.runtime.extras`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import argparse
 import os
 import sys
 
-from energy_flow.broken_pipe import run_cli
-from energy_flow.cli_errors import OneLineParser
-from energy_flow.extras import exit_on_missing_extra, require
+from energy_flow.runtime.broken_pipe import run_cli
+from energy_flow.runtime.cli_errors import OneLineParser
+from energy_flow.runtime.extras import exit_on_missing_extra, require
 
 FALLBACK_BATCHES = 60
 
@@ -144,7 +144,7 @@ def run_headless(args: argparse.Namespace, config, prog: str = SCRIPT_PROG) -> i
     try:
         code = run(opts)
     except (ValueError, OSError) as exc:
-        from energy_flow.errors import reason
+        from energy_flow.files.errors import reason
 
         print(f"{prog}: error: {reason(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
         code = 2

@@ -12,10 +12,10 @@ step, then
 
 1. one train step with the process's peak RSS reset before it (``/proc/self/clear_refs`` 5): the
    peak over the RSS at its start is what the machine had to provide;
-2. one forward under :class:`energy_flow.memory.SavedTensorLedger`: the bytes autograd keeps
+2. one forward under :class:`energy_flow.memory.saved.SavedTensorLedger`: the bytes autograd keeps
    between forward and backward;
 3. one forward + loss + backward, then one train step, under
-   :func:`energy_flow.memory_timeline.measure_live_tensors`: torch's live tensor bytes at the peak
+   :func:`energy_flow.memory.timeline.measure_live_tensors`: torch's live tensor bytes at the peak
    (over the call's start), by phase (forward, backward, recomputation) and by the line that
    allocated them. The first is the model's own cost; the second adds the optimiser and the
    trainer's per-step summaries.
@@ -109,9 +109,9 @@ def child(args) -> dict:
     import torch
 
     from energy_flow.config import create_optimized_config
-    from energy_flow.memory import SavedTensorLedger, flow_steps
-    from energy_flow.memory_estimate import estimate_memory
-    from energy_flow.memory_timeline import measure_live_tensors
+    from energy_flow.memory.saved import SavedTensorLedger, flow_steps
+    from energy_flow.memory.estimate import estimate_memory
+    from energy_flow.memory.timeline import measure_live_tensors
     from energy_flow.training import build_model
     from energy_flow.training.trainer import EnergyTrainer, embedding_losses
     from tests.conftest import unit_rows
@@ -236,7 +236,7 @@ def report(args, rows: list[dict], rss_variants: dict[str, list[dict]]) -> None:
               f"{r['rss_model'] / 1e6:>10.1f} {r['rss_warmup_peak'] / 1e6:>10.1f} {r['rss_start'] / 1e6:>10.1f} {r['rss_peak'] / 1e6:>10.1f} "
               f"{r['live_peak'] / 1e6:>10.1f} {r['step_live_peak'] / 1e6:>10.1f} {r['saved'] / 1e6:>10.1f}")
     if all("estimate" in r for r in rows):
-        print("energy_flow.memory_estimate for these configs (a training step, float32): "
+        print("energy_flow.memory.estimate for these configs (a training step, float32): "
               + "; ".join(f"batch {r['batch']}: {r['estimate']['minimum'] / 1e6:.0f}–"
                           f"{r['estimate']['worst_case'] / 1e6:.0f} MB" for r in rows))
     print(f"\n{'slope (least squares over the batch sizes)':52s} {'per flow-step':>14} {'per busiest flow':>17}")

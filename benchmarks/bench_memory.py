@@ -5,7 +5,7 @@ by region, at a 3×1024 carrier — for each ``checkpoint_steps`` setting.
 
 A 6×6×6 lattice, batch 2, with the optimized preset's model sizes (3×1024 GRU, neuron 64,
 energy 16), float32 on the CPU. Bytes are counted once per storage by
-energy_flow.memory.SavedTensorLedger; they are deterministic, so one run is the figure. The
+energy_flow.memory.saved.SavedTensorLedger; they are deterministic, so one run is the figure. The
 "16-bit" column halves the kept hidden state, which on a GPU under autocast is stored in the
 GRU's 16-bit compute dtype; the plain path's 16-bit column halves every float32 byte (an
 estimate: on CUDA, cuDNN keeps its own layout).
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from energy_flow.config import create_optimized_config, create_tiny_config  # noqa: E402
 from energy_flow.core import processor as processor_module  # noqa: E402
-from energy_flow.memory import HIDDEN_REGION, SavedTensorLedger, flow_steps  # noqa: E402
+from energy_flow.memory.saved import HIDDEN_REGION, SavedTensorLedger, flow_steps  # noqa: E402
 from energy_flow.training import build_model  # noqa: E402
 from tests.conftest import unit_rows  # noqa: E402
 

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from energy_flow.config import create_preset  # noqa: E402
-from energy_flow.device import resolve_device  # noqa: E402
+from energy_flow.runtime.device import resolve_device  # noqa: E402
 from energy_flow.training import build_model  # noqa: E402
 from energy_flow.training.trainer import embedding_losses  # noqa: E402
 from tests.conftest import unit_rows  # noqa: E402

@@ -9,7 +9,7 @@ a slice; kept here as ``composed_write_rows``) and with ``write_rows`` as it is 
 1. one rewrite of a [capacity, layers, hidden] float32 hidden state (the optimized preset's GRU
    at a reduced capacity, like bench_marginal_memory.py's 2,049 slots), half the slots stepped
    and a quarter written by children: torch's live tensor bytes at backward's peak
-   (``energy_flow.memory_timeline``), and the gradients of both compared exactly;
+   (``energy_flow.memory.timeline``), and the gradients of both compared exactly;
 2. a whole forward + backward of the optimized preset's model (3×1024 GRU, recomputed segments
    of 6 steps, 40 steps) on a reduced ``--lattice``² start plane at ``--capacity`` slots, as
    bench_marginal_memory.py runs it: the backward's peak of live bytes, and its parameter
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from energy_flow.config import create_optimized_config  # noqa: E402
 from energy_flow.core import step_phases  # noqa: E402
-from energy_flow.memory_timeline import measure_live_tensors  # noqa: E402
+from energy_flow.memory.timeline import measure_live_tensors  # noqa: E402
 from energy_flow.training import build_model  # noqa: E402
 
 MB = 1e6

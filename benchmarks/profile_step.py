@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.profile_summary import markdown, summarise, top_operators  # noqa: E402
 from energy_flow.config import create_preset  # noqa: E402
-from energy_flow.device import resolve_device  # noqa: E402
+from energy_flow.runtime.device import resolve_device  # noqa: E402
 from energy_flow.training import build_model  # noqa: E402
 from energy_flow.training.trainer import EnergyTrainer  # noqa: E402
 from tests.conftest import unit_rows  # noqa: E402

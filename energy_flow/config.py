@@ -16,8 +16,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
-from energy_flow.input_paths import CONFIG_MAX_BYTES, read_regular
-from energy_flow.memory_estimate import REFUSE_BYTES, estimate_memory, format_bytes
+from energy_flow.files.input_paths import CONFIG_MAX_BYTES, read_regular
+from energy_flow.memory.estimate import REFUSE_BYTES, estimate_memory, format_bytes
 
 START_MODES = ("center", "input_face")
 TIMEOUT_POLICIES = ("drop", "project")

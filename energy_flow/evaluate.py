@@ -31,13 +31,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from energy_flow.atomic import write_bytes_atomic
-from energy_flow.broken_pipe import run_cli
-from energy_flow.cli_errors import OneLineParser, fails_by_name
+from energy_flow.files.atomic import write_bytes_atomic
+from energy_flow.runtime.broken_pipe import run_cli
+from energy_flow.runtime.cli_errors import OneLineParser, fails_by_name
 from energy_flow.config import EnergyConfig, create_preset, parse_overrides
-from energy_flow.device import describe_device
-from energy_flow.extras import exit_on_missing_extra
-from energy_flow.output_paths import check_distinct, check_output_path
+from energy_flow.runtime.device import describe_device
+from energy_flow.runtime.extras import exit_on_missing_extra
+from energy_flow.files.output_paths import check_distinct, check_output_path
 from energy_flow.training import baselines
 from energy_flow.training.checkpoint import read_checkpoint
 from energy_flow.training.checkpoint_integrity import refuse_to_replace_non_checkpoint

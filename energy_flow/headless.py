@@ -9,12 +9,12 @@ prints, records, and writes the checkpoint and summary. The summary says how the
 
 Nothing is lost, and no one else's file is destroyed (docs/reliability.md):
 
-* every output path is checked before the data is loaded (:mod:`energy_flow.output_paths`);
+* every output path is checked before the data is loaded (:mod:`energy_flow.files.output_paths`);
 * ``--record`` never replaces an existing file unless ``overwrite`` is set, and never one that
   is not a recording; ``append`` continues an existing recording of the same config;
 * Ctrl+C, SIGTERM, a failed write, a non-finite batch and a closed stdout (``| head``,
-  :mod:`energy_flow.broken_pipe`) all stop the run after the current batch
-  (:mod:`energy_flow.run_control`): the checkpoint and summary are written if they can be, the
+  :mod:`energy_flow.runtime.broken_pipe`) all stop the run after the current batch
+  (:mod:`energy_flow.runtime.run_control`): the checkpoint and summary are written if they can be, the
   recording is closed, one line says what was saved where, and the exit status says why
   (3 non-finite, 4 health gate, 74 write failed, 130 SIGINT, 141 stdout closed, 143 SIGTERM);
 * ``checkpoint_every`` saves the checkpoint every N batches, each save atomic, so the file
@@ -38,16 +38,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from energy_flow.atomic import write_bytes_atomic
-from energy_flow.broken_pipe import EXIT_BROKEN_PIPE, StopOnBrokenPipe
+from energy_flow.files.atomic import write_bytes_atomic
+from energy_flow.runtime.broken_pipe import EXIT_BROKEN_PIPE, StopOnBrokenPipe
 from energy_flow.config import EnergyConfig
-from energy_flow.device import describe_device, resolve_device
+from energy_flow.runtime.device import describe_device, resolve_device
 from energy_flow.diagnostics.gate import HealthGate
-from energy_flow.errors import reason
-from energy_flow.input_paths import open_regular
-from energy_flow.memory_estimate import estimate_memory, format_bytes, machine_memory_bytes
-from energy_flow.output_paths import check_distinct, check_output_path
-from energy_flow.run_control import EXIT_WRITE_FAILED, RunControl
+from energy_flow.files.errors import reason
+from energy_flow.files.input_paths import open_regular
+from energy_flow.memory.estimate import estimate_memory, format_bytes, machine_memory_bytes
+from energy_flow.files.output_paths import check_distinct, check_output_path
+from energy_flow.runtime.run_control import EXIT_WRITE_FAILED, RunControl
 from energy_flow.trace.recording import RecordingWriter, is_recording, report_fields_from
 from energy_flow.training import distributed
 from energy_flow.training.checkpoint import NonFiniteStateError

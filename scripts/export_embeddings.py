@@ -18,12 +18,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from energy_flow.atomic import atomic_write  # noqa: E402
-from energy_flow.broken_pipe import run_cli  # noqa: E402
-from energy_flow.cli_errors import OneLineParser, fails_by_name  # noqa: E402
+from energy_flow.files.atomic import atomic_write  # noqa: E402
+from energy_flow.runtime.broken_pipe import run_cli  # noqa: E402
+from energy_flow.runtime.cli_errors import OneLineParser, fails_by_name  # noqa: E402
 from energy_flow.config import create_preset  # noqa: E402
 from energy_flow.headless import load_data  # noqa: E402
-from energy_flow.output_paths import check_distinct, check_output_path  # noqa: E402
+from energy_flow.files.output_paths import check_distinct, check_output_path  # noqa: E402
 
 PROG = "export_embeddings.py"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Energy Flow Studio needs on a fresh Debian/Ubuntu machine, idempotently:
 # the system libraries Qt and OpenGL need under a (virtual) display, and a virtual environment
-# in .venv with torch pinned (an unpinned torch pulls a multi-GB CUDA build; see SETUP.md).
+# in .venv with torch pinned (an unpinned torch pulls a multi-GB CUDA build; see docs/architecture.md, "Installing").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -19,10 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from energy_flow.atomic import write_bytes_atomic  # noqa: E402
-from energy_flow.broken_pipe import run_cli  # noqa: E402
-from energy_flow.cli_errors import OneLineParser, fails_by_name  # noqa: E402
-from energy_flow.output_paths import check_output_path  # noqa: E402
+from energy_flow.files.atomic import write_bytes_atomic  # noqa: E402
+from energy_flow.runtime.broken_pipe import run_cli  # noqa: E402
+from energy_flow.runtime.cli_errors import OneLineParser, fails_by_name  # noqa: E402
+from energy_flow.files.output_paths import check_output_path  # noqa: E402
 
 #: Give up (and say so) if loading plus training takes longer than this.
 TIMEOUT_S = 540

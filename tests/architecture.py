@@ -1,6 +1,6 @@
 """The project's import structure, read from the source with ``ast`` (nothing is imported).
 
-Used by tests/test_architecture.py to hold three rules (DESIGN.md, "Style to follow"):
+Used by tests/test_architecture.py to hold three rules (docs/architecture.md, "Style rules the tests hold"):
 
 * **No import circles.** Every import statement counts, wherever it stands: at module level,
   inside a function (a deferred import is still a dependency, it only moves the failure to

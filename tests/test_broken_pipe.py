@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from energy_flow.broken_pipe import EXIT_BROKEN_PIPE, StopOnBrokenPipe
+from energy_flow.runtime.broken_pipe import EXIT_BROKEN_PIPE, StopOnBrokenPipe
 from energy_flow.trace import FlowRecorder, open_recording
 from tests.conftest import unit_rows
 

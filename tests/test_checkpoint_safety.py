@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-import energy_flow.atomic as atomic
+import energy_flow.files.atomic as atomic
 from energy_flow.config import create_tiny_config
 from energy_flow.training import EnergyTrainer, build_model
 from energy_flow.training.checkpoint_integrity import state_digest
@@ -159,7 +159,7 @@ def test_orphaned_temporaries_are_removed_by_the_next_save(tmp_path):
 def test_a_killed_save_leaves_an_orphan_that_the_next_save_removes(tmp_path):
     """End to end: a process SIGKILLed inside the save (after its temporary was written)."""
     path = tmp_path / "ck.pt"
-    code = ("import os, signal, energy_flow.atomic as a\n"
+    code = ("import os, signal, energy_flow.files.atomic as a\n"
             "def die(fd, data):\n"
             "    os.write(fd, bytes(data[:10])); os.kill(os.getpid(), signal.SIGKILL)\n"
             "a._write_all = die\n"

@@ -18,11 +18,11 @@ import h5py
 import numpy as np
 import pytest
 
-import energy_flow.atomic as atomic
+import energy_flow.files.atomic as atomic
 import energy_flow.trace.recording.writer as recording
 from energy_flow.config import create_tiny_config
 from energy_flow.headless import HeadlessOptions, run
-from energy_flow.run_control import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, EXIT_WRITE_FAILED, RunControl
+from energy_flow.runtime.run_control import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM, EXIT_WRITE_FAILED, RunControl
 from energy_flow.trace import open_recording
 from energy_flow.training import EnergyTrainer
 from energy_flow.training.checkpoint import read_checkpoint

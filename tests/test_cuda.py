@@ -118,13 +118,13 @@ def test_cuda_train_step_matches_the_cpu_step(pairs8, monkeypatch):
 
 @pytest.mark.cuda
 def test_gpu_memory_is_reported_after_a_step(pairs8):
-    """The status bar's GPU memory line (energy_flow.device.memory_text) and the worker's
+    """The status bar's GPU memory line (energy_flow.runtime.device.memory_text) and the worker's
     resource probe report real figures after a step on a GPU: in use at least the model's
     weights, peak at least that, the card named. Guards against a line that is None or 0 GiB
     on a GPU (a CPU device passed, or the counters read before the model was moved)."""
     import re
 
-    from energy_flow.device import describe_device, memory_text
+    from energy_flow.runtime.device import describe_device, memory_text
 
     trainer = _trainer("cuda")
     trainer.train_step(pairs8)

@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from energy_flow.atomic import write_bytes_atomic
-from energy_flow.errors import reason
+from energy_flow.files.atomic import write_bytes_atomic
+from energy_flow.files.errors import reason
 from energy_flow.training.data import DataFileError, load_embedding_pairs, load_pairs
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import energy_flow.atomic as atomic
+import energy_flow.files.atomic as atomic
 from energy_flow import evaluate
-from energy_flow.cli_errors import fails_by_name
+from energy_flow.runtime.cli_errors import fails_by_name
 from energy_flow.config import create_tiny_config
 from tests.conftest import unit_rows
 

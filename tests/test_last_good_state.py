@@ -18,7 +18,7 @@ import torch
 
 from energy_flow import headless
 from energy_flow.config import create_tiny_config
-from energy_flow.filelock import FileLock
+from energy_flow.files.filelock import FileLock
 from energy_flow.headless import HeadlessOptions, check_outputs
 from energy_flow.trace import RecordingWriter, open_recording
 from energy_flow.training import EnergyTrainer, build_model

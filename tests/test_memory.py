@@ -1,7 +1,7 @@
 """Memory of a training step: recomputation changes no value, and the bytes it keeps for
 backward fit the optimized preset in 32 GB.
 
-Saved bytes are counted with :class:`energy_flow.memory.SavedTensorLedger` (autograd's
+Saved bytes are counted with :class:`energy_flow.memory.saved.SavedTensorLedger` (autograd's
 saved-tensor hooks, one count per storage), which is deterministic and device-independent for a
 given dtype, so the 32 GB figure is checked here on the CPU.
 """
@@ -16,7 +16,7 @@ import torch
 
 from energy_flow.config import create_optimized_config, create_tiny_config
 from energy_flow.core import processor as processor_module
-from energy_flow.memory import HIDDEN_REGION, SavedTensorLedger, flow_steps
+from energy_flow.memory.saved import HIDDEN_REGION, SavedTensorLedger, flow_steps
 from energy_flow.training import build_model
 from energy_flow.training.trainer import EnergyTrainer, embedding_losses
 from tests.conftest import unit_rows

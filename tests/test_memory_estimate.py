@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from energy_flow.config import create_debug_config, create_preset, create_tiny_config, PRESETS
-from energy_flow.memory_estimate import (estimate_memory, lattice_bytes, parameter_count,
+from energy_flow.memory.estimate import (estimate_memory, lattice_bytes, parameter_count,
                                          saved_bytes_per_flow_step)
 from energy_flow.training import build_model
 from tests.conftest import unit_rows
@@ -76,9 +76,9 @@ def test_recomputation_estimate_follows_the_measured_transient_per_flow():
     spawning, slow flows). Guards against the estimate charging recomputing configs per flow-step
     (the optimized preset was estimated at up to 674 GiB), and against recomputation keeping more
     than its inputs."""
-    from energy_flow.memory import SavedTensorLedger, flow_steps
-    from energy_flow.memory_estimate import kept_bytes_per_flow_step
-    from energy_flow.memory_timeline import measure_live_tensors
+    from energy_flow.memory.saved import SavedTensorLedger, flow_steps
+    from energy_flow.memory.estimate import kept_bytes_per_flow_step
+    from energy_flow.memory.timeline import measure_live_tensors
     from energy_flow.training.trainer import embedding_losses
 
     base = dict(carrier_hidden_size=256, carrier_num_layers=3, max_active_flows=864, max_steps=12,

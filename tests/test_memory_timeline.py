@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from energy_flow.memory_timeline import measure_live_tensors
+from energy_flow.memory.timeline import measure_live_tensors
 
 MB = 1_000_000
 

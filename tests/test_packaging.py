@@ -20,7 +20,7 @@ from packaging.requirements import Requirement
 import main as main_script
 from app import launcher
 from energy_flow import evaluate
-from energy_flow.extras import EXTRAS, MissingExtra, require
+from energy_flow.runtime.extras import EXTRAS, MissingExtra, require
 from energy_flow.trace import open_recording
 from energy_flow.training import teacher as teacher_module
 from energy_flow.training.teacher import TeacherEncoder

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import pytest
 
-from energy_flow import filelock
+from energy_flow.files import filelock
 from energy_flow.config import create_tiny_config
 from energy_flow.trace import FlowRecorder, RecordingWriter, export_snapshot, open_recording
 from energy_flow.trace.recording import writer as writer_module

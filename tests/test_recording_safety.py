@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from energy_flow.config import create_tiny_config
-from energy_flow.filelock import FileLock, FileLockedError
+from energy_flow.files.filelock import FileLock, FileLockedError
 from energy_flow.headless import recording_mode
 from energy_flow.trace import RecordingWriter, open_recording
 from energy_flow.trace.telemetry import BatchTelemetry

@@ -96,7 +96,7 @@ def test_a_whole_batch_trains_the_same_with_autograds_composition(monkeypatch, c
 
 
 def test_the_step_phases_have_no_per_flow_loop_and_no_host_read():
-    """DESIGN.md: no per-flow Python loop and no ``.item()`` in the propagation step. The step's
+    """docs/architecture.md: no per-flow Python loop and no ``.item()`` in the propagation step. The step's
     phases moved out of ``FlowProcessor.step`` (tests/test_core.py checks its source), so their
     code is checked here, as syntax: no ``for``/``while`` and no ``.item()``/``.tolist()``."""
     from energy_flow.core import processor, spawning

@@ -17,8 +17,8 @@ from PyQt6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineE
                              QPushButton, QVBoxLayout, QWidget)
 
 from energy_flow.config import DEVICES, PRESETS, START_MODES, EnergyConfig
-from energy_flow.device import resolve_device
-from energy_flow.memory_estimate import estimate_memory, format_bytes, machine_memory_bytes
+from energy_flow.runtime.device import resolve_device
+from energy_flow.memory.estimate import estimate_memory, format_bytes, machine_memory_bytes
 
 #: Editable fields, in display order, with their labels.
 FIELDS: tuple[tuple[str, str], ...] = (

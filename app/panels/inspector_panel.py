@@ -26,7 +26,7 @@ from app.colormaps import ENERGY_LUT, TITLE_SIZE, qcolor
 from app.panels.base import SnapshotPanel
 from app.snapshot import Snapshot
 from app.panels.series import integer_ticks, legend_below
-from energy_flow.atomic import atomic_write
+from energy_flow.files.atomic import atomic_write
 from energy_flow.trace.lineage import FlowNotFound, FlowRecord, flow_record, lineage_csv, lineage_json_text
 
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from energy_flow.config import EnergyConfig
-from energy_flow.device import describe_device, memory_text
+from energy_flow.runtime.device import describe_device, memory_text
 from energy_flow.training.checkpoint import read_checkpoint
 from energy_flow.training.data import EMBEDDING_SUFFIXES, PairDataset, build_dataset
 from energy_flow.training.trainer import EnergyTrainer, build_model

@@ -37,7 +37,7 @@ from app.sources.decoding import decode_batch, make_bridge
 from app.sources.loading import device_resources, load_dataset, trainer_from_checkpoint
 from app.sources.progress import BatchCancelled, BatchProgress
 from energy_flow.config import EnergyConfig
-from energy_flow.device import describe_device, out_of_memory_advice
+from energy_flow.runtime.device import describe_device, out_of_memory_advice
 from energy_flow.diagnostics.sources import HealthMonitor
 from energy_flow.trace.recording import RecordingWriter, report_fields_from
 from energy_flow.training.data import PairDataset

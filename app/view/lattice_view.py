@@ -1,7 +1,7 @@
 """The 3D lattice view: where the flows of the newest batch went, step by step.
 
 A VisPy SceneCanvas inside a QWidget, with the controls row above it (:mod:`app.view.controls`)
-and an FPS readout. Rendering is software OpenGL on the build machines (DESIGN.md, "Rendering
+and an FPS readout. Rendering is software OpenGL on the build machines (docs/architecture.md, "Rendering
 budget"), so the view is built for few draw calls and cheap updates; its parts, one module each:
 
 * :mod:`~app.view.native_canvas` — the canvas, drawn into a native window (no per-frame

@@ -1,6 +1,6 @@
 """The display budget: which flows of a batch's traced sample the 3D view draws.
 
-Software OpenGL draws a few thousand trajectories per frame at interactive rates (DESIGN.md,
+Software OpenGL draws a few thousand trajectories per frame at interactive rates (docs/architecture.md,
 "Rendering budget"), a batch traces tens of thousands. The budget samples whole flow families
 (a placed flow and all its descendants) evenly over flow ids, then trims the youngest children
 if the last family overshoots, so exactly ``min(budget, F)`` flows are drawn — a drawn child

@@ -11,7 +11,7 @@ range of the uploaded buffers: attribute offsets, no data): hidden items cost no
 
 Both visuals are minimal GL programs rather than VisPy's ``Markers`` and ``Line``: on software
 OpenGL (Mesa llvmpipe, the build machines) ``Markers`` evaluates every symbol, an outline and
-antialiasing per fragment, several times the cost of these points (DESIGN.md measured 4–5×).
+antialiasing per fragment, several times the cost of these points (docs/architecture.md: 4–5× measured).
 The points visual draws six cheap shapes; segments are plain 1-pixel GL lines.
 """
 

@@ -23,7 +23,7 @@ from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QF
                              QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from app.snapshot import Snapshot
-from energy_flow.atomic import write_bytes_atomic
+from energy_flow.files.atomic import write_bytes_atomic
 from energy_flow.trace.figures import recorded_batch_figures
 from energy_flow.trace.recording import export_snapshot, report_fields_from
 from energy_flow.trace.training_signals import MODULES

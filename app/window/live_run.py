@@ -1,7 +1,7 @@
 """What the window knows of the live training run — learnt from the worker's signals only.
 
 Why a record of its own: the worker's trainer and dataset live in the worker's thread and change
-under a running batch; the GUI thread must not read them (DESIGN.md, "Threading"). Everything
+under a running batch; the GUI thread must not read them (docs/architecture.md, "Threading"). Everything
 the window needs — is a model loaded, its config, device and data, how many batches it trained
 and how many of those are saved — arrives as signal payloads and is kept here.
 """

@@ -1,7 +1,7 @@
 """Any panel as a PNG: what the user sees in a dock, written the way the 3D view's PNG is.
 
 ``QWidget.grab`` renders the widget with its children — pyqtgraph plots, tables, labels, and
-GL content too under Xvfb (docs: SETUP.md) — at the widget's size on screen, so the file shows
+GL content too under Xvfb — at the widget's size on screen, so the file shows
 exactly the panel as it is laid out. (A single pyqtgraph plot can also be exported at another
 size from its own right-click menu, "Export…", which pyqtgraph provides.) The file is written
 atomically through :func:`app.window.export.save_png`.

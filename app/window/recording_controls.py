@@ -26,7 +26,7 @@ from app.sources.replay import ReplaySource
 from app.window.export import ExportDialog, ExportRequest, write_export
 from app.window.icons import icon
 from app.window.timeline import ReplayTimeline
-from energy_flow.output_paths import check_distinct
+from energy_flow.files.output_paths import check_distinct
 
 RECORDING_SUFFIXES = (".h5", ".hdf5")
 

@@ -44,7 +44,7 @@ from energy_flow.core.neuron import SimpleNeuron
 from energy_flow.core.spawning import child_offsets, plan_children, sample_keys
 from energy_flow.core.step_phases import StepOutcome, deposit, move, rewrite_state, terminate
 from energy_flow.core.tracing import StepTracer
-from energy_flow.memory_estimate import RECOMPUTE_CHUNK_ROWS  # rows per recomputed carrier call
+from energy_flow.memory.estimate import RECOMPUTE_CHUNK_ROWS  # rows per recomputed carrier call
 from energy_flow.trace.batch_trace import BatchTrace
 from energy_flow.trace.telemetry import BatchTelemetry, FlowStats
 

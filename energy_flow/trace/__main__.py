@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from energy_flow.broken_pipe import run_cli
-from energy_flow.cli_errors import OneLineParser, fails_by_name
+from energy_flow.runtime.broken_pipe import run_cli
+from energy_flow.runtime.cli_errors import OneLineParser, fails_by_name
 from energy_flow.diagnostics import cli as health_cli
 from energy_flow.trace.figures import BATCH
 from energy_flow.trace.recording import Recording, RecordingError, bounds, open_recording, recorded_series

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from energy_flow.atomic import write_bytes_atomic
+from energy_flow.files.atomic import write_bytes_atomic
 from energy_flow.config import EnergyConfig, resolve_mapper_grid
-from energy_flow.errors import reason
-from energy_flow.input_paths import open_regular
+from energy_flow.files.errors import reason
+from energy_flow.files.input_paths import open_regular
 from energy_flow.training.checkpoint_integrity import (CHECKSUM_KEY, FORMAT, nonfinite_entries,
                                                        state_digest)
 

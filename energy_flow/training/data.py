@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 import torch
 
-from energy_flow.errors import reason
+from energy_flow.files.errors import reason
 from energy_flow.training.datasets import load_named_pairs, parse_named_source
 from energy_flow.training.pairs import DataFileError, TextPair
 from energy_flow.training.report import DataProvenance

@@ -5,7 +5,7 @@ package by default) with the Hugging Face offline switches set, so nothing is do
 time. ``sentence_transformers`` costs ~4 s to import, so it is imported on first use, never at
 module import: the GUI can start without paying for it. Both packages are the ``[teacher]``
 extra; without it, everything but encoding texts works, and encoding says which extra to
-install (:mod:`energy_flow.extras`). Loaded models are shared per
+install (:mod:`energy_flow.runtime.extras`). Loaded models are shared per
 (directory, device) within the process, so several encoders (e.g. after a reset) do not load
 the weights again.
 """
@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from energy_flow.extras import missing_modules, require
+from energy_flow.runtime.extras import missing_modules, require
 from energy_flow.training.embedding_cache import EmbeddingCache
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from torch import nn
 
 from energy_flow.config import EnergyConfig
 from energy_flow.core import EnergyLattice, FlowProcessor, SimpleNeuron
-from energy_flow.device import resolve_device
+from energy_flow.runtime.device import resolve_device
 from energy_flow.trace.batch_trace import BatchTrace, merge_traces
 from energy_flow.trace.figures import BATCH
 from energy_flow.trace.training_signals import MODULES

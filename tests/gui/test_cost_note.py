@@ -6,7 +6,7 @@ from __future__ import annotations
 from app.panels import config_panel
 from app.panels.config_panel import ConfigPanel, memory_note
 from energy_flow.config import create_preset
-from energy_flow.memory_estimate import estimate_memory
+from energy_flow.memory.estimate import estimate_memory
 
 GIB = 1024 ** 3
 

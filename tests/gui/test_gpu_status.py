@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from energy_flow.device import memory_text
+from energy_flow.runtime.device import memory_text
 
 SNAPSHOT_TIMEOUT_MS = 15_000
 

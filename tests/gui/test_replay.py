@@ -22,7 +22,7 @@ from app.snapshot import Snapshot
 from app.sources.replay import ReplaySource
 from app.window.export import ExportDialog, ExportRequest, export_batch, save_png, write_export
 from app.window.timeline import ReplayTimeline
-from energy_flow import atomic
+from energy_flow.files import atomic
 from energy_flow.config import create_tiny_config
 from energy_flow.trace import SCHEMA_VERSION, RecordingWriter, open_recording
 from energy_flow.trace.recording import report_fields_from

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import h5py
 
-from energy_flow.errors import os_error
+from energy_flow.files.errors import os_error
 from energy_flow.trace.recording.schema import FORMAT
 
 #: Bytes reserved for HDF5 metadata (B-tree nodes, object headers) on top of a batch's chunks.

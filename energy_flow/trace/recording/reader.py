@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from energy_flow.errors import reason
+from energy_flow.files.errors import reason
 from energy_flow.trace.recording import bounds, report_columns
 from energy_flow.trace.recording.containment import check_self_contained
 from energy_flow.trace.recording.schema import (DATASET_SINCE, FLOW_FIELDS, STEP_TRAILING,

@@ -20,9 +20,9 @@ from typing import Any, Iterator, Mapping
 import h5py
 import numpy as np
 
-from energy_flow.atomic import atomic_write, move_into_place, remove_orphans, temp_name
-from energy_flow.errors import os_error, reason
-from energy_flow.filelock import FileLock
+from energy_flow.files.atomic import atomic_write, move_into_place, remove_orphans, temp_name
+from energy_flow.files.errors import os_error, reason
+from energy_flow.files.filelock import FileLock
 from energy_flow.trace.recording import bounds, report_columns
 from energy_flow.trace.recording.containment import check_self_contained
 from energy_flow.trace.recording.guards import (METADATA_HEADROOM, DiskFullError, abandon, disk_full,
@@ -84,7 +84,7 @@ class RecordingWriter:
     lock sidecar; an existing file (the recording "w" would replace, the one "a" appends to)
     stays byte for byte as it was. Its error names the file and the stage that failed.
 
-    One writer per file: the writer holds an exclusive lock (:mod:`energy_flow.filelock`) from
+    One writer per file: the writer holds an exclusive lock (:mod:`energy_flow.files.filelock`) from
     before it opens the file until it is closed, and a second writer fails at once naming the
     holder's process id. A batch that would not fit on the disk is refused before any of it is
     written, so the file stays whole and closes cleanly (see :meth:`append_batch`).

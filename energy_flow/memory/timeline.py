@@ -1,6 +1,6 @@
 """Live tensor bytes through a call, and what was live at its peak, by the line that allocated it.
 
-:class:`energy_flow.memory.SavedTensorLedger` counts what autograd keeps between forward and
+:class:`energy_flow.memory.saved.SavedTensorLedger` counts what autograd keeps between forward and
 backward. A training step's peak is more than that: transient copies in the forward, the
 recomputation of checkpointed steps in backward, gradients, the optimiser. This module replays
 the CPU allocator's events that ``torch.profiler`` records (``profile_memory=True``; on the CPU

@@ -13,7 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
-from energy_flow.errors import reason
+from energy_flow.files.errors import reason
 
 
 def check_output_path(path: str | os.PathLike, what: str) -> Path:

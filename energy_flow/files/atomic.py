@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from energy_flow.errors import os_error, reason
+from energy_flow.files.errors import os_error, reason
 
 
 def temp_name(path: Path) -> Path:

@@ -34,7 +34,7 @@ What is counted (float32 everywhere; bf16 autocast on a GPU only lowers the acti
 The per-flow-step coefficients were read off the autograd graph with
 ``torch.autograd.graph.saved_tensors_hooks`` on the tiny preset (tests/test_memory_estimate.py
 repeats that measurement and holds the estimate within a factor of 2 of it; it also measures the
-recomputation's transient per flow with :mod:`energy_flow.memory_timeline`). Refine them in
+recomputation's transient per flow with :mod:`energy_flow.memory.timeline`). Refine them in
 :func:`saved_bytes_per_flow_step` and :func:`kept_bytes_per_flow_step` alone.
 """
 

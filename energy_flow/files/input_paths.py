@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from energy_flow.errors import reason
+from energy_flow.files.errors import reason
 
 #: The largest config file read (a config is a few kB; anything bigger is not one).
 CONFIG_MAX_BYTES = 16 << 20

@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Callable, NoReturn
 
-from energy_flow.errors import reason
+from energy_flow.files.errors import reason
 
 EXIT_BAD_INPUT = 2
 
@@ -32,7 +32,7 @@ def fails_by_name(prog: str, body: Callable[[], int | None]) -> int:
     try:
         code = body()
     except BrokenPipeError:
-        raise   # a closed stdout is not bad input: energy_flow.broken_pipe ends the run quietly
+        raise   # a closed stdout is not bad input: energy_flow.runtime.broken_pipe ends the run quietly
     except (ValueError, OSError) as exc:
         text = reason(exc) if isinstance(exc, OSError) else (str(exc).strip().splitlines() or [repr(exc)])[0]
         print(f"{prog}: error: {text}", file=sys.stderr)

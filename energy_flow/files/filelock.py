@@ -21,7 +21,7 @@ import os
 import stat
 from pathlib import Path
 
-from energy_flow.errors import os_error, reason
+from energy_flow.files.errors import os_error, reason
 
 
 #: Never follow a symbolic link at the sidecar's name (0 where the platform has no such flag).
