@@ -127,3 +127,41 @@ def test_an_upward_import_and_a_read_of_the_workers_trainer_are_reported(tmp_pat
     assert layer_violations(modules, layers) == ["pkg.mid.b:2 imports pkg.top", "pkg.side.c:1 imports pkg.mid.b"]
     assert attribute_reads(modules, "pkg.top", "worker", ("trainer",)) == ["pkg.top:4 reads window.worker.trainer"]
     assert attribute_reads(modules, "pkg.low", "worker", ("trainer",)) == []
+
+
+def _window_members_read(path: Path) -> set[str]:
+    """Attributes a controller reads of its window: ``self.window.X``, and ``w.X`` / ``window.X``
+    where those names hold the window."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute):
+            v = node.value
+            if (isinstance(v, ast.Attribute) and v.attr == "window" and isinstance(v.value, ast.Name)
+                    and v.value.id == "self"):
+                names.add(node.attr)
+            if isinstance(v, ast.Name) and v.id in ("w", "window"):
+                names.add(node.attr)
+    return names
+
+
+def test_the_recording_controller_reads_only_its_declared_interface_of_the_window():
+    """Issue 27: controllers get the interface they use, not the whole window. What the recording
+    controller may read is declared in RecordingHost; reading anything else fails here."""
+    from app.window.recording_controls import RecordingHost
+
+    declared = {n for n in dir(RecordingHost) if not n.startswith("_")} | set(RecordingHost.__annotations__)
+    used = _window_members_read(ROOT / "app" / "window" / "recording_controls.py")
+    assert used, "the scan found no window member: it is broken"
+    assert used <= declared, f"read but not declared in RecordingHost: {sorted(used - declared)}"
+    import ast
+
+    from app.window.main_window import MainWindow
+    targets = [t for node in ast.walk(ast.parse((ROOT / "app" / "window" / "main_window.py").read_text()))
+               if isinstance(node, ast.Assign) for t in node.targets]
+    targets += [e for t in targets if isinstance(t, ast.Tuple) for e in t.elts]
+    assigned = {t.attr for t in targets
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"}
+    missing = [n for n in declared if not hasattr(MainWindow, n) and n not in assigned]
+    assert not missing, f"declared in RecordingHost but the window has no such member: {missing}"

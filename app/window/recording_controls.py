@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 from PyQt6.QtCore import QEvent, QObject, Qt, pyqtSignal
 from PyQt6.QtGui import QAction, QKeySequence
@@ -53,6 +53,44 @@ def _ask_export(parent: QWidget, base: Path, can_render: bool) -> ExportRequest 
     return ExportDialog.get_request(parent, base, can_render=can_render)
 
 
+class RecordingHost(Protocol):
+    """What the recording controller uses of the window — and nothing else (a test checks that
+    every window member it reads is named here). Wide, because recording, replay and export
+    switch what the whole window shows between a live run and a file; the worker is reached
+    only through its signals and its recording slots, never its trainer or dataset."""
+
+    worker: Any                 # app.sources.worker.TrainingWorker: signals and queued slots
+    worker_thread: Any
+    live: Any                   # app.window.live_run.LiveRun: what the signals said of the run
+    config_panel: Any
+    text_bridge_panel: Any
+    lattice_view: Any
+    step_slider: Any
+    toolbar: Any
+    banner: Any
+    notice: Any                 # the loading line above the view
+    run_status: Any             # the status bar's run facts
+    worker_state: str
+    run_requested: Any          # the window's signals
+    step_requested: Any
+    pause_requested: Any
+    step_changed: Any
+    snapshot_shown: Any
+
+    def refresh_state(self) -> None: ...
+    def show_snapshot(self, snapshot: Any) -> None: ...
+    @property
+    def latest_snapshot(self) -> Any: ...
+    def clear_views(self) -> None: ...
+    def show_error(self, message: str) -> None: ...
+    def start(self, *args: Any) -> Any: ...
+    def menuBar(self) -> Any: ...
+    def statusBar(self) -> Any: ...
+    def centralWidget(self) -> Any: ...
+    def setAcceptDrops(self, on: bool) -> None: ...
+    def installEventFilter(self, watcher: QObject) -> None: ...
+
+
 class RecordingController(QObject):
     """Adds the File menu, the Export/Record toolbar actions and the replay timeline to ``window``.
 
@@ -63,7 +101,7 @@ class RecordingController(QObject):
     record_requested = pyqtSignal(str)      # → worker.start_recording (queued)
     stop_record_requested = pyqtSignal()    # → worker.stop_recording (queued)
 
-    def __init__(self, window, open_provider: OpenProvider | None = None,
+    def __init__(self, window: RecordingHost, open_provider: OpenProvider | None = None,
                  record_provider: RecordProvider | None = None,
                  export_provider: ExportProvider = _ask_export) -> None:
         super().__init__(window)
