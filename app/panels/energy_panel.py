@@ -91,6 +91,7 @@ class EnergyPanel(SnapshotPanel):
         self.share_plot.setLabel("bottom", "batch")
         self.share_plot.setLabel("left", "share")
         self.share_plot.setLimits(yMin=0.0)
+        self.share_plot.getAxis("left").enableAutoSIPrefix(False)   # a share reads 0.28, not 280 (x0.001)
         integer_ticks(self.share_plot)
         legend_below(self.share_plot)
         self.share_curves: list[pg.PlotDataItem] = []
@@ -124,10 +125,17 @@ class EnergyPanel(SnapshotPanel):
             self.share_curves = [self.share_plot.plot(pen=pg.mkPen(PLANE_PENS[i % len(PLANE_PENS)], width=1),
                                                       name=f"plane z = {z:+g}") for i, z in enumerate(plane_z)]
         self.share_plot.setLabel("bottom", label)
-        for i, curve in enumerate(self.share_curves):
+        last, top = [], 0.0
+        for i, (curve, z) in enumerate(zip(self.share_curves, plane_z)):
             y = share[:, i] if share.ndim == 2 and share.shape[1] > i else np.zeros(0)
             keep = np.isfinite(y) & np.isfinite(x[:y.size])
             curve.setData(x[:y.size][keep], y[keep])
+            if keep.any():
+                top = max(top, float(y[keep].max()))
+                last.append(f"z = {z:+g}: {y[keep][-1]:.3f}")
+        self.share_plot.setYRange(0.0, max(top, 1e-3) * 1.1, padding=0)   # a share from 0: no zoomed-in wiggle
+        latest = " · ".join(last) if last else "not measured (tracing off, or not in the recording)"
+        set_title(self.share_plot, f"placed energy deposited, per output plane, over the run<br>{latest}")
 
     def _show_step(self, step: int) -> None:
         tel = self._snapshot.telemetry

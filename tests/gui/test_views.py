@@ -388,6 +388,24 @@ def test_energy_panel_histogram_follows_the_step(qtbot, snapshot):
     np.testing.assert_allclose(_y(panel.band_curves["p95"]), agg.energy_percentiles[finite, 4], rtol=1e-6)
 
 
+def test_energy_panel_draws_the_deposit_share_of_every_plane_over_the_run(qtbot):
+    """The issue-27 figure end to end: measured per batch, kept in the history, one curve per plane."""
+    from energy_flow.trace.figures import BATCH
+
+    snap = trained_snapshot(3, seed=5)
+    share = snap.history[BATCH.deposit_share.key]
+    assert share.shape == (3, 2) and np.isfinite(share).all() and (share > 0).all() and (share < 1).all()
+    agg = snap.telemetry.aggregates
+    np.testing.assert_allclose(share[-1], agg.deposited_energy[-1] / agg.active_energy[0], rtol=1e-5)
+    panel = EnergyPanel()
+    qtbot.addWidget(panel)
+    panel.set_snapshot(snap)
+    assert len(panel.share_curves) == 2
+    for i, curve in enumerate(panel.share_curves):
+        np.testing.assert_allclose(_x(curve), snap.history[BATCH.step.key])
+        np.testing.assert_allclose(_y(curve), share[:, i])
+
+
 def test_displacement_panel_skips_placement_without_warnings(qtbot, snapshot):
     agg = snapshot.telemetry.aggregates
     assert np.isnan(agg.delta_percentiles[0]).all()
