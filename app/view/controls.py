@@ -60,6 +60,9 @@ class ViewControls(QWidget):
         self.budget_spin.setKeyboardTracking(False)
         self.budget_spin.setToolTip("Most flows drawn; whole families are sampled evenly over flow ids.")
         self.budget_spin.valueChanged.connect(self.budget_chosen.emit)
+        # Enter ends the typing: the spin box lets go of the keyboard, so the window's one-key
+        # shortcuts (Space, S, P, ←/→) work again without a click on the canvas.
+        self.budget_spin.editingFinished.connect(self.budget_spin.clearFocus)
         self.fps_label = QLabel("fps: –")
         self.fps_label.setMinimumWidth(110)
         self.fps_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)

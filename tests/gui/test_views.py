@@ -112,6 +112,22 @@ def test_showing_n_of_m_follows_budget_and_batch_total(view, snapshot):
     assert view.controls.budget_spin.value() == 100
 
 
+def test_enter_in_flows_drawn_applies_it_and_gives_the_keys_back(qtbot, view, snapshot):
+    """Issue 28: after typing in "Flows drawn", P and the other one-key shortcuts did nothing
+    until the canvas was clicked — the spin box kept the keyboard."""
+    from PyQt6.QtCore import Qt
+
+    spin = view.controls.budget_spin
+    view.activateWindow()
+    spin.setFocus()
+    qtbot.waitUntil(spin.hasFocus)
+    spin.lineEdit().selectAll()
+    qtbot.keyClicks(spin, "200")
+    qtbot.keyClick(spin, Qt.Key.Key_Return)
+    assert spin.value() == 200 and view.shown_flows == min(200, snapshot.telemetry.flows.num_flows)
+    qtbot.waitUntil(lambda: not spin.hasFocus())
+
+
 def test_heads_are_the_flows_alive_at_the_step(view, snapshot):
     agg = snapshot.telemetry.aggregates
     flows = snapshot.telemetry.flows
