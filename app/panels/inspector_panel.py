@@ -112,6 +112,10 @@ class InspectorPanel(SnapshotPanel):
             plot.addItem(line)
             plot.getAxis("left").setWidth(44)
             plot.getAxis("left").enableAutoSIPrefix(False)
+            # No wheel zoom or drag: a zoom carried over to the next flow's curves (issue 28).
+            plot.setMouseEnabled(x=False, y=False)
+        # The wheel over the plots scrolls the panel (its dock's scroll area), as over the rest of it.
+        self.graphics.wheelEvent = lambda event: event.ignore()
         self.graphics.setToolTip("The selected flow's energy (what it carries after each step) and its x, y, z "
                                  "over the steps it existed; the vertical line is the step slider.")
         layout.addWidget(self.graphics, 3)

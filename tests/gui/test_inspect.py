@@ -321,3 +321,29 @@ def test_enter_in_the_flow_id_box_selects_the_flow(qtbot, snapshot):
     panel.id_spin.lineEdit().setText(str(flow))
     qtbot.keyClick(panel.id_spin.lineEdit(), Qt.Key.Key_Return)
     assert panel.flow_id == flow and chosen[-1] == flow
+
+
+def test_the_wheel_over_the_inspector_plots_scrolls_the_panel_and_never_zooms(qtbot, snapshot):
+    """Issue 28: the wheel over the Inspector's plot zoomed it (to −100…5), and the zoom carried
+    over to the next flow, instead of scrolling the panel."""
+    from PyQt6.QtCore import QPoint, QPointF
+    from PyQt6.QtGui import QWheelEvent
+    from PyQt6.QtWidgets import QApplication
+
+    panel = InspectorPanel()
+    qtbot.addWidget(panel)
+    panel.set_snapshot(snapshot)
+    panel.resize(400, 600)
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.select_flow(int(snapshot.telemetry.flows.flow_id[3]))
+    before = [p.viewRange() for p in (panel.energy_plot, panel.position_plot)]
+    viewport = panel.graphics.viewport()
+    centre = QPointF(viewport.width() / 2, viewport.height() / 4)
+    event = QWheelEvent(centre, QPointF(viewport.mapToGlobal(centre.toPoint())), QPoint(0, 0), QPoint(0, -480),
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(viewport, event)
+    assert not event.isAccepted()          # left to the panel's scroll area
+    assert [p.viewRange() for p in (panel.energy_plot, panel.position_plot)] == before
+    for plot in (panel.energy_plot, panel.position_plot):
+        assert plot.getViewBox().state["mouseEnabled"] == [False, False]
