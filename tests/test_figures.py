@@ -89,7 +89,7 @@ def test_every_declaration_says_what_it_means_and_its_unit():
         assert f.meaning and f.unit, f.key
         Dims(planes=2, bins=4, height=3, width=5).shape(f.trailing)   # a known shape code
     for f in BATCH:
-        assert f.measure is not None or not f.recorded or f is BATCH.batches_per_second, f.key
+        assert (f.measure is None) == (f is BATCH.batches_per_second), f.key   # only the worker measures it
         assert not (f.from_step_total and f.recorded), f.key
 
 
@@ -170,6 +170,15 @@ def _consistent(report) -> None:
     assert tuple(agg.landed.sum(axis=0)) == fs.landed and fs.faded == agg.faded.sum()
     assert tel.total_flows == fs.initial_flows + fs.spawned == tel.flows.total_flows
     assert fs.terminated == tel.total_flows
+
+
+def test_a_train_step_leaves_the_model_whole_for_the_next_forward():
+    config = create_tiny_config(device="cpu", grad_accumulation_steps=2)
+    trainer = EnergyTrainer(build_model(config), config)
+    trainer.train_step((unit_rows(4, seed=1), unit_rows(4, seed=2)))
+    assert trainer.processor.batch_parts == 1
+    with torch.no_grad():
+        assert trainer.processor(unit_rows(2, seed=3)).trace.values is None   # no pooled values kept
 
 
 def test_one_and_two_micro_batches_report_the_same_batch():

@@ -21,7 +21,7 @@ from energy_flow.diagnostics import assess
 from energy_flow.diagnostics.evidence import Evidence
 from energy_flow.diagnostics.sources import assess_recording_batch, recording_history
 from energy_flow.trace.figures import BATCH, STEP, history_figures
-from energy_flow.trace.recording import (SCHEMA_VERSION, RecordingWriter, open_recording, recorded_series,
+from energy_flow.trace.recording import (SCHEMA_VERSION, RecordingError, RecordingWriter, open_recording, recorded_series,
                                          report_fields_from)
 from energy_flow.trace.recording.schema import DATASET_SINCE
 from energy_flow.trace.telemetry import STILL_EPSILON
@@ -121,7 +121,7 @@ def test_a_version_2_file_opens_and_its_missing_deposit_share_is_nan(tmp_path):
         tel = rec.batch(1)
         assert tel.aggregates.still_fraction is not None and tel.plane_energy_steps is not None
         assert assess_recording_batch(rec, 1)["motion"].value is not None
-    with pytest.raises(Exception, match="schema version 2"):
+    with pytest.raises(RecordingError, match="schema version 2"):
         RecordingWriter(path, create_tiny_config(device="cpu").to_dict(), {}, mode="a")
 
 
@@ -131,7 +131,7 @@ def test_a_missing_new_column_in_a_current_file_is_an_error_not_nan(tmp_path):
     _current_recording(path)
     with h5py.File(path, "r+") as f:
         del f[f"batches/{BATCH.deposit_share.key}"]
-    with pytest.raises(Exception, match=BATCH.deposit_share.key):
+    with pytest.raises(RecordingError, match=BATCH.deposit_share.key):
         open_recording(path)
 
 

@@ -169,6 +169,10 @@ class EnergyTrainer:
             # A failing micro-batch must not leave the earlier ones' gradients behind.
             self.optimizer.zero_grad(set_to_none=True)
             raise
+        finally:
+            # Only this step's passes are parts of one batch: a later predict() or evaluation
+            # forward is whole and keeps no pooled values.
+            self.processor.batch_parts = 1
 
         t0 = time.perf_counter()
         grads = self._gradient_summary()

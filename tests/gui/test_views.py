@@ -90,15 +90,20 @@ def test_lattice_view_empty_state_then_data(qtbot, snapshot):
 
 
 # ------------------------------------------------------------------------------ lattice view
-@pytest.fixture
-def view(qtbot, snapshot) -> LatticeView:
+def _shown_view(qtbot, snapshot, width: int = 800, height: int = 600) -> LatticeView:
+    """A lattice view on screen at ``width``×``height`` showing ``snapshot``."""
     v = LatticeView()
     qtbot.addWidget(v)
-    v.resize(800, 600)
+    v.resize(width, height)
     v.show()
     qtbot.waitExposed(v)
     v.set_snapshot(snapshot)
     return v
+
+
+@pytest.fixture
+def view(qtbot, snapshot) -> LatticeView:
+    return _shown_view(qtbot, snapshot)
 
 
 def test_showing_n_of_m_follows_budget_and_batch_total(view, snapshot):
@@ -546,12 +551,7 @@ def test_the_3d_deposits_follow_the_step_and_agree_with_coverage_at_every_step(q
 def test_the_framed_lattice_keeps_its_corners_out_from_under_the_colour_bars_and_legend(qtbot, snapshot):
     """Guards against the lattice's corners drawn under the colour bars and the legend in a small
     window (1100×700 gives the canvas ~720×460)."""
-    v = LatticeView()
-    qtbot.addWidget(v)
-    v.resize(720, 460)
-    v.show()
-    qtbot.waitExposed(v)
-    v.set_snapshot(snapshot)
+    v = _shown_view(qtbot, snapshot, 720, 460)
     v.reset_view()
     corners = v.box_corners_on_screen()
     boxes = v._overlay.reserved_boxes(v.canvas.size)
