@@ -33,6 +33,8 @@ def status_text(cost: BatchCost) -> str:
 def show_cost(window: Any, cost: BatchCost) -> None:
     """Show ``cost`` in ``window``'s status bar, Config panel and (warnings) banner."""
     window.statusBar().showMessage(status_text(cost), STATUS_MS)
+    if cost.seconds is not None and cost.first_batch_s is None:   # beside every batch's phase from now on
+        window.run_status.show_estimate(f"est. {format_seconds(cost.seconds)}", cost.line())
     window.config_panel.show_cost(cost)
     warnings = cost.warnings()
     if warnings and cost.first_batch_s is None:

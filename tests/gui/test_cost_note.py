@@ -46,9 +46,12 @@ def test_the_window_shows_the_time_and_memory_before_the_first_batch_and_checks_
     assert "⚠ will not fit" in text
     assert window.banner.isVisible() and "will not fit" in window.banner.label.text()
     assert "per batch" in window.statusBar().currentMessage()
+    phase = window.run_status.labels["phase"]
+    qtbot.waitUntil(lambda: phase.text().startswith("est. ") and phase.text().endswith(" per batch"), timeout=2000)
     window.step_requested.emit()
     qtbot.waitUntil(lambda: "Checked: first batch" in window.config_panel.cost.text(), timeout=20_000)
     assert ", estimated " in window.config_panel.cost.text()
+    qtbot.waitUntil(lambda: phase.text().startswith("last batch ") and "(est. " in phase.text(), timeout=2000)
 
 
 def test_apply_estimates_the_new_configs_cost_before_it_trains(qtbot, make_window, small_config):
