@@ -103,3 +103,12 @@ def test_headless_prints_the_estimate_before_the_first_batch(monkeypatch):
     first = next(i for i, line in enumerate(lines) if line.startswith("batch     1"))
     assert estimate < first and "per batch on cpu" in lines[estimate]
     assert lines[first + 1].startswith("first batch ") and ", estimated " in lines[first + 1]
+
+
+def test_a_start_plane_larger_than_the_probe_budget_is_probed_one_sample_one_step():
+    x, y = _data()
+    trainer = _trainer()               # 36 cells per sample
+    small = cost_estimate.probe_batch_time(trainer.processor, trainer.config, x, y, max_flows=10)
+    assert (small.samples, small.steps, small.flow_steps) == (1, 1, 36)
+    usual = cost_estimate.probe_batch_time(trainer.processor, trainer.config, x, y)
+    assert usual.samples == trainer.config.batch_size and usual.steps == 3

@@ -36,9 +36,9 @@ SLOW_BATCH_S = 30.0
 #: Propagation steps the probe runs (fewer if the config has fewer).
 PROBE_STEPS = 3
 #: The probe uses as many of the batch's samples as place at most this many flows (at least 2
-#: samples where the batch has them, so the contrastive loss has a negative): the cost per
-#: flow-step is measured at a size where the per-call overhead is small, without paying for a
-#: whole batch of a large preset.
+#: samples where the batch has them and a sample places at most this many, so the contrastive
+#: loss has a negative; else one sample for one step): the cost per flow-step is measured at a
+#: size where the per-call overhead is small, without paying for a whole batch of a large preset.
 PROBE_FLOWS = 8_192
 
 
@@ -101,8 +101,8 @@ class BatchCost:
             return f"time per batch not estimated ({self.probe_skipped})"
         p = self.probe
         return (f"≈{format_seconds(self.seconds)} per batch on {self.device} (estimated from a "
-                f"{format_seconds(p.seconds + p.optimizer_seconds)} probe of {p.steps} steps × {p.samples} "
-                f"samples: {p.seconds_per_flow_step * 1e6:.1f} µs per flow-step × {self.placed_flows:,} "
+                f"{format_seconds(p.seconds + p.optimizer_seconds)} probe of {_count(p.steps, 'step')} × "
+                f"{_count(p.samples, 'sample')}: {p.seconds_per_flow_step * 1e6:.1f} µs per flow-step × {self.placed_flows:,} "
                 f"placed flows × {self.max_steps} steps; up to {format_seconds(self.seconds_upper)} if all "
                 f"{self.capacity:,} flow slots stay alive)")
 
@@ -156,7 +156,9 @@ def format_seconds(s: float | None) -> str:
         return f"{s * 1000:.0f} ms"
     if s < 120:
         return f"{s:.1f} s"
-    return f"{s / 60:.1f} min"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
 
 
 def probe_batch_time(processor: nn.Module, config: EnergyConfig, inputs: torch.Tensor, targets: torch.Tensor,
@@ -171,10 +173,13 @@ def probe_batch_time(processor: nn.Module, config: EnergyConfig, inputs: torch.T
     cells = config.cells_per_plane
     micro = max(1, config.batch_size // max(1, config.grad_accumulation_steps))   # one forward pass's rows
     available = min(len(inputs), micro)
-    samples = max(min(2, available), min(available, max_flows // max(cells, 1)))
+    fit = max_flows // max(cells, 1)            # samples whose placed flows fit the probe's budget
+    samples = min(available, max(fit, 2 if cells <= max_flows else 1))
     x = inputs[:samples].to(device, torch.float32)
     y = targets[:samples].to(device, torch.float32)
-    steps = max(1, min(steps, config.max_steps))
+    # A start plane larger than the budget (the optimized preset's 10,000 cells) is probed for
+    # one step only: its flow-steps are already many, and each is costly.
+    steps = max(1, min(steps if cells <= max_flows else 1, config.max_steps))
     short = config.replace(max_steps=steps)
     cuda = device.type == "cuda"
     with torch.random.fork_rng(devices=[device] if cuda else []):
@@ -224,6 +229,10 @@ def estimate_cost(processor: nn.Module, config: EnergyConfig, inputs: torch.Tens
                      capacity=config.resolved_max_active_flows,
                      micro_batches=max(1, min(config.grad_accumulation_steps, config.batch_size)),
                      probe=probe, probe_skipped=skipped)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _sync(cuda: bool) -> None:
