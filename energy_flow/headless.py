@@ -175,7 +175,7 @@ def announce_cost(trainer: EnergyTrainer, cfg: EnergyConfig, train_set: PairData
     cost = estimate_cost(trainer.processor, cfg, train_set.inputs[idx], train_set.targets[idx])
     print(cost.line(), file=out)
     for warning in cost.warnings():
-        print(f"warning: this config is {warning} (training goes on)", file=sys.stderr)
+        print(f"warning: {warning} (training goes on)", file=sys.stderr)
     return cost
 
 

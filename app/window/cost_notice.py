@@ -38,5 +38,5 @@ def show_cost(window: Any, cost: BatchCost) -> None:
     window.config_panel.show_cost(cost)
     warnings = cost.warnings()
     if warnings and cost.first_batch_s is None:
-        window.banner.show_message("⚠ This config is " + "; and ".join(warnings) + ". Training may still go on; "
-                                   "the Config panel has the estimate.", "info")
+        window.banner.show_message("⚠ This config — " + "; ".join(warnings) + ". Training may still go on; "
+                                   "the Config panel has the estimate and its basis.", "info")
