@@ -112,3 +112,15 @@ def test_a_start_plane_larger_than_the_probe_budget_is_probed_one_sample_one_ste
     assert (small.samples, small.steps, small.flow_steps) == (1, 1, 36)
     usual = cost_estimate.probe_batch_time(trainer.processor, trainer.config, x, y)
     assert usual.samples == trainer.config.batch_size and usual.steps == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_probe_on_a_gpu_times_the_gpu_and_leaves_its_random_state():
+    x, y = _data()
+    config = create_tiny_config(device="cuda", teacher_dim=32)
+    trainer = EnergyTrainer(build_model(config), config)
+    rng = torch.cuda.get_rng_state()
+    cost = estimate_cost(trainer.processor, config, x, y)
+    assert torch.equal(torch.cuda.get_rng_state(), rng)
+    assert cost.device.startswith("cuda") and cost.probe is not None and cost.probe.seconds > 0
+    assert cost.device_memory is not None and "GPU memory" in cost.device_memory[1]
