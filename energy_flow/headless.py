@@ -170,11 +170,12 @@ def warn_about_memory(cfg: EnergyConfig) -> None:
 
 def announce_cost(trainer: EnergyTrainer, cfg: EnergyConfig, train_set: PairDataset, out) -> BatchCost:
     """Print the estimated memory and time per batch on this device (a short probe of the first
-    batch's samples on a copy of the model) before the first batch; warnings on stderr."""
+    batch's samples on a copy of the model) before the first batch; a slow one is warned about on
+    stderr (memory was warned about before the model was built: :func:`warn_about_memory`)."""
     idx = BatchSampler(len(train_set), cfg.batch_size, cfg.seed).indices(trainer.step_count)
     cost = estimate_cost(trainer.processor, cfg, train_set.inputs[idx], train_set.targets[idx])
     print(cost.line(), file=out)
-    for warning in cost.warnings():
+    for warning in cost.time_warnings():
         print(f"warning: {warning} (training goes on)", file=sys.stderr)
     return cost
 
@@ -227,8 +228,8 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
         cfg = cfg.replace(teacher_dim=dataset.dim)
         print(f"teacher_dim set to {dataset.dim} to match the data ({dataset.provenance.source})", file=out)
     train_set, val_set = dataset.split(opts.val_fraction, seed=cfg.seed) if len(dataset) >= 10 else (dataset, None)
-    if context is not None and main:
-        warn_about_memory(cfg)   # the time probe is for one process (below)
+    if main:
+        warn_about_memory(cfg)   # before anything is allocated
     trainer = (EnergyTrainer(build_model(cfg), cfg) if context is None
                else distributed.DistributedTrainer(build_model(cfg), cfg, context))
     processes = ({"world_size": 1, "backend": None, "rank_devices": [str(trainer.device)]} if context is None

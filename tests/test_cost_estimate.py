@@ -90,12 +90,13 @@ def test_the_probe_leaves_training_bit_identical():
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"]) for k in sa)
 
 
-def test_headless_prints_the_estimate_before_the_first_batch(monkeypatch):
+def test_headless_prints_the_estimate_before_the_first_batch(monkeypatch, capsys):
     x, y = _data(24)
     dataset = PairDataset(x, y, None, None, DataProvenance("test rows", len(x), "none", 32))
     config = create_tiny_config(device="cpu", teacher_dim=32)
     out = io.StringIO()
     monkeypatch.setattr(headless, "load_data", lambda cfg, data, teacher: dataset)
+    monkeypatch.setattr(cost_estimate, "SLOW_BATCH_S", 1e-9)     # every batch counts as slow
     code = run(HeadlessOptions(config=config, batches=2, progress=False), out=out)
     assert code == 0
     lines = out.getvalue().splitlines()
@@ -103,6 +104,7 @@ def test_headless_prints_the_estimate_before_the_first_batch(monkeypatch):
     first = next(i for i, line in enumerate(lines) if line.startswith("batch     1"))
     assert estimate < first and "per batch on cpu" in lines[estimate]
     assert lines[first + 1].startswith("first batch ") and ", estimated " in lines[first + 1]
+    assert "warning: slow: about " in capsys.readouterr().err
 
 
 def test_a_start_plane_larger_than_the_probe_budget_is_probed_one_sample_one_step():

@@ -120,11 +120,17 @@ class BatchCost:
 
     def warnings(self) -> list[str]:
         """Where the config will be slow or may not fit (the run may still go on)."""
-        out = []
+        return self.time_warnings() + self.memory_warnings()
+
+    def time_warnings(self) -> list[str]:
         seconds = self.seconds
-        if seconds is not None and seconds > SLOW_BATCH_S:
-            out.append(f"slow: about {format_seconds(seconds)} per batch on {self.device} (over "
-                       f"{SLOW_BATCH_S:.0f} s); a smaller preset or a GPU is faster")
+        if seconds is None or seconds <= SLOW_BATCH_S:
+            return []
+        return [f"slow: about {format_seconds(seconds)} per batch on {self.device} (over "
+                f"{SLOW_BATCH_S:.0f} s); a smaller preset or a GPU is faster"]
+
+    def memory_warnings(self) -> list[str]:
+        out = []
         m = self.memory
         if self.device_memory is not None:
             size, what = self.device_memory
