@@ -46,6 +46,7 @@ from energy_flow.diagnostics.gate import HealthGate
 from energy_flow.files.errors import reason
 from energy_flow.files.input_paths import open_regular
 from energy_flow.memory.estimate import estimate_memory, format_bytes, machine_memory_bytes
+from energy_flow.training.cost_estimate import BatchCost, estimate_cost
 from energy_flow.files.output_paths import check_distinct, check_output_path
 from energy_flow.runtime.run_control import EXIT_WRITE_FAILED, RunControl
 from energy_flow.trace.recording import RecordingWriter, is_recording, report_fields_from
@@ -167,6 +168,25 @@ def warn_about_memory(cfg: EnergyConfig) -> None:
               f"for many steps: {estimate.describe()}", file=sys.stderr)
 
 
+def announce_cost(trainer: EnergyTrainer, cfg: EnergyConfig, train_set: PairDataset, out) -> BatchCost:
+    """Print the estimated memory and time per batch on this device (a short probe of the first
+    batch's samples on a copy of the model) before the first batch; a slow one is warned about on
+    stderr (memory was warned about before the model was built: :func:`warn_about_memory`)."""
+    idx = BatchSampler(len(train_set), cfg.batch_size, cfg.seed).indices(trainer.step_count)
+    cost = estimate_cost(trainer.processor, cfg, train_set.inputs[idx], train_set.targets[idx])
+    print(cost.line(), file=out)
+    for warning in cost.time_warnings():
+        print(f"warning: {warning} (training goes on)", file=sys.stderr)
+    return cost
+
+
+def checked_cost(cost: BatchCost) -> dict:
+    """The estimate (and the first batch against it) for the summary."""
+    return {"estimated_s": cost.seconds, "upper_s": cost.seconds_upper, "first_batch_s": cost.first_batch_s,
+            "assumed_flow_steps": cost.assumed_flow_steps, "first_batch_flow_steps": cost.first_batch_flow_steps,
+            "probe": None if cost.probe is None else dataclasses.asdict(cost.probe), "text": cost.line()}
+
+
 @dataclass
 class _Outcome:
     """What the run saved (for the summary and the final line)."""
@@ -209,7 +229,7 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
         print(f"teacher_dim set to {dataset.dim} to match the data ({dataset.provenance.source})", file=out)
     train_set, val_set = dataset.split(opts.val_fraction, seed=cfg.seed) if len(dataset) >= 10 else (dataset, None)
     if main:
-        warn_about_memory(cfg)
+        warn_about_memory(cfg)   # before anything is allocated
     trainer = (EnergyTrainer(build_model(cfg), cfg) if context is None
                else distributed.DistributedTrainer(build_model(cfg), cfg, context))
     processes = ({"world_size": 1, "backend": None, "rank_devices": [str(trainer.device)]} if context is None
@@ -224,6 +244,7 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
     print(f"device {describe_device(trainer.device)}{ranks}; data: {prov.source} ({prov.num_pairs} pairs, "
           f"teacher {prov.teacher}); {len(train_set)} train / {len(val_set) if val_set else 0} validation; "
           f"loaded in {time.perf_counter() - t0:.1f}s", file=out)
+    cost = announce_cost(trainer, cfg, train_set, out) if context is None else None
 
     recorder = None
     record_identity = None
@@ -278,6 +299,10 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
         line = (f"batch {report.step:5d}  loss {report.loss:.4f}  mse {report.mse:.5f}  1-cos {report.cosine_loss:.4f}"
                 f"  landed {fs.landed_fraction:.2f}  coverage {cov}  {report.timings['total']:.2f}s")
         _write(line, opts.progress, out)
+        if cost is not None and report.step == start_step + 1:
+            checked = cost.with_first_batch(report.timings["total"], int(fs.active_per_step[:-1].sum()))
+            summary_cost.update(checked_cost(checked))
+            _write(checked.check_line(), opts.progress, out)
         if report.skipped:
             failure = report
             control.stop(f"non-finite batch {report.step}", EXIT_NONFINITE)
@@ -311,6 +336,7 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
             control.stop("stopped with another rank", EXIT_WRITE_FAILED)
             raise _Stop()
 
+    summary_cost: dict = checked_cost(cost) if cost is not None else {}
     history = None
     try:
         if not control.stopping:
@@ -343,6 +369,7 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
                                                  "batches_run": ran},
         "checkpoint": None if not opts.checkpoint else {"path": opts.checkpoint,
                                                         "step": outcome.checkpoint_step},
+        "cost_estimate": summary_cost or None,
     }
     if stopped is None and history is not None and main:
         summary["train_eval"] = evaluate(trainer, train_set, _bridge_for(train_set))

@@ -126,19 +126,21 @@ def test_headless_whose_reader_is_gone_before_training_stops_and_says_so_once(tm
 
 
 def test_headless_piped_into_head_stops_after_the_batch_and_saves(tmp_path, pairs):
-    """`main.py --headless … | head -1`: the reader leaves after the first line; the next line
-    (the first batch's) meets the closed pipe, and the run stops after that batch, writing its
-    checkpoint and closing its recording, as on SIGTERM."""
+    """`main.py --headless … | head -2`: the reader leaves after the device line and the cost
+    estimate's; the next line (the first batch's) meets the closed pipe, and the run stops after
+    that batch, writing its checkpoint and closing its recording, as on SIGTERM."""
     ck, rec = tmp_path / "ck.pt", tmp_path / "run.h5"
     proc = subprocess.Popen([sys.executable, "main.py", "--headless", "--preset", "tiny", "--batches", "200",
                              "--data", str(pairs), "--no-progress", "--checkpoint", str(ck), "--record", str(rec)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env(False))
     first = proc.stdout.readline()
-    proc.stdout.close()                     # what `head -1` does after its line
+    estimate = proc.stdout.readline()
+    proc.stdout.close()                     # what `head -2` does after its lines
     stderr = proc.stderr.read()
     proc.stderr.close()
     assert proc.wait(timeout=300) == EXIT_BROKEN_PIPE, stderr
     assert first.startswith("device "), first
+    assert estimate.startswith("Estimated cost: "), estimate
     _assert_quiet(stderr)
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("stopped after batch "), stderr

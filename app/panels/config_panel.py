@@ -19,6 +19,7 @@ from PyQt6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineE
 from energy_flow.config import DEVICES, PRESETS, START_MODES, EnergyConfig
 from energy_flow.runtime.device import resolve_device
 from energy_flow.memory.estimate import estimate_memory, format_bytes, machine_memory_bytes
+from energy_flow.training.cost_estimate import BatchCost
 
 #: Editable fields, in display order, with their labels.
 FIELDS: tuple[tuple[str, str], ...] = (
@@ -82,6 +83,9 @@ class ConfigPanel(QWidget):
         self.revert_button.clicked.connect(self.revert)
         self.message = QLabel("waiting for the model to load")
         self.message.setWordWrap(True)
+        #: The model in effect's estimated cost per batch on this device (``show_cost``).
+        self.cost = QLabel("")
+        self.cost.setWordWrap(True)
         buttons = QHBoxLayout()
         buttons.addWidget(self.apply_button)
         buttons.addWidget(self.revert_button)
@@ -90,6 +94,7 @@ class ConfigPanel(QWidget):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.message)
+        layout.addWidget(self.cost)
         layout.addStretch(1)
         self.setEnabled(False)
 
@@ -115,6 +120,16 @@ class ConfigPanel(QWidget):
         else:
             self._say("Not in effect: no model could be built from this config (see the message "
                       "above the view). Change a field and Apply.", ok=False)
+
+    def show_cost(self, cost: BatchCost) -> None:
+        """The estimated memory and time per batch of the config in effect, its warnings, and
+        (after the first batch) the measured time against it."""
+        lines = [cost.line()] + [f"⚠ {w}" for w in cost.warnings()]
+        checked = cost.check_line()
+        if checked is not None:
+            lines.append(f"Checked: {checked}.")
+        self.cost.setStyleSheet(f"color: {'#ffb347' if cost.warnings() else '#c8c8c8'};")
+        self.cost.setText("\n".join(lines))
 
     def show_recorded(self, config: Mapping[str, Any], name: str) -> None:
         """Show the config stored in the replayed recording ``name``, read-only.
@@ -173,11 +188,14 @@ class ConfigPanel(QWidget):
             self._say("No change: the fields match the config in effect.", ok=True)
             return
         text = ("Rebuild the model with this config?\nThe current weights and the run's history are "
-                "discarded; training restarts at batch 0.\n\n" + "\n".join(diff) + "\n\n" + memory_note(new))
+                "discarded; training restarts at batch 0.\n\n" + "\n".join(diff) + "\n\n" + memory_note(new)
+                + "\n\nTime per batch: measured on this device by a short probe of the rebuilt model, shown "
+                "here and in the status bar before training with it starts.")
         if not self.confirm(text):
             self._say("Not applied (cancelled).", ok=True)
             return
         self._say("Applying: the worker is rebuilding the model…", ok=True)
+        self.cost.setText("Time per batch: being measured on this device (a short probe of the new model)…")
         self.config_requested.emit(new)
 
     def revert(self) -> None:

@@ -40,6 +40,7 @@ from energy_flow.config import EnergyConfig
 from energy_flow.runtime.device import describe_device, out_of_memory_advice
 from energy_flow.diagnostics.sources import HealthMonitor
 from energy_flow.trace.recording import RecordingWriter, report_fields_from
+from energy_flow.training.cost_estimate import BatchCost, estimate_cost
 from energy_flow.training.data import PairDataset
 from energy_flow.training.report import TrainReport
 from energy_flow.training.sampler import BatchSampler
@@ -89,6 +90,9 @@ class TrainingWorker(QObject):
     config_unbuilt = pyqtSignal(object)
     #: A checkpoint was written: (path, batches trained in it).
     checkpoint_saved = pyqtSignal(str, int)
+    #: The model's estimated cost per batch on this device (a ``BatchCost``), measured by a short
+    #: probe before its first batch; again with the first batch's own time once it ran.
+    cost_estimated = pyqtSignal(object)
 
     def __init__(self, config: EnergyConfig, data_source: str | None = None,
                  teacher_path: str | None = None, dataset_factory: DatasetFactory | None = None,
@@ -110,6 +114,7 @@ class TrainingWorker(QObject):
         self._tick_pending = False
         self._cancel = threading.Event()
         self._recorder: RecordingWriter | None = None
+        self._cost: BatchCost | None = None
         self._progress = BatchProgress(self._cancel, self._phase_changed, self.step_progress.emit)
 
     # ------------------------------------------------------------------ read-only views
@@ -374,12 +379,17 @@ class TrainingWorker(QObject):
             trainer = EnergyTrainer(build_model(config), config)
         trainer.provenance = self._dataset.provenance
         sampler = BatchSampler(len(self._dataset), config.batch_size, config.seed)
+        # Before the progress hooks go on: the probe works on a copy of the model.
+        self.status.emit("estimating the time per batch on this device (a short probe)…")
+        idx = sampler.indices(trainer.step_count)
+        cost = estimate_cost(trainer.processor, config, self._dataset.inputs[idx], self._dataset.targets[idx])
         self._progress.attach(trainer)
         # A recording holds one model's run: steps restart and the config may differ.
         self.close_recording("the model was rebuilt")
         self._trainer, self._sampler, self._config = trainer, sampler, config
         self._history = RunHistory()
         self._health = HealthMonitor(config.to_dict())
+        self._cost = cost
         self.loaded.emit({
             "device": describe_device(trainer.device),
             "data": self._dataset.provenance.to_dict(),
@@ -389,6 +399,7 @@ class TrainingWorker(QObject):
             "step": trainer.step_count,
             "batches_per_epoch": sampler.batches_per_epoch,
         })
+        self.cost_estimated.emit(cost)
 
     def _phase_changed(self, phase: str, seconds: float) -> None:
         """Say what the batch in flight does (the GUI shows it while it waits)."""
@@ -427,6 +438,10 @@ class TrainingWorker(QObject):
                        "Training paused; the model is as it was before this batch.")
             return False
         self.batches_trained.emit(trainer.step_count)
+        if self._cost is not None and self._cost.first_batch_s is None:   # the estimate, checked
+            self._cost = self._cost.with_first_batch(time.perf_counter() - t0,
+                                                     int(report.flow_stats.active_per_step[:-1].sum()))
+            self.cost_estimated.emit(self._cost)
         self._progress.enter("snapshot")
         try:
             snapshot = self._snapshot(report, t0)

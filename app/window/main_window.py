@@ -35,6 +35,7 @@ from app.snapshot import Snapshot
 from app.sources.worker import TrainingWorker
 from app.view.lattice_view import LatticeView
 from app.window.checkpoint_controls import CheckpointController, close_question, unsaved_text
+from app.window.cost_notice import show_cost
 from app.window.dock_layout import MIN_WINDOW, apply_default_layout, fill_view_menu, fit_column, make_dock, stacks_fit
 from app.window.failures import MessageBanner, build_panel
 from app.window.icons import icon
@@ -253,6 +254,7 @@ class MainWindow(QMainWindow):
         w.batches_trained.connect(self._on_batches_trained)
         w.config_unbuilt.connect(lambda config: self.config_panel.set_config(config, in_effect=False))
         w.checkpoint_saved.connect(self.live.on_saved)
+        w.cost_estimated.connect(lambda cost: show_cost(self, cost))
         self.checkpoints.save_requested.connect(w.save_checkpoint)
         self.checkpoints.open_requested.connect(w.open_checkpoint)
 

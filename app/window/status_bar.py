@@ -57,6 +57,7 @@ class RunStatusBar(QObject):
         bar.insertPermanentWidget(2, self.busy)
         bar.insertPermanentWidget(3, self.labels["phase"])
         self._phase_text = (False, "")
+        self._estimate = ""        # "est. 3.1 s": the model's estimated time per batch
         self._batch = 0
         self._phase_timer = QTimer(self)
         self._phase_timer.setSingleShot(True)
@@ -96,17 +97,30 @@ class RunStatusBar(QObject):
         """Remember the batch's phase (or the last batch's duration); drawn by a coalescing timer."""
         self._batch = batch
         if phase == "done":
-            self._phase_text = (False, f"last batch {seconds:.2f} s" if seconds == seconds else "")
+            self._phase_text = (False, f"last batch {seconds:.2f} s{self._estimated()}" if seconds == seconds
+                                else "")
         else:
-            self._phase_text = (True, f"batch {batch}: {phase}…")
+            self._phase_text = (True, f"batch {batch}: {phase}…{self._estimated()}")
         self._schedule_phase()
+
+    def show_estimate(self, text: str, tip: str) -> None:
+        """The model's estimated time per batch (``text`` e.g. "est. 3.1 s"), beside the batch's
+        phase from now on; shown alone until the first batch starts."""
+        self._estimate = text
+        self.labels["phase"].setToolTip(tip)
+        if not self._phase_text[0]:
+            self._phase_text = (False, f"{text} per batch")
+        self._schedule_phase()
+
+    def _estimated(self) -> str:
+        return f" ({self._estimate})" if self._estimate else ""
 
     def show_progress(self, phase: str, done: int, total: int) -> None:
         """Where the pass in flight is: "batch 3: forward, step 5 of ≤16" (forward may end early)."""
         if not self._phase_text[0]:
             return              # the batch ended before this queued report arrived
         bound = "≤" if phase == "forward" else ""
-        self._phase_text = (True, f"batch {self._batch}: {phase}, step {done} of {bound}{total}…")
+        self._phase_text = (True, f"batch {self._batch}: {phase}, step {done} of {bound}{total}…{self._estimated()}")
         self._schedule_phase()
 
     def _schedule_phase(self) -> None:
