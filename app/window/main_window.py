@@ -35,7 +35,8 @@ from app.snapshot import Snapshot
 from app.sources.worker import TrainingWorker
 from app.view.lattice_view import LatticeView
 from app.window.checkpoint_controls import CheckpointController, close_question, unsaved_text
-from app.window.dock_layout import MIN_WINDOW, apply_default_layout, fill_view_menu, fit_column, make_dock, stacks_fit
+from app.window.dock_layout import (MIN_WINDOW, apply_default_layout, fill_view_menu, fit_column, make_dock,
+                                     scroll_area, stacks_fit)
 from app.window.failures import MessageBanner, build_panel
 from app.window.icons import icon
 from app.window.inspection import InspectionController
@@ -172,7 +173,8 @@ class MainWindow(QMainWindow):
 
     def dock_content(self, spec: PanelSpec) -> QWidget:
         """What ``spec``'s dock shows (its scroll area, for a side panel)."""
-        return self.docks[spec.title].widget()
+        dock = self.docks[spec.title]
+        return scroll_area(dock) or dock.widget()
 
     def reset_layout(self) -> None:
         """Every dock shown again, in its default place and size for the current window size."""

@@ -7,6 +7,8 @@ import pytest
 from PyQt6.QtGui import QAction, QFontMetrics
 from PyQt6.QtWidgets import QApplication, QMenu, QScrollArea
 
+from app.window.dock_layout import scroll_area
+
 SNAPSHOT_TIMEOUT_MS = 15_000
 
 
@@ -40,8 +42,8 @@ def test_every_panel_is_whole_or_scrollable(qtbot, make_window, size):
         dock.raise_()                   # every tab in turn: each must be whole when it is chosen
         qtbot.wait(50)
         assert dock.isVisible() and not dock.visibleRegion().isEmpty(), title
-        scroll = dock.widget()
-        if isinstance(scroll, QScrollArea):
+        scroll = scroll_area(dock)
+        if scroll is not None:
             view = scroll.viewport()
             assert panel.width() <= view.width() or scroll.horizontalScrollBar().isVisible(), title
             assert panel.height() <= view.height() or scroll.verticalScrollBar().isVisible(), title
@@ -122,3 +124,33 @@ def test_about_names_the_version_the_docs_and_the_device():
     text = about_text("CPU (1 threads)")
     assert f"Energy Flow Studio {energy_flow.__version__}" in text
     assert "README.md" in text and "docs" in text and "CPU (1 threads)" in text
+
+
+def test_dock_title_buttons_are_not_beside_the_scroll_arrow_and_closing_is_reversible(qtbot, make_window):
+    """The dock's close button sat right above the scroll bar's arrow (one misclick closed the
+    panel): side panels are hidden and shown from the View menu, not from their title bar, and
+    what is left in the title bar (float) keeps a gap to the scroll area below it."""
+    from PyQt6.QtWidgets import QAbstractButton, QDockWidget
+
+    window = make_window()
+    window.resize(1280, 800)
+    window.reset_layout()
+    qtbot.wait(200)
+    dock = window.docks["Training"]
+    dock.raise_()
+    qtbot.wait(100)
+    assert not dock.features() & QDockWidget.DockWidgetFeature.DockWidgetClosable
+    area = scroll_area(dock)
+    assert isinstance(area, QScrollArea)
+    bar = area.verticalScrollBar()
+    bar_top = bar.mapTo(dock, bar.rect().topLeft()).y() if bar.isVisible() else area.viewport().mapTo(dock, area.viewport().rect().topLeft()).y()
+    buttons = [b for b in dock.findChildren(QAbstractButton) if b.isVisible()]
+    for button in buttons:
+        bottom = button.mapTo(dock, button.rect().bottomLeft()).y()
+        assert bar_top - bottom >= 6, f"{button.objectName()} ends {bar_top - bottom} px above the scroll area"
+    # Closing stays possible and reversible: View → "Training panel" hides it and shows it again.
+    action = next(a for a in window.view_menu.actions() if a.text() == "Training panel")
+    action.trigger()
+    assert not dock.isVisible()
+    action.trigger()
+    qtbot.waitUntil(dock.isVisible)
