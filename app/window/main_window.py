@@ -328,6 +328,7 @@ class MainWindow(QMainWindow):
         # While a recording is shown the badge says so; the live run's state is its tooltip.
         self.run_status.show_state(state if self.showing_live else "replay",
                                    f"live training: {self.live_state_text()}")
+        self.run_status.set_live(self.showing_live)
 
     @pyqtSlot(int, str, float)
     def _on_phase(self, batch: int, phase: str, seconds: float) -> None:

@@ -117,6 +117,8 @@ class RecordingController(QObject):
         self.batches_recorded = 0
         self.last_recording_note: str | None = None
         self.replay = ReplaySource(self)
+        self._replay_info: tuple[str, int] = ("", 0)        # path and schema of the replayed file
+        self._replay_banner: str | None = None              # the banner text it was given
         self.timeline = ReplayTimeline()
         self.timeline.hide()
         self._build_actions()
@@ -167,6 +169,7 @@ class RecordingController(QObject):
         self.worker.recording_changed.connect(self._on_recording_changed)
         r.snapshot_ready.connect(self._on_replay_snapshot)
         r.batch_count_changed.connect(t.set_batch_count)
+        r.batch_count_changed.connect(self._on_batch_count)
         r.following_changed.connect(t.set_following)
         r.error.connect(w.show_error)
         r.opened.connect(self._on_opened)
@@ -208,9 +211,28 @@ class RecordingController(QObject):
             labels["device"].setText("no live run")
             labels["data"].setText(f"recording {Path(path).name}")
             labels["data"].setToolTip(str(path))
-        self.window.banner.show_message(
-            f"Replaying {path} — {info['num_batches']} batches, schema {info['schema_version']}. "
-            + self._how_back(), "info")
+        self._replay_banner = None
+        if not info["num_batches"]:
+            # Nothing of the live run may stay on screen under the "replay" badge.
+            self.window.clear_views()
+        self._replay_info = (path, info["schema_version"])
+        self._show_replay_banner(info["num_batches"])
+
+    def _show_replay_banner(self, num_batches: int) -> None:
+        """The replay banner, with the recording's batch count as it is now (Follow latest grows it)."""
+        path, schema = self._replay_info
+        count = f"{num_batches} batch" if num_batches == 1 else f"{num_batches} batches"
+        empty = (" — nothing to show yet: no batch is complete in it (Follow latest shows each one as it is "
+                 "written)") if not num_batches else ""
+        self._replay_banner = f"Replaying {path} — {count}, schema {schema}{empty}. " + self._how_back()
+        self.window.banner.show_message(self._replay_banner, "info")
+
+    def _on_batch_count(self, num_batches: int) -> None:
+        """A refresh found new batches: the banner says so, unless it now shows something else."""
+        banner = self.window.banner
+        if (self.mode == "replay" and self._replay_banner is not None and banner.isVisible()
+                and banner.kind == "info" and banner.label.text() == self._replay_banner):
+            self._show_replay_banner(num_batches)
 
     def _how_back(self) -> str:
         """The banner's second sentence: how to get to live training, true to what is enabled."""

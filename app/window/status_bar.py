@@ -58,6 +58,7 @@ class RunStatusBar(QObject):
         bar.insertPermanentWidget(3, self.labels["phase"])
         self._phase_text = (False, "")
         self._batch = 0
+        self._live = True       # False while a recording is shown: nothing of the live run then
         self._phase_timer = QTimer(self)
         self._phase_timer.setSingleShot(True)
         self._phase_timer.setInterval(PHASE_INTERVAL_MS)
@@ -113,8 +114,14 @@ class RunStatusBar(QObject):
         if not self._phase_timer.isActive():
             self._phase_timer.start()
 
+    def set_live(self, live: bool) -> None:
+        """Show the live run's batch in flight (True) or nothing of it (a recording is shown)."""
+        if live != self._live:
+            self._live = live
+            self._show_phase()
+
     def _show_phase(self) -> None:
-        busy, text = self._phase_text
+        busy, text = self._phase_text if self._live else (False, "")
         if self.labels["phase"].text() != text:
             self.labels["phase"].setText(text)
         if self.busy.isVisible() != busy:
@@ -127,8 +134,12 @@ class RunStatusBar(QObject):
         s["batch"].setText(snap.batch_label or "–")
         s["step"].setText(f"step {step}/{snap.telemetry.num_steps}")
         s["active"].setText(f"active flows: {int(agg.active[min(step, agg.active.shape[0] - 1)])}")
-        # A replayed batch has no report (and recordings keep no training speed): say so.
-        s["loss"].setText(f"loss {snap.report.loss:.4f}" if snap.report is not None else "loss –")
+        # A replayed batch has no report: its loss is the recorded one (the Training panel's last
+        # point); recordings keep no training speed, so the rate says "–".
+        losses = snap.history.get(BATCH.loss.key)
+        loss = snap.report.loss if snap.report is not None else (
+            float(losses[-1]) if losses is not None and len(losses) else float("nan"))
+        s["loss"].setText(f"loss {loss:.4f}" if np.isfinite(loss) else "loss –")
         rates = snap.history.get(BATCH.batches_per_second.key)
         recent = np.asarray(rates[-10:] if rates is not None else [], dtype=np.float64)
         recent = recent[np.isfinite(recent) & (recent > 0)]

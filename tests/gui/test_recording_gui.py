@@ -251,3 +251,49 @@ def test_export_never_replaces_the_open_recording_nor_another_kind_of_file(qtbot
         assert window.banner.isVisible() and named in window.banner.label.text()
         assert target.read_bytes() == before
     assert rec.mode == "replay" and rec.replay.show_batch(0)
+
+
+def test_replay_banner_counts_and_status_bar_follow_the_recording_not_the_live_run(qtbot, make_window, tmp_path):
+    """Issue 28: a recording with no batch yet showed the live run's panels under "replay"; after
+    Follow latest reached batch N the banner still said "0 batches"; the status bar kept the live
+    "last batch 2.92 s" and said "loss –" while the Training panel showed the replayed loss."""
+    import torch
+    import torch.nn.functional as F
+
+    from energy_flow.config import create_tiny_config
+    from energy_flow.trace import RecordingWriter
+    from energy_flow.trace.recording import report_fields_from
+    from energy_flow.training import EnergyTrainer, build_model
+
+    window = make_window()
+    window.step_action.trigger()
+    qtbot.waitUntil(lambda: window.latest_snapshot is not None and window.worker_state == "paused", timeout=20_000)
+    labels = window.run_status.labels
+    qtbot.waitUntil(lambda: labels["phase"].text().startswith("last batch"), timeout=5000)
+    config = create_tiny_config(device="cpu")
+    trainer = EnergyTrainer(build_model(config), config)
+    g = torch.Generator().manual_seed(3)
+    pairs = [F.normalize(torch.randn(config.batch_size, config.teacher_dim, generator=g), dim=1) for _ in range(2)]
+    path = tmp_path / "growing.h5"
+    with RecordingWriter(path, config.to_dict(), {"source": "test", "device": "cpu"}) as writer:
+        assert window.recordings.open_recording(path)
+        qtbot.wait(200)
+        text = window.banner.label.text()
+        assert "0 batches" in text and "nothing to show yet" in text, text
+        assert window.latest_snapshot is None and window.lattice_view.total_flows == 0
+        assert window.panels["Training"].loss_plot.listDataItems()[0].getData()[0] is None or \
+            len(window.panels["Training"].loss_plot.listDataItems()[0].getData()[0]) == 0
+        assert labels["phase"].text() == "" and labels["batch"].text() == "–"   # nothing of the live run
+        window.recordings.timeline.follow_check.setChecked(True)
+        reports = []
+        for count in (1, 2):
+            reports.append(trainer.train_step((pairs[0], pairs[1])))
+            writer.append_batch(reports[-1].telemetry, report_fields_from(reports[-1]))
+            word = "batch" if count == 1 else "batches"
+            qtbot.waitUntil(lambda: f"— {count} {word}," in window.banner.label.text(), timeout=5000)
+            qtbot.waitUntil(lambda: window.latest_snapshot is not None
+                            and window.latest_snapshot.batch_label.startswith(f"recording batch {count}/"), timeout=5000)
+            qtbot.waitUntil(lambda: labels["loss"].text() == f"loss {reports[-1].loss:.4f}", timeout=5000)
+            assert labels["phase"].text() == "", labels["phase"].text()
+    window.recordings.back_to_live()
+    qtbot.waitUntil(lambda: labels["phase"].text().startswith("last batch"), timeout=5000)
