@@ -173,8 +173,7 @@ class MainWindow(QMainWindow):
 
     def dock_content(self, spec: PanelSpec) -> QWidget:
         """What ``spec``'s dock shows (its scroll area, for a side panel)."""
-        dock = self.docks[spec.title]
-        return scroll_area(dock) or dock.widget()
+        return scroll_area(self.docks[spec.title]) or self.docks[spec.title].widget()
 
     def reset_layout(self) -> None:
         """Every dock shown again, in its default place and size for the current window size."""

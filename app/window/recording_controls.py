@@ -27,6 +27,8 @@ from app.window.export import ExportDialog, ExportRequest, write_export
 from app.window.icons import icon
 from app.window.timeline import ReplayTimeline
 from energy_flow.files.output_paths import check_distinct
+from energy_flow.trace.recording import RecordingError, open_recording
+from energy_flow.trace.recording.guards import is_recording, refuse_to_replace_non_recording
 
 RECORDING_SUFFIXES = (".h5", ".hdf5")
 
@@ -44,8 +46,12 @@ def _ask_open(parent: QWidget, folder: str) -> str | None:
 
 
 def _ask_record(parent: QWidget, folder: str) -> str | None:
+    """The file to record to. The dialog asks nothing about an existing file: Qt's "replace it?"
+    cannot know that the app refuses to replace a file that is not a recording, so
+    :meth:`RecordingController.record_target_ok` asks (or refuses) instead."""
     default = str(Path(folder) / time.strftime("run-%Y%m%d-%H%M%S.h5"))
-    path, _ = QFileDialog.getSaveFileName(parent, "Record training to", default, "Recordings (*.h5)")
+    path, _ = QFileDialog.getSaveFileName(parent, "Record training to", default, "Recordings (*.h5)",
+                                          options=QFileDialog.Option.DontConfirmOverwrite)
     return path or None
 
 
@@ -78,6 +84,7 @@ class RecordingHost(Protocol):
     snapshot_shown: Any
 
     def refresh_state(self) -> None: ...
+    def confirm_question(self, title: str, text: str) -> bool: ...
     def show_snapshot(self, snapshot: Any) -> None: ...
     @property
     def latest_snapshot(self) -> Any: ...
@@ -350,10 +357,31 @@ class RecordingController(QObject):
             self.stop_record_requested.emit()
             return
         path = self._ask_record(self.window)
-        if not path:
+        if not path or not self.record_target_ok(Path(path)):
             self._set_record_checked(False)
             return
         self.record_requested.emit(path)
+
+    def record_target_ok(self, path: Path) -> bool:
+        """May a new recording be written at ``path``? A file of another kind is refused at once,
+        with the writer's own reason; a recording is replaced only if the user says so."""
+        if not path.exists():
+            return True
+        try:
+            refuse_to_replace_non_recording(path)
+        except OSError as exc:
+            self.window.show_error(f"Not recording: {exc} (pick another file name)")
+            return False
+        if not is_recording(path):
+            return True      # an empty file: nothing in it to lose
+        try:
+            with open_recording(path) as old:
+                held = f"{old.num_batches} batch" if old.num_batches == 1 else f"{old.num_batches} batches"
+        except (RecordingError, OSError) as exc:
+            held = f"its batches cannot be counted: {exc}"
+        return self.window.confirm_question(
+            "Replace the recording",
+            f"{path} is a recording ({held}). Recording to it replaces it: its batches are lost. Replace it?")
 
     def _on_recording_changed(self, on: bool, text: str) -> None:
         self._set_record_checked(on)

@@ -297,3 +297,52 @@ def test_replay_banner_counts_and_status_bar_follow_the_recording_not_the_live_r
             assert labels["phase"].text() == "", labels["phase"].text()
     window.recordings.back_to_live()
     qtbot.waitUntil(lambda: labels["phase"].text().startswith("last batch"), timeout=5000)
+
+
+def test_record_target_is_checked_before_any_overwrite_question(qtbot, make_window, tmp_path, monkeypatch):
+    """Issue 28: Qt's save dialog asked "replace it?" for an HDF5 file of another program, then the
+    app refused to replace it. The dialog asks nothing; the app asks only about what it will do:
+    a recording is replaced after a question naming it; another kind of file is refused at once,
+    with the reason, and nobody is asked to confirm it."""
+    from PyQt6.QtWidgets import QFileDialog
+
+    from app.window import recording_controls
+
+    seen: dict = {}
+
+    def fake_dialog(parent, caption, default, filters, selected_filter="", options=None):
+        seen["options"] = options
+        return "", ""
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(fake_dialog))
+    assert recording_controls._ask_record(None, str(tmp_path)) is None
+    assert seen["options"] & QFileDialog.Option.DontConfirmOverwrite
+
+    window = make_window()
+    asked: list[str] = []
+    window.confirm = lambda title, text: asked.append(text) or False
+    foreign = tmp_path / "other.h5"
+    with h5py.File(foreign, "w") as f:
+        f["data"] = np.arange(5)
+    before = foreign.read_bytes()
+    rec = window.recordings
+    rec._ask_record = lambda parent: str(foreign)
+    rec.record_action.setChecked(True)
+    assert asked == []
+    assert not rec.record_action.isChecked()
+    text = window.banner.label.text()
+    assert window.banner.kind == "error" and "other.h5" in text and "not a recording" in text, text
+    assert foreign.read_bytes() == before
+
+    _record_batches(qtbot, window, tmp_path / "old.h5", 1)
+    old = tmp_path / "old.h5"
+    kept = old.read_bytes()
+    rec._ask_record = lambda parent: str(old)
+    rec.record_action.setChecked(True)
+    assert len(asked) == 1 and "old.h5" in asked[0] and "1 batch" in asked[0] and "replace" in asked[0].lower()
+    assert not rec.record_action.isChecked() and old.read_bytes() == kept
+    window.confirm = lambda title, text: True
+    rec.record_action.setChecked(True)
+    qtbot.waitUntil(lambda: window.worker._recorder is not None, timeout=5000)
+    qtbot.waitUntil(lambda: rec.record_action.isChecked(), timeout=5000)
+    rec.record_action.setChecked(False)
+    qtbot.waitUntil(lambda: window.worker._recorder is None, timeout=5000)
