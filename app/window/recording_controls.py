@@ -285,10 +285,18 @@ class RecordingController(QObject):
         self.back_to_live()
 
     def replay_only(self) -> None:
-        """Started with ``--open``: the worker is not started until the user asks for it."""
+        """Started with ``--open``: the worker is not started until the user asks for it.
+
+        If the file did not open (the banner says why), nothing is shown and nothing trains: the
+        window says that, not "loading" as if live training were starting."""
         self.live_action.setEnabled(True)
         self.live_action.setText("Start live training")
         self.window.refresh_state()
+        if self.mode == "live" and not self.window.worker_thread.isRunning():
+            self.window.run_status.show_state("not started", "live training: not started")
+            self.window.notice.setText("Live training is not started: File → Open recording… (Ctrl+O) opens "
+                                       "another file, File → Start live training (Ctrl+L) starts training.")
+            self.window.notice.show()
 
     def _on_live_snapshot(self, snapshot) -> None:
         self._live_snapshot = snapshot

@@ -346,3 +346,28 @@ def test_record_target_is_checked_before_any_overwrite_question(qtbot, make_wind
     qtbot.waitUntil(lambda: rec.record_action.isChecked(), timeout=5000)
     rec.record_action.setChecked(False)
     qtbot.waitUntil(lambda: window.worker._recorder is None, timeout=5000)
+
+
+def test_open_of_a_missing_file_at_start_up_leaves_an_idle_window_that_says_so(qtbot, tiny_dataset, small_config,
+                                                                               tmp_path):
+    """Issue 28: ``--open missing.h5`` showed the error, then "loading" and "Loading — starting the
+    training worker…" as if live training were starting. Nothing trains, and the window says so."""
+    from app.sources.worker import TrainingWorker
+    from app.window.main_window import MainWindow
+
+    window = MainWindow(TrainingWorker(small_config(), dataset_factory=lambda: tiny_dataset))
+    qtbot.addWidget(window)
+    window.show()
+    missing = tmp_path / "missing.h5"
+    assert not window.recordings.open_recording(missing)   # what run_gui does for --open
+    window.recordings.replay_only()
+    qtbot.wait(500)
+    assert not window.worker_thread.isRunning() and window.worker.trainer is None
+    assert window.banner.kind == "error" and "missing.h5" in window.banner.label.text()
+    assert window.run_status.labels["state"].text() == "not started"
+    assert window.notice.isVisible() and "not started" in window.notice.text()
+    assert "Loading" not in window.notice.text()
+    window.recordings.live_action.trigger()          # the user asks for it: now it loads
+    qtbot.waitUntil(lambda: window.worker_state == "idle", timeout=20_000)
+    assert window.run_status.labels["state"].text() == "idle"
+    window.shutdown()
