@@ -154,3 +154,39 @@ def test_dock_title_buttons_are_not_beside_the_scroll_arrow_and_closing_is_rever
     assert not dock.isVisible()
     action.trigger()
     qtbot.waitUntil(dock.isVisible)
+
+
+def test_the_first_window_fits_the_available_screen_title_bar_included(qtbot, tiny_dataset, small_config):
+    """Issue 28: the first window's title bar was off-screen at 1280×800. The window is sized and
+    placed within ``QScreen.availableGeometry`` (here small fake ones), and once shown, a frame that
+    is off the screen (a window manager that placed the client, not the frame, where asked) is
+    fitted again from the real frame."""
+    from PyQt6.QtCore import QRect
+
+    from app.main import PREFERRED_SIZE, fit_to_screen, keep_on_screen
+    from app.sources.worker import TrainingWorker
+    from app.window.main_window import MainWindow
+
+    window = MainWindow(TrainingWorker(small_config(), dataset_factory=lambda: tiny_dataset))
+    qtbot.addWidget(window)
+    for available in (QRect(0, 0, 1280, 800), QRect(40, 30, 1100, 700), QRect(0, 0, 1920, 1080)):
+        fit_to_screen(window, available)
+        window.show()
+        qtbot.waitExposed(window)
+        frame = window.frameGeometry()
+        assert available.contains(frame), f"{frame} not within {available}"
+        centre = available.center() - frame.center()
+        assert abs(centre.x()) <= 20 and abs(centre.y()) <= 30, f"{frame} not centred on {available}"
+    assert (window.width(), window.height()) == PREFERRED_SIZE
+    available = QRect(0, 0, 1280, 800)
+    fit_to_screen(window, available)
+    window.move(100, -30)                      # the title bar above the screen's top edge
+    qtbot.wait(50)
+    assert keep_on_screen(window, available)
+    qtbot.wait(50)
+    assert available.contains(window.frameGeometry()), window.frameGeometry()
+    assert not keep_on_screen(window, available)      # on the screen: left where it is
+    small = QRect(10, 20, 900, 600)           # smaller than the window's minimum size
+    fit_to_screen(window, small)
+    qtbot.wait(50)
+    assert window.frameGeometry().topLeft() == small.topLeft()
