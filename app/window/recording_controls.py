@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from PyQt6.QtCore import QEvent, QObject, Qt, pyqtSignal
+from PyQt6.QtCore import QEvent, QObject, QStandardPaths, Qt, pyqtSignal
 from PyQt6.QtGui import QAction, QKeySequence
 from PyQt6.QtWidgets import QFileDialog, QWidget
 
@@ -315,13 +315,19 @@ class RecordingController(QObject):
 
     def start_folder(self) -> str:
         """Where Open, Record and Export dialogs start: the folder last exported to or opened from,
-        else the last recording's, else ./runs, else here."""
+        else the last recording's, else ./runs where it exists, else the user's Documents folder
+        (else home) — never the working directory itself, which is often the source tree."""
         if self.last_folder is not None and self.last_folder.is_dir():
             return str(self.last_folder)
         if self.recording_path is not None and self.recording_path.parent.is_dir():
             return str(self.recording_path.parent)
         runs = Path.cwd() / "runs"
-        return str(runs if runs.is_dir() else Path.cwd())
+        if runs.is_dir():
+            return str(runs)
+        documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+        if documents and Path(documents).is_dir():
+            return documents
+        return str(Path.home())
 
     def _on_model_rebuilt(self, _info: dict) -> None:
         """The last live batch belonged to the old model: "back to live" must not show it."""

@@ -371,3 +371,38 @@ def test_open_of_a_missing_file_at_start_up_leaves_an_idle_window_that_says_so(q
     qtbot.waitUntil(lambda: window.worker_state == "idle", timeout=20_000)
     assert window.run_status.labels["state"].text() == "idle"
     window.shutdown()
+
+
+def test_export_starts_outside_the_source_tree_and_remembers_its_folder(qtbot, make_window, tmp_path, monkeypatch):
+    """Issue 28: the Export dialog started in the repository (the working directory). With no
+    folder used yet it starts in the user's Documents folder (else home; ./runs where that
+    exists); after an export, the next one starts where that one went."""
+    from PyQt6.QtCore import QStandardPaths
+
+    source_tree = tmp_path / "repo"
+    source_tree.mkdir()
+    documents = tmp_path / "Documents"
+    documents.mkdir()
+    monkeypatch.chdir(source_tree)
+    monkeypatch.setattr(QStandardPaths, "writableLocation",
+                        staticmethod(lambda kind: str(documents) if kind == QStandardPaths.StandardLocation.DocumentsLocation
+                                     else str(tmp_path)))
+    window = make_window()
+    window.step_action.trigger()
+    qtbot.waitUntil(lambda: window.latest_snapshot is not None, timeout=20_000)
+    bases: list = []
+    chosen = tmp_path / "exports"
+    chosen.mkdir()
+
+    def provider(parent, base, can_render):
+        bases.append(base)
+        return ExportRequest(chosen / "batch.h5", None, (64, 48))
+    window.recordings._ask_export = provider
+    window.recordings.export()
+    assert bases[0].parent == documents, bases[0]
+    assert (chosen / "batch.h5").exists()
+    window.recordings.export()
+    assert bases[1].parent == chosen
+    (source_tree / "runs").mkdir()
+    window.recordings.last_folder = None
+    assert window.recordings.start_folder() == str(source_tree / "runs")
