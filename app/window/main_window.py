@@ -108,7 +108,7 @@ class MainWindow(QMainWindow):
         self._build_central()
         self._build_panels()
         self._build_controls()
-        self.run_status = RunStatusBar(self.statusBar(), self)
+        self.run_status = RunStatusBar(self, self)
 
         self._frame_timer = QTimer(self)
         self._frame_timer.setInterval(FRAME_INTERVAL_MS)

@@ -190,3 +190,35 @@ def test_the_first_window_fits_the_available_screen_title_bar_included(qtbot, ti
     fit_to_screen(window, small)
     qtbot.wait(50)
     assert window.frameGeometry().topLeft() == small.topLeft()
+
+
+def test_status_bar_texts_fit_or_are_shortened_with_the_whole_text_as_tooltip(qtbot, make_window):
+    """Issue 28: at 1100×700 the status bar cut its texts ("batch 20 (epoch 1,", "Export failed:
+    cannot"). Every label's text fits its width, or is shortened with "…" and its tooltip holds
+    the whole text; so is a passing message, which keeps room of its own."""
+    from app.window.status_bar import FitLabel
+
+    window = make_window()
+    _step(qtbot, window)
+    window.resize(1100, 700)
+    window.reset_layout()
+    error = ("Export failed: cannot write /home/someone/a/rather/long/folder/name/energy-flow-batch1.h5: "
+             "No space left on device. Nothing was replaced; training carries on.")
+    window.show_error(error)
+    window.run_status.labels["rec"].setText("REC a-recording-with-a-long-name-20261207.h5 · 1234 batches")
+    window.run_status.labels["rec"].show()
+    qtbot.wait(400)
+    bar = window.statusBar()
+    labels = [w for w in bar.findChildren(FitLabel) if w.isVisible()]
+    assert len(labels) >= 9
+    shortened = 0
+    for label in labels:
+        shown, full = label.shown(), label.text()
+        width = label.fontMetrics().horizontalAdvance(shown)
+        assert width <= label.contentsRect().width(), f"{shown!r} is {width} px in {label.contentsRect().width()}"
+        if shown != full:
+            assert shown.endswith("…") and full in label.toolTip(), (shown, full, label.toolTip())
+            shortened += 1
+    assert bar.currentMessage() == error and bar.message_label in labels
+    assert bar.message_label.shown() != error and len(bar.message_label.shown()) >= 20   # shortened, not gone
+    assert shortened >= 2
