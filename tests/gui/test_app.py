@@ -382,3 +382,29 @@ def test_bad_data_is_reported_and_the_window_stays_usable(qtbot, tmp_path, small
     window.banner.dismiss.click()
     assert not window.banner.isVisible()
     window.shutdown()
+
+
+def test_text_bridge_and_3d_view_always_show_the_same_batch(qtbot, make_window):
+    """Issue 28: while training, the Text bridge (late in the drawing round) named an older batch
+    than the 3D view. Checked between every two events while batches arrive faster than a round."""
+    window = make_window()
+    view, bridge = window.lattice_view, window.text_bridge_panel
+    seen: list[tuple[str, str]] = []
+
+    def check() -> None:
+        if view._snapshot is not None:
+            seen.append((view._snapshot.batch_label, bridge.snapshot.batch_label if bridge.snapshot else "none"))
+    probe = QTimer()
+    probe.setInterval(2)
+    probe.timeout.connect(check)
+    probe.start()
+    window.run_action.trigger()
+    qtbot.waitUntil(lambda: window.snapshots_drawn >= 6, timeout=60_000)
+    window.pause_action.trigger()
+    qtbot.waitUntil(lambda: window.worker_state == "paused", timeout=20_000)
+    probe.stop()
+    labels = {shown for shown, _ in seen}
+    assert len(labels) >= 4, labels
+    differing = [pair for pair in seen if pair[0] != pair[1]]
+    assert not differing, differing[:5]
+    assert view._snapshot.batch_label in bridge.plain_text()
