@@ -359,7 +359,8 @@ def test_a_snapshot_without_report_is_drawn_like_a_replayed_batch(qtbot, make_wi
         window.show_snapshot(replayed)
     assert shown.args[0] is replayed
     assert window.run_status.labels["batch"].text() == "recording batch 1/1"
-    assert window.run_status.labels["loss"].text() == "loss –"
+    # No report: the loss is the history's (a recording's recorded loss), as the Training panel shows.
+    assert window.run_status.labels["loss"].text() == f"loss {live.report.loss:.4f}"
     assert window.health_panel.chips["gradients"].verdict.level is Level.UNKNOWN
     assert "no decoded text for replayed batches" in window.text_bridge_panel.plain_text()
     assert "recording batch 1/1" in window.lattice_view.info_text
