@@ -33,6 +33,10 @@ BADGE_STYLE = "color: white; border-radius: 3px; padding: 0 6px;"
 
 #: A shortened status-bar label keeps at least this many characters before its "…".
 MIN_CHARS = 6
+#: Labels that may be shortened, and how many characters each keeps; every other fact (state,
+#: step, active flows, loss, rate, view speed) is short and always whole: the long, slow-changing
+#: ones give way first.
+SHORTENED = {"device": 6, "data": 4, "batch": 20, "phase": 20, "rec": 10}
 #: A passing message keeps at least this many.
 MESSAGE_MIN_CHARS = 28
 
@@ -44,7 +48,8 @@ class FitLabel(QLabel):
     ``text()`` is the whole text (the fact); ``shown()`` is what is drawn.
     """
 
-    def __init__(self, text: str = "", min_chars: int = MIN_CHARS) -> None:
+    def __init__(self, text: str = "", min_chars: int | None = MIN_CHARS) -> None:
+        """``min_chars``: characters kept when shortened; None: never shortened."""
         super().__init__()
         self._min_chars = min_chars
         self._full = ""
@@ -73,6 +78,8 @@ class FitLabel(QLabel):
         return QSize(width, super().sizeHint().height())
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+        if self._min_chars is None:
+            return self.sizeHint()
         margins = self.contentsMargins()
         width = self.fontMetrics().horizontalAdvance(self._full[:self._min_chars] + "…") + margins.left() + margins.right()
         return QSize(min(width, self.sizeHint().width()), super().minimumSizeHint().height())
@@ -140,20 +147,20 @@ class RunStatusBar(QObject):
         window.setStatusBar(bar)
         self.labels: dict[str, QLabel] = {}
         for key in FACTS:
-            label = FitLabel("–")
+            label = FitLabel("–", SHORTENED.get(key))
             label.setContentsMargins(6, 0, 6, 0)
             bar.addPermanentWidget(label)
             self.labels[key] = label
-        self.labels["state"] = FitLabel()
+        self.labels["state"] = FitLabel(min_chars=None)
         bar.insertPermanentWidget(0, self.labels["state"])
         # What the batch in flight is doing (a batch takes seconds on the debug preset), and how
         # long the last one took. A static badge, not an animated busy bar: with an OpenGL view in
         # the window every repaint composites the whole window, which costs on software GL.
-        self.busy = FitLabel("training")
+        self.busy = FitLabel("training", min_chars=None)
         self.busy.setStyleSheet(f"background: #2f5f9f; {BADGE_STYLE}")
         self.busy.hide()
-        self.labels["phase"] = FitLabel("")
-        self.labels["rec"] = FitLabel("")
+        self.labels["phase"] = FitLabel("", SHORTENED["phase"])
+        self.labels["rec"] = FitLabel("", SHORTENED["rec"])
         self.labels["rec"].setStyleSheet(f"background: {RECORD_COLOR}; font-weight: bold; {BADGE_STYLE}")
         self.labels["rec"].hide()
         bar.insertPermanentWidget(1, self.labels["rec"])

@@ -219,6 +219,9 @@ def test_status_bar_texts_fit_or_are_shortened_with_the_whole_text_as_tooltip(qt
         if shown != full:
             assert shown.endswith("…") and full in label.toolTip(), (shown, full, label.toolTip())
             shortened += 1
+    for key in ("state", "step", "active", "loss", "rate", "fps"):      # short facts stay whole
+        label = window.run_status.labels[key]
+        assert label.shown() == label.text(), (key, label.shown(), label.text())
     assert bar.currentMessage() == error and bar.message_label in labels
     assert bar.message_label.shown() != error and len(bar.message_label.shown()) >= 20   # shortened, not gone
     assert shortened >= 2
