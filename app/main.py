@@ -45,24 +45,51 @@ def configure_torch_threads() -> int:
 
 #: Preferred window size; smaller screens get their available area.
 PREFERRED_SIZE = (1600, 1000)
+#: Room assumed for a window manager's title bar and borders before the window is shown (px).
+FRAME_ALLOWANCE = (16, 40)
+#: After showing, the window's frame is checked against the screen once it has been decorated (ms).
+FRAME_CHECK_MS = 300
 
 
-def fit_to_screen(window) -> None:
-    """Size the window to fit the screen it opens on (title bar and panels included).
-
-    At 1600×1000 on a 1600×1000 screen the status bar ended up below the screen edge: the
-    window frame and any panel of the desktop take room, so the available geometry is the limit.
-    """
+def _available(window, available):
+    if available is not None:
+        return available
     screen = window.screen()
-    if screen is None:
+    return screen.availableGeometry() if screen is not None else None
+
+
+def fit_to_screen(window, available=None) -> None:
+    """Size the window to fit the screen it opens on, title bar included, and centre it there.
+
+    ``available`` is the screen's available geometry (``QScreen.availableGeometry``: the
+    desktop's panels taken off); tests pass a small one. Before the window is shown its frame
+    is unknown, so :data:`FRAME_ALLOWANCE` is assumed; once shown, the real frame is used
+    (:func:`keep_on_screen`). A screen smaller than the window's minimum size gets the window at
+    its top-left corner, so that the title bar (to move it) is on the screen.
+    """
+    available = _available(window, available)
+    if available is None:
         window.resize(*PREFERRED_SIZE)
         return
-    avail = screen.availableGeometry()
-    frame = 40     # room for a window manager's title bar and borders
-    width = min(PREFERRED_SIZE[0], avail.width() - 16)
-    height = min(PREFERRED_SIZE[1], avail.height() - frame)
+    frame, inner = window.frameGeometry(), window.geometry()
+    known = window.isVisible() and frame.height() > inner.height()
+    extra_w, extra_h = (frame.width() - inner.width(), frame.height() - inner.height()) if known else FRAME_ALLOWANCE
+    width = max(min(PREFERRED_SIZE[0], available.width() - extra_w), window.minimumWidth())
+    height = max(min(PREFERRED_SIZE[1], available.height() - extra_h), window.minimumHeight())
     window.resize(width, height)
-    window.move(avail.x() + (avail.width() - width) // 2, avail.y() + max(0, (avail.height() - height - frame) // 2))
+    # move() places the frame's top-left corner (the title bar's) there.
+    window.move(available.x() + max(0, (available.width() - width - extra_w) // 2),
+                available.y() + max(0, (available.height() - height - extra_h) // 2))
+
+
+def keep_on_screen(window, available=None) -> bool:
+    """Once the window manager has framed the window: if any of the frame (the title bar above
+    all) is off the available screen, fit it again with the real frame. True if it moved."""
+    available = _available(window, available)
+    if available is None or available.contains(window.frameGeometry()):
+        return False
+    fit_to_screen(window, available)
+    return True
 
 
 def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: str | None = None,
@@ -91,6 +118,7 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
     window = MainWindow(worker)
     fit_to_screen(window)
     window.show()
+    QTimer.singleShot(FRAME_CHECK_MS, lambda: keep_on_screen(window))
     log.info("window shown; torch uses %d thread(s); loading in the worker thread", threads)
 
     def on_exception(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:

@@ -38,7 +38,9 @@ SATURATION_COLORS = {"retention": (255, 150, 80), "spawn": (90, 200, 255), "disp
 CLIP_PEN = pg.mkPen((255, 90, 90), width=1, style=pg.QtCore.Qt.PenStyle.DashLine)
 GUIDE_PEN = pg.mkPen((200, 200, 200, 110), width=1, style=pg.QtCore.Qt.PenStyle.DotLine)
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
-PLOT_MIN_HEIGHT = 130
+#: Each of the four plots: title, legend strip, x axis and a y axis tall enough for its title
+#: (the ‖Δθ‖/‖θ‖ title was cut in a 50 px axis at 1920×1080).
+PLOT_MIN_HEIGHT = 150
 #: The rule-of-thumb update size drawn as a guide on the update-ratio plot.
 HEALTHY_UPDATE_RATIO = 1e-3
 
@@ -80,7 +82,7 @@ class DiagnosticsPanel(SnapshotPanel):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.graphics = pg.GraphicsLayoutWidget()
-        # Four stacked plots stay legible only with ~130 px each: below that the dock's scroll
+        # Four stacked plots stay legible only with ~150 px each: below that the dock's scroll
         # area (app.window.dock_layout) scrolls.
         self.setMinimumSize(320, 4 * PLOT_MIN_HEIGHT)
         self._add_page(self.graphics)
@@ -103,7 +105,7 @@ class DiagnosticsPanel(SnapshotPanel):
         self.saturation_plot.addItem(pg.InfiniteLine(pos=_T["saturation"].warn, angle=0, pen=GUIDE_PEN, movable=False))
         self.step_line = pg.InfiniteLine(angle=90, pen=STEP_LINE_PEN, movable=False)
         self.saturation_plot.addItem(self.step_line)
-        self.spread_plot = self._plot(3, "spread", "output spread vs target spread", "1 − mean cos",
+        self.spread_plot = self._plot(3, "spread", "output spread vs target spread", "1 − cos",
                                       x_label="training step (batch)")
         self.output_spread_curve = self.spread_plot.plot(pen=pg.mkPen((255, 150, 80), width=1), name="outputs")
         self.target_spread_curve = self.spread_plot.plot(pen=pg.mkPen((110, 170, 255), width=1), name="targets")

@@ -66,7 +66,7 @@ class SpawnPanel(SnapshotPanel):
         set_title(self.history_plot, "spawns per placed flow, per batch over the run")
         self.history_plot.setLabel("bottom", "batch")
         integer_ticks(self.history_plot)
-        self.history_plot.setLabel("left", "per placed flow")
+        self.history_plot.setLabel("left", "per flow")   # whole in the panel at its minimum size
         self.history_plot.getAxis("left").enableAutoSIPrefix(False)   # 0.8, not "800 (x0.001)"
         legend_below(self.history_plot)
         self.history_curves = {

@@ -17,7 +17,8 @@ small and then large again gets its layout back without a reset.
 from __future__ import annotations
 
 from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QDockWidget, QFrame, QMainWindow, QMenu, QScrollArea, QTabBar, QTabWidget, QWidget
+from PyQt6.QtGui import QAction
+from PyQt6.QtWidgets import QDockWidget, QFrame, QMainWindow, QMenu, QScrollArea, QTabBar, QTabWidget, QVBoxLayout, QWidget
 
 from app.panels.registry import DockArea, PanelSpec, TabGroup
 
@@ -27,6 +28,8 @@ COLUMN_SHARE, COLUMN_MIN, COLUMN_MAX = 0.28, 370, 560
 STACK_MIN_HEIGHT = 440
 #: The smallest window the app allows: the 3D view still gets 40 % of it (tests/gui/test_layout.py).
 MIN_WINDOW = (1024, 660)
+#: Space (px) between a side dock's title-bar buttons and its scroll area's arrow.
+TITLE_GAP = 8
 #: Tab stacks of the side column, top to bottom.
 COLUMN_GROUPS = (TabGroup.BATCH_STEPS, TabGroup.RUN)
 
@@ -34,8 +37,14 @@ _QT_AREA = {DockArea.TOP: Qt.DockWidgetArea.TopDockWidgetArea, DockArea.SIDE: Qt
 
 
 def make_dock(window: QMainWindow, spec: PanelSpec, widget: QWidget) -> QDockWidget:
-    """A dock for ``widget`` as ``spec`` says: side panels movable, closable and in a scroll area
-    with the spec's minimum size; the strip fixed, with no title bar."""
+    """A dock for ``widget`` as ``spec`` says: side panels movable, floatable and in a scroll area
+    with the spec's minimum size; the strip fixed, with no title bar.
+
+    Side panels have no close button: it sat right above the scroll bar's arrow, where one
+    misclick closed the panel. View → "<title> panel" hides and shows each one
+    (:func:`fill_view_menu`); the float button that remains keeps :data:`TITLE_GAP` px to the
+    scroll area.
+    """
     dock = QDockWidget(spec.title, window)
     dock.setObjectName(f"dock-{spec.title}")
     if spec.scrolls:
@@ -45,16 +54,25 @@ def make_dock(window: QMainWindow, spec: PanelSpec, widget: QWidget) -> QDockWid
         area.setWidgetResizable(True)
         area.setFrameShape(QFrame.Shape.NoFrame)
         area.setWidget(widget)
-        dock.setWidget(area)
+        holder = QWidget()                  # the gap between the title bar's buttons and the scroll bar
+        holder.setObjectName(f"holder-{spec.title}")
+        column = QVBoxLayout(holder)
+        column.setContentsMargins(0, TITLE_GAP, 0, 0)
+        column.addWidget(area)
+        dock.setWidget(holder)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
-                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable
-                         | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
     else:
         dock.setWidget(widget)
         dock.setFeatures(QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
         dock.setTitleBarWidget(QWidget())      # a strip, not a captioned panel
     window.addDockWidget(_QT_AREA[spec.area], dock)
     return dock
+
+
+def scroll_area(dock: QDockWidget) -> QScrollArea | None:
+    """The scroll area a side dock shows its panel in (None for the strip)."""
+    return dock.widget().findChild(QScrollArea, f"scroll-{dock.windowTitle()}")
 
 
 def column_width(window_width: int) -> int:
@@ -112,13 +130,36 @@ def fit_column(window: QMainWindow, docks: list[tuple[PanelSpec, QDockWidget]]) 
 
 
 def fill_view_menu(menu: QMenu, docks: list[tuple[PanelSpec, QDockWidget]], reset) -> None:
-    """One show/hide entry per dock (Qt's toggle actions), then "Reset layout"."""
+    """One show/hide entry per dock, then "Reset layout".
+
+    Not Qt's ``toggleViewAction``: that one *closes* the dock, which a dock without a close
+    button (:func:`make_dock`) refuses. These hide and show it, and are brought up to date
+    each time the menu opens (a dock dragged out and back, or shown by Reset layout)."""
     menu.clear()
+    entries: list[tuple[QAction, QDockWidget]] = []
     for spec, dock in docks:
-        action = dock.toggleViewAction()
-        action.setText(f"{spec.title} panel" if spec.area is DockArea.SIDE else f"{spec.title} strip")
+        action = QAction(f"{spec.title} panel" if spec.area is DockArea.SIDE else f"{spec.title} strip", menu)
+        action.setCheckable(True)
+        action.setChecked(not dock.isHidden())
+        action.toggled.connect(lambda on, d=dock: _show_dock(d, on))
         menu.addAction(action)
+        entries.append((action, dock))
+
+    def sync() -> None:
+        for action, dock in entries:
+            action.blockSignals(True)
+            action.setChecked(not dock.isHidden())
+            action.blockSignals(False)
+
+    menu.aboutToShow.connect(sync)
     menu.addSeparator()
     reset_action = menu.addAction("Reset layout")
     reset_action.setToolTip("Show every panel again, in its default place and size")
     reset_action.triggered.connect(reset)
+    reset_action.triggered.connect(sync)
+
+
+def _show_dock(dock: QDockWidget, on: bool) -> None:
+    dock.setVisible(on)
+    if on:
+        dock.raise_()       # the tab of a panel just shown comes to the front

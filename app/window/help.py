@@ -9,10 +9,11 @@ from __future__ import annotations
 import html
 import platform
 from pathlib import Path
+from typing import Callable
 
 from PyQt6.QtCore import PYQT_VERSION_STR, QT_VERSION_STR
 from PyQt6.QtGui import QAction, QKeySequence
-from PyQt6.QtWidgets import QMainWindow
+from PyQt6.QtWidgets import QMainWindow, QMessageBox
 
 
 def shortcuts_text(window: QMainWindow) -> str:
@@ -52,3 +53,13 @@ def about_text(device: str) -> str:
         f"pyqtgraph {pyqtgraph.__version__}",
     ]
     return "<br>".join(lines)
+
+
+def add_help_menu(window: QMainWindow, device: Callable[[], str]) -> None:
+    """Help → Keyboard shortcuts (F1) and About; ``device`` names the live run's device when asked."""
+    menu = window.menuBar().addMenu("&Help")
+    shortcuts = menu.addAction("Keyboard shortcuts")
+    shortcuts.setShortcut(QKeySequence("F1"))
+    shortcuts.triggered.connect(lambda: QMessageBox.information(window, "Keyboard shortcuts", shortcuts_text(window)))
+    about = menu.addAction("About Energy Flow Studio")
+    about.triggered.connect(lambda: QMessageBox.about(window, "About Energy Flow Studio", about_text(device())))

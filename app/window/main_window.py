@@ -36,8 +36,10 @@ from app.sources.worker import TrainingWorker
 from app.view.lattice_view import LatticeView
 from app.window.checkpoint_controls import CheckpointController, close_question, unsaved_text
 from app.window.cost_notice import show_cost
-from app.window.dock_layout import MIN_WINDOW, apply_default_layout, fill_view_menu, fit_column, make_dock, stacks_fit
+from app.window.dock_layout import (MIN_WINDOW, apply_default_layout, fill_view_menu, fit_column, make_dock,
+                                     scroll_area, stacks_fit)
 from app.window.failures import MessageBanner, build_panel
+from app.window.help import add_help_menu
 from app.window.icons import icon
 from app.window.inspection import InspectionController
 from app.window.live_run import LiveRun
@@ -89,7 +91,7 @@ class MainWindow(QMainWindow):
         self._latest: Snapshot | None = None      # newest snapshot received
         self._shown: Snapshot | None = None       # snapshot the panels currently show
         self._snapshot_dirty = False
-        self._round: list[tuple[str, SnapshotView]] = []   # views still to be given ``_shown``
+        self._round: list[list[tuple[str, SnapshotView]]] = []   # views still to be given ``_shown``, by frame
         self._step_dirty = False
         self._follow_last_step = True
         self.snapshots_received = 0
@@ -108,7 +110,7 @@ class MainWindow(QMainWindow):
         self._build_central()
         self._build_panels()
         self._build_controls()
-        self.run_status = RunStatusBar(self.statusBar(), self)
+        self.run_status = RunStatusBar(self, self)
 
         self._frame_timer = QTimer(self)
         self._frame_timer.setInterval(FRAME_INTERVAL_MS)
@@ -173,7 +175,7 @@ class MainWindow(QMainWindow):
 
     def dock_content(self, spec: PanelSpec) -> QWidget:
         """What ``spec``'s dock shows (its scroll area, for a side panel)."""
-        return self.docks[spec.title].widget()
+        return scroll_area(self.docks[spec.title]) or self.docks[spec.title].widget()
 
     def reset_layout(self) -> None:
         """Every dock shown again, in its default place and size for the current window size."""
@@ -225,15 +227,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.quit_action)
         self.view_menu = self.menuBar().addMenu("&View")
         fill_view_menu(self.view_menu, self._dock_specs, self.reset_layout)
-        help_menu = self.menuBar().addMenu("&Help")
-        from app.window.help import about_text, shortcuts_text
-        shortcuts = help_menu.addAction("Keyboard shortcuts")
-        shortcuts.setShortcut(QKeySequence("F1"))
-        shortcuts.triggered.connect(lambda: QMessageBox.information(self, "Keyboard shortcuts",
-                                                                    shortcuts_text(self)))
-        about = help_menu.addAction("About Energy Flow Studio")
-        about.triggered.connect(lambda: QMessageBox.about(self, "About Energy Flow Studio", about_text(
-            self.live.device if self.live.loaded else "not loaded (live training not started)")))
+        add_help_menu(self, lambda: self.live.device if self.live.loaded else "not loaded (live training not started)")
 
     def _connect_worker(self) -> None:
         w = self.worker
@@ -328,6 +322,7 @@ class MainWindow(QMainWindow):
         # While a recording is shown the badge says so; the live run's state is its tooltip.
         self.run_status.show_state(state if self.showing_live else "replay",
                                    f"live training: {self.live_state_text()}")
+        self.run_status.set_live(self.showing_live)
 
     @pyqtSlot(int, str, float)
     def _on_phase(self, batch: int, phase: str, seconds: float) -> None:
@@ -446,15 +441,16 @@ class MainWindow(QMainWindow):
         blocked for the sum of all their redraws (on software OpenGL under load, a single
         view's rebuild and repaint can take a few hundred ms). The next round starts, from the
         then-newest snapshot, only when every view shows this one, so the panels never lag
-        behind one another by more than one round.
+        behind one another by more than one round. The Text bridge shares the 3D view's frame
+        (it only sets text): the two name the batch they show, and must never name two.
         """
         if not self._round and self._snapshot_dirty and self._latest is not None:
             self._start_round(self._latest)
         if self._round:
-            name, view = self._round.pop(0)
             shown, step = self._shown, self.step_slider.value()
-            self._safely(name, "set_snapshot", lambda: view.set_snapshot(shown))
-            self._safely(name, "set_step", lambda: view.set_step(step))
+            for name, view in self._round.pop(0):      # one view a frame, or the 3D view and its companion
+                self._safely(name, "set_snapshot", lambda v=view: v.set_snapshot(shown))
+                self._safely(name, "set_step", lambda v=view: v.set_step(step))
             if not self._round:
                 self.snapshots_drawn += 1
                 self.snapshot_shown.emit(self._shown)
@@ -476,7 +472,9 @@ class MainWindow(QMainWindow):
         if follow:
             self.step_slider.setValue(steps)
         self.step_slider.blockSignals(False)
-        self._round = list(self._views)
+        # The Text bridge is drawn in the 3D view's frame: both name their batch, and the same one.
+        bridge = [v for v in self._views if v[1] is self.text_bridge_panel]
+        self._round = [self._views[:1] + bridge] + [[v] for v in self._views[1:] if v not in bridge]
         self._update_step_label()
         self._update_status()
         self.step_changed.emit(self.step_slider.value())

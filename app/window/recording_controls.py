@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from PyQt6.QtCore import QEvent, QObject, Qt, pyqtSignal
+from PyQt6.QtCore import QEvent, QObject, QStandardPaths, Qt, pyqtSignal
 from PyQt6.QtGui import QAction, QKeySequence
 from PyQt6.QtWidgets import QFileDialog, QWidget
 
@@ -27,6 +27,8 @@ from app.window.export import ExportDialog, ExportRequest, write_export
 from app.window.icons import icon
 from app.window.timeline import ReplayTimeline
 from energy_flow.files.output_paths import check_distinct
+from energy_flow.trace.recording import RecordingError, open_recording
+from energy_flow.trace.recording.guards import is_recording, refuse_to_replace_non_recording
 
 RECORDING_SUFFIXES = (".h5", ".hdf5")
 
@@ -44,8 +46,12 @@ def _ask_open(parent: QWidget, folder: str) -> str | None:
 
 
 def _ask_record(parent: QWidget, folder: str) -> str | None:
+    """The file to record to. The dialog asks nothing about an existing file: Qt's "replace it?"
+    cannot know that the app refuses to replace a file that is not a recording, so
+    :meth:`RecordingController.record_target_ok` asks (or refuses) instead."""
     default = str(Path(folder) / time.strftime("run-%Y%m%d-%H%M%S.h5"))
-    path, _ = QFileDialog.getSaveFileName(parent, "Record training to", default, "Recordings (*.h5)")
+    path, _ = QFileDialog.getSaveFileName(parent, "Record training to", default, "Recordings (*.h5)",
+                                          options=QFileDialog.Option.DontConfirmOverwrite)
     return path or None
 
 
@@ -78,6 +84,7 @@ class RecordingHost(Protocol):
     snapshot_shown: Any
 
     def refresh_state(self) -> None: ...
+    def confirm_question(self, title: str, text: str) -> bool: ...
     def show_snapshot(self, snapshot: Any) -> None: ...
     @property
     def latest_snapshot(self) -> Any: ...
@@ -117,6 +124,8 @@ class RecordingController(QObject):
         self.batches_recorded = 0
         self.last_recording_note: str | None = None
         self.replay = ReplaySource(self)
+        self._replay_info: tuple[str, int] = ("", 0)        # path and schema of the replayed file
+        self._replay_banner: str | None = None              # the banner text it was given
         self.timeline = ReplayTimeline()
         self.timeline.hide()
         self._build_actions()
@@ -167,6 +176,7 @@ class RecordingController(QObject):
         self.worker.recording_changed.connect(self._on_recording_changed)
         r.snapshot_ready.connect(self._on_replay_snapshot)
         r.batch_count_changed.connect(t.set_batch_count)
+        r.batch_count_changed.connect(self._on_batch_count)
         r.following_changed.connect(t.set_following)
         r.error.connect(w.show_error)
         r.opened.connect(self._on_opened)
@@ -208,9 +218,28 @@ class RecordingController(QObject):
             labels["device"].setText("no live run")
             labels["data"].setText(f"recording {Path(path).name}")
             labels["data"].setToolTip(str(path))
-        self.window.banner.show_message(
-            f"Replaying {path} — {info['num_batches']} batches, schema {info['schema_version']}. "
-            + self._how_back(), "info")
+        self._replay_banner = None
+        if not info["num_batches"]:
+            # Nothing of the live run may stay on screen under the "replay" badge.
+            self.window.clear_views()
+        self._replay_info = (path, info["schema_version"])
+        self._show_replay_banner(info["num_batches"])
+
+    def _show_replay_banner(self, num_batches: int) -> None:
+        """The replay banner, with the recording's batch count as it is now (Follow latest grows it)."""
+        path, schema = self._replay_info
+        count = f"{num_batches} batch" if num_batches == 1 else f"{num_batches} batches"
+        empty = (" — nothing to show yet: no batch is complete in it (Follow latest shows each one as it is "
+                 "written)") if not num_batches else ""
+        self._replay_banner = f"Replaying {path} — {count}, schema {schema}{empty}. " + self._how_back()
+        self.window.banner.show_message(self._replay_banner, "info")
+
+    def _on_batch_count(self, num_batches: int) -> None:
+        """A refresh found new batches: the banner says so, unless it now shows something else."""
+        banner = self.window.banner
+        if (self.mode == "replay" and self._replay_banner is not None and banner.isVisible()
+                and banner.kind == "info" and banner.label.text() == self._replay_banner):
+            self._show_replay_banner(num_batches)
 
     def _how_back(self) -> str:
         """The banner's second sentence: how to get to live training, true to what is enabled."""
@@ -256,10 +285,18 @@ class RecordingController(QObject):
         self.back_to_live()
 
     def replay_only(self) -> None:
-        """Started with ``--open``: the worker is not started until the user asks for it."""
+        """Started with ``--open``: the worker is not started until the user asks for it.
+
+        If the file did not open (the banner says why), nothing is shown and nothing trains: the
+        window says that, not "loading" as if live training were starting."""
         self.live_action.setEnabled(True)
         self.live_action.setText("Start live training")
         self.window.refresh_state()
+        if self.mode == "live" and not self.window.worker_thread.isRunning():
+            self.window.run_status.show_state("not started", "live training: not started")
+            self.window.notice.setText("Live training is not started: File → Open recording… (Ctrl+O) opens "
+                                       "another file, File → Start live training (Ctrl+L) starts training.")
+            self.window.notice.show()
 
     def _on_live_snapshot(self, snapshot) -> None:
         self._live_snapshot = snapshot
@@ -278,13 +315,19 @@ class RecordingController(QObject):
 
     def start_folder(self) -> str:
         """Where Open, Record and Export dialogs start: the folder last exported to or opened from,
-        else the last recording's, else ./runs, else here."""
+        else the last recording's, else ./runs where it exists, else the user's Documents folder
+        (else home) — never the working directory itself, which is often the source tree."""
         if self.last_folder is not None and self.last_folder.is_dir():
             return str(self.last_folder)
         if self.recording_path is not None and self.recording_path.parent.is_dir():
             return str(self.recording_path.parent)
         runs = Path.cwd() / "runs"
-        return str(runs if runs.is_dir() else Path.cwd())
+        if runs.is_dir():
+            return str(runs)
+        documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+        if documents and Path(documents).is_dir():
+            return documents
+        return str(Path.home())
 
     def _on_model_rebuilt(self, _info: dict) -> None:
         """The last live batch belonged to the old model: "back to live" must not show it."""
@@ -328,10 +371,31 @@ class RecordingController(QObject):
             self.stop_record_requested.emit()
             return
         path = self._ask_record(self.window)
-        if not path:
+        if not path or not self.record_target_ok(Path(path)):
             self._set_record_checked(False)
             return
         self.record_requested.emit(path)
+
+    def record_target_ok(self, path: Path) -> bool:
+        """May a new recording be written at ``path``? A file of another kind is refused at once,
+        with the writer's own reason; a recording is replaced only if the user says so."""
+        if not path.exists():
+            return True
+        try:
+            refuse_to_replace_non_recording(path)
+        except OSError as exc:
+            self.window.show_error(f"Not recording: {exc} (pick another file name)")
+            return False
+        if not is_recording(path):
+            return True      # an empty file: nothing in it to lose
+        try:
+            with open_recording(path) as old:
+                held = f"{old.num_batches} batch" if old.num_batches == 1 else f"{old.num_batches} batches"
+        except (RecordingError, OSError) as exc:
+            held = f"its batches cannot be counted: {exc}"
+        return self.window.confirm_question(
+            "Replace the recording",
+            f"{path} is a recording ({held}). Recording to it replaces it: its batches are lost. Replace it?")
 
     def _on_recording_changed(self, on: bool, text: str) -> None:
         self._set_record_checked(on)

@@ -10,8 +10,9 @@ times a second on small models) is drawn at most every ``PHASE_INTERVAL_MS``.
 from __future__ import annotations
 
 import numpy as np
-from PyQt6.QtCore import QObject, QTimer
-from PyQt6.QtWidgets import QLabel, QStatusBar
+from PyQt6.QtCore import QObject, QSize, Qt, QTimer
+from PyQt6.QtGui import QResizeEvent
+from PyQt6.QtWidgets import QLabel, QMainWindow, QStatusBar
 
 from app.snapshot import Snapshot
 from app.view.lattice_view import LatticeView
@@ -30,35 +31,146 @@ STATE_COLORS = {"running": "#1f8f4e", "error": "#b03030", "loading": "#2f5f9f", 
 BADGE_STYLE = "color: white; border-radius: 3px; padding: 0 6px;"
 
 
-class RunStatusBar(QObject):
-    """Owns the labels of ``bar``: ``labels[name]`` for every fact, ``busy`` the training badge."""
+#: A shortened status-bar label keeps at least this many characters before its "…".
+MIN_CHARS = 6
+#: Labels that may be shortened, and how many characters each keeps; every other fact (state,
+#: step, active flows, loss, rate, view speed) is short and always whole: the long, slow-changing
+#: ones give way first.
+SHORTENED = {"device": 6, "data": 4, "batch": 20, "phase": 20, "rec": 10}
+#: A passing message keeps at least this many.
+MESSAGE_MIN_CHARS = 28
 
-    def __init__(self, bar: QStatusBar, parent: QObject | None = None) -> None:
+
+class FitLabel(QLabel):
+    """A status-bar label that is never cut: when the bar gives it less than its text needs it
+    shows the text shortened with "…", and its tooltip carries the whole text.
+
+    ``text()`` is the whole text (the fact); ``shown()`` is what is drawn.
+    """
+
+    def __init__(self, text: str = "", min_chars: int | None = MIN_CHARS) -> None:
+        """``min_chars``: characters kept when shortened; None: never shortened."""
+        super().__init__()
+        self._min_chars = min_chars
+        self._full = ""
+        self._tip = ""
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt API)
+        if text != self._full:
+            self._full = text
+            self.updateGeometry()
+        self._fit()
+
+    def text(self) -> str:
+        return self._full
+
+    def shown(self) -> str:
+        return super().text()
+
+    def setToolTip(self, tip: str) -> None:  # noqa: N802 (Qt API)
+        self._tip = tip
+        self._fit()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+        margins = self.contentsMargins()
+        width = self.fontMetrics().horizontalAdvance(self._full) + margins.left() + margins.right() + 12
+        return QSize(width, super().sizeHint().height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+        if self._min_chars is None:
+            return self.sizeHint()
+        margins = self.contentsMargins()
+        width = self.fontMetrics().horizontalAdvance(self._full[:self._min_chars] + "…") + margins.left() + margins.right()
+        return QSize(min(width, self.sizeHint().width()), super().minimumSizeHint().height())
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        room = self.contentsRect().width()
+        shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, max(room, 0))
+        if shown != super().text():
+            super().setText(shown)
+        cut = shown != self._full
+        tip = self._full if cut and self._full not in self._tip else ""
+        super().setToolTip("\n".join(t for t in (tip, self._tip) if t))
+
+
+class FitStatusBar(QStatusBar):
+    """A status bar whose passing messages are never cut: they are shown in a :class:`FitLabel`
+    that takes the room left of the facts (at least :data:`MESSAGE_MIN_CHARS` characters of it
+    while a message shows), shortened with "…" where needed, the whole message in its tooltip.
+
+    Qt's own message area gets no room once the facts fill the bar (at 1100 px it showed
+    "Export failed: cannot"); this one competes with the facts, which shorten too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.message_label = FitLabel("", min_chars=MESSAGE_MIN_CHARS)
+        self.message_label.setContentsMargins(4, 0, 4, 0)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.clearMessage)
+
+    def place_message(self) -> None:
+        """Put the message label left of every fact (call after the facts are added)."""
+        self.insertPermanentWidget(0, self.message_label, 1)
+
+    def showMessage(self, text: str, timeout: int = 0) -> None:  # noqa: N802 (Qt API)
+        self.message_label.setText(text)
+        if timeout > 0:
+            self._timer.start(timeout)
+        else:
+            self._timer.stop()
+        self.messageChanged.emit(text)
+
+    def currentMessage(self) -> str:  # noqa: N802 (Qt API)
+        return self.message_label.text()
+
+    def clearMessage(self) -> None:  # noqa: N802 (Qt API)
+        self._timer.stop()
+        if self.message_label.text():
+            self.message_label.setText("")
+            self.messageChanged.emit("")
+
+
+class RunStatusBar(QObject):
+    """Owns the labels of ``window``'s status bar (a :class:`FitStatusBar`): ``labels[name]`` for
+    every fact, ``busy`` the training badge; every label a :class:`FitLabel`."""
+
+    def __init__(self, window: QMainWindow, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        bar = FitStatusBar()
+        window.setStatusBar(bar)
         self.labels: dict[str, QLabel] = {}
         for key in FACTS:
-            label = QLabel("–")
+            label = FitLabel("–", SHORTENED.get(key))
             label.setContentsMargins(6, 0, 6, 0)
             bar.addPermanentWidget(label)
             self.labels[key] = label
-        self.labels["state"] = QLabel()
+        self.labels["state"] = FitLabel(min_chars=None)
         bar.insertPermanentWidget(0, self.labels["state"])
         # What the batch in flight is doing (a batch takes seconds on the debug preset), and how
         # long the last one took. A static badge, not an animated busy bar: with an OpenGL view in
         # the window every repaint composites the whole window, which costs on software GL.
-        self.busy = QLabel("training")
+        self.busy = FitLabel("training", min_chars=None)
         self.busy.setStyleSheet(f"background: #2f5f9f; {BADGE_STYLE}")
         self.busy.hide()
-        self.labels["phase"] = QLabel("")
-        self.labels["rec"] = QLabel("")
+        self.labels["phase"] = FitLabel("", SHORTENED["phase"])
+        self.labels["rec"] = FitLabel("", SHORTENED["rec"])
         self.labels["rec"].setStyleSheet(f"background: {RECORD_COLOR}; font-weight: bold; {BADGE_STYLE}")
         self.labels["rec"].hide()
         bar.insertPermanentWidget(1, self.labels["rec"])
         bar.insertPermanentWidget(2, self.busy)
         bar.insertPermanentWidget(3, self.labels["phase"])
+        bar.place_message()
         self._phase_text = (False, "")
         self._estimate = ""        # "est. 3.1 s": the model's estimated time per batch
         self._batch = 0
+        self._live = True       # False while a recording is shown: nothing of the live run then
         self._phase_timer = QTimer(self)
         self._phase_timer.setSingleShot(True)
         self._phase_timer.setInterval(PHASE_INTERVAL_MS)
@@ -127,8 +239,14 @@ class RunStatusBar(QObject):
         if not self._phase_timer.isActive():
             self._phase_timer.start()
 
+    def set_live(self, live: bool) -> None:
+        """Show the live run's batch in flight (True) or nothing of it (a recording is shown)."""
+        if live != self._live:
+            self._live = live
+            self._show_phase()
+
     def _show_phase(self) -> None:
-        busy, text = self._phase_text
+        busy, text = self._phase_text if self._live else (False, "")
         if self.labels["phase"].text() != text:
             self.labels["phase"].setText(text)
         if self.busy.isVisible() != busy:
@@ -141,8 +259,12 @@ class RunStatusBar(QObject):
         s["batch"].setText(snap.batch_label or "–")
         s["step"].setText(f"step {step}/{snap.telemetry.num_steps}")
         s["active"].setText(f"active flows: {int(agg.active[min(step, agg.active.shape[0] - 1)])}")
-        # A replayed batch has no report (and recordings keep no training speed): say so.
-        s["loss"].setText(f"loss {snap.report.loss:.4f}" if snap.report is not None else "loss –")
+        # A replayed batch has no report: its loss is the recorded one (the Training panel's last
+        # point); recordings keep no training speed, so the rate says "–".
+        losses = snap.history.get(BATCH.loss.key)
+        loss = snap.report.loss if snap.report is not None else (
+            float(losses[-1]) if losses is not None and len(losses) else float("nan"))
+        s["loss"].setText(f"loss {loss:.4f}" if np.isfinite(loss) else "loss –")
         rates = snap.history.get(BATCH.batches_per_second.key)
         recent = np.asarray(rates[-10:] if rates is not None else [], dtype=np.float64)
         recent = recent[np.isfinite(recent) & (recent > 0)]

@@ -14,6 +14,7 @@ from PyQt6.QtGui import QImage
 
 from app.panels.training_panel import debiased_ema
 from app.sources.references import config_differences
+from app.window.dock_layout import scroll_area
 from energy_flow.config import create_tiny_config
 from energy_flow.trace import RecordingWriter, report_fields_from
 from energy_flow.training import EnergyTrainer, build_model
@@ -101,7 +102,7 @@ def test_any_panel_saves_as_png(qtbot, make_window, tmp_path, title):
         window.step_action.trigger()
     window.docks[title].raise_()
     qtbot.wait(50)
-    widget = window.docks[title].widget()
+    widget = scroll_area(window.docks[title])
     path = window.inspection.save_panel_png(title, tmp_path / f"{title}.png")
     image = QImage(str(path))
     assert (image.width(), image.height()) == (widget.width(), widget.height())

@@ -7,6 +7,8 @@ import pytest
 from PyQt6.QtGui import QAction, QFontMetrics
 from PyQt6.QtWidgets import QApplication, QMenu, QScrollArea
 
+from app.window.dock_layout import scroll_area
+
 SNAPSHOT_TIMEOUT_MS = 15_000
 
 
@@ -40,8 +42,8 @@ def test_every_panel_is_whole_or_scrollable(qtbot, make_window, size):
         dock.raise_()                   # every tab in turn: each must be whole when it is chosen
         qtbot.wait(50)
         assert dock.isVisible() and not dock.visibleRegion().isEmpty(), title
-        scroll = dock.widget()
-        if isinstance(scroll, QScrollArea):
+        scroll = scroll_area(dock)
+        if scroll is not None:
             view = scroll.viewport()
             assert panel.width() <= view.width() or scroll.horizontalScrollBar().isVisible(), title
             assert panel.height() <= view.height() or scroll.verticalScrollBar().isVisible(), title
@@ -122,3 +124,104 @@ def test_about_names_the_version_the_docs_and_the_device():
     text = about_text("CPU (1 threads)")
     assert f"Energy Flow Studio {energy_flow.__version__}" in text
     assert "README.md" in text and "docs" in text and "CPU (1 threads)" in text
+
+
+def test_dock_title_buttons_are_not_beside_the_scroll_arrow_and_closing_is_reversible(qtbot, make_window):
+    """The dock's close button sat right above the scroll bar's arrow (one misclick closed the
+    panel): side panels are hidden and shown from the View menu, not from their title bar, and
+    what is left in the title bar (float) keeps a gap to the scroll area below it."""
+    from PyQt6.QtWidgets import QAbstractButton, QDockWidget
+
+    window = make_window()
+    window.resize(1280, 800)
+    window.reset_layout()
+    qtbot.wait(200)
+    dock = window.docks["Training"]
+    dock.raise_()
+    qtbot.wait(100)
+    assert not dock.features() & QDockWidget.DockWidgetFeature.DockWidgetClosable
+    area = scroll_area(dock)
+    assert isinstance(area, QScrollArea)
+    bar = area.verticalScrollBar()
+    bar_top = bar.mapTo(dock, bar.rect().topLeft()).y() if bar.isVisible() else area.viewport().mapTo(dock, area.viewport().rect().topLeft()).y()
+    buttons = [b for b in dock.findChildren(QAbstractButton) if b.isVisible()]
+    for button in buttons:
+        bottom = button.mapTo(dock, button.rect().bottomLeft()).y()
+        assert bar_top - bottom >= 6, f"{button.objectName()} ends {bar_top - bottom} px above the scroll area"
+    # Closing stays possible and reversible: View → "Training panel" hides it and shows it again.
+    action = next(a for a in window.view_menu.actions() if a.text() == "Training panel")
+    action.trigger()
+    assert not dock.isVisible()
+    action.trigger()
+    qtbot.waitUntil(dock.isVisible)
+
+
+def test_the_first_window_fits_the_available_screen_title_bar_included(qtbot, tiny_dataset, small_config):
+    """Issue 28: the first window's title bar was off-screen at 1280×800. The window is sized and
+    placed within ``QScreen.availableGeometry`` (here small fake ones), and once shown, a frame that
+    is off the screen (a window manager that placed the client, not the frame, where asked) is
+    fitted again from the real frame."""
+    from PyQt6.QtCore import QRect
+
+    from app.main import PREFERRED_SIZE, fit_to_screen, keep_on_screen
+    from app.sources.worker import TrainingWorker
+    from app.window.main_window import MainWindow
+
+    window = MainWindow(TrainingWorker(small_config(), dataset_factory=lambda: tiny_dataset))
+    qtbot.addWidget(window)
+    for available in (QRect(0, 0, 1280, 800), QRect(40, 30, 1100, 700), QRect(0, 0, 1920, 1080)):
+        fit_to_screen(window, available)
+        window.show()
+        qtbot.waitExposed(window)
+        frame = window.frameGeometry()
+        assert available.contains(frame), f"{frame} not within {available}"
+        centre = available.center() - frame.center()
+        assert abs(centre.x()) <= 20 and abs(centre.y()) <= 30, f"{frame} not centred on {available}"
+    assert (window.width(), window.height()) == PREFERRED_SIZE
+    available = QRect(0, 0, 1280, 800)
+    fit_to_screen(window, available)
+    window.move(100, -30)                      # the title bar above the screen's top edge
+    qtbot.wait(50)
+    assert keep_on_screen(window, available)
+    qtbot.wait(50)
+    assert available.contains(window.frameGeometry()), window.frameGeometry()
+    assert not keep_on_screen(window, available)      # on the screen: left where it is
+    small = QRect(10, 20, 900, 600)           # smaller than the window's minimum size
+    fit_to_screen(window, small)
+    qtbot.wait(50)
+    assert window.frameGeometry().topLeft() == small.topLeft()
+
+
+def test_status_bar_texts_fit_or_are_shortened_with_the_whole_text_as_tooltip(qtbot, make_window):
+    """Issue 28: at 1100×700 the status bar cut its texts ("batch 20 (epoch 1,", "Export failed:
+    cannot"). Every label's text fits its width, or is shortened with "…" and its tooltip holds
+    the whole text; so is a passing message, which keeps room of its own."""
+    from app.window.status_bar import FitLabel
+
+    window = make_window()
+    _step(qtbot, window)
+    window.resize(1100, 700)
+    window.reset_layout()
+    error = ("Export failed: cannot write /home/someone/a/rather/long/folder/name/energy-flow-batch1.h5: "
+             "No space left on device. Nothing was replaced; training carries on.")
+    window.show_error(error)
+    window.run_status.labels["rec"].setText("REC a-recording-with-a-long-name-20261207.h5 · 1234 batches")
+    window.run_status.labels["rec"].show()
+    qtbot.wait(400)
+    bar = window.statusBar()
+    labels = [w for w in bar.findChildren(FitLabel) if w.isVisible()]
+    assert len(labels) >= 9
+    shortened = 0
+    for label in labels:
+        shown, full = label.shown(), label.text()
+        width = label.fontMetrics().horizontalAdvance(shown)
+        assert width <= label.contentsRect().width(), f"{shown!r} is {width} px in {label.contentsRect().width()}"
+        if shown != full:
+            assert shown.endswith("…") and full in label.toolTip(), (shown, full, label.toolTip())
+            shortened += 1
+    for key in ("state", "step", "active", "loss", "rate", "fps"):      # short facts stay whole
+        label = window.run_status.labels[key]
+        assert label.shown() == label.text(), (key, label.shown(), label.text())
+    assert bar.currentMessage() == error and bar.message_label in labels
+    assert bar.message_label.shown() != error and len(bar.message_label.shown()) >= 20   # shortened, not gone
+    assert shortened >= 2

@@ -251,3 +251,158 @@ def test_export_never_replaces_the_open_recording_nor_another_kind_of_file(qtbot
         assert window.banner.isVisible() and named in window.banner.label.text()
         assert target.read_bytes() == before
     assert rec.mode == "replay" and rec.replay.show_batch(0)
+
+
+def test_replay_banner_counts_and_status_bar_follow_the_recording_not_the_live_run(qtbot, make_window, tmp_path):
+    """Issue 28: a recording with no batch yet showed the live run's panels under "replay"; after
+    Follow latest reached batch N the banner still said "0 batches"; the status bar kept the live
+    "last batch 2.92 s" and said "loss –" while the Training panel showed the replayed loss."""
+    import torch
+    import torch.nn.functional as F
+
+    from energy_flow.config import create_tiny_config
+    from energy_flow.trace import RecordingWriter
+    from energy_flow.trace.recording import report_fields_from
+    from energy_flow.training import EnergyTrainer, build_model
+
+    window = make_window()
+    window.step_action.trigger()
+    qtbot.waitUntil(lambda: window.latest_snapshot is not None and window.worker_state == "paused", timeout=20_000)
+    labels = window.run_status.labels
+    qtbot.waitUntil(lambda: labels["phase"].text().startswith("last batch"), timeout=5000)
+    config = create_tiny_config(device="cpu")
+    trainer = EnergyTrainer(build_model(config), config)
+    g = torch.Generator().manual_seed(3)
+    pairs = [F.normalize(torch.randn(config.batch_size, config.teacher_dim, generator=g), dim=1) for _ in range(2)]
+    path = tmp_path / "growing.h5"
+    with RecordingWriter(path, config.to_dict(), {"source": "test", "device": "cpu"}) as writer:
+        assert window.recordings.open_recording(path)
+        qtbot.wait(200)
+        text = window.banner.label.text()
+        assert "0 batches" in text and "nothing to show yet" in text, text
+        assert window.latest_snapshot is None and window.lattice_view.total_flows == 0
+        assert window.panels["Training"].loss_plot.listDataItems()[0].getData()[0] is None or \
+            len(window.panels["Training"].loss_plot.listDataItems()[0].getData()[0]) == 0
+        assert labels["phase"].text() == "" and labels["batch"].text() == "–"   # nothing of the live run
+        window.recordings.timeline.follow_check.setChecked(True)
+        reports = []
+        for count in (1, 2):
+            reports.append(trainer.train_step((pairs[0], pairs[1])))
+            writer.append_batch(reports[-1].telemetry, report_fields_from(reports[-1]))
+            word = "batch" if count == 1 else "batches"
+            qtbot.waitUntil(lambda: f"— {count} {word}," in window.banner.label.text(), timeout=5000)
+            qtbot.waitUntil(lambda: window.latest_snapshot is not None
+                            and window.latest_snapshot.batch_label.startswith(f"recording batch {count}/"), timeout=5000)
+            qtbot.waitUntil(lambda: labels["loss"].text() == f"loss {reports[-1].loss:.4f}", timeout=5000)
+            assert labels["phase"].text() == "", labels["phase"].text()
+    window.recordings.back_to_live()
+    qtbot.waitUntil(lambda: labels["phase"].text().startswith("last batch"), timeout=5000)
+
+
+def test_record_target_is_checked_before_any_overwrite_question(qtbot, make_window, tmp_path, monkeypatch):
+    """Issue 28: Qt's save dialog asked "replace it?" for an HDF5 file of another program, then the
+    app refused to replace it. The dialog asks nothing; the app asks only about what it will do:
+    a recording is replaced after a question naming it; another kind of file is refused at once,
+    with the reason, and nobody is asked to confirm it."""
+    from PyQt6.QtWidgets import QFileDialog
+
+    from app.window import recording_controls
+
+    seen: dict = {}
+
+    def fake_dialog(parent, caption, default, filters, selected_filter="", options=None):
+        seen["options"] = options
+        return "", ""
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(fake_dialog))
+    assert recording_controls._ask_record(None, str(tmp_path)) is None
+    assert seen["options"] & QFileDialog.Option.DontConfirmOverwrite
+
+    window = make_window()
+    asked: list[str] = []
+    window.confirm = lambda title, text: asked.append(text) or False
+    foreign = tmp_path / "other.h5"
+    with h5py.File(foreign, "w") as f:
+        f["data"] = np.arange(5)
+    before = foreign.read_bytes()
+    rec = window.recordings
+    rec._ask_record = lambda parent: str(foreign)
+    rec.record_action.setChecked(True)
+    assert asked == []
+    assert not rec.record_action.isChecked()
+    text = window.banner.label.text()
+    assert window.banner.kind == "error" and "other.h5" in text and "not a recording" in text, text
+    assert foreign.read_bytes() == before
+
+    _record_batches(qtbot, window, tmp_path / "old.h5", 1)
+    old = tmp_path / "old.h5"
+    kept = old.read_bytes()
+    rec._ask_record = lambda parent: str(old)
+    rec.record_action.setChecked(True)
+    assert len(asked) == 1 and "old.h5" in asked[0] and "1 batch" in asked[0] and "replace" in asked[0].lower()
+    assert not rec.record_action.isChecked() and old.read_bytes() == kept
+    window.confirm = lambda title, text: True
+    rec.record_action.setChecked(True)
+    qtbot.waitUntil(lambda: window.worker._recorder is not None, timeout=5000)
+    qtbot.waitUntil(lambda: rec.record_action.isChecked(), timeout=5000)
+    rec.record_action.setChecked(False)
+    qtbot.waitUntil(lambda: window.worker._recorder is None, timeout=5000)
+
+
+def test_open_of_a_missing_file_at_start_up_leaves_an_idle_window_that_says_so(qtbot, tiny_dataset, small_config,
+                                                                               tmp_path):
+    """Issue 28: ``--open missing.h5`` showed the error, then "loading" and "Loading — starting the
+    training worker…" as if live training were starting. Nothing trains, and the window says so."""
+    from app.sources.worker import TrainingWorker
+    from app.window.main_window import MainWindow
+
+    window = MainWindow(TrainingWorker(small_config(), dataset_factory=lambda: tiny_dataset))
+    qtbot.addWidget(window)
+    window.show()
+    missing = tmp_path / "missing.h5"
+    assert not window.recordings.open_recording(missing)   # what run_gui does for --open
+    window.recordings.replay_only()
+    qtbot.wait(500)
+    assert not window.worker_thread.isRunning() and window.worker.trainer is None
+    assert window.banner.kind == "error" and "missing.h5" in window.banner.label.text()
+    assert window.run_status.labels["state"].text() == "not started"
+    assert window.notice.isVisible() and "not started" in window.notice.text()
+    assert "Loading" not in window.notice.text()
+    window.recordings.live_action.trigger()          # the user asks for it: now it loads
+    qtbot.waitUntil(lambda: window.worker_state == "idle", timeout=20_000)
+    assert window.run_status.labels["state"].text() == "idle"
+    window.shutdown()
+
+
+def test_export_starts_outside_the_source_tree_and_remembers_its_folder(qtbot, make_window, tmp_path, monkeypatch):
+    """Issue 28: the Export dialog started in the repository (the working directory). With no
+    folder used yet it starts in the user's Documents folder (else home; ./runs where that
+    exists); after an export, the next one starts where that one went."""
+    from PyQt6.QtCore import QStandardPaths
+
+    source_tree = tmp_path / "repo"
+    source_tree.mkdir()
+    documents = tmp_path / "Documents"
+    documents.mkdir()
+    monkeypatch.chdir(source_tree)
+    monkeypatch.setattr(QStandardPaths, "writableLocation",
+                        staticmethod(lambda kind: str(documents) if kind == QStandardPaths.StandardLocation.DocumentsLocation
+                                     else str(tmp_path)))
+    window = make_window()
+    window.step_action.trigger()
+    qtbot.waitUntil(lambda: window.latest_snapshot is not None, timeout=20_000)
+    bases: list = []
+    chosen = tmp_path / "exports"
+    chosen.mkdir()
+
+    def provider(parent, base, can_render):
+        bases.append(base)
+        return ExportRequest(chosen / "batch.h5", None, (64, 48))
+    window.recordings._ask_export = provider
+    window.recordings.export()
+    assert bases[0].parent == documents, bases[0]
+    assert (chosen / "batch.h5").exists()
+    window.recordings.export()
+    assert bases[1].parent == chosen
+    (source_tree / "runs").mkdir()
+    window.recordings.last_folder = None
+    assert window.recordings.start_folder() == str(source_tree / "runs")
