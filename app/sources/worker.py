@@ -41,6 +41,7 @@ from energy_flow.runtime.device import describe_device, out_of_memory_advice
 from energy_flow.diagnostics.sources import HealthMonitor
 from energy_flow.trace.recording import RecordingWriter, report_fields_from
 from energy_flow.training.data import PairDataset
+from energy_flow.training.held_out import HeldOutSchedule, split_rows
 from energy_flow.training.report import TrainReport
 from energy_flow.training.sampler import BatchSampler
 from energy_flow.training.text_bridge import TextBridge
@@ -103,6 +104,11 @@ class TrainingWorker(QObject):
         self._bridge_note = "not loaded yet"
         self._trainer: EnergyTrainer | None = None
         self._sampler: BatchSampler | None = None
+        #: The dataset rows the model trains on (the train split; every row when the data is too
+        #: small to split) and the held-out evaluation on the rest, for one (seed, every, sample).
+        self._train_rows: torch.Tensor | None = None
+        self._held_out = HeldOutSchedule(None, 0, "not loaded yet")
+        self._held_out_key: tuple | None = None
         self._history = RunHistory()
         self._health = HealthMonitor(config.to_dict())
         self._state = "loading"
@@ -312,7 +318,8 @@ class TrainingWorker(QObject):
         assert self._dataset is not None and self._trainer is not None
         prov = self._dataset.provenance
         return {"teacher": prov.teacher, "data_source": prov.source, "num_pairs": prov.num_pairs,
-                "device": describe_device(self._trainer.device), "model": "energy_flow.FlowProcessor"}
+                "device": describe_device(self._trainer.device), "model": "energy_flow.FlowProcessor",
+                "held_out": self._held_out.to_dict()}
 
     def _record(self, report: TrainReport) -> None:
         """Append the batch; a failing write (full disk) stops recording, never training."""
@@ -373,11 +380,14 @@ class TrainingWorker(QObject):
             self.status.emit("building the model…")
             trainer = EnergyTrainer(build_model(config), config)
         trainer.provenance = self._dataset.provenance
-        sampler = BatchSampler(len(self._dataset), config.batch_size, config.seed)
+        train_rows, held_out, key = self._held_out_for(config)
+        sampler = BatchSampler(len(train_rows), config.batch_size, config.seed)
         self._progress.attach(trainer)
         # A recording holds one model's run: steps restart and the config may differ.
         self.close_recording("the model was rebuilt")
         self._trainer, self._sampler, self._config = trainer, sampler, config
+        self._train_rows, self._held_out, self._held_out_key = train_rows, held_out, key
+        self.status.emit(held_out.describe())
         self._history = RunHistory()
         self._health = HealthMonitor(config.to_dict())
         self.loaded.emit({
@@ -388,7 +398,24 @@ class TrainingWorker(QObject):
             "text_bridge_available": self._bridge is not None,
             "step": trainer.step_count,
             "batches_per_epoch": sampler.batches_per_epoch,
+            "held_out": held_out.describe(),
         })
+
+    def _held_out_for(self, config: EnergyConfig) -> tuple[torch.Tensor, HeldOutSchedule, tuple]:
+        """The rows to train on and the held-out evaluation for ``config`` (the split follows the
+        seed, as the headless run's does; the simple predictors are refitted only when the seed,
+        the interval or the sample size changed: seconds on a few thousand pairs)."""
+        assert self._dataset is not None
+        key = (config.seed, config.held_out_every, config.held_out_sample)
+        if key == self._held_out_key and self._train_rows is not None:
+            return self._train_rows, self._held_out, key
+        train_rows, held_rows = split_rows(self._dataset, config.seed)
+        if config.held_out_every and held_rows is not None:
+            self.status.emit("fitting the best simple predictors on the train split (held-out references)…")
+        train = self._dataset.subset(train_rows, "train split")
+        held = None if held_rows is None else self._dataset.subset(held_rows, "held-out split")
+        schedule = HeldOutSchedule.for_run(train, held, config.held_out_every, config.held_out_sample, config.seed)
+        return train_rows, schedule, key
 
     def _phase_changed(self, phase: str, seconds: float) -> None:
         """Say what the batch in flight does (the GUI shows it while it waits)."""
@@ -403,11 +430,11 @@ class TrainingWorker(QObject):
         Returns True when the batch trained with finite values (False: paused with an error, or
         abandoned by :meth:`cancel`).
         """
-        trainer, sampler, dataset = self._trainer, self._sampler, self._dataset
-        assert trainer is not None and sampler is not None and dataset is not None
+        trainer, sampler, dataset, rows = self._trainer, self._sampler, self._dataset, self._train_rows
+        assert trainer is not None and sampler is not None and dataset is not None and rows is not None
         t0 = time.perf_counter()
         try:
-            idx = sampler.indices(trainer.step_count)
+            idx = rows[sampler.indices(trainer.step_count)]   # dataset rows of the train split
             report = trainer.train_step((dataset.inputs[idx], dataset.targets[idx], idx))
         except BatchCancelled:
             self._progress.enter("done")
@@ -427,6 +454,20 @@ class TrainingWorker(QObject):
                        "Training paused; the model is as it was before this batch.")
             return False
         self.batches_trained.emit(trainer.step_count)
+        if self._held_out.due(report.step):
+            try:
+                with self._progress.evaluating():
+                    report = self._held_out.after(trainer, report)
+            except BatchCancelled:
+                self._progress.enter("done")
+                self.status.emit("held-out evaluation abandoned (shutting down)")
+                return False
+            except Exception as exc:  # noqa: BLE001
+                self._progress.enter("done")
+                log.error("held-out evaluation failed:\n%s", traceback.format_exc())
+                self._fail(f"Batch {report.step} trained, but its held-out evaluation failed: "
+                           f"{type(exc).__name__}: {exc}. Training paused.")
+                return False
         self._progress.enter("snapshot")
         try:
             snapshot = self._snapshot(report, t0)
@@ -449,7 +490,8 @@ class TrainingWorker(QObject):
 
     def _snapshot(self, report: TrainReport, t0: float) -> Snapshot | None:
         assert self._sampler is not None
-        seconds = time.perf_counter() - t0
+        # The held-out evaluation is not training: its seconds are left out (report.timings has them).
+        seconds = time.perf_counter() - t0 - report.timings.get("held_out", 0.0)
         # batches/s of the whole unit of work (sampling + step), before the snapshot is built.
         self._history.append(report, 1.0 / seconds if seconds > 0 else math.inf)
         health = self._health.observe_report(report)   # every batch, so the trends see them all
@@ -460,5 +502,6 @@ class TrainingWorker(QObject):
         epoch, k = divmod(report.step - 1, self._sampler.batches_per_epoch)
         label = f"batch {report.step} (epoch {epoch + 1}, {k + 1}/{self._sampler.batches_per_epoch})"
         return Snapshot(telemetry=report.telemetry, history=self._history.arrays(), report=report,
-                        decoded=decode_batch(self._bridge, self._dataset, report), source="live", batch_label=label, health=health)
+                        decoded=decode_batch(self._bridge, self._dataset, report), source="live", batch_label=label,
+                        health=health, held_out=self._held_out.to_dict())
 
