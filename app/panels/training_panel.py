@@ -17,7 +17,7 @@ from PyQt6.QtWidgets import (QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVB
 
 from app.panels.base import SnapshotPanel
 from app.panels.held_out_plot import HeldOutPlot
-from app.panels.series import integer_ticks, set_series, set_title
+from app.panels.series import integer_ticks, legible_axes, set_series, set_title
 from app.snapshot import Snapshot, batch_axis
 from energy_flow.trace.figures import BATCH
 
@@ -115,7 +115,9 @@ class TrainingPanel(SnapshotPanel):
         for plot in (self.loss_plot, self.held_out.plot, self.lr_plot, self.landed_plot, self.speed_plot):
             integer_ticks(plot)       # batches: no 1.5
         self.speed_curve = _curve(self.speed_plot, (255, 200, 80))
-        for plot in (self.loss_plot, self.held_out.plot, self.lr_plot, self.landed_plot):
+        # The held-out plot keeps its batch ticks: its legend sits under them, off the data.
+        self.held_out.plot.setXLink(self.loss_plot)
+        for plot in (self.loss_plot, self.lr_plot, self.landed_plot):
             if plot is not self.loss_plot:
                 plot.setXLink(self.loss_plot)
             plot.getAxis("bottom").setStyle(showValues=False)
@@ -127,6 +129,7 @@ class TrainingPanel(SnapshotPanel):
         self.graphics.ci.layout.setRowStretchFactor(1, 4)
         for row in (2, 3, 4):
             self.graphics.ci.layout.setRowStretchFactor(row, 2)
+        legible_axes(self.graphics)   # five plots in one dock: short axes keep their labels apart
 
     def set_snapshot(self, snapshot: Snapshot) -> None:
         """New batch: redraw every series from the run's history (numpy, no per-point loop)."""
