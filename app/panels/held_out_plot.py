@@ -62,7 +62,8 @@ class HeldOutPlot:
             set_series(self.curves[figure.key], x[keep], y[keep])
             ref = refs.get(figure.key)
             line = self.reference_lines[figure.key]
-            label = f"best simple {word} {ref[0]:.3f} ({ref[1]})" if ref is not None and finite_x.size else ""
+            # the colour says which figure; the title says which figure and whether it is beaten
+            label = f"best simple {ref[0]:.3f} ({ref[1]})" if ref is not None and finite_x.size else ""
             if label:
                 line.setData([float(finite_x.min()), float(max(finite_x.max(), finite_x.min() + 1))], [ref[0], ref[0]])
             else:

@@ -66,9 +66,12 @@ class BatchProgress:
         trainer.processor.neuron.register_full_backward_pre_hook(hook("backward"))
 
     @contextlib.contextmanager
-    def evaluating(self) -> Iterator[None]:
+    def evaluating(self, due: bool = True) -> Iterator[None]:
         """The model's forward passes inside are the held-out evaluation, not training: shown as
-        such (and cancellable like a training pass)."""
+        such (and cancellable like a training pass); ``due`` False: nothing is evaluated."""
+        if not due:
+            yield
+            return
         self._evaluating = True
         self.enter(EVALUATION)
         try:

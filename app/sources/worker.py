@@ -41,7 +41,7 @@ from energy_flow.runtime.device import describe_device, out_of_memory_advice
 from energy_flow.diagnostics.sources import HealthMonitor
 from energy_flow.trace.recording import RecordingWriter, report_fields_from
 from energy_flow.training.data import PairDataset
-from energy_flow.training.held_out import HeldOutSchedule, split_rows
+from energy_flow.training.held_out import HeldOutSchedule, schedule_for
 from energy_flow.training.report import TrainReport
 from energy_flow.training.sampler import BatchSampler
 from energy_flow.training.text_bridge import TextBridge
@@ -402,20 +402,14 @@ class TrainingWorker(QObject):
         })
 
     def _held_out_for(self, config: EnergyConfig) -> tuple[torch.Tensor, HeldOutSchedule, tuple]:
-        """The rows to train on and the held-out evaluation for ``config`` (the split follows the
-        seed, as the headless run's does; the simple predictors are refitted only when the seed,
-        the interval or the sample size changed: seconds on a few thousand pairs)."""
+        """The rows to train on and the held-out evaluation for ``config``, refitted only when the
+        seed, the interval or the sample changed (seconds on a few thousand pairs)."""
         assert self._dataset is not None
         key = (config.seed, config.held_out_every, config.held_out_sample)
         if key == self._held_out_key and self._train_rows is not None:
             return self._train_rows, self._held_out, key
-        train_rows, held_rows = split_rows(self._dataset, config.seed)
-        if config.held_out_every and held_rows is not None:
-            self.status.emit("fitting the best simple predictors on the train split (held-out references)…")
-        train = self._dataset.subset(train_rows, "train split")
-        held = None if held_rows is None else self._dataset.subset(held_rows, "held-out split")
-        schedule = HeldOutSchedule.for_run(train, held, config.held_out_every, config.held_out_sample, config.seed)
-        return train_rows, schedule, key
+        self.status.emit("splitting the data; fitting the best simple predictors on the train split…")
+        return (*schedule_for(self._dataset, config.seed, config.held_out_every, config.held_out_sample), key)
 
     def _phase_changed(self, phase: str, seconds: float) -> None:
         """Say what the batch in flight does (the GUI shows it while it waits)."""
@@ -454,20 +448,16 @@ class TrainingWorker(QObject):
                        "Training paused; the model is as it was before this batch.")
             return False
         self.batches_trained.emit(trainer.step_count)
-        if self._held_out.due(report.step):
-            try:
-                with self._progress.evaluating():
-                    report = self._held_out.after(trainer, report)
-            except BatchCancelled:
-                self._progress.enter("done")
-                self.status.emit("held-out evaluation abandoned (shutting down)")
-                return False
-            except Exception as exc:  # noqa: BLE001
-                self._progress.enter("done")
+        try:
+            with self._progress.evaluating(self._held_out.due(report.step)):
+                report = self._held_out.after(trainer, report)
+        except Exception as exc:  # noqa: BLE001
+            self._progress.enter("done")
+            if not isinstance(exc, BatchCancelled):     # cancelled: the app is closing, quietly
                 log.error("held-out evaluation failed:\n%s", traceback.format_exc())
                 self._fail(f"Batch {report.step} trained, but its held-out evaluation failed: "
                            f"{type(exc).__name__}: {exc}. Training paused.")
-                return False
+            return False
         self._progress.enter("snapshot")
         try:
             snapshot = self._snapshot(report, t0)

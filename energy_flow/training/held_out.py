@@ -90,6 +90,15 @@ def split_rows(dataset: PairDataset, seed: int, val_fraction: float = VAL_FRACTI
     return dataset.split_indices(val_fraction, seed)
 
 
+def schedule_for(dataset: PairDataset, seed: int, every: int, sample: int
+                 ) -> tuple[torch.Tensor, "HeldOutSchedule"]:
+    """The rows a run on ``dataset`` trains on, and its held-out evaluation on the other rows."""
+    train_rows, held_rows = split_rows(dataset, seed)
+    train = dataset.subset(train_rows, "train split")
+    held = None if held_rows is None else dataset.subset(held_rows, "held-out split")
+    return train_rows, HeldOutSchedule.for_run(train, held, every, sample, seed)
+
+
 def untraced_predict(trainer: Any) -> Predictor:
     """``trainer.predict`` with the tracer's telemetry off (an evaluation reads only the outputs)
     and the model's train/eval mode left as it was."""
