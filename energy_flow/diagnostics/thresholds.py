@@ -107,7 +107,7 @@ _TABLE = (
               "Held-out figures that set no new best for several evaluations while the training loss "
               "keeps falling are the mark of memorising (the debug preset on WordNet 3,000 does it after "
               "~750 batches). A gain of 0.001 is the line: less is rounding in the cosine, while one more "
-              "pair ranked first (1/64 = 0.016 on the default sample of 64) already counts as still "
+              "pair ranked first (1/32 = 0.031 on the default sample of 32) already counts as still "
               "generalising. Only a warning: a run may also just have converged."),
     Threshold("learning_rate", "learning rate ÷ the config's initial learning rate", "below", 1e-2, 1e-3,
               "ReduceLROnPlateau halves the rate on every plateau and has no floor of its own. At 1 % of "

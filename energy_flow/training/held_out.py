@@ -172,7 +172,7 @@ class HeldOutSchedule:
         """One line: what is evaluated, or why nothing is."""
         if self.evaluator is None:
             return f"held-out evaluation off: {self.off}"
-        refs = "; ".join(f"{FIGURES[f].key} {v:.3f} ({name.split(' (')[0]})"
+        refs = "; ".join(f"{SHORT_NAMES[FIGURES[f].key]} {v:.3f} ({name.split(' (')[0]})"
                          for f, (v, name) in self.evaluator.references.items())
         return (f"held-out evaluation every {self.every} batches on {len(self.evaluator.sample)} of the "
                 f"{self.held_out_pairs} held-out pairs; best simple predictor on them: {refs}")
