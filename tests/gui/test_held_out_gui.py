@@ -60,3 +60,40 @@ def test_training_panel_draws_held_out_points_and_best_simple_lines(qtbot, make_
         assert f"({expected[name][1].split(' (')[0]}): {verdict}" in plot.title
     labels = [label.text for _sample, label in plot.plot.legend.items]
     assert sum(t.startswith("best simple ") for t in labels) == 2 and {"cosine", "top-1"} <= set(labels)
+
+
+def test_a_replayed_recording_draws_its_held_out_curve_and_references(qtbot, tmp_path):
+    """Recorded by the headless run, replayed: the same points and the same reference lines."""
+    import io
+
+    from app.panels.training_panel import TrainingPanel
+    from app.sources.replay import ReplaySource
+    from energy_flow.config import create_tiny_config
+    from energy_flow.headless import HeadlessOptions, run
+    from energy_flow.training.held_out import references_of
+
+    data = tmp_path / "pairs.npz"
+    x = unit_rows(PAIRS, seed=3)
+    np.savez(data, inputs=x.numpy(), targets=torch.nn.functional.normalize(x + 0.8 * unit_rows(PAIRS, seed=4),
+                                                                            dim=1).numpy())
+    config = create_tiny_config(device="cpu", held_out_every=2, held_out_sample=4)
+    out = io.StringIO()
+    assert run(HeadlessOptions(config=config, batches=4, data=str(data), progress=False,
+                               record=str(tmp_path / "r.h5")), out) == 0, out.getvalue()
+    source = ReplaySource()
+    assert source.open(tmp_path / "r.h5")
+    snapshot = source.snapshot(3)
+    source.close()
+    refs = references_of(snapshot.held_out)
+    assert set(refs) == {BATCH.held_out_cosine.key, BATCH.held_out_top1.key}
+    panel = TrainingPanel()
+    qtbot.addWidget(panel)
+    panel.set_snapshot(snapshot)
+    for key in refs:
+        xs, ys = panel.held_out.curves[key].getData()
+        assert list(xs) == [2.0, 4.0] and list(ys) == list(snapshot.history[key][[1, 3]])
+        assert panel.held_out.reference_lines[key].getData()[1][0] == refs[key][0]
+    assert "vs best simple" in panel.held_out.title
+    # the same lines as the run printed
+    assert f"held-out top-1 {snapshot.history[BATCH.held_out_top1.key][3]:.3f} vs best simple " \
+           f"{refs[BATCH.held_out_top1.key][0]:.3f}" in out.getvalue()
