@@ -23,12 +23,13 @@ SERIES = ((BATCH.held_out_cosine, "cosine", (110, 200, 255)), (BATCH.held_out_to
 
 
 def beats_text(name: str, value: float, reference: tuple[float, str] | None) -> str:
-    """"held-out top-1 0.38 vs best simple 0.48 (identity): not beaten" (or "beaten")."""
+    """"NOT beaten: held-out top-1 0.380 vs best simple 0.480 (identity)" (or "beaten: …"); the
+    verdict first, so a narrow dock that cuts the line keeps it."""
     if reference is None:
         return f"{name} {value:.3f} (no best-simple reference known)"
     ref, predictor = reference
-    state = "beaten" if value > ref else "not beaten"
-    return f"{name} {value:.3f} vs best simple {ref:.3f} ({predictor}): {state}"
+    state = "beaten" if value > ref else "NOT beaten"
+    return f"{state}: {name} {value:.3f} vs best simple {ref:.3f} ({predictor})"
 
 
 class HeldOutPlot:
@@ -39,7 +40,7 @@ class HeldOutPlot:
         plot.setLabel("left", "held-out")
         plot.setYRange(0, 1, padding=0.02)
         plot.getAxis("left").setTicks([[(0.0, "0"), (0.5, "0.5"), (1.0, "1")], []])
-        legend_below(plot, columns=2)
+        legend_below(plot, columns=1)   # one entry a row: the predictors' names are long
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.reference_lines: dict[str, pg.PlotDataItem] = {}
         for figure, word, color in SERIES:
@@ -62,8 +63,7 @@ class HeldOutPlot:
             set_series(self.curves[figure.key], x[keep], y[keep])
             ref = refs.get(figure.key)
             line = self.reference_lines[figure.key]
-            # the colour says which figure; the title says which figure and whether it is beaten
-            label = f"best simple {ref[0]:.3f} ({ref[1]})" if ref is not None and finite_x.size else ""
+            label = f"best simple {word} {ref[0]:.3f} ({ref[1]})" if ref is not None and finite_x.size else ""
             if label:
                 line.setData([float(finite_x.min()), float(max(finite_x.max(), finite_x.min() + 1))], [ref[0], ref[0]])
             else:
