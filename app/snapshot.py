@@ -86,3 +86,7 @@ class Snapshot:
     #: ``report_fields_from(report)`` makes; None for a batch without a training step, and
     #: for live snapshots, which have ``report``).
     report_fields: dict | None = None
+    #: The run's held-out evaluation (``HeldOutSchedule.to_dict()``: interval, sample and the
+    #: best simple predictor's value per held-out figure on the same pairs), live or from a
+    #: recording's provenance; None when unknown (an older recording).
+    held_out: dict | None = None

@@ -113,6 +113,15 @@ class EnergyConfig:
     lr_factor: float = 0.5
     plateau_interval: int = 25
     seed: int = 0
+    #: A held-out evaluation every this many batches (0: none): the model's cosine and top-1 on
+    #: ``held_out_sample`` pairs drawn once, with a fixed seed, from the data's held-out split
+    #: (the pairs the run never trains on), in eval mode, beside the best simple predictor's
+    #: figures on the same pairs (energy_flow.training.held_out). It draws no random numbers:
+    #: a run trains exactly as it would without it. Its cost is forward passes only, in chunks of
+    #: batch_size: with the debug preset on one CPU thread (2026-12-07, shared 2-core machine),
+    #: 32 pairs every 10 batches took 7 % of the training time on WordNet 3,000 (64 pairs: 12.5 %).
+    held_out_every: int = 10
+    held_out_sample: int = 32
     device: str = "auto"
     # memory: 0 keeps every step's activations for backward; 1 recomputes each step's carrier
     # (neuron → GRU → heads) in backward; k ≥ 2 also recomputes segments of k steps, keeping
@@ -359,6 +368,10 @@ def _validate(c: EnergyConfig) -> None:
             or c.checkpoint_steps < 0:
         _fail("checkpoint_steps", c.checkpoint_steps,
               "must be an integer ≥ 0 (0 = off, 1 = recompute each step's carrier, k ≥ 2 = segments of k steps)")
+    if isinstance(c.held_out_every, bool) or not isinstance(c.held_out_every, int) or c.held_out_every < 0:
+        _fail("held_out_every", c.held_out_every, "must be an integer ≥ 0 (0 = no held-out evaluation)")
+    if isinstance(c.held_out_sample, bool) or not isinstance(c.held_out_sample, int) or c.held_out_sample < 2:
+        _fail("held_out_sample", c.held_out_sample, "must be an integer ≥ 2 (retrieval needs two targets)")
     if isinstance(c.seed, bool) or not isinstance(c.seed, int):
         _fail("seed", c.seed, "must be an integer")
     if not isinstance(c.trace_enabled, bool):

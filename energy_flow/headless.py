@@ -55,6 +55,8 @@ from energy_flow.training.checkpoint import NonFiniteStateError
 from energy_flow.training.checkpoint_integrity import refuse_to_replace_non_checkpoint
 from energy_flow.training.data import PairDataset, build_dataset
 from energy_flow.training.embedding_cache import default_cache_dir
+from energy_flow.trace.figures import BATCH
+from energy_flow.training.held_out import FIGURE_OF, SHORT_NAMES, HeldOutSchedule
 from energy_flow.training.report import TrainReport
 from energy_flow.training.sampler import BatchSampler
 from energy_flow.training.simple_predictors import against_best_simple, verdict_line
@@ -246,6 +248,11 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
           f"loaded in {time.perf_counter() - t0:.1f}s", file=out)
     cost = announce_cost(trainer, cfg, train_set, out) if context is None else None
 
+    held_out = HeldOutSchedule.for_run(train_set, val_set, cfg.held_out_every, cfg.held_out_sample, cfg.seed)
+    print(held_out.describe(), file=out)
+    held_out_points: list[dict[str, float]] = []
+    step_seconds: list[float] = []
+
     recorder = None
     record_identity = None
     if opts.record:
@@ -253,7 +260,8 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
             raise ValueError("--record needs telemetry, but the config has trace_enabled = false")
         recorder = RecordingWriter(opts.record, cfg.to_dict(), {
             "teacher": prov.teacher, "data_source": prov.source, "num_pairs": prov.num_pairs,
-            "device": describe_device(trainer.device), "model": "energy_flow.FlowProcessor"}, mode=record_mode)
+            "device": describe_device(trainer.device), "model": "energy_flow.FlowProcessor",
+            "held_out": held_out.to_dict()}, mode=record_mode)
         record_identity = _identity(opts.record)
     sampler = BatchSampler(len(train_set), cfg.batch_size, cfg.seed)
     outcome = _Outcome()
@@ -294,6 +302,8 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
 
     def on_report(report: TrainReport) -> None:
         nonlocal failure, recorder
+        report = held_out.after(trainer, report)
+        step_seconds.append(report.timings["total"])
         fs = report.flow_stats
         cov = "/".join(f"{c:.2f}" for c in fs.coverage)
         line = (f"batch {report.step:5d}  loss {report.loss:.4f}  mse {report.mse:.5f}  1-cos {report.cosine_loss:.4f}"
@@ -303,6 +313,11 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
             checked = cost.with_first_batch(report.timings["total"], int(fs.active_per_step[:-1].sum()))
             summary_cost.update(checked_cost(checked))
             _write(checked.check_line(), opts.progress, out)
+        if held_out.due(report.step):
+            held_out_points.append({"batch": report.step, BATCH.held_out_cosine.key: report.held_out_cosine,
+                                    BATCH.held_out_top1.key: report.held_out_top1,
+                                    "seconds": report.timings["held_out"]})
+            _write(held_out_line(held_out, report), opts.progress, out)
         if report.skipped:
             failure = report
             control.stop(f"non-finite batch {report.step}", EXIT_NONFINITE)
@@ -382,6 +397,9 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
             print("validation against the best simple predictor: "
                   + (verdict_line(against["verdict"]) if "verdict" in against
                      else f"cannot judge ({against['cannot_judge']})"), file=out)
+    # The evaluation's cost beside the training steps' own time (both measured in this run).
+    summary["held_out"] = {**held_out.to_dict(), "points": held_out_points, "seconds": held_out.seconds,
+                           "train_step_seconds": float(sum(step_seconds))}
     if opts.record:
         summary["record"] = {"path": opts.record, "batches": len(recorded_bytes), "lost": outcome.recording_lost,
                              "bytes_per_batch": float(np.mean(recorded_bytes)) if recorded_bytes else None}
@@ -406,6 +424,19 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
     if main:  # the other ranks saved nothing and stopped for the same reason
         print(_stop_line(stopped.why, trainer.step_count, failure, outcome), file=sys.stderr)
     return stopped.exit_code
+
+
+def held_out_line(held_out: HeldOutSchedule, report: TrainReport) -> str:
+    """The held-out figures of an evaluated batch beside the best simple predictor's on the same
+    pairs, saying plainly which it does not beat."""
+    assert held_out.evaluator is not None
+    parts = []
+    for figure, value in ((BATCH.held_out_cosine, report.held_out_cosine), (BATCH.held_out_top1, report.held_out_top1)):
+        ref, name = held_out.evaluator.references[FIGURE_OF[figure.key]]
+        state = "beats it" if value > ref else "NOT beaten"
+        parts.append(f"{SHORT_NAMES[figure.key]} {value:.3f} vs best simple {ref:.3f} ({name.split(' (')[0]}): {state}")
+    return (f"held-out at batch {report.step} ({len(held_out.evaluator.sample)} pairs, "
+            f"{report.timings['held_out']:.2f}s): " + "; ".join(parts))
 
 
 def _identity(path: str) -> tuple[int, int] | None:

@@ -19,6 +19,9 @@ from energy_flow.training import build_model
     ("device", "tpu", "device"),
     ("readout_dropout", 1.0, "readout_dropout"),
     ("readout_dropout", -0.1, "readout_dropout"),
+    ("held_out_every", -1, "held_out_every"),
+    ("held_out_every", 2.5, "held_out_every"),
+    ("held_out_sample", 1, "held_out_sample"),
 ])
 def test_invalid_values_name_field_and_value(field, value, fragment):
     with pytest.raises(ValueError) as err:

@@ -42,7 +42,7 @@ TITLES = {"finite": "Finite values", "landing": "Landing", "timeouts": "Timeouts
           "edge": "Edge pile-up", "fading": "Energy", "spawn_budget": "Spawn budget",
           "saturation": "Saturation", "gradients": "Gradients", "clipping": "Clipping",
           "updates": "Update size", "collapse": "Output spread", "loss": "Loss trend",
-          "learning_rate": "Learning rate"}
+          "learning_rate": "Learning rate", "memorising": "Memorising"}
 FLOW_KEYS = ("landing", "timeouts", "motion", "edge", "fading", "spawn_budget", "saturation")
 #: Checks whose level comes from one threshold applied to the verdict's value.
 SINGLE_THRESHOLD = {"landing": "landing", "timeouts": "timeouts", "motion": "motion", "edge": "edge",
@@ -449,7 +449,8 @@ def test_recording_history_is_the_window_up_to_the_batch(live, monkeypatch):
         assert np.unique(loss).size == BATCHES
         for k, expected in ((0, loss[0:1]), (1, loss[0:2]), (BATCHES - 1, loss[1:4])):
             history = recording_history(rec, k)
-            assert set(history) == {"loss", "grad_norm", "learning_rate", "output_spread", "target_spread"}
+            assert set(history) == {"loss", "grad_norm", "learning_rate", "output_spread", "target_spread",
+                                    "held_out_cosine", "held_out_top1"}
             np.testing.assert_array_equal(history["loss"], expected, err_msg=f"batch {k}")
             assert all(len(series) == len(expected) for series in history.values()), k
 

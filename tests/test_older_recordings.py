@@ -125,6 +125,34 @@ def test_a_version_2_file_opens_and_its_missing_deposit_share_is_nan(tmp_path):
         RecordingWriter(path, create_tiny_config(device="cpu").to_dict(), {}, mode="a")
 
 
+def test_a_version_3_file_opens_and_its_missing_held_out_figures_are_nan(tmp_path):
+    """Held-out figures came with version 4: a current file carries them (here an evaluated batch
+    and one in between), a version-3 file opens with both NaN and the memorising check cannot judge."""
+    held_out = (BATCH.held_out_cosine, BATCH.held_out_top1)
+    assert SCHEMA_VERSION >= 4 and all(DATASET_SINCE[f"batches/{f.key}"] == 4 for f in held_out)
+    config = create_tiny_config(device="cpu")
+    trainer = EnergyTrainer(build_model(config), config)
+    path = tmp_path / "v3.h5"
+    with RecordingWriter(path, config.to_dict(), {}) as writer:
+        for seed, evaluated in ((1, False), (2, True)):
+            report = trainer.train_step((unit_rows(4, seed=seed), unit_rows(4, seed=seed + 10)))
+            if evaluated:
+                report = dataclasses.replace(report, held_out_cosine=0.25, held_out_top1=0.5)
+            writer.append_batch(report.telemetry, report_fields_from(report))
+    with open_recording(path) as rec:
+        np.testing.assert_array_equal(recorded_series(rec, BATCH.held_out_cosine), [np.nan, 0.25])
+        np.testing.assert_array_equal(recorded_series(rec, BATCH.held_out_top1), [np.nan, 0.5])
+    _downgrade(path, 3)
+    with open_recording(path) as rec:
+        assert rec.schema_version == 3
+        for f in held_out:
+            assert np.isnan(recorded_series(rec, f)).all() and f.key not in rec.report_fields(1)
+        for f in history_figures():
+            assert recorded_series(rec, f).shape[0] == 2
+        verdict = assess_recording_batch(rec, 1)["memorising"]
+        assert verdict.level.label == "cannot judge" and "no held-out evaluation" in verdict.detail
+
+
 def test_a_missing_new_column_in_a_current_file_is_an_error_not_nan(tmp_path):
     """The NaN fallback is for older files only: a current file that lacks a column is damaged."""
     path = tmp_path / "broken.h5"

@@ -97,7 +97,7 @@ def test_round_trip_of_several_batches_is_exact(tmp_path, config, telemetries):
     path = tmp_path / "run.h5"
     _write(path, config, tels, reports)
     with open_recording(path) as rec:
-        assert rec.num_batches == 3 and rec.schema_version == SCHEMA_VERSION == 3
+        assert rec.num_batches == 3 and rec.schema_version == SCHEMA_VERSION == 4
         assert rec.config == config.to_dict()
         prov = rec.provenance
         assert prov["model_name"] == "test" and prov["teacher"] == "none"
@@ -348,7 +348,7 @@ def _bad(tmp_path: Path, good: Path, kind: str) -> Path:
         path.write_bytes(good.read_bytes())
         with h5py.File(path, "r+") as f:
             if kind == "newer":
-                f.attrs["schema_version"] = 4
+                f.attrs["schema_version"] = 5
             elif kind == "marker":
                 f.attrs["format"] = "something-else"
             elif kind == "missing":
@@ -364,7 +364,7 @@ def _bad(tmp_path: Path, good: Path, kind: str) -> Path:
     ("empty", "empty file, not an HDF5 file"),
     ("truncated", r"truncated file \(\d+ of \d+ bytes present\)"),
     ("plain_hdf5", "not an energy-flow recording \\(no format marker"),
-    ("newer", "schema version 4 is newer than this program's 3; upgrade energy-flow-studio"),
+    ("newer", "schema version 5 is newer than this program's 4; upgrade energy-flow-studio"),
     ("marker", "not an energy-flow recording \\(format marker 'something-else'"),
     ("missing", "missing dataset 'flows/positions'"),
     ("trailing_shape", "inconsistent shapes: steps/landed has rows of shape \\(3,\\), expected \\(2,\\)"),
@@ -421,12 +421,12 @@ def test_export_snapshot_is_atomic_and_names_unwritable_paths(tmp_path, config, 
 def test_inspect_cli(tmp_path, good_file, capsys):
     assert cli_main(["inspect", str(good_file)]) == 0
     out = capsys.readouterr().out
-    assert "schema version 3" in out and "2 complete" in out and "per batch" in out
+    assert "schema version 4" in out and "2 complete" in out and "per batch" in out
     assert '"model_name": "test"' in out and "steps per batch" in out
     bad = _bad(tmp_path, good_file, "newer")
     assert cli_main(["inspect", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert err == f"{bad}: schema version 4 is newer than this program's 3; upgrade energy-flow-studio\n"
+    assert err == f"{bad}: schema version 5 is newer than this program's 4; upgrade energy-flow-studio\n"
     done = subprocess.run([sys.executable, "-m", "energy_flow.trace", "inspect", str(tmp_path / "missing.h5")],
                           capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=60)
     assert done.returncode == 2 and done.stderr.strip().endswith("missing.h5: no such file")

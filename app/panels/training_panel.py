@@ -16,7 +16,8 @@ from PyQt6.QtWidgets import (QCheckBox, QDoubleSpinBox, QHBoxLayout, QLabel, QVB
                              QWidget)
 
 from app.panels.base import SnapshotPanel
-from app.panels.series import integer_ticks, set_series, set_title
+from app.panels.held_out_plot import HeldOutPlot
+from app.panels.series import integer_ticks, legible_axes, set_series, set_title
 from app.snapshot import Snapshot, batch_axis
 from energy_flow.trace.figures import BATCH
 
@@ -97,32 +98,38 @@ class TrainingPanel(SnapshotPanel):
         for key, label, color in LOSS_SERIES:
             self.raw_curves[key] = _curve(self.loss_plot, color, RAW_ALPHA)
             self.smooth_curves[key] = _curve(self.loss_plot, color)
-        self.lr_plot = self.graphics.addPlot(row=1, col=0)
+        # The held-out figures against the best simple predictor: what the loss cannot say.
+        self.held_out = HeldOutPlot(self.graphics.addPlot(row=1, col=0))
+        self.lr_plot = self.graphics.addPlot(row=2, col=0)
         self.lr_plot.setLogMode(y=True)
         self.lr_plot.setLabel("left", "lr")
         self.lr_curve = _curve(self.lr_plot, (200, 160, 255))
-        self.landed_plot = self.graphics.addPlot(row=2, col=0)
+        self.landed_plot = self.graphics.addPlot(row=3, col=0)
         self.landed_plot.setLabel("left", "landed")
         self.landed_plot.setYRange(0, 1, padding=0.02)
         self.landed_plot.getAxis("left").setTicks([[(0.0, "0"), (0.5, "0.5"), (1.0, "1")], []])
         self.landed_curve = _curve(self.landed_plot, (61, 220, 132))
-        self.speed_plot = self.graphics.addPlot(row=3, col=0)
+        self.speed_plot = self.graphics.addPlot(row=4, col=0)
         self.speed_plot.setLabel("left", "batch/s")
         self.speed_plot.setLabel("bottom", "batch")
-        for plot in (self.loss_plot, self.lr_plot, self.landed_plot, self.speed_plot):
+        for plot in (self.loss_plot, self.held_out.plot, self.lr_plot, self.landed_plot, self.speed_plot):
             integer_ticks(plot)       # batches: no 1.5
         self.speed_curve = _curve(self.speed_plot, (255, 200, 80))
+        # The held-out plot keeps its batch ticks: its legend sits under them, off the data.
+        self.held_out.plot.setXLink(self.loss_plot)
         for plot in (self.loss_plot, self.lr_plot, self.landed_plot):
             if plot is not self.loss_plot:
                 plot.setXLink(self.loss_plot)
             plot.getAxis("bottom").setStyle(showValues=False)
         self.speed_plot.setXLink(self.loss_plot)
-        for plot in (self.loss_plot, self.lr_plot, self.landed_plot, self.speed_plot):
+        for plot in (self.loss_plot, self.held_out.plot, self.lr_plot, self.landed_plot, self.speed_plot):
             plot.getAxis("left").setWidth(60)
             plot.getAxis("left").enableAutoSIPrefix(False)
         self.graphics.ci.layout.setRowStretchFactor(0, 5)
-        for row in (1, 2, 3):
+        self.graphics.ci.layout.setRowStretchFactor(1, 4)
+        for row in (2, 3, 4):
             self.graphics.ci.layout.setRowStretchFactor(row, 2)
+        legible_axes(self.graphics)   # five plots in one dock: short axes keep their labels apart
 
     def set_snapshot(self, snapshot: Snapshot) -> None:
         """New batch: redraw every series from the run's history (numpy, no per-point loop)."""
@@ -145,6 +152,7 @@ class TrainingPanel(SnapshotPanel):
                 ticks = sorted({(math.log10(v), f"{v:.2g}") for v in (lo, hi)})
                 self.lr_plot.getAxis("left").setTicks([ticks, []])
         self._update_losses()
+        self.held_out.draw(hist, x, snapshot.held_out)
         self._stack.setCurrentWidget(self._page)
         if len(x):
             which = "batch" if x_label == "batch" else "recording batch"

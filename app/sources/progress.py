@@ -10,15 +10,18 @@ most every :data:`PROGRESS_INTERVAL_S` (a queued signal per step would flood it)
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from energy_flow.training.trainer import EnergyTrainer
 
 #: Step progress is reported at most this often (s).
 PROGRESS_INTERVAL_S = 0.2
+#: The phase shown while the held-out evaluation runs its forward passes.
+EVALUATION = "held-out evaluation"
 
 
 class BatchCancelled(Exception):
@@ -44,6 +47,7 @@ class BatchProgress:
         self._pass_steps = 0
         self._forward_steps = 0
         self._reported_at = 0.0
+        self._evaluating = False
 
     def attach(self, trainer: EnergyTrainer) -> None:
         """Hook ``trainer``'s model: cancellation and progress within one propagation step."""
@@ -53,12 +57,27 @@ class BatchProgress:
             def on_step(*_: object) -> None:
                 if self._cancel.is_set():
                     raise BatchCancelled("batch abandoned: the worker was cancelled")
-                self.enter(phase)
-                self._count(phase)
+                shown = EVALUATION if self._evaluating else phase
+                self.enter(shown)
+                self._count(shown)
             return on_step
 
         trainer.processor.carrier.register_forward_pre_hook(hook("forward"))
         trainer.processor.neuron.register_full_backward_pre_hook(hook("backward"))
+
+    @contextlib.contextmanager
+    def evaluating(self, due: bool = True) -> Iterator[None]:
+        """The model's forward passes inside are the held-out evaluation, not training: shown as
+        such (and cancellable like a training pass); ``due`` False: nothing is evaluated."""
+        if not due:
+            yield
+            return
+        self._evaluating = True
+        self.enter(EVALUATION)
+        try:
+            yield
+        finally:
+            self._evaluating = False
 
     def enter(self, phase: str, seconds: float = math.nan) -> None:
         """Report ``phase`` once per change; a new pass counts its steps from 0."""

@@ -41,6 +41,7 @@ from energy_flow.diagnostics.sources import assess_recording_batch
 from energy_flow.trace.figures import BATCH, history_figures
 from energy_flow.trace.recording import Recording, RecordingError, open_recording, recorded_series
 from energy_flow.trace.telemetry import BatchTelemetry
+from energy_flow.training.held_out import recorded_held_out
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,8 @@ class ReplaySource(QObject):
         return Snapshot(telemetry=telemetry, history=self._history(i), report=None,
                         source=str(rec.path), report_fields=rec.report_fields(i),
                         health=assess_recording_batch(rec, i, telemetry),
-                        batch_label=f"recording batch {i + 1}/{n} (training batch {step_text})")
+                        batch_label=f"recording batch {i + 1}/{n} (training batch {step_text})",
+                        held_out=recorded_held_out(rec.provenance))
 
     @pyqtSlot(int)
     def show_batch(self, index: int) -> bool:

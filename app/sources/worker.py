@@ -36,12 +36,13 @@ from app.snapshot import RunHistory, Snapshot
 from app.sources.decoding import decode_batch, make_bridge
 from app.sources.loading import device_resources, load_dataset, trainer_from_checkpoint
 from app.sources.progress import BatchCancelled, BatchProgress
+from app.sources.recording_sink import RecordingSink
 from energy_flow.config import EnergyConfig
 from energy_flow.runtime.device import describe_device, out_of_memory_advice
 from energy_flow.diagnostics.sources import HealthMonitor
-from energy_flow.trace.recording import RecordingWriter, report_fields_from
 from energy_flow.training.cost_estimate import BatchCost, estimate_cost
 from energy_flow.training.data import PairDataset
+from energy_flow.training.held_out import HeldOutSchedule, schedule_for
 from energy_flow.training.report import TrainReport
 from energy_flow.training.sampler import BatchSampler
 from energy_flow.training.text_bridge import TextBridge
@@ -107,13 +108,18 @@ class TrainingWorker(QObject):
         self._bridge_note = "not loaded yet"
         self._trainer: EnergyTrainer | None = None
         self._sampler: BatchSampler | None = None
+        #: The dataset rows the model trains on (the train split; every row when the data is too
+        #: small to split) and the held-out evaluation on the rest, for one (seed, every, sample).
+        self._train_rows: torch.Tensor | None = None
+        self._held_out = HeldOutSchedule(None, 0, "not loaded yet")
+        self._held_out_key: tuple | None = None
         self._history = RunHistory()
         self._health = HealthMonitor(config.to_dict())
         self._state = "loading"
         self._running = False
         self._tick_pending = False
         self._cancel = threading.Event()
-        self._recorder: RecordingWriter | None = None
+        self._recording = RecordingSink(self.recording_changed.emit, self.status.emit, self.error.emit)
         self._cost: BatchCost | None = None
         self._progress = BatchProgress(self._cancel, self._phase_changed, self.step_progress.emit)
 
@@ -289,13 +295,7 @@ class TrainingWorker(QObject):
         if not self._config.trace_enabled:
             self.recording_changed.emit(False, "cannot record: tracing is off (config.trace_enabled = False)")
             return
-        try:
-            self._recorder = RecordingWriter(path, self._config.to_dict(), self._provenance())
-        except (OSError, ValueError) as exc:
-            self.recording_changed.emit(False, f"cannot record to {path}: {exc}")
-            return
-        self.recording_changed.emit(True, path)
-        self.status.emit(f"recording every batch to {path}")
+        self._recording.start(path, self._config.to_dict(), self._provenance())
 
     @pyqtSlot()
     def stop_recording(self) -> None:
@@ -303,33 +303,18 @@ class TrainingWorker(QObject):
 
     def close_recording(self, why: str) -> None:
         """Close the recording, if any (callable from the GUI thread once this thread ended)."""
-        if self._recorder is None:
-            return
-        writer, self._recorder = self._recorder, None
-        batches = writer.num_batches
-        try:
-            writer.close()
-        except OSError as exc:
-            why = f"{why}; closing it failed: {exc}"
-        self.recording_changed.emit(False, f"{writer.path}: {batches} batches recorded ({why})")
+        self._recording.close(why)
+
+    @property
+    def recording(self) -> bool:
+        return self._recording.writer is not None
 
     def _provenance(self) -> dict:
         assert self._dataset is not None and self._trainer is not None
         prov = self._dataset.provenance
         return {"teacher": prov.teacher, "data_source": prov.source, "num_pairs": prov.num_pairs,
-                "device": describe_device(self._trainer.device), "model": "energy_flow.FlowProcessor"}
-
-    def _record(self, report: TrainReport) -> None:
-        """Append the batch; a failing write (full disk) stops recording, never training."""
-        if self._recorder is None or report.telemetry is None:
-            return
-        try:
-            self._recorder.append_batch(report.telemetry, report_fields_from(report))
-        except (OSError, ValueError) as exc:
-            path = self._recorder.path
-            self.close_recording(f"write failed: {exc}")
-            self.error.emit(f"Recording to {path} stopped: {exc}. Training carries on; the batches "
-                            "recorded before are intact.")
+                "device": describe_device(self._trainer.device), "model": "energy_flow.FlowProcessor",
+                "held_out": self._held_out.to_dict()}
 
     # ------------------------------------------------------------------ internals
     def _set_state(self, state: str) -> None:
@@ -378,15 +363,18 @@ class TrainingWorker(QObject):
             self.status.emit("building the model…")
             trainer = EnergyTrainer(build_model(config), config)
         trainer.provenance = self._dataset.provenance
-        sampler = BatchSampler(len(self._dataset), config.batch_size, config.seed)
+        train_rows, held_out, key = self._held_out_for(config)
+        sampler = BatchSampler(len(train_rows), config.batch_size, config.seed)
         # Before the progress hooks go on: the probe works on a copy of the model.
         self.status.emit("estimating the time per batch on this device (a short probe)…")
-        idx = sampler.indices(trainer.step_count)
+        idx = train_rows[sampler.indices(trainer.step_count)]   # dataset rows of the train split
         cost = estimate_cost(trainer.processor, config, self._dataset.inputs[idx], self._dataset.targets[idx])
         self._progress.attach(trainer)
         # A recording holds one model's run: steps restart and the config may differ.
         self.close_recording("the model was rebuilt")
         self._trainer, self._sampler, self._config = trainer, sampler, config
+        self._train_rows, self._held_out, self._held_out_key = train_rows, held_out, key
+        self.status.emit(held_out.describe())
         self._history = RunHistory()
         self._health = HealthMonitor(config.to_dict())
         self._cost = cost
@@ -398,8 +386,19 @@ class TrainingWorker(QObject):
             "text_bridge_available": self._bridge is not None,
             "step": trainer.step_count,
             "batches_per_epoch": sampler.batches_per_epoch,
+            "held_out": held_out.describe(),
         })
         self.cost_estimated.emit(cost)
+
+    def _held_out_for(self, config: EnergyConfig) -> tuple[torch.Tensor, HeldOutSchedule, tuple]:
+        """The rows to train on and the held-out evaluation for ``config``, refitted only when the
+        seed, the interval or the sample changed (seconds on a few thousand pairs)."""
+        assert self._dataset is not None
+        key = (config.seed, config.held_out_every, config.held_out_sample)
+        if key == self._held_out_key and self._train_rows is not None:
+            return self._train_rows, self._held_out, key
+        self.status.emit("splitting the data; fitting the best simple predictors on the train split…")
+        return (*schedule_for(self._dataset, config.seed, config.held_out_every, config.held_out_sample), key)
 
     def _phase_changed(self, phase: str, seconds: float) -> None:
         """Say what the batch in flight does (the GUI shows it while it waits)."""
@@ -414,11 +413,11 @@ class TrainingWorker(QObject):
         Returns True when the batch trained with finite values (False: paused with an error, or
         abandoned by :meth:`cancel`).
         """
-        trainer, sampler, dataset = self._trainer, self._sampler, self._dataset
-        assert trainer is not None and sampler is not None and dataset is not None
+        trainer, sampler, dataset, rows = self._trainer, self._sampler, self._dataset, self._train_rows
+        assert trainer is not None and sampler is not None and dataset is not None and rows is not None
         t0 = time.perf_counter()
         try:
-            idx = sampler.indices(trainer.step_count)
+            idx = rows[sampler.indices(trainer.step_count)]   # dataset rows of the train split
             report = trainer.train_step((dataset.inputs[idx], dataset.targets[idx], idx))
         except BatchCancelled:
             self._progress.enter("done")
@@ -432,29 +431,30 @@ class TrainingWorker(QObject):
                        f"paused; {out_of_memory_advice(trainer.config)}. ({str(exc).splitlines()[0]})")
             return False
         except Exception as exc:  # noqa: BLE001
-            self._progress.enter("done")
-            log.error("training step failed:\n%s", traceback.format_exc())
-            self._fail(f"Training batch {trainer.step_count + 1} failed: {type(exc).__name__}: {exc}. "
-                       "Training paused; the model is as it was before this batch.")
-            return False
+            return self._paused_by(exc, f"Training batch {trainer.step_count + 1} failed",
+                                   "Training paused; the model is as it was before this batch.")
         self.batches_trained.emit(trainer.step_count)
         if self._cost is not None and self._cost.first_batch_s is None:   # the estimate, checked
             self._cost = self._cost.with_first_batch(time.perf_counter() - t0,
                                                      int(report.flow_stats.active_per_step[:-1].sum()))
             self.cost_estimated.emit(self._cost)
+        try:
+            with self._progress.evaluating(self._held_out.due(report.step)):
+                report = self._held_out.after(trainer, report)
+        except BatchCancelled:                       # the app is closing: quietly
+            self._progress.enter("done")
+            return False
+        except Exception as exc:  # noqa: BLE001
+            return self._paused_by(exc, f"Batch {report.step} trained, but its held-out evaluation failed")
         self._progress.enter("snapshot")
         try:
             snapshot = self._snapshot(report, t0)
         except Exception as exc:  # noqa: BLE001
-            self._progress.enter("done")
-            log.error("building the snapshot failed:\n%s", traceback.format_exc())
-            self._fail(f"Batch {report.step} trained, but its snapshot could not be built: "
-                       f"{type(exc).__name__}: {exc}. Training paused.")
-            return False
+            return self._paused_by(exc, f"Batch {report.step} trained, but its snapshot could not be built")
         self._progress.enter("done", time.perf_counter() - t0)
         if snapshot is not None:
             self.snapshot_ready.emit(snapshot)
-        self._record(report)
+        self._recording.record(report)
         self.resources.emit(device_resources(trainer.device))
         if report.skipped:
             self._fail(f"Batch {report.step}: {report.nonfinite} — the update was skipped, the model "
@@ -462,9 +462,17 @@ class TrainingWorker(QObject):
             return False
         return True
 
+    def _paused_by(self, exc: Exception, what: str, then: str = "Training paused.") -> bool:
+        """A batch went wrong: log the traceback, pause with ``what`` and the error named; False."""
+        self._progress.enter("done")
+        log.error("%s:\n%s", what, traceback.format_exc())
+        self._fail(f"{what}: {type(exc).__name__}: {exc}. {then}")
+        return False
+
     def _snapshot(self, report: TrainReport, t0: float) -> Snapshot | None:
         assert self._sampler is not None
-        seconds = time.perf_counter() - t0
+        # The held-out evaluation is not training: its seconds are left out (report.timings has them).
+        seconds = time.perf_counter() - t0 - report.timings.get("held_out", 0.0)
         # batches/s of the whole unit of work (sampling + step), before the snapshot is built.
         self._history.append(report, 1.0 / seconds if seconds > 0 else math.inf)
         health = self._health.observe_report(report)   # every batch, so the trends see them all
@@ -475,5 +483,6 @@ class TrainingWorker(QObject):
         epoch, k = divmod(report.step - 1, self._sampler.batches_per_epoch)
         label = f"batch {report.step} (epoch {epoch + 1}, {k + 1}/{self._sampler.batches_per_epoch})"
         return Snapshot(telemetry=report.telemetry, history=self._history.arrays(), report=report,
-                        decoded=decode_batch(self._bridge, self._dataset, report), source="live", batch_label=label, health=health)
+                        decoded=decode_batch(self._bridge, self._dataset, report), source="live", batch_label=label,
+                        health=health, held_out=self._held_out.to_dict())
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from energy_flow.diagnostics import flow_checks, training_checks
+from energy_flow.diagnostics import flow_checks, held_out_checks, training_checks
 from energy_flow.diagnostics.evidence import HISTORY_SERIES, Evidence, evidence_from_config
 from energy_flow.diagnostics.thresholds import THRESHOLDS, Threshold
 from energy_flow.diagnostics.verdict import HealthReport, Level, Verdict
@@ -24,9 +24,11 @@ CHECKS: tuple[Callable[[Evidence], Verdict], ...] = (
     flow_checks.edge, flow_checks.fading, flow_checks.spawn_budget, flow_checks.saturation,
     training_checks.gradients, training_checks.clipping, training_checks.updates,
     training_checks.collapse, training_checks.loss_trend, training_checks.learning_rate,
+    held_out_checks.memorising,
 )
 CHECK_KEYS = ("finite", "landing", "timeouts", "motion", "edge", "fading", "spawn_budget", "saturation",
-              "gradients", "clipping", "updates", "collapse", "loss", "learning_rate")
+              "gradients", "clipping", "updates", "collapse", "loss", "learning_rate",
+              "memorising")
 
 
 def assess(evidence: Evidence) -> HealthReport:

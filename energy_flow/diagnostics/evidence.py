@@ -25,7 +25,8 @@ from energy_flow.trace.telemetry import BatchTelemetry
 
 #: Per-batch figures the trend checks read (any may be missing), declared in
 #: :data:`energy_flow.trace.figures.BATCH`.
-HISTORY_FIGURES = (BATCH.loss, BATCH.grad_norm, BATCH.learning_rate, BATCH.output_spread, BATCH.target_spread)
+HISTORY_FIGURES = (BATCH.loss, BATCH.grad_norm, BATCH.learning_rate, BATCH.output_spread, BATCH.target_spread,
+                   BATCH.held_out_cosine, BATCH.held_out_top1)
 HISTORY_SERIES = tuple(f.key for f in HISTORY_FIGURES)
 
 

@@ -101,14 +101,14 @@ _TABLE = (
               "Less than 1 % change over that many batches means training has stalled (or converged, if "
               "the loss is also low: the detail shows the loss). 0.1 % is a flat line. The scatter margin "
               "keeps two noisy windows that happen to agree from passing for a flat line."),
-    Threshold("memorising", "largest gain of a held-out figure (cosine, top-1) in the last MEMORISING_POINTS "
-              "held-out evaluations over its best before them, judged while the training loss falls",
+    Threshold("memorising", "largest gain of a held-out figure (cosine, top-1): its best over the last "
+              "MEMORISING_WINDOW batches minus its best before them, judged while the training loss falls",
               "below", 0.001, None,
               "Held-out figures that set no new best for several evaluations while the training loss "
               "keeps falling are the mark of memorising (the debug preset on WordNet 3,000 does it after "
-              "~750 batches). A gain of 0.001 is the line: less is rounding on a few hundred pairs, while "
-              "one more pair ranked first on 256 (0.004) already counts as still generalising. Only a "
-              "warning: a run may also just have converged."),
+              "~750 batches). A gain of 0.001 is the line: less is rounding in the cosine, while one more "
+              "pair ranked first (1/32 = 0.031 on the default sample of 32) already counts as still "
+              "generalising. Only a warning: a run may also just have converged."),
     Threshold("learning_rate", "learning rate ÷ the config's initial learning rate", "below", 1e-2, 1e-3,
               "ReduceLROnPlateau halves the rate on every plateau and has no floor of its own. At 1 % of "
               "the initial rate the plateaus keep coming; at 0.1 % the optimiser barely moves."),
@@ -120,8 +120,12 @@ THRESHOLDS: dict[str, Threshold] = {t.check: t for t in _TABLE}
 LOSS_WINDOW = 10
 FLAT_WINDOW = 100
 TREND_WINDOW = 10
-#: Held-out evaluations the memorising check looks back over (with points every 150 batches,
-#: 450 batches), and the fall of the windowed training loss over them that counts as "still falling".
+#: The memorising check compares the held-out figures' best over the last MEMORISING_WINDOW
+#: batches with their best before them (the monitor's history keeps FLAT_WINDOW + 2 × LOSS_WINDOW
+#: = 120 batches, so 60 before); it needs MEMORISING_POINTS evaluations in the window (6 with the
+#: default held_out_every = 10) and counts the windowed training loss as "still falling" when it
+#: dropped by MEMORISING_LOSS_FALL over the window.
+MEMORISING_WINDOW = 60
 MEMORISING_POINTS = 3
 MEMORISING_LOSS_FALL = 0.02
 #: A border cell share above this leaves too little interior to tell pile-up from an even deposit.

@@ -325,8 +325,8 @@ class PairDataset:
             provenance=DataProvenance(source, len(pick), self.provenance.teacher, self.provenance.dim),
         )
 
-    def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple["PairDataset", "PairDataset"]:
-        """Deterministic disjoint (train, validation) split; both non-empty for N >= 2."""
+    def split_indices(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows of :meth:`split`'s (train, validation) parts, each sorted."""
         n = len(self)
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"split: val_fraction must be in (0, 1), got {val_fraction}")
@@ -334,7 +334,12 @@ class PairDataset:
             raise ValueError(f"split: need at least 2 pairs to split, the dataset has {n}")
         n_val = min(max(1, round(n * val_fraction)), n - 1)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+        return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+    def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple["PairDataset", "PairDataset"]:
+        """Deterministic disjoint (train, validation) split; both non-empty for N >= 2."""
+        train_idx, val_idx = self.split_indices(val_fraction, seed)
+        n, n_val = len(self), int(val_idx.numel())
         return (self.subset(train_idx, f"train split: {n - n_val} of {n}, seed {seed}"),
                 self.subset(val_idx, f"validation split: {n_val} of {n}, seed {seed}"))
 

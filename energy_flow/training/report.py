@@ -6,6 +6,7 @@ Every number is measured from the step it describes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +51,11 @@ class TrainReport:
     sample_indices: np.ndarray = field(repr=False)  # [B] int64 dataset indices of the batch
     device: str = "cpu"
     provenance: DataProvenance | None = None  # where the batch's data came from (None: raw tensors)
+    #: The model's figures on the run's fixed held-out sample after this batch, measured by
+    #: :class:`energy_flow.training.held_out.HeldOutSchedule` every ``held_out_every`` batches
+    #: (NaN on the batches in between, and when no evaluation runs).
+    held_out_cosine: float = math.nan
+    held_out_top1: float = math.nan
 
     def __post_init__(self) -> None:
         self.outputs.flags.writeable = False
@@ -69,4 +75,5 @@ class TrainReport:
             "landed": list(fs.landed), "steps": fs.steps, "skipped": self.skipped,
             "nonfinite": self.nonfinite, "seconds": self.timings.get("total"),
             "provenance": self.provenance.to_dict() if self.provenance else None,
+            "held_out_cosine": self.held_out_cosine, "held_out_top1": self.held_out_top1,
         }

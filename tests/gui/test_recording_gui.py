@@ -19,14 +19,14 @@ def _record_batches(qtbot, window, path, batches: int) -> None:
     rec = window.recordings
     rec._ask_record = lambda parent: str(path)
     rec.record_action.setChecked(True)
-    qtbot.waitUntil(lambda: window.worker._recorder is not None, timeout=5000)
+    qtbot.waitUntil(lambda: window.worker.recording, timeout=5000)
     for _ in range(batches):
         count = window.worker.trainer.step_count
         window.step_action.trigger()
         qtbot.waitUntil(lambda: window.worker.trainer.step_count == count + 1 and window.worker_state != "running",
                         timeout=20_000)
     rec.record_action.setChecked(False)
-    qtbot.waitUntil(lambda: window.worker._recorder is None, timeout=5000)
+    qtbot.waitUntil(lambda: not window.worker.recording, timeout=5000)
 
 
 @pytest.fixture
@@ -342,10 +342,10 @@ def test_record_target_is_checked_before_any_overwrite_question(qtbot, make_wind
     assert not rec.record_action.isChecked() and old.read_bytes() == kept
     window.confirm = lambda title, text: True
     rec.record_action.setChecked(True)
-    qtbot.waitUntil(lambda: window.worker._recorder is not None, timeout=5000)
+    qtbot.waitUntil(lambda: window.worker.recording, timeout=5000)
     qtbot.waitUntil(lambda: rec.record_action.isChecked(), timeout=5000)
     rec.record_action.setChecked(False)
-    qtbot.waitUntil(lambda: window.worker._recorder is None, timeout=5000)
+    qtbot.waitUntil(lambda: not window.worker.recording, timeout=5000)
 
 
 def test_open_of_a_missing_file_at_start_up_leaves_an_idle_window_that_says_so(qtbot, tiny_dataset, small_config,

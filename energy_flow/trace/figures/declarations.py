@@ -233,6 +233,14 @@ _BATCH_LIST = (
     BatchFigure("deposit_share", "share of the energy placed on the start plane that the batch deposited on "
                 "each output plane (NaN: tracing off)", "share of placed energy", "P", "f8", Merge.WHOLE,
                 measure=lambda r: _deposit_share(r), since_schema=3, readers=("panel:energy",)),
+    BatchFigure("held_out_cosine", "mean cosine(output, own target) on the run's fixed held-out sample, in eval "
+                "mode (NaN: not evaluated at this batch; every held_out_every batches)", "cosine", "", "f8",
+                Merge.WHOLE, measure=lambda r: r.held_out_cosine, since_schema=4,
+                readers=("panel:training", "check:memorising")),
+    BatchFigure("held_out_top1", "share of the held-out sample whose output ranks its own target first among "
+                "the sample's targets (NaN: not evaluated at this batch)", "share of pairs", "", "f8",
+                Merge.WHOLE, measure=lambda r: r.held_out_top1, since_schema=4,
+                readers=("panel:training", "check:memorising")),
     BatchFigure("grad_norm", "total gradient norm before clipping", "1", "", "f8", Merge.WHOLE,
                 measure=lambda r: r.grad_norm, since_schema=2, readers=("panel:diagnostics", "check:gradients")),
     BatchFigure("grad_clip", "the clip level of the total gradient norm", "1", "", "f8", Merge.WHOLE,
