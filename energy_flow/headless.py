@@ -246,7 +246,6 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
     print(f"device {describe_device(trainer.device)}{ranks}; data: {prov.source} ({prov.num_pairs} pairs, "
           f"teacher {prov.teacher}); {len(train_set)} train / {len(val_set) if val_set else 0} validation; "
           f"loaded in {time.perf_counter() - t0:.1f}s", file=out)
-    cost = announce_cost(trainer, cfg, train_set, out) if context is None else None
 
     held_out = HeldOutSchedule.for_run(train_set, val_set, cfg.held_out_every, cfg.held_out_sample, cfg.seed)
     print(held_out.describe(), file=out)
@@ -263,6 +262,8 @@ def _run(opts: HeadlessOptions, out, control: RunControl,
             "device": describe_device(trainer.device), "model": "energy_flow.FlowProcessor",
             "held_out": held_out.to_dict()}, mode=record_mode)
         record_identity = _identity(opts.record)
+    # After the outputs are held (a recording in use is refused before any work): the probe.
+    cost = announce_cost(trainer, cfg, train_set, out) if context is None else None
     sampler = BatchSampler(len(train_set), cfg.batch_size, cfg.seed)
     outcome = _Outcome()
     failure: TrainReport | None = None

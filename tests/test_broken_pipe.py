@@ -126,16 +126,17 @@ def test_headless_whose_reader_is_gone_before_training_stops_and_says_so_once(tm
 
 
 def test_headless_piped_into_head_stops_after_the_batch_and_saves(tmp_path, pairs):
-    """`main.py --headless … | head -2`: the reader leaves after the device line and the cost
-    estimate's; the next line (the first batch's) meets the closed pipe, and the run stops after
+    """`main.py --headless … | head -3`: the reader leaves after the device line, the held-out
+    plan's and the cost estimate's; the next line (the first batch's) meets the closed pipe, and the run stops after
     that batch, writing its checkpoint and closing its recording, as on SIGTERM."""
     ck, rec = tmp_path / "ck.pt", tmp_path / "run.h5"
     proc = subprocess.Popen([sys.executable, "main.py", "--headless", "--preset", "tiny", "--batches", "200",
                              "--data", str(pairs), "--no-progress", "--checkpoint", str(ck), "--record", str(rec)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env(False))
     first = proc.stdout.readline()
-    estimate = proc.stdout.readline()
-    proc.stdout.close()                     # what `head -2` does after its lines
+    before = [proc.stdout.readline() for _ in range(2)]   # the held-out plan and the cost estimate
+    estimate = before[-1]
+    proc.stdout.close()                     # what `head -3` does after its lines
     stderr = proc.stderr.read()
     proc.stderr.close()
     assert proc.wait(timeout=300) == EXIT_BROKEN_PIPE, stderr
