@@ -15,7 +15,7 @@ from PyQt6.QtGui import QResizeEvent
 from PyQt6.QtWidgets import QLabel, QMainWindow, QStatusBar
 
 from app.snapshot import Snapshot
-from app.view.lattice_view import LatticeView
+from app.view.lattice_view import VIEW_SPEED_TIP, LatticeView, view_speed_text
 from energy_flow.trace.figures import BATCH
 from app.window.icons import RECORD_COLOR
 
@@ -277,16 +277,13 @@ class RunStatusBar(QObject):
 
     def follow_view_speed(self, view: LatticeView) -> None:
         """Show ``view``'s frame rate every ``FPS_INTERVAL_MS``."""
+        self.labels["fps"].setToolTip(VIEW_SPEED_TIP)
         self._fps_timer.timeout.connect(lambda: self.show_fps(view.fps, view.idle))
         self._fps_timer.start()
 
     def show_fps(self, fps: float, idle: bool) -> None:
         """The 3D view's frame rate; "idle" while it draws nothing (it redraws only on changes)."""
-        if idle or fps < 0.5:
-            text = "view: idle"
-        else:
-            text = f"view {fps:.0f} fps"
-        self.labels["fps"].setText(text)
+        self.labels["fps"].setText(view_speed_text(fps, idle))
 
 
 def short_source(source: str, limit: int = 28) -> str:

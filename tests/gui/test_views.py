@@ -257,7 +257,9 @@ def test_one_frame_per_batch_reads_idle_not_zero_fps(view, snapshot, qtbot):
                     timeout=2000)
     assert view.idle
     view._refresh_fps_label()
-    assert view.controls.fps_label.text() == "idle"
+    # Tried as a new user: a bare "idle" above the canvas read as the training's state.
+    assert view.controls.fps_label.text() == "view: idle"
+    assert "says nothing of training" in view.controls.fps_label.toolTip()
     for _ in range(5):
         view.view.camera.azimuth += 5
         view.canvas.update()
