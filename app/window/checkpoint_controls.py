@@ -77,8 +77,15 @@ class CheckpointController(QObject):
         return str(Path(self._start_folder()) / f"energy-flow-batch{self._live.batches_trained}.pt")
 
     def ask_save(self) -> None:
+        """Ask where, then save there; a folder typed in the dialog that does not exist yet is
+        made (a new user typed runs/today/model.pt and got "No such file or directory"). If it
+        cannot be made, the save's own error names the file and the reason."""
         path = self._ask_save(self._parent, self.default_path())
         if path:
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                pass        # the worker's "cannot write checkpoint PATH: <reason>" reports it
             self.save_requested.emit(path)
 
     def ask_open(self) -> None:
