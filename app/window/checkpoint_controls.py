@@ -93,6 +93,12 @@ class CheckpointController(QObject):
         if path and self.may_discard("Open checkpoint", f"replace the live model by {Path(path).name}"):
             self.open_requested.emit(path)
 
+    def unsaved_note(self) -> str:
+        """One line for a question that would discard the weights; "" when all are saved."""
+        unsaved = self._live.unsaved_batches
+        return (f"⚠ The weights of {unsaved_text(unsaved)} are not saved (No, then File → Save checkpoint, "
+                "Ctrl+S, saves them).") if unsaved else ""
+
     def may_discard(self, title: str, doing: str) -> bool:
         """True when nothing trained is unsaved, or the user agreed to lose it by ``doing``."""
         unsaved = self._live.unsaved_batches
