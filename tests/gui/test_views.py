@@ -561,3 +561,12 @@ def test_the_framed_lattice_keeps_its_corners_out_from_under_the_colour_bars_and
     for x0, y0, x1, y1 in boxes:
         inside = (corners[:, 0] > x0) & (corners[:, 0] < x1) & (corners[:, 1] > y0) & (corners[:, 1] < y1)
         assert not inside.any(), (x0, y0, x1, y1, corners[inside])
+
+
+def test_displacement_titles_never_read_minus_zero():
+    """Tried as a new user: "p5–p95 [-0.000, +0.003]"; a value that rounds to zero keeps its
+    sign and size instead."""
+    from app.panels.displacement_panel import signed
+    assert signed(-0.0004) == "-4.0e-04" and signed(0.00012) == "+1.2e-04"
+    assert signed(0.0) == "0" and signed(-0.25) == "-0.250" and signed(0.0031) == "+0.003"
+    assert "0.000" not in signed(-0.0004999)
