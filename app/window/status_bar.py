@@ -167,6 +167,10 @@ class RunStatusBar(QObject):
             label.setContentsMargins(4, 0, 4, 0)
             bar.addPermanentWidget(label)
             self.labels[key] = label
+        # Tried as a new user: "0.54 batch/s" here and "0.68 batch/s" in the Training panel read as
+        # a contradiction; they are two honest measures, and the tooltip says which this is.
+        self.labels["rate"].setToolTip("Training speed over the last 10 batches: batches ÷ the time they took. "
+                                       "The Training panel's title shows the last batch's own speed.")
         self.labels["state"] = FitLabel(min_chars=None)
         bar.insertPermanentWidget(0, self.labels["state"])
         # What the batch in flight is doing (a batch takes seconds on the debug preset), and how

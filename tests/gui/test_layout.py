@@ -249,6 +249,7 @@ def test_at_the_smallest_window_every_status_bar_fact_lies_inside_the_window(qtb
     qtbot.wait(1200)                    # the view-speed label is refreshed every second
     bar = window.statusBar()
     assert bar.width() <= window.width()
+    assert "last 10 batches" in status.labels["rate"].toolTip()      # not the Training panel's last batch
     for label in [*bar.findChildren(FitLabel), status.busy]:
         if label.isVisible():
             right = label.mapTo(window, label.rect().topRight()).x()
