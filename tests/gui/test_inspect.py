@@ -216,9 +216,8 @@ def test_hovering_a_head_shows_that_flows_id_and_leaving_it_hides_the_tip(qtbot,
     t = int(flows.birth_step[row])
     view.set_step(t)
     _hover(qtbot, view, _screen(view, flows.positions[row, t][None])[0])
-    grouped = f"{target:,}".replace(",", " ")
-    parent = f"{int(flows.parent_id[row]):,}".replace(",", " ")
-    expected = (f"flow {grouped} · parent {parent} · sample {int(flows.sample_index[row])} · "
+    parent = int(flows.parent_id[row])
+    expected = (f"flow {target} · parent {parent} · sample {int(flows.sample_index[row])} · "
                 f"energy {float(flows.energy[row, t]):.3g} at step {t}")
     assert view.hover.text == expected
     assert QToolTip.isVisible() and QToolTip.text() == expected
@@ -356,3 +355,17 @@ def test_children_say_how_many_and_ids_read_as_typed():
     assert children_text([12001, 12002]) == "2: flows 12001, 12002"
     assert children_text(list(range(100, 110))) == "10: flows 100, 101, 102, 103, 104, 105, 106, 107, …"
     assert children_text([]) == "none"
+
+
+def test_the_hover_line_writes_ids_as_flow_id_takes_them(snapshot):
+    """Tried as a new user: the tooltip said "flow 1 431" while "Flow id" took 1431."""
+    import dataclasses
+
+    from app.view.hover import describe_flow
+    flows = snapshot.telemetry.flows
+    row = int(np.flatnonzero(flows.parent_id >= 0)[0])
+    big = dataclasses.replace(flows, flow_id=flows.flow_id + 12000, parent_id=np.where(
+        flows.parent_id >= 0, flows.parent_id + 12000, flows.parent_id))
+    text = describe_flow(big, row, int(flows.end_step[row]), ("landed", "faded", "timed_out"))
+    assert text.startswith(f"flow {int(big.flow_id[row])} · parent {int(big.parent_id[row])} · ")
+    assert "_" not in text
