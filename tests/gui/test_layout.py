@@ -254,3 +254,24 @@ def test_at_the_smallest_window_every_status_bar_fact_lies_inside_the_window(qtb
         if label.isVisible():
             right = label.mapTo(window, label.rect().topRight()).x()
             assert right < window.width(), f"{label.text()!r} ends at {right} px in a {window.width()} px window"
+
+
+def test_view_go_to_panel_brings_a_tab_hidden_behind_the_scroll_arrows_to_the_front(qtbot, make_window):
+    """Tried as a new user at 1280×800: ten side panels share one tab row, and Training, Config
+    and Diagnostics sat behind its scroll arrows. View → Go to panel (Alt+1…) brings each one's
+    tab to the front."""
+    from PyQt6.QtWidgets import QTabBar
+
+    window = make_window()
+    window.resize(1280, 770)
+    window.reset_layout()
+    qtbot.wait(200)
+    go_to = {a.text(): a for a in window.view_menu.findChildren(QAction) if a.text().startswith("Go to ")}
+    for title in ("Training", "Diagnostics", "Spawn"):
+        go_to[f"Go to {title}"].trigger()
+        qtbot.wait(50)
+        bars = [bar for bar in window.findChildren(QTabBar) if bar.isVisible()
+                and title in [bar.tabText(i) for i in range(bar.count())]]
+        assert bars and all(bar.tabText(bar.currentIndex()) == title for bar in bars), title
+        assert window.docks[title].isVisible()
+    assert go_to["Go to Spawn"].shortcut().toString() == "Alt+1"
