@@ -570,3 +570,19 @@ def test_displacement_titles_never_read_minus_zero():
     assert signed(-0.0004) == "-4.0e-04" and signed(0.00012) == "+1.2e-04"
     assert signed(0.0) == "0" and signed(-0.25) == "-0.250" and signed(0.0031) == "+0.003"
     assert "0.000" not in signed(-0.0004999)
+
+
+def test_before_the_first_batch_no_bare_colour_bars_are_drawn(qtbot, snapshot):
+    """Tried as a new user: before batch 1 the canvas showed two colour bars with no title or
+    range beside "no batch yet". They come with the first batch, titles and all."""
+    v = LatticeView()
+    qtbot.addWidget(v)
+    v.resize(800, 600)
+    v.show()
+    qtbot.waitExposed(v)
+    v.resize(820, 610)                       # a resize lays the overlay out again
+    qtbot.wait(50)
+    overlay = v._overlay
+    assert overlay.empty.visible and not overlay.bars.visible and not overlay.frames.visible
+    v.set_snapshot(snapshot)
+    assert overlay.bars.visible and overlay.text.visible and "flow energy" in overlay.bar_titles
