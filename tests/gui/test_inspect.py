@@ -369,3 +369,16 @@ def test_the_hover_line_writes_ids_as_flow_id_takes_them(snapshot):
     text = describe_flow(big, row, int(flows.end_step[row]), ("landed", "faded", "timed_out"))
     assert text.startswith(f"flow {int(big.flow_id[row])} · parent {int(big.parent_id[row])} · ")
     assert "_" not in text
+
+
+def test_inspect_a_flow_brings_the_inspector_forward_with_the_keyboard_in_flow_id(qtbot, make_window):
+    """Tried as a new user: the Inspect menu had no way to inspect a flow."""
+    window = make_window()
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5000)
+    dock = window.docks["Inspector"]
+    dock.hide()
+    window.inspection.inspect_flow_action.trigger()
+    qtbot.waitUntil(dock.isVisible, timeout=2000)
+    assert window.inspection.inspect_flow_action.shortcut().toString() == "Ctrl+I"
+    qtbot.waitUntil(lambda: window.inspection.inspector.id_spin.hasFocus(), timeout=2000)
