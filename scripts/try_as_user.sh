@@ -47,7 +47,7 @@ WM=$!
 sleep 1
 PY="$ROOT/.venv/bin/python"
 [[ -x $PY ]] || PY=python3
-(cd "$ROOT" && DISPLAY=":$NUM" "$PY" main.py "$@" >"$OUT/app.log" 2>&1) &
+(cd "$ROOT" && export DISPLAY=":$NUM" && exec "$PY" main.py "$@" >"$OUT/app.log" 2>&1) &
 APP=$!
 echo "display :$NUM ($SIZE): Xvfb pid $XVFB, openbox pid $WM, app pid $APP; logs in $OUT"
 echo "when done: kill $APP $WM $XVFB"
