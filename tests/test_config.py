@@ -122,3 +122,14 @@ def test_a_budget_set_by_hand_that_cannot_hold_the_start_plane_is_refused_by_nam
     for value in (0.9, float("nan"), "2"):
         with pytest.raises(ValueError, match="flow_headroom"):
             create_tiny_config(flow_headroom=value)
+
+
+def test_the_cpu_is_described_with_its_thread_count_in_plain_english(monkeypatch):
+    """Tried as a new user: the status bar and About said "cpu (1 threads)"."""
+    import torch
+
+    from energy_flow.runtime.device import describe_device
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert describe_device(torch.device("cpu")) == "cpu (1 thread)"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert describe_device(torch.device("cpu")) == "cpu (4 threads)"

@@ -50,12 +50,14 @@ class ComparisonPanel(QWidget):
         self.rows_box.setSpacing(1)
         layout.addLayout(self.rows_box)
         self.row_widgets: dict[str, tuple[QCheckBox, QPushButton]] = {}
-        layout.addWidget(QLabel("Health verdicts (a reference: its last batch):"))
+        health_label, config_label = QLabel("Health verdicts (a reference: its last batch):"), QLabel("Config differences:")
         self.health_table = self._table()
-        layout.addWidget(self.health_table, 3)
-        layout.addWidget(QLabel("Config differences:"))
         self.config_table = self._table()
-        layout.addWidget(self.config_table, 2)
+        for widget, stretch in ((health_label, 0), (self.health_table, 3), (config_label, 0), (self.config_table, 2)):
+            layout.addWidget(widget, stretch)
+        #: Shown only beside a reference: alone, "this run" over empty tables looked broken.
+        self._tables = (health_label, self.health_table, config_label, self.config_table)
+        layout.addStretch(0)
         references.changed.connect(self.refresh)
         self.setMinimumSize(300, 300)
         self.refresh()
@@ -88,8 +90,11 @@ class ComparisonPanel(QWidget):
     # ------------------------------------------------------------------ drawing
     def refresh(self) -> None:
         names = self.references.names
-        self.hint.setText("No reference open." if not names else
+        self.hint.setText("No reference open. Open a recording to compare its loss curves (Training panel), "
+                          "health verdicts and config with this run's." if not names else
                           f"{len(names)} reference(s); curves in the Training panel, in these colours.")
+        for widget in self._tables:
+            widget.setVisible(bool(names))
         while self.rows_box.count():
             item = self.rows_box.takeAt(0)
             if item.widget() is not None:

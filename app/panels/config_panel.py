@@ -13,6 +13,7 @@ from dataclasses import fields
 from typing import Any, Callable, Mapping
 
 from PyQt6.QtCore import pyqtSignal
+from PyQt6.QtGui import QPalette
 from PyQt6.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMessageBox,
                              QPushButton, QVBoxLayout, QWidget)
 
@@ -42,6 +43,11 @@ _TYPES = {f.name: f.type for f in fields(EnergyConfig)}
 
 #: Asks the user to confirm a change; returns True to go ahead. Replaceable (tests, scripts).
 Confirm = Callable[[str], bool]
+#: The preset box while a recording's config is shown: the fields are that file's, no preset's.
+RECORDED = "(recorded)"
+#: Text colours (on a dark window, on a light one): tried as a new user, the cost note's light
+#: grey on the light panel looked disabled, and the green "In effect" line was faint.
+TONES = {"ok": ("#9ad0a6", "#1e7b34"), "error": ("#ff6b6b", "#b3261e"), "warn": ("#ffb347", "#a85400")}
 
 
 class ConfigPanel(QWidget):
@@ -53,6 +59,9 @@ class ConfigPanel(QWidget):
         self.current: EnergyConfig | None = None   # the config in effect in the worker
         self._base: EnergyConfig | None = None     # current config, or the picked preset
         self.confirm: Confirm = self._ask
+        #: What Apply would lose besides the weights, e.g. "The weights of 30 trained batches are
+        #: not saved (Ctrl+S saves them)."; "" when nothing is unsaved. Set by the window.
+        self.unsaved_note: Callable[[], str] = lambda: ""
         self._recorded: str | None = None          # file name while a recording's config is shown
         self._extra_items: list[tuple[QComboBox, str]] = []
         self.preset = QComboBox()
@@ -128,7 +137,7 @@ class ConfigPanel(QWidget):
         checked = cost.check_line()
         if checked is not None:
             lines.append(f"Checked: {checked}.")
-        self.cost.setStyleSheet(f"color: {'#ffb347' if cost.warnings() else '#c8c8c8'};")
+        self.cost.setStyleSheet(f"color: {self.tone('warn')};" if cost.warnings() else "")
         self.cost.setText("\n".join(lines))
 
     def show_recorded(self, config: Mapping[str, Any], name: str) -> None:
@@ -138,6 +147,11 @@ class ConfigPanel(QWidget):
         panel is disabled because Apply would rebuild the *live* model, not the recording.
         """
         self._recorded = name
+        self.preset.blockSignals(True)
+        if self.preset.findText(RECORDED) < 0:
+            self.preset.addItem(RECORDED)
+        self.preset.setCurrentText(RECORDED)
+        self.preset.blockSignals(False)
         for field, editor in self.editors.items():
             value = config.get(field)
             text = "–" if value is None else (repr(value) if isinstance(value, float) else str(value))
@@ -156,6 +170,10 @@ class ConfigPanel(QWidget):
     def leave_recorded(self) -> None:
         """The replay ended: show the live config again, or that the model is still loading."""
         self._recorded = None
+        self.preset.blockSignals(True)
+        self.preset.removeItem(self.preset.findText(RECORDED))
+        self.preset.setCurrentIndex(0)
+        self.preset.blockSignals(False)
         for editor, text in self._extra_items:
             editor.removeItem(editor.findText(text))
         self._extra_items.clear()
@@ -187,8 +205,9 @@ class ConfigPanel(QWidget):
         if not diff:
             self._say("No change: the fields match the config in effect.", ok=True)
             return
+        unsaved = self.unsaved_note()
         text = ("Rebuild the model with this config?\nThe current weights and the run's history are "
-                "discarded; training restarts at batch 0.\n\n" + "\n".join(diff) + "\n\n" + memory_note(new)
+                "discarded; training restarts at batch 0." + (f"\n{unsaved}" if unsaved else "") + "\n\n" + "\n".join(diff) + "\n\n" + memory_note(new)
                 + "\n\nTime per batch: measured on this device by a short probe of the rebuilt model, shown "
                 "here and in the status bar before training with it starts.")
         if not self.confirm(text):
@@ -241,9 +260,13 @@ class ConfigPanel(QWidget):
                              f"{'whole number' if kind in ('int', int) else 'number'}") from None
         return text
 
+    def tone(self, kind: str) -> str:
+        """The colour of ``kind`` (a key of :data:`TONES`) that reads on this panel's background."""
+        on_dark, on_light = TONES[kind]
+        return on_light if self.palette().color(QPalette.ColorRole.Window).lightness() > 128 else on_dark
+
     def _say(self, text: str, ok: bool) -> None:
-        colour = "#9ad0a6" if ok else "#ff6b6b"
-        self.message.setStyleSheet(f"color: {colour};")
+        self.message.setStyleSheet(f"color: {self.tone('ok' if ok else 'error')};")
         self.message.setText(text)
 
 

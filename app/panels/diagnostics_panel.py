@@ -39,8 +39,9 @@ CLIP_PEN = pg.mkPen((255, 90, 90), width=1, style=pg.QtCore.Qt.PenStyle.DashLine
 GUIDE_PEN = pg.mkPen((200, 200, 200, 110), width=1, style=pg.QtCore.Qt.PenStyle.DotLine)
 STEP_LINE_PEN = pg.mkPen((255, 255, 255, 140), width=1)
 #: Each of the four plots: title, legend strip, x axis and a y axis tall enough for its title
-#: (the ‖Δθ‖/‖θ‖ title was cut in a 50 px axis at 1920×1080).
-PLOT_MIN_HEIGHT = 150
+#: (the ‖Δθ‖/‖θ‖ title was cut in a 50 px axis at 1920×1080), and ≥ 90 px of data: at 150 px
+#: a new user at 1100×700 got ~40 px per curve. Below 4 × this the panel scrolls.
+PLOT_MIN_HEIGHT = 205
 #: The rule-of-thumb update size drawn as a guide on the update-ratio plot.
 HEALTHY_UPDATE_RATIO = 1e-3
 

@@ -24,6 +24,16 @@ EXTREME_STYLE = Qt.PenStyle.DashLine
 CLAMP_COLOR = (255, 200, 80)
 
 
+def signed(value: float) -> str:
+    """``value`` with its sign, to 3 decimals; one that rounds to zero keeps its sign and size
+    ("-4.2e-04", not the "-0.000" a new user puzzled over), and 0 itself is "0"."""
+    if value == 0:
+        return "0"
+    if abs(value) < 0.0005:
+        return f"{value:+.1e}"
+    return f"{value:+.3f}"
+
+
 class DisplacementPanel(SnapshotPanel):
     """Δx, Δy, Δz per step as percentile bands with min/max, and the clamp-hit fraction."""
 
@@ -86,7 +96,8 @@ class DisplacementPanel(SnapshotPanel):
         for axis, (name, plot) in enumerate(zip(AXES, self.axis_plots)):
             pct = agg.delta_percentiles[t, axis]
             if np.all(np.isfinite(pct)):
-                set_title(plot, f"{name} at step {t}: median {pct[2]:+.3f}, p5–p95 [{pct[0]:+.3f}, {pct[4]:+.3f}]")
+                set_title(plot, f"{name} at step {t}: median {signed(pct[2])}, "
+                                f"p5–p95 [{signed(pct[0])}, {signed(pct[4])}]")
             else:
                 set_title(plot, f"{name} at step {t}: nothing moved" + (" (placement)" if t == 0 else ""))
         clamp = agg.clamp_fraction[t]

@@ -36,7 +36,17 @@ HINT = "Click a flow head or trajectory in the 3D view, or type a flow id."
 
 
 def _int(value: int) -> str:
-    return f"{value:,}".replace(",", " ")
+    """A flow id as it is typed in "Flow id" (no thousands separator: "6 495" read as a count)."""
+    return str(int(value))
+
+
+def children_text(children) -> str:
+    """The children's count, then their ids (the first eight): "1: flow 6495", "3: flows 7, 8, 9"."""
+    if not len(children):
+        return "none"
+    shown = ", ".join(_int(c) for c in children[:8])
+    more = ", …" if len(children) > 8 else ""
+    return f"{len(children)}: flow{'s' if len(children) > 1 else ''} {shown}{more}"
 
 
 ID_TIP = ("Flow ids are unique within a batch; placed flows run sample-major over the start plane, "
@@ -265,11 +275,9 @@ class InspectorPanel(SnapshotPanel):
             f["parent"].setText("none (placed on the start plane)")
         else:
             f["parent"].setText(_int(rec.parent_id) + ("" if rec.parent_in_sample else " (not traced)"))
-        shown = ", ".join(_int(c) for c in rec.children[:8])
-        more = f" … ({len(rec.children)} in all)" if len(rec.children) > 8 else ""
-        f["children"].setText(f"{shown}{more}" if rec.children else "none")
+        f["children"].setText(children_text(rec.children))
         f["life"].setText(f"step {rec.birth_step} → step {rec.end_step}")
-        f["reason"].setText(rec.reason)
+        f["reason"].setText(rec.reason.replace("_", " "))   # "timed out", as the 3D view's legend
         steps = rec.steps
         self.energy_curve.setData(steps, rec.energy[steps])
         for k, (axis, curve) in enumerate(self.position_curves.items()):

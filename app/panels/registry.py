@@ -22,7 +22,7 @@ from PyQt6.QtWidgets import QWidget
 from app.panels.comparison_panel import ComparisonPanel
 from app.panels.config_panel import ConfigPanel
 from app.panels.coverage_panel import CoveragePanel
-from app.panels.diagnostics_panel import DiagnosticsPanel
+from app.panels.diagnostics_panel import PLOT_MIN_HEIGHT, DiagnosticsPanel
 from app.panels.displacement_panel import DisplacementPanel
 from app.panels.energy_panel import EnergyPanel
 from app.panels.health_panel import HealthPanel
@@ -75,7 +75,7 @@ DISPLACEMENT = PanelSpec("Displacement", DisplacementPanel, DockArea.SIDE, (330,
 COVERAGE = PanelSpec("Coverage", CoveragePanel, DockArea.SIDE, (340, 290), TabGroup.BATCH_STEPS)
 INSPECTOR = PanelSpec("Inspector", InspectorPanel, DockArea.SIDE, (300, 520), TabGroup.BATCH_STEPS)
 TRAINING = PanelSpec("Training", TrainingPanel, DockArea.SIDE, (330, 520), TabGroup.RUN)
-DIAGNOSTICS = PanelSpec("Diagnostics", DiagnosticsPanel, DockArea.SIDE, (320, 4 * 150), TabGroup.RUN)
+DIAGNOSTICS = PanelSpec("Diagnostics", DiagnosticsPanel, DockArea.SIDE, (320, 4 * PLOT_MIN_HEIGHT), TabGroup.RUN)
 COMPARE = PanelSpec("Compare", ComparisonPanel, DockArea.SIDE, (300, 300), TabGroup.RUN)
 TEXT_BRIDGE = PanelSpec("Text bridge", TextBridgePanel, DockArea.SIDE, (300, 160), TabGroup.RUN)
 CONFIG = PanelSpec("Config", ConfigPanel, DockArea.SIDE, (280, 420), TabGroup.RUN, draws_snapshots=False)

@@ -63,7 +63,7 @@ class ViewControls(QWidget):
         # Enter ends the typing: the spin box lets go of the keyboard, so the window's one-key
         # shortcuts (Space, S, P, ←/→) work again without a click on the canvas.
         self.budget_spin.editingFinished.connect(self.budget_spin.clearFocus)
-        self.fps_label = QLabel("fps: –")
+        self.fps_label = QLabel("view: –")
         self.fps_label.setMinimumWidth(110)
         self.fps_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         row = QHBoxLayout(self)

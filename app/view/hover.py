@@ -33,16 +33,13 @@ def describe_flow(flows: FlowSample, row: int, step: int, reason_names: Sequence
         state = f"energy {energy:.3g} at step {step}"
     elif step >= end:
         code = int(flows.reason[row])
-        state = f"{reason_names[code] if 0 <= code < len(reason_names) else 'ended'} at step {end}"
+        reason = reason_names[code].replace("_", " ") if 0 <= code < len(reason_names) else "ended"
+        state = f"{reason} at step {end}"
     else:
         state = f"born at step {int(flows.birth_step[row])}"
-    return (f"flow {_grouped(int(flows.flow_id[row]))} · parent {_grouped(parent) if parent >= 0 else 'none (placed)'}"
+    # Ids as the inspector writes them and "Flow id" takes them: no thousands separator.
+    return (f"flow {int(flows.flow_id[row])} · parent {parent if parent >= 0 else 'none (placed)'}"
             f" · sample {int(flows.sample_index[row])} · {state}")
-
-
-def _grouped(n: int) -> str:
-    """An id as the inspector writes it: thousands apart by a space ("12 345")."""
-    return f"{n:,}".replace(",", " ")
 
 
 class FlowHover(QObject):

@@ -66,6 +66,18 @@ FIT_ZOOM_STEP = 1.05
 FIT_MAX_TRIES = 60
 
 
+#: What the view's speed reading means (above the canvas and in the status bar): a new user read
+#: "idle" as the training's state.
+VIEW_SPEED_TIP = ("How fast the 3D view redraws. \"view: idle\": nothing on it changed in the last second, "
+                  "so it draws nothing (it redraws only for a new batch, a step, a turn or a zoom). "
+                  "It says nothing of training: the state badge in the status bar does.")
+
+
+def view_speed_text(fps: float, idle: bool) -> str:
+    """"view: idle" while the view draws nothing, else its frame rate ("view 57 fps")."""
+    return "view: idle" if idle or fps < 0.5 else f"view {fps:.0f} fps"
+
+
 class LatticeView(QWidget):
     """3D view of the newest batch: lattice box, planes, coverage, trajectories, heads, events.
 
@@ -108,6 +120,7 @@ class LatticeView(QWidget):
         self._overlay.layout(self.canvas.size)
 
         self.controls = ViewControls(self._budget)
+        self.controls.fps_label.setToolTip(VIEW_SPEED_TIP)
         self.controls.layer_toggled.connect(self.set_layer_visible)
         self.controls.color_mode_chosen.connect(self.set_color_mode)
         self.controls.budget_chosen.connect(self.set_display_budget)
@@ -451,7 +464,7 @@ class LatticeView(QWidget):
     def _refresh_fps_label(self) -> None:
         if not self._draw_times:
             return
-        self.controls.fps_label.setText("idle" if self.idle else f"{self.fps:5.1f} fps")
+        self.controls.fps_label.setText(view_speed_text(self.fps, self.idle))
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
         self._fps_timer.stop()

@@ -52,6 +52,7 @@ class Overlay:
         self.energy_range = ENERGY_RANGE   # the shown batch's (energy_range_of)
         self.show_coverage_bar = True
         self.flow_selected = False         # the legend explains the selection ring while one is shown
+        self.has_data = False              # before a batch: "no batch yet" only, no bare colour bars
         self._fixed_text: tuple[list[str], list[tuple[float, float]]] = ([], [])   # bars' and legend's
 
     def entries(self) -> list[tuple[str, list[tuple[float, ...]], str]]:
@@ -73,6 +74,7 @@ class Overlay:
         return rows
 
     def set_visible(self, has_data: bool) -> None:
+        self.has_data = has_data
         self.empty.visible = not has_data
         for node in self.nodes:
             node.visible = has_data
@@ -96,7 +98,8 @@ class Overlay:
         if self.show_coverage_bar:
             bars.append((DEPOSIT_LOG_LABEL, COVERAGE_LUT, (0.0, self.coverage_max)))
         step = self.BAR_WIDTH * (self.BAR_GAP_COLUMNS + 1)
-        self.bars.visible = self.frames.visible = bool(bars)
+        # Tried as a new user: before the first batch two bare bars showed, with no title or range.
+        self.bars.visible = self.frames.visible = bool(bars) and self.has_data
         self.bar_titles = [title for title, _, _ in bars]
         x0 = w - 60.0 - step * (len(bars) - 1)
         columns: list[np.ndarray] = []

@@ -77,14 +77,27 @@ class CheckpointController(QObject):
         return str(Path(self._start_folder()) / f"energy-flow-batch{self._live.batches_trained}.pt")
 
     def ask_save(self) -> None:
+        """Ask where, then save there; a folder typed in the dialog that does not exist yet is
+        made (a new user typed runs/today/model.pt and got "No such file or directory"). If it
+        cannot be made, the save's own error names the file and the reason."""
         path = self._ask_save(self._parent, self.default_path())
         if path:
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                pass        # the worker's "cannot write checkpoint PATH: <reason>" reports it
             self.save_requested.emit(path)
 
     def ask_open(self) -> None:
         path = self._ask_open(self._parent, self._start_folder())
         if path and self.may_discard("Open checkpoint", f"replace the live model by {Path(path).name}"):
             self.open_requested.emit(path)
+
+    def unsaved_note(self) -> str:
+        """One line for a question that would discard the weights; "" when all are saved."""
+        unsaved = self._live.unsaved_batches
+        return (f"⚠ The weights of {unsaved_text(unsaved)} are not saved (No, then File → Save checkpoint, "
+                "Ctrl+S, saves them).") if unsaved else ""
 
     def may_discard(self, title: str, doing: str) -> bool:
         """True when nothing trained is unsaved, or the user agreed to lose it by ``doing``."""

@@ -152,11 +152,31 @@ def fill_view_menu(menu: QMenu, docks: list[tuple[PanelSpec, QDockWidget]], rese
             action.blockSignals(False)
 
     menu.aboutToShow.connect(sync)
+    _add_go_to_menu(menu, docks)
     menu.addSeparator()
     reset_action = menu.addAction("Reset layout")
     reset_action.setToolTip("Show every panel again, in its default place and size")
     reset_action.triggered.connect(reset)
     reset_action.triggered.connect(sync)
+
+
+#: Keys of View → Go to panel, in the order of the side panels.
+GO_TO_KEYS = ("Alt+1", "Alt+2", "Alt+3", "Alt+4", "Alt+5", "Alt+6", "Alt+7", "Alt+8", "Alt+9", "Alt+0")
+
+
+def _add_go_to_menu(menu: QMenu, docks: list[tuple[PanelSpec, QDockWidget]]) -> None:
+    """View → Go to panel: one entry per side panel (Alt+1…) that shows it and brings its tab to
+    the front. Tried as a new user at 1280×800: ten side panels share one tab row, and Training,
+    Config and Diagnostics sat behind its scroll arrows."""
+    go_to = menu.addMenu("Go to panel")
+    side = [(spec, dock) for spec, dock in docks if spec.area is DockArea.SIDE]
+    for k, (spec, dock) in enumerate(side):
+        action = QAction(f"Go to {spec.title}", go_to)
+        if k < len(GO_TO_KEYS):
+            action.setShortcut(GO_TO_KEYS[k])
+        action.setToolTip(f"Show the {spec.title} panel and bring its tab to the front")
+        action.triggered.connect(lambda _c=False, d=dock: _show_dock(d, True))
+        go_to.addAction(action)
 
 
 def _show_dock(dock: QDockWidget, on: bool) -> None:

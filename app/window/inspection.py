@@ -72,7 +72,7 @@ class InspectionController(QObject):
         self._ask_reference = reference_provider
         self._ask_png = png_provider
         self.inspector = InspectorPanel()
-        host.add_panel(INSPECTOR, self.inspector)
+        self._inspector_dock = host.add_panel(INSPECTOR, self.inspector)
         selection.picked.connect(self._on_picked)
         self.inspector.selection_changed.connect(selection.select)
         self.diagnostics = DiagnosticsPanel()
@@ -84,6 +84,15 @@ class InspectionController(QObject):
         self._build_menu(menu)
 
     def _build_menu(self, menu: QMenu) -> None:
+        # Tried as a new user: Inspect had no way to inspect a flow (a click in the 3D view does,
+        # and the Inspector's tab sat behind the tab row's scroll arrows).
+        self.inspect_flow_action = QAction("Inspect a flow…", self)
+        self.inspect_flow_action.setShortcut(QKeySequence("Ctrl+I"))
+        self.inspect_flow_action.setToolTip("Bring the Inspector to the front and type a flow id "
+                                            "(or click a flow in the 3D view)")
+        self.inspect_flow_action.triggered.connect(self.show_inspector)
+        menu.addAction(self.inspect_flow_action)
+        menu.addSeparator()
         self.open_reference_action = QAction("Open reference recording…", self)
         self.open_reference_action.setShortcut(QKeySequence("Ctrl+Shift+O"))
         self.open_reference_action.setToolTip("Open a recording beside the shown run (training goes on)")
@@ -102,6 +111,13 @@ class InspectionController(QObject):
             self.png_actions[spec.title] = action
 
     # ------------------------------------------------------------------ actions
+    def show_inspector(self) -> None:
+        """The Inspector shown, its tab in front, the keyboard in its "Flow id" box."""
+        self._inspector_dock.show()
+        self._inspector_dock.raise_()
+        self.inspector.id_spin.setFocus()
+        self.inspector.id_spin.selectAll()
+
     def open_reference(self, path: str | Path | None = None) -> str | None:
         """Open ``path`` (or ask for one) as a reference; returns its name, None when not opened."""
         if path is None:

@@ -124,6 +124,7 @@ class MainWindow(QMainWindow):
         self.recordings = RecordingController(self)
         self.checkpoints = CheckpointController(self, self.recordings.file_menu, self.live, self.confirm_question,
                                                 self.recordings.start_folder)
+        self.config_panel.unsaved_note = self.checkpoints.unsaved_note     # Apply says what it loses
         training = self.panels[TRAINING.title]
         self.inspection = InspectionController(self, self, self.menuBar().addMenu("&Inspect"),
                                                self.lattice_view.selection,

@@ -15,7 +15,7 @@ from PyQt6.QtGui import QResizeEvent
 from PyQt6.QtWidgets import QLabel, QMainWindow, QStatusBar
 
 from app.snapshot import Snapshot
-from app.view.lattice_view import LatticeView
+from app.view.lattice_view import VIEW_SPEED_TIP, LatticeView, view_speed_text
 from energy_flow.trace.figures import BATCH
 from app.window.icons import RECORD_COLOR
 
@@ -35,10 +35,14 @@ BADGE_STYLE = "color: white; border-radius: 3px; padding: 0 6px;"
 MIN_CHARS = 6
 #: Labels that may be shortened, and how many characters each keeps; every other fact (state,
 #: step, active flows, loss, rate, view speed) is short and always whole: the long, slow-changing
-#: ones give way first.
-SHORTENED = {"device": 6, "data": 4, "batch": 20, "phase": 20, "rec": 10}
+#: ones give way first, device and data down to a bare "…" (the tooltip keeps each whole text),
+#: so that at the smallest window (1024 px) the bar fits the window.
+SHORTENED = {"device": 0, "data": 0, "batch": 6, "phase": 6, "rec": 3}
 #: A passing message keeps at least this many.
-MESSAGE_MIN_CHARS = 28
+MESSAGE_MIN_CHARS = 20
+#: Below this window width a message keeps only this many (tried as a new user at the smallest
+#: window, 1024 px: the bar was wider than the window and its last facts were drawn off its edge).
+NARROW_WINDOW_PX, NARROW_MESSAGE_MIN_CHARS = 1100, 8
 
 
 class FitLabel(QLabel):
@@ -64,6 +68,11 @@ class FitLabel(QLabel):
 
     def text(self) -> str:
         return self._full
+
+    def set_min_chars(self, chars: int) -> None:
+        if chars != self._min_chars:
+            self._min_chars = chars
+            self.updateGeometry()
 
     def shown(self) -> str:
         return super().text()
@@ -115,6 +124,12 @@ class FitStatusBar(QStatusBar):
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self.clearMessage)
 
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        window = self.window()
+        narrow = window is not self and window.width() < NARROW_WINDOW_PX
+        self.message_label.set_min_chars(NARROW_MESSAGE_MIN_CHARS if narrow else MESSAGE_MIN_CHARS)
+
     def place_message(self) -> None:
         """Put the message label left of every fact (call after the facts are added)."""
         self.insertPermanentWidget(0, self.message_label, 1)
@@ -144,13 +159,18 @@ class RunStatusBar(QObject):
     def __init__(self, window: QMainWindow, parent: QObject | None = None) -> None:
         super().__init__(parent)
         bar = FitStatusBar()
+        bar.setSizeGripEnabled(False)       # the window manager resizes; the grip took room from the facts
         window.setStatusBar(bar)
         self.labels: dict[str, QLabel] = {}
         for key in FACTS:
             label = FitLabel("–", SHORTENED.get(key))
-            label.setContentsMargins(6, 0, 6, 0)
+            label.setContentsMargins(4, 0, 4, 0)
             bar.addPermanentWidget(label)
             self.labels[key] = label
+        # Tried as a new user: "0.54 batch/s" here and "0.68 batch/s" in the Training panel read as
+        # a contradiction; they are two honest measures, and the tooltip says which this is.
+        self.labels["rate"].setToolTip("Training speed over the last 10 batches: batches ÷ the time they took. "
+                                       "The Training panel's title shows the last batch's own speed.")
         self.labels["state"] = FitLabel(min_chars=None)
         bar.insertPermanentWidget(0, self.labels["state"])
         # What the batch in flight is doing (a batch takes seconds on the debug preset), and how
@@ -269,7 +289,7 @@ class RunStatusBar(QObject):
         recent = np.asarray(rates[-10:] if rates is not None else [], dtype=np.float64)
         recent = recent[np.isfinite(recent) & (recent > 0)]
         # Harmonic mean of the last 10 batches: batches over the time they took.
-        s["rate"].setText(f"{recent.size / np.sum(1.0 / recent):.2f} batches/s" if recent.size else "– batches/s")
+        s["rate"].setText(f"{recent.size / np.sum(1.0 / recent):.2f} batch/s" if recent.size else "– batch/s")
 
     def clear_batch(self) -> None:
         for key in BATCH_FACTS:
@@ -277,16 +297,13 @@ class RunStatusBar(QObject):
 
     def follow_view_speed(self, view: LatticeView) -> None:
         """Show ``view``'s frame rate every ``FPS_INTERVAL_MS``."""
+        self.labels["fps"].setToolTip(VIEW_SPEED_TIP)
         self._fps_timer.timeout.connect(lambda: self.show_fps(view.fps, view.idle))
         self._fps_timer.start()
 
     def show_fps(self, fps: float, idle: bool) -> None:
         """The 3D view's frame rate; "idle" while it draws nothing (it redraws only on changes)."""
-        if idle or fps < 0.5:
-            text = "view: idle"
-        else:
-            text = f"view {fps:.0f} fps"
-        self.labels["fps"].setText(text)
+        self.labels["fps"].setText(view_speed_text(fps, idle))
 
 
 def short_source(source: str, limit: int = 28) -> str:

@@ -95,3 +95,15 @@ def test_pause_is_the_one_way_to_stop_and_esc_pauses(make_window):
     texts = [a.text() for a in window.toolbar.actions()]
     assert "Stop" not in texts and "Pause" in texts
     assert QKeySequence("Esc") in window.pause_action.shortcuts()
+
+
+def test_save_checkpoint_into_a_folder_that_does_not_exist_yet_makes_it(qtbot, make_window, tmp_path):
+    """Tried as a new user: Ctrl+S, typed runs/today/model.pt, and got "No such file or
+    directory"; the folder typed in the dialog is made, as a shell's mkdir -p would."""
+    window = make_window()
+    _step(qtbot, window)
+    path = tmp_path / "runs" / "today" / "model.pt"
+    window.checkpoints._ask_save = lambda parent, default: str(path)
+    with qtbot.waitSignal(window.worker.checkpoint_saved, timeout=10_000):
+        window.checkpoints.save_action.trigger()
+    assert read_checkpoint(path)["step_count"] == 1

@@ -46,8 +46,12 @@ def test_reference_curves_appear_while_live_training_goes_on(qtbot, make_window,
     training.set_smoothing(0.0)
     window.run_action.trigger()
     qtbot.waitUntil(lambda: window.worker.trainer.step_count >= 2, timeout=SNAPSHOT_TIMEOUT_MS)
+    # Tried as a new user: with no reference, "this run" over two empty tables looked broken.
+    assert window.inspection.comparison.health_table.isHidden()
+    assert "Open a recording to compare" in window.inspection.comparison.hint.text()
     name = window.inspection.open_reference(tmp_path / "yesterday.h5")
     assert name == "yesterday"
+    assert not window.inspection.comparison.health_table.isHidden()
     steps_at_open = window.worker.trainer.step_count
     loss_curve, landed_curve = window.inspection.references.curves(name)
     assert loss_curve in training.loss_plot.items and landed_curve in training.landed_plot.items

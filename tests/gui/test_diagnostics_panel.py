@@ -105,3 +105,22 @@ def test_a_recording_without_training_signals_says_not_recorded(qtbot, healthy):
     assert "not recorded" in panel.spread_plot.titleLabel.text
     assert panel.grad_curves["carrier"].yData is None or len(panel.grad_curves["carrier"].yData) == 0
     assert set(SATURATION_NAMES) == set(panel.saturation_curves)
+
+
+def test_each_plots_data_area_is_tall_enough_to_read_at_the_panels_minimum_size(qtbot, healthy):
+    """Tried as a new user at 1100×700: title, x axis and legend left each curve ~40 px, and the
+    ‖Δθ‖/‖θ‖ axis title was longer than its axis. At the smallest size the panel is drawn at (it
+    scrolls below it) every plot keeps at least 90 px of data and its y title fits its axis."""
+    from app.panels.registry import DIAGNOSTICS
+
+    snapshot, _ = healthy
+    panel = _panel(qtbot, snapshot)
+    panel.resize(*DIAGNOSTICS.min_size)
+    panel.show()
+    qtbot.waitExposed(panel)
+    qtbot.wait(100)
+    for plot in (panel.grad_plot, panel.update_plot, panel.saturation_plot, panel.spread_plot):
+        height = plot.getViewBox().sceneBoundingRect().height()
+        assert height >= 90, f"{plot.titleLabel.text!r}: {height:.0f} px of data"
+        axis = plot.getAxis("left")
+        assert axis.label.boundingRect().width() <= axis.boundingRect().height(), plot.titleLabel.text

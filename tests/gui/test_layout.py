@@ -225,3 +225,53 @@ def test_status_bar_texts_fit_or_are_shortened_with_the_whole_text_as_tooltip(qt
     assert bar.currentMessage() == error and bar.message_label in labels
     assert bar.message_label.shown() != error and len(bar.message_label.shown()) >= 20   # shortened, not gone
     assert shortened >= 2
+
+
+def test_at_the_smallest_window_every_status_bar_fact_lies_inside_the_window(qtbot, make_window):
+    """Tried as a new user at the smallest window (1024 px wide): the status bar was 1235 px wide
+    and its last facts ("view: idle") were drawn past the window's right edge. While a batch trains
+    and is recorded, with long facts and a passing message, every label lies inside the window."""
+    from app.window.dock_layout import MIN_WINDOW
+    from app.window.status_bar import FitLabel
+
+    window = make_window()
+    _step(qtbot, window)
+    status = window.run_status
+    status.labels["rec"].setText("REC run-20261207-190435.h5 · 8 batches")
+    status.labels["rec"].show()
+    status.busy.show()
+    status.labels["phase"].setText("batch 26: backward, step 14 of 16 (est. 2.6 s)")
+    status.labels["active"].setText("active flows: 12345")
+    status.labels["batch"].setText("batch 1234 (epoch 54, 12/23)")
+    window.statusBar().showMessage("Checkpoint not saved: cannot write checkpoint /tmp/a/b/model.pt: No such file")
+    window.resize(*MIN_WINDOW)
+    qtbot.waitUntil(lambda: window.width() == MIN_WINDOW[0], timeout=2000)
+    qtbot.wait(1200)                    # the view-speed label is refreshed every second
+    bar = window.statusBar()
+    assert bar.width() <= window.width()
+    assert "last 10 batches" in status.labels["rate"].toolTip()      # not the Training panel's last batch
+    for label in [*bar.findChildren(FitLabel), status.busy]:
+        if label.isVisible():
+            right = label.mapTo(window, label.rect().topRight()).x()
+            assert right < window.width(), f"{label.text()!r} ends at {right} px in a {window.width()} px window"
+
+
+def test_view_go_to_panel_brings_a_tab_hidden_behind_the_scroll_arrows_to_the_front(qtbot, make_window):
+    """Tried as a new user at 1280×800: ten side panels share one tab row, and Training, Config
+    and Diagnostics sat behind its scroll arrows. View → Go to panel (Alt+1…) brings each one's
+    tab to the front."""
+    from PyQt6.QtWidgets import QTabBar
+
+    window = make_window()
+    window.resize(1280, 770)
+    window.reset_layout()
+    qtbot.wait(200)
+    go_to = {a.text(): a for a in window.view_menu.findChildren(QAction) if a.text().startswith("Go to ")}
+    for title in ("Training", "Diagnostics", "Spawn"):
+        go_to[f"Go to {title}"].trigger()
+        qtbot.wait(50)
+        bars = [bar for bar in window.findChildren(QTabBar) if bar.isVisible()
+                and title in [bar.tabText(i) for i in range(bar.count())]]
+        assert bars and all(bar.tabText(bar.currentIndex()) == title for bar in bars), title
+        assert window.docks[title].isVisible()
+    assert go_to["Go to Spawn"].shortcut().toString() == "Alt+1"

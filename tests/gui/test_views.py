@@ -257,7 +257,9 @@ def test_one_frame_per_batch_reads_idle_not_zero_fps(view, snapshot, qtbot):
                     timeout=2000)
     assert view.idle
     view._refresh_fps_label()
-    assert view.controls.fps_label.text() == "idle"
+    # Tried as a new user: a bare "idle" above the canvas read as the training's state.
+    assert view.controls.fps_label.text() == "view: idle"
+    assert "says nothing of training" in view.controls.fps_label.toolTip()
     for _ in range(5):
         view.view.camera.azimuth += 5
         view.canvas.update()
@@ -559,3 +561,28 @@ def test_the_framed_lattice_keeps_its_corners_out_from_under_the_colour_bars_and
     for x0, y0, x1, y1 in boxes:
         inside = (corners[:, 0] > x0) & (corners[:, 0] < x1) & (corners[:, 1] > y0) & (corners[:, 1] < y1)
         assert not inside.any(), (x0, y0, x1, y1, corners[inside])
+
+
+def test_displacement_titles_never_read_minus_zero():
+    """Tried as a new user: "p5–p95 [-0.000, +0.003]"; a value that rounds to zero keeps its
+    sign and size instead."""
+    from app.panels.displacement_panel import signed
+    assert signed(-0.0004) == "-4.0e-04" and signed(0.00012) == "+1.2e-04"
+    assert signed(0.0) == "0" and signed(-0.25) == "-0.250" and signed(0.0031) == "+0.003"
+    assert "0.000" not in signed(-0.0004999)
+
+
+def test_before_the_first_batch_no_bare_colour_bars_are_drawn(qtbot, snapshot):
+    """Tried as a new user: before batch 1 the canvas showed two colour bars with no title or
+    range beside "no batch yet". They come with the first batch, titles and all."""
+    v = LatticeView()
+    qtbot.addWidget(v)
+    v.resize(800, 600)
+    v.show()
+    qtbot.waitExposed(v)
+    v.resize(820, 610)                       # a resize lays the overlay out again
+    qtbot.wait(50)
+    overlay = v._overlay
+    assert overlay.empty.visible and not overlay.bars.visible and not overlay.frames.visible
+    v.set_snapshot(snapshot)
+    assert overlay.bars.visible and overlay.text.visible and "flow energy" in overlay.bar_titles
