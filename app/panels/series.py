@@ -127,7 +127,7 @@ def thin_ticks(item: pg.AxisItem) -> None:
         metrics = pg.QtGui.QFontMetrics(item.style["tickFont"] or item.font())
         vertical = item.orientation in ("left", "right")
         label = metrics.height() if vertical else metrics.horizontalAdvance("−0.000")
-        room = max(2, int(size / (TICK_GAP_LABELS * label)))
+        room = max(1, int(size / (TICK_GAP_LABELS * label)))   # an axis too short for two: one
         levels = []
         for spacing, values in base(minVal, maxVal, size):
             values = list(values)

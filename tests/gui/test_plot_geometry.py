@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pyqtgraph as pg
 import pytest
-from PyQt6.QtGui import QImage, QPainter
+from PyQt6.QtGui import QFontMetrics, QImage, QPainter
 
 from app.panels.registry import DIAGNOSTICS, TEXT_BRIDGE, WINDOW_PANELS
-from app.panels.series import LegendStrip
+from app.panels.series import LegendStrip, legible_axes
 from tests.gui.builders import trained_snapshot
 
 SNAPSHOT_TIMEOUT_MS = 15_000
@@ -125,3 +125,18 @@ def test_axis_titles_whole_at_each_panels_minimum_size(qtbot, spec):
                     assert clipped is None, f"{spec.title} at {spec.min_size}: {axis.labelText!r} is cut: {clipped}"
                     titles += 1
     assert titles >= 1
+
+
+def test_an_axis_too_short_for_two_tick_labels_shows_one(qtbot):
+    """A plot squeezed to ~20 px (a data-dependent range like 18.8–19.0 on the speed axis) once
+    printed two tick labels over each other: the thinning keeps one where two do not fit."""
+    graphics = pg.GraphicsLayoutWidget()
+    qtbot.addWidget(graphics)
+    plot = graphics.addPlot()
+    legible_axes(graphics)
+    axis = plot.getAxis("left")
+    label_height = QFontMetrics(axis.style["tickFont"] or axis.font()).height()
+    short = axis.tickValues(18.8, 19.0, 1.5 * label_height)
+    assert sum(len(values) for _, values in short) == 1, short
+    tall = axis.tickValues(18.8, 19.0, 20 * label_height)
+    assert sum(len(values) for _, values in tall) >= 2, tall
