@@ -62,6 +62,9 @@ def _curve(plot: pg.PlotItem, color, alpha: int = 255, name: str | None = None) 
     return curve
 
 
+#: Pixels the loss plot keeps (title, legend and about 80 px of data) however short the dock.
+LOSS_MIN_HEIGHT = 150
+
 class TrainingPanel(SnapshotPanel):
     """Loss curves (raw + smoothed), learning rate, landed fraction and batches per second."""
 
@@ -115,6 +118,10 @@ class TrainingPanel(SnapshotPanel):
         for plot in (self.loss_plot, self.held_out.plot, self.lr_plot, self.landed_plot, self.speed_plot):
             integer_ticks(plot)       # batches: no 1.5
         self.speed_curve = _curve(self.speed_plot, (255, 200, 80))
+        # The loss is the panel's main plot: it keeps room for its data where the dock is short
+        # (the plots under it scroll), and takes twice the others' share of any extra height.
+        self.loss_plot.setMinimumHeight(LOSS_MIN_HEIGHT)
+        self.graphics.ci.layout.setRowStretchFactor(0, 2)
         # The held-out plot keeps its batch ticks: its legend sits under them, off the data.
         self.held_out.plot.setXLink(self.loss_plot)
         for plot in (self.loss_plot, self.lr_plot, self.landed_plot):
