@@ -51,8 +51,8 @@ class CheckpointController(QObject):
                  open_provider: PathProvider = _ask_open) -> None:
         super().__init__(parent)
         self._parent = parent
-        self._live = live
-        self._confirm = confirm
+        self.live = live
+        self.confirm = confirm
         self._start_folder = start_folder
         self._ask_save = save_provider
         self._ask_open = open_provider
@@ -72,20 +72,26 @@ class CheckpointController(QObject):
         self.open_action.setEnabled(loaded)
 
     def default_path(self) -> str:
-        if self._live.checkpoint is not None:
-            return self._live.checkpoint
-        return str(Path(self._start_folder()) / f"energy-flow-batch{self._live.batches_trained}.pt")
+        if self.live.checkpoint is not None:
+            return self.live.checkpoint
+        return str(Path(self._start_folder()) / f"energy-flow-batch{self.live.batches_trained}.pt")
 
-    def ask_save(self) -> None:
-        """Ask where, then save there; a folder typed in the dialog that does not exist yet is
-        made (a new user typed runs/today/model.pt and got "No such file or directory"). If it
-        cannot be made, the save's own error names the file and the reason."""
+    def ask_path(self) -> str | None:
+        """Ask where to save; None if cancelled. A folder typed in the dialog that does not exist
+        yet is made (a new user typed runs/today/model.pt and got "No such file or directory").
+        If it cannot be made, the save's own error names the file and the reason."""
         path = self._ask_save(self._parent, self.default_path())
         if path:
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError:
                 pass        # the worker's "cannot write checkpoint PATH: <reason>" reports it
+        return path or None
+
+    def ask_save(self) -> None:
+        """Ask where, then save there (the worker saves between batches)."""
+        path = self.ask_path()
+        if path:
             self.save_requested.emit(path)
 
     def ask_open(self) -> None:
@@ -95,21 +101,22 @@ class CheckpointController(QObject):
 
     def unsaved_note(self) -> str:
         """One line for a question that would discard the weights; "" when all are saved."""
-        unsaved = self._live.unsaved_batches
+        unsaved = self.live.unsaved_batches
         return (f"⚠ The weights of {unsaved_text(unsaved)} are not saved (No, then File → Save checkpoint, "
                 "Ctrl+S, saves them).") if unsaved else ""
 
     def may_discard(self, title: str, doing: str) -> bool:
         """True when nothing trained is unsaved, or the user agreed to lose it by ``doing``."""
-        unsaved = self._live.unsaved_batches
+        unsaved = self.live.unsaved_batches
         if unsaved == 0:
             return True
-        return self._confirm(title, f"The weights of {unsaved_text(unsaved)} are not saved. Discard them and "
+        return self.confirm(title, f"The weights of {unsaved_text(unsaved)} are not saved. Discard them and "
                                     f"{doing}?\n\n(No: keep them; File → Save checkpoint, Ctrl+S, saves them.)")
 
 
 def close_question(unsaved: int, batch: int, phase: str) -> str | None:
-    """What closing the window would lose, as a question; None when it loses nothing.
+    """What closing the window would lose, in words (the caller adds its question); None when
+    it loses nothing.
 
     ``batch``/``phase``: the batch in flight and what it is doing ("forward"/"backward" while
     it trains). Closing abandons such a batch within one propagation step rather than waiting
@@ -119,6 +126,5 @@ def close_question(unsaved: int, batch: int, phase: str) -> str | None:
         parts.append(f"Batch {batch} is still training ({phase} pass): closing abandons it (the model keeps "
                      "the weights of the batches before it).")
     if unsaved:
-        parts.append(f"The weights of {unsaved_text(unsaved)} are not saved (File → Save checkpoint, "
-                     "Ctrl+S, saves them).")
-    return " ".join(parts) + "\n\nClose anyway?" if parts else None
+        parts.append(f"The weights of {unsaved_text(unsaved)} are not saved.")
+    return " ".join(parts) if parts else None

@@ -34,7 +34,8 @@ from app.panels.training_panel import TrainingPanel
 from app.snapshot import Snapshot
 from app.sources.worker import TrainingWorker
 from app.view.lattice_view import LatticeView
-from app.window.checkpoint_controls import CheckpointController, close_question, unsaved_text
+from app.window.checkpoint_controls import CheckpointController, unsaved_text
+from app.window.close_guard import CloseGuard
 from app.window.cost_notice import show_cost
 from app.window.dock_layout import (MIN_WINDOW, apply_default_layout, fill_view_menu, fit_column, make_dock,
                                      scroll_area, stacks_fit)
@@ -125,6 +126,7 @@ class MainWindow(QMainWindow):
         self.checkpoints = CheckpointController(self, self.recordings.file_menu, self.live, self.confirm_question,
                                                 self.recordings.start_folder)
         self.config_panel.unsaved_note = self.checkpoints.unsaved_note     # Apply says what it loses
+        self.close_guard = CloseGuard(self, self.checkpoints, self.pause_requested.emit, self.banner.show_message)
         training = self.panels[TRAINING.title]
         self.inspection = InspectionController(self, self, self.menuBar().addMenu("&Inspect"),
                                                self.lattice_view.selection,
@@ -249,6 +251,7 @@ class MainWindow(QMainWindow):
         w.batches_trained.connect(self._on_batches_trained)
         w.config_unbuilt.connect(lambda config: self.config_panel.set_config(config, in_effect=False))
         w.checkpoint_saved.connect(self.live.on_saved)
+        self.close_guard.watch(w.checkpoint_saved, w.error)
         w.cost_estimated.connect(lambda cost: show_cost(self, cost))
         self.checkpoints.save_requested.connect(w.save_checkpoint)
         self.checkpoints.open_requested.connect(w.open_checkpoint)
@@ -273,10 +276,9 @@ class MainWindow(QMainWindow):
         return False
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
-        """Ask before trained batches or a batch in flight are lost; then stop and join the worker."""
+        """Ask before anything is lost (app/window/close_guard.py); then stop and join the worker."""
         batch, phase = self._batch_phase
-        question = close_question(self.live.unsaved_batches, batch, phase) if self.worker_thread.isRunning() else None
-        if question is not None and not self.confirm("Close Energy Flow Studio", question):
+        if not self.close_guard.may_close(self.worker_thread.isRunning(), batch, phase):
             event.ignore()
             return
         if phase in ("forward", "backward"):   # abandoned within one propagation step: say so meanwhile
@@ -401,10 +403,8 @@ class MainWindow(QMainWindow):
         return self.confirm(title, text)
 
     def _ask(self, title: str, text: str) -> bool:
-        answer = QMessageBox.question(self, title, text,
-                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                                      QMessageBox.StandardButton.No)
-        return answer == QMessageBox.StandardButton.Yes
+        yes, no = QMessageBox.StandardButton.Yes, QMessageBox.StandardButton.No
+        return QMessageBox.question(self, title, text, yes | no, no) == yes
 
     def toggle_run(self) -> None:
         if self.worker_state == "running":

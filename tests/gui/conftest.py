@@ -130,6 +130,7 @@ def make_window(qtbot, tiny_dataset, small_config) -> Iterator[Callable[..., Mai
         # Closing with trained, unsaved batches asks; at teardown the answer is "close" (a test
         # that checks a question sets its own answer).
         window.confirm = lambda title, text: True
+        window.close_guard.choose = lambda title, text: "close"
         qtbot.addWidget(window)
         window.resize(1600, 1000)
         window.show()

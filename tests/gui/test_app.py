@@ -172,7 +172,7 @@ def test_closing_during_run_leaves_no_running_thread(qtbot, make_window, small_c
     qtbot.waitUntil(lambda: window.snapshots_received >= 1, timeout=SNAPSHOT_TIMEOUT_MS)
     assert window.worker_thread.isRunning()
     asked: list[str] = []
-    window.confirm = lambda title, text: asked.append(text) is None      # answers "close anyway"
+    window.close_guard.choose = lambda title, text: asked.append(text) or "close"   # "Close without saving"
     t0 = time.perf_counter()
     window.close()
     elapsed = time.perf_counter() - t0

@@ -68,17 +68,51 @@ def test_a_file_that_is_no_checkpoint_is_refused_and_the_model_stays(qtbot, make
     assert window.worker.trainer is trainer and trainer.step_count == 1
 
 
-def test_closing_with_unsaved_batches_asks_and_no_keeps_the_window(qtbot, make_window):
+def test_closing_with_unsaved_batches_asks_and_cancel_keeps_the_window(qtbot, make_window):
     window = make_window()
     _step(qtbot, window)
     asked: list[str] = []
-    window.confirm = lambda title, text: asked.append(text) is None and False
+    window.close_guard.choose = lambda title, text: asked.append(text) or "cancel"
     window.close()
     assert len(asked) == 1 and "1 trained batch " in asked[0] and "not saved" in asked[0]
     assert window.isVisible() and window.worker_thread.isRunning()
-    window.confirm = lambda title, text: True
+    window.close_guard.choose = lambda title, text: "close"        # "Close without saving"
     window.close()
     assert not window.isVisible() and not window.worker_thread.isRunning()
+
+
+def test_save_and_close_saves_the_trained_weights_then_closes(qtbot, make_window, tmp_path):
+    window = make_window()
+    _step(qtbot, window)
+    window.run_action.trigger()                          # training while the user closes
+    qtbot.waitUntil(lambda: window.live.batches_trained >= 2, timeout=SNAPSHOT_TIMEOUT_MS)
+    path = tmp_path / "kept" / "model.pt"
+    window.checkpoints._ask_save = lambda parent, default: str(path)
+    window.close_guard.choose = lambda title, text: "save"
+    window.close()                                       # pauses, saves, then closes itself
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=20_000)
+    assert not window.worker_thread.isRunning()
+    saved = read_checkpoint(path)
+    assert saved["step_count"] == window.worker.trainer.step_count >= 2   # every trained batch is in it
+
+
+def test_save_and_close_that_cannot_save_keeps_the_window_open(qtbot, make_window, tmp_path):
+    window = make_window()
+    _step(qtbot, window)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    window.checkpoints._ask_save = lambda parent, default: str(blocker / "model.pt")
+    window.close_guard.choose = lambda title, text: "save"
+    with qtbot.waitSignal(window.worker.error, timeout=10_000):
+        window.close()
+    qtbot.wait(200)
+    assert window.isVisible() and window.worker_thread.isRunning()
+    assert window.close_guard.saving_to is None and window.live.unsaved_batches == 1
+    assert "stays open" in window.banner.label.text()
+    window.close_guard.choose = lambda title, text: "cancel"   # the dialog's Save: asked, then cancelled
+    window.checkpoints._ask_save = lambda parent, default: None
+    window.close()
+    assert window.isVisible()
 
 
 def test_close_question_names_the_batch_in_flight_and_the_unsaved_batches():
