@@ -135,10 +135,14 @@ def write_export(request: ExportRequest, snapshot: Snapshot, config_dict: Mappin
                  render: Callable[[tuple[int, int]], np.ndarray] | None) -> list[Path]:
     """Carry out a request: the batch file, then the image (``render(size)`` → RGBA).
 
-    Returns the paths written. Stops at the first failure (OSError/ValueError naming the file);
-    files written before it stay complete.
+    Returns the paths written. A folder of the base path that does not exist yet is made (as
+    Save checkpoint makes its folder). Stops at the first failure (OSError/ValueError naming the
+    file); files written before it stay complete.
     """
     written: list[Path] = []
+    for path in (request.h5_path, request.png_path):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
     if request.h5_path is not None:
         written.append(export_batch(request.h5_path, snapshot, config_dict, provenance))
     if request.png_path is not None:
@@ -239,10 +243,15 @@ class ExportDialog(QDialog):
         # raises on an empty name).
         if not base.name or text.endswith(("/", "\\")) or base.is_dir():
             return f"{base} is a folder: add a file name (written as NAME.h5 and NAME.png)."
-        folder = base.parent
-        if not folder.is_dir():
-            return f"Folder {folder} does not exist."
+        existing = next(p for p in (base.parent, *base.parent.parents) if p.exists())
+        if not existing.is_dir():
+            return f"{existing} is a file, not a folder."
         return None
+
+    def missing_folder(self) -> Path | None:
+        """The base path's folder when it does not exist yet (the export makes it)."""
+        folder = split_base(self.base_edit.text().strip()).parent
+        return None if folder.is_dir() else folder
 
     @classmethod
     def get_request(cls, parent: QWidget | None, default_base: str | os.PathLike,
@@ -258,6 +267,8 @@ class ExportDialog(QDialog):
             self.message.setText(problem)
         elif existing:
             self.message.setText("Will replace " + ", ".join(p.name for p in existing) + ".")
+        elif self.missing_folder() is not None:
+            self.message.setText(f"Folder {self.missing_folder()} will be made.")
         else:
             self.message.setText("")
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(problem is None)

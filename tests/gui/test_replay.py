@@ -347,8 +347,14 @@ def test_export_dialog_and_write_export(qtbot, tmp_path, tiny, reports):
     dialog.width_spin.setValue(320)
     dialog.height_spin.setValue(200)
     assert dialog.preset_combo.currentText() == "Custom" and ok.isEnabled()
-    dialog.base_edit.setText(str(tmp_path / "missing-folder" / "x"))
-    assert not ok.isEnabled() and "does not exist" in dialog.message.text()
+    (tmp_path / "a-file").write_text("")
+    dialog.base_edit.setText(str(tmp_path / "a-file" / "x"))
+    assert not ok.isEnabled() and "is a file, not a folder" in dialog.message.text()
+    dialog.base_edit.setText(str(tmp_path / "new" / "folder" / "x"))      # made by the export
+    assert ok.isEnabled() and "will be made" in dialog.message.text()
+    made = write_export(dialog.request(), Snapshot(telemetry=reports[0].telemetry, history={}, report=reports[0]),
+                        tiny.to_dict(), PROVENANCE, lambda size: _test_image(*size))
+    assert made == [tmp_path / "new" / "folder" / "x.h5", tmp_path / "new" / "folder" / "x.png"]
     dialog.base_edit.setText(str(tmp_path / "out"))
     dialog.h5_check.setChecked(False)
     dialog.png_check.setChecked(False)
