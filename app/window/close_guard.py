@@ -67,7 +67,8 @@ class CloseGuard(QObject):
             return True
         if self._live.unsaved_batches == 0:          # only a batch in flight would be abandoned
             return self._confirm(TITLE, question + "\n\nClose anyway?")
-        answer = self.choose(TITLE, question + "\n\nSave them before closing?")
+        waits = f" (saving waits for batch {batch} to finish)" if phase in ("forward", "backward") else ""
+        answer = self.choose(TITLE, question + f"\n\nSave them before closing{waits}?")
         if answer == CLOSE:
             return True
         if answer == SAVE:
