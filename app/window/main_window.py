@@ -492,7 +492,7 @@ class MainWindow(QMainWindow):
                 self.show_error(f"{name} could not draw this batch ({method}): {type(exc).__name__}: {exc}")
 
     def _update_step_label(self) -> None:
-        self.step_label.setText(f" {self.step_slider.value()} / {self.step_slider.maximum()} ")
+        self.toolbar.show_step(held=not self._follow_last_step)
 
     def _update_status(self) -> None:
         if self._shown is not None:

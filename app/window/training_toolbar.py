@@ -79,6 +79,16 @@ class TrainingToolbar(QToolBar):
         self._play_timer.setInterval(PLAY_INTERVAL_MS)
         self._play_timer.timeout.connect(self._advance_play)
 
+    def show_step(self, held: bool) -> None:
+        """The step label: "6 / 16", and "held" while a step chosen on the slider stays chosen for
+        every new batch (the view keeps the step one studies instead of jumping to the last)."""
+        value, top = self.step_slider.value(), self.step_slider.maximum()
+        held = held and value < top
+        self.step_label.setText(f" {value} / {top}{' · held' if held else ''} ")
+        self.step_label.setToolTip(
+            f"Step {value} stays chosen for every new batch; drag the slider to the end to follow the "
+            "last step again" if held else "The shown step; at the end it follows each new batch's last step")
+
     @property
     def is_playing(self) -> bool:
         return self._play_timer.isActive()

@@ -409,3 +409,19 @@ def test_text_bridge_and_3d_view_always_show_the_same_batch(qtbot, make_window):
     differing = [pair for pair in seen if pair[0] != pair[1]]
     assert not differing, differing[:5]
     assert view._snapshot.batch_label in bridge.plain_text()
+
+
+def test_a_step_chosen_on_the_slider_is_held_for_new_batches_and_says_so(qtbot, make_window):
+    window = make_window()
+    for _ in range(2):
+        with qtbot.waitSignal(window.snapshot_shown, timeout=SNAPSHOT_TIMEOUT_MS):
+            window.step_action.trigger()
+        qtbot.waitUntil(lambda: window.worker_state == "paused")
+        if window.current_step == window.step_slider.maximum():
+            assert "held" not in window.step_label.text()          # following the last step
+            window.step_slider.setValue(1)
+    assert window.current_step == 1                                 # the second batch kept step 1
+    assert window.step_label.text().strip() == f"1 / {window.step_slider.maximum()} · held"
+    assert "stays chosen" in window.step_label.toolTip()
+    window.step_slider.setValue(window.step_slider.maximum())        # back to following
+    assert "held" not in window.step_label.text() and "follows" in window.step_label.toolTip()
