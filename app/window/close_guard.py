@@ -2,10 +2,11 @@
 
 Closing asks first whenever it would lose something: trained batches not saved, or a batch in
 flight. With unsaved batches the question offers **Save and close** (the default), **Close
-without saving** and **Cancel**. "Save and close" asks where (the Save checkpoint dialog),
-pauses training, has the worker save between batches and closes the window once the worker says
-the checkpoint is written; if the save fails the window stays open with the error shown, so
-nothing is lost either way. A batch in flight with nothing unsaved asks a plain yes/no.
+without saving** and **Cancel**. "Save and close" pauses training, asks where (the Save
+checkpoint dialog), has the worker save between batches and closes the window once the worker
+says the checkpoint is written; if the save fails, or the dialog is cancelled, the window stays
+open (paused) and says so, so nothing is lost either way. A batch in flight with nothing unsaved
+asks a plain yes/no.
 
 It is given the narrow things it uses (the checkpoint controller, which holds the live run's
 record and the window's yes/no question; pause; the banner), not the window's internals.
@@ -72,12 +73,14 @@ class CloseGuard(QObject):
         if answer == CLOSE:
             return True
         if answer == SAVE:
+            self._pause()        # first: what is saved is what the dialog's default name counts
             path = self._checkpoints.ask_path()
             if path:
                 self.saving_to = path
-                self._pause()
                 self._say(f"Saving to {path}, then closing…", "info")
                 self._checkpoints.save_requested.emit(path)
+            else:
+                self._say("Not closed: training is paused, nothing was saved (Run resumes).", "info")
         return False
 
     def watch(self, saved: pyqtBoundSignal, errors: pyqtBoundSignal) -> None:

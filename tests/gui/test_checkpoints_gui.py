@@ -109,10 +109,9 @@ def test_save_and_close_that_cannot_save_keeps_the_window_open(qtbot, make_windo
     assert window.isVisible() and window.worker_thread.isRunning()
     assert window.close_guard.saving_to is None and window.live.unsaved_batches == 1
     assert "stays open" in window.banner.label.text()
-    window.close_guard.choose = lambda title, text: "cancel"   # the dialog's Save: asked, then cancelled
-    window.checkpoints._ask_save = lambda parent, default: None
+    window.checkpoints._ask_save = lambda parent, default: None   # Save and close, then the file dialog cancelled
     window.close()
-    assert window.isVisible()
+    assert window.isVisible() and "Not closed" in window.banner.label.text()
 
 
 def test_close_question_names_the_batch_in_flight_and_the_unsaved_batches():
