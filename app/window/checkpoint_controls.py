@@ -111,7 +111,7 @@ class CheckpointController(QObject):
         if unsaved == 0:
             return True
         return self.confirm(title, f"The weights of {unsaved_text(unsaved)} are not saved. Discard them and "
-                                    f"{doing}?\n\n(No: keep them; File → Save checkpoint, Ctrl+S, saves them.)")
+                                   f"{doing}?\n\n(No: keep them; File → Save checkpoint, Ctrl+S, saves them.)")
 
 
 def close_question(unsaved: int, batch: int, phase: str) -> str | None:
