@@ -184,6 +184,7 @@ class RecordingController(QObject):
         t.follow_toggled.connect(r.set_following)
         t.step_selected.connect(w.step_slider.setValue)
         w.step_changed.connect(t.set_step)
+        self.mode_changed.connect(lambda mode: w.toolbar.show_step_controls(mode == "live"))
         w.snapshot_shown.connect(lambda _s: self.export_action.setEnabled(True))
         # Asking to train while a recording is shown returns to the live run first.
         w.run_requested.connect(self._training_requested)

@@ -64,11 +64,12 @@ class TrainingToolbar(QToolBar):
         self.step_slider.setMinimumWidth(160)
         self.step_slider.setToolTip("Propagation step of the shown batch (0 = placement on the start plane); "
                                     "all panels follow it. Left/Right: previous/next step")
-        self.addWidget(QLabel("  Step "))
-        self.addWidget(self.step_slider)
         self.step_label = QLabel(" – / – ")
         self.step_label.setMinimumWidth(70)
-        self.addWidget(self.step_label)
+        #: Play, "Step", the slider and its label: hidden while a recording is shown, whose replay
+        #: bar has its own (one step slider on screen, not two moving together).
+        self._step_controls = [self.play_action, self.addWidget(QLabel("  Step ")),
+                               self.addWidget(self.step_slider), self.addWidget(self.step_label)]
         self.prev_step_action = action("prev step", "Previous propagation step",
                                        lambda: self.step_slider.setValue(self.step_slider.value() - 1), ("Left",))
         self.next_step_action = action("next step", "Next propagation step",
@@ -78,6 +79,15 @@ class TrainingToolbar(QToolBar):
         self._play_timer = QTimer(self)
         self._play_timer.setInterval(PLAY_INTERVAL_MS)
         self._play_timer.timeout.connect(self._advance_play)
+
+    def show_step_controls(self, shown: bool) -> None:
+        """Show the step controls (live run) or hide them (a recording's replay bar has its own);
+        hidden, the slider still drives the views and Left/Right still move it."""
+        if not shown:
+            self._play_timer.stop()
+            self.play_action.setChecked(False)
+        for control in self._step_controls:
+            control.setVisible(shown)
 
     def show_step(self, held: bool) -> None:
         """The step label: "6 / 16", and "held" while a step chosen on the slider stays chosen for

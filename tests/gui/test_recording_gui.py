@@ -78,8 +78,13 @@ def test_replay_drives_the_view_and_panels_and_back_to_live(qtbot, recorded):
     the panels for replayed snapshots), which the window's latest snapshot alone did not show."""
     window, path = recorded
     rec = window.recordings
+    assert window.step_slider.isVisible() and window.play_action.isVisible()
     assert rec.open_recording(path)
     assert rec.mode == "replay" and rec.timeline.isVisible()
+    # one step slider on screen: the replay bar's; the toolbar's is hidden and still drives the views
+    assert not window.play_action.isVisible()
+    qtbot.waitUntil(lambda: not window.step_slider.isVisible() and not window.step_label.isVisible(), timeout=2000)
+    assert rec.timeline.step_slider.isVisible()
     with open_recording(path) as r:
         first, last = r.batch(0), r.batch(2)
     assert not np.array_equal(first.aggregates.energy_hist, last.aggregates.energy_hist)
@@ -96,7 +101,8 @@ def test_replay_drives_the_view_and_panels_and_back_to_live(qtbot, recorded):
     assert energy is window.panels["Energy"]
     # live snapshots are not drawn while replaying; Back to live restores them
     rec.back_to_live()
-    assert rec.mode == "live" and not rec.timeline.isVisible()
+    assert rec.mode == "live" and not rec.timeline.isVisible() and window.play_action.isVisible()
+    qtbot.waitUntil(window.step_slider.isVisible, timeout=2000)
     qtbot.waitUntil(lambda: window.latest_snapshot.report is not None, timeout=10_000)
     live = window.latest_snapshot.telemetry
     qtbot.waitUntil(lambda: _shows(window, live, window.current_step), timeout=10_000)
