@@ -151,6 +151,7 @@ class HealthPanel(QWidget):
                      + (f" Cannot judge: {', '.join(unknown)} (hover for why)." if unknown else "")]
         for label, text in zip(self.detail_lines, lines + [""] * MAX_DETAIL_LINES):
             label.set_full_text(text)
+        self._fit_height()      # the summary's length changes with the counts
 
     def _fitting_columns(self) -> int:
         """As many chip columns as fit beside the detail lines (at least 2, at most CHIP_COLUMNS)."""
@@ -171,13 +172,24 @@ class HealthPanel(QWidget):
         gap = self._grid.horizontalSpacing()
         self._chips_box.setMinimumWidth(2 * chip + gap)
         self._chips_box.setMaximumWidth(self._columns * (chip + gap))
-        # As tall as its rows (the strip's dock would otherwise keep the height of a narrower past).
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        """As tall as the chip rows or the text beside them, whichever is taller (the strip's
+        dock would otherwise keep the height of a narrower past). The summary wraps: a long one
+        ("⚠ 1 warning · ? 3 cannot judge · ✓ 11 ok") takes two lines at 1280 px, and its height
+        is taken at its width, or its first line was cut off at the top."""
+        if not self._order:
+            return
         rows = -(-len(self._order) // self._columns)
         chips_height = rows * max(c.sizeHint().height() for c in self.chips.values()) \
             + (rows - 1) * self._grid.verticalSpacing()
         margins = self.layout().contentsMargins()
-        lines = self.summary.sizeHint().height() + sum(l.sizeHint().height() for l in self.detail_lines)
-        self.setMaximumHeight(max(chips_height, lines) + margins.top() + margins.bottom())
+        summary = max(self.summary.sizeHint().height(), self.summary.heightForWidth(self.summary.width()))
+        lines = summary + sum(l.sizeHint().height() for l in self.detail_lines)
+        # Fixed, not only a maximum: the top dock keeps the height it was first laid out with, so
+        # a summary that grew to two lines needs the minimum to get its room.
+        self.setFixedHeight(max(chips_height, lines) + margins.top() + margins.bottom())
 
     def resizeEvent(self, event) -> None:  # noqa: N802 (Qt API)
         super().resizeEvent(event)
@@ -185,6 +197,8 @@ class HealthPanel(QWidget):
         if self._order and columns != self._columns:
             self._columns = columns
             self._place()
+        else:
+            self._fit_height()  # a new width wraps the summary differently
 
     def clear(self) -> None:
         """Back to the empty state (a reset or rebuilt model has no batch yet)."""

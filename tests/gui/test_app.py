@@ -425,3 +425,27 @@ def test_a_step_chosen_on_the_slider_is_held_for_new_batches_and_says_so(qtbot, 
     assert "stays chosen" in window.step_label.toolTip()
     window.step_slider.setValue(window.step_slider.maximum())        # back to following
     assert "held" not in window.step_label.text() and "follows" in window.step_label.toolTip()
+
+
+def test_a_long_health_summary_wraps_into_lines_the_strip_has_room_for(qtbot, make_window):
+    """With a warning, three checks that cannot judge and eleven ok the summary takes two lines
+    at 1280 px; the strip was sized for one, so its first line was cut off at the top."""
+    from dataclasses import replace as replaced
+
+    from energy_flow.diagnostics import HealthReport
+    window = make_window()
+    window.resize(1280, 800)
+    snap = _step_once(qtbot, window)
+    levels = [Level.WARNING] + [Level.UNKNOWN] * 3
+    verdicts = tuple(replaced(v, level=levels[i] if i < len(levels) else Level.OK,
+                              detail=f"{v.detail} (planted level)")
+                     for i, v in enumerate(snap.health.verdicts))
+    window.health_panel.set_snapshot(replaced(snap, health=HealthReport(verdicts)))
+    summary = window.health_panel.summary
+    assert "1 warning" in summary.text() and "3 cannot judge" in summary.text()
+
+    def fits() -> bool:
+        return summary.heightForWidth(summary.width()) <= summary.height()
+    qtbot.waitUntil(fits, timeout=3000)
+    lines = summary.heightForWidth(summary.width()) // summary.fontMetrics().lineSpacing()
+    print(f"\nsummary: {lines} line(s) at {summary.width()} px, label {summary.height()} px tall")
