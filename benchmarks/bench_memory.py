@@ -38,7 +38,8 @@ def measure(checkpoint_steps: int, steps: int):
     model = build_model(config)
     with SavedTensorLedger(model) as ledger:
         result = model(unit_rows(2, seed=1))
-    return ledger.result, flow_steps(result.flow_stats.active_per_step)
+    active = result.flow_stats.active_per_step
+    return ledger.result, flow_steps(active), active
 
 
 def main() -> None:
@@ -48,15 +49,15 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = {}
     for k in (0, 1, 2):
-        saved, fs = measure(k, args.steps)
-        rows[k] = (saved, fs)
+        saved, fs, active = measure(k, args.steps)
+        rows[k] = (saved, fs, active)
         fp32 = saved.by_dtype.get("float32", 0)
         if k == 0:
             b16 = (saved.total - fp32 / 2) / fs
         else:
             b16 = (saved.total - saved.by_region.get(HIDDEN_REGION, 0) / 2) / fs
         print(f"\ncheckpoint_steps={k}: {fs} flow-steps, {saved.total / fs:,.0f} B/flow-step float32, "
-              f"≈{b16:,.0f} B/flow-step 16-bit; full-capacity tensors {saved.full_capacity / fs:,.0f} B/flow-step")
+              f"≈{b16:,.0f} B/flow-step 16-bit; budget-sized tensors {saved.full_capacity / fs:,.0f} B/flow-step")
         for region, nbytes in sorted(saved.by_region.items(), key=lambda kv: -kv[1]):
             print(f"  {region:40s} {nbytes / fs:>10,.0f} B/flow-step")
         print("  by dtype: " + ", ".join(f"{d} {v / fs:,.0f}" for d, v in saved.by_dtype.items()))
@@ -64,11 +65,13 @@ def main() -> None:
     o = create_optimized_config()
     C, T, k = o.resolved_max_active_flows, o.max_steps, o.checkpoint_steps
     segs = math.ceil(args.steps / 2)
-    (plain, fs0), (step, fs1), (seg, _) = rows[0], rows[1], rows[2]
+    (plain, fs0, _), (step, fs1, _), (seg, _, seg_active) = rows[0], rows[1], rows[2]
     b0 = plain.total / fs0
     b1 = (step.total - step.by_region[HIDDEN_REGION] / 2) / fs1
-    s32 = seg.full_capacity / (segs * SIZES["max_active_flows"])
-    s = s32 - seg.by_region.get(HIDDEN_REGION, 0) / 2 / (segs * SIZES["max_active_flows"])
+    starts = [int(seg_active[t]) for t in range(0, args.steps, 2)]  # live flows at each segment's start
+    state_bytes = sum(seg.by_rows[n] for n in set(starts))
+    s32 = state_bytes / sum(starts)
+    s = s32 - seg.by_region.get(HIDDEN_REGION, 0) / 2 / sum(starts)
     P = sum(q.numel() for q in build_model(o).parameters())
     terms = {
         f"segment-start states ({math.ceil(T / k)} × C × {s:,.0f} B)": math.ceil(T / k) * C * s,
@@ -82,7 +85,7 @@ def main() -> None:
     for name, v in terms.items():
         print(f"  {name:75s} {v / 1e9:6.2f} GB")
     print(f"  {'total':75s} {sum(terms.values()) / 1e9:6.2f} GB")
-    print(f"  (plain path, every flow-step kept: {C * T * b0 / 2 / 1e9:,.0f} GB at 16 bits if all slots stay busy)")
+    print(f"  (plain path, every flow-step kept: {C * T * b0 / 2 / 1e9:,.0f} GB at 16 bits if the whole budget stays alive)")
 
 
 if __name__ == "__main__":

@@ -51,8 +51,7 @@ def time_batched(c, model, state, field, samples, repeats):
             collector = OutputCollector(model.lattice, samples, c.energy_dim, field.device, field.dtype)
             tracer = StepTracer(c, model.lattice, samples, detailed=False, device=field.device)
             t0 = time.perf_counter()
-            active = torch.nonzero(state.alive).squeeze(1)
-            new = model.step(state, active, field, collector, tracer, 1)
+            new = model.step(state, field, collector, tracer, 1)
             times.append(time.perf_counter() - t0)
     return statistics.median(times), new
 
@@ -77,13 +76,13 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|")
     for samples, with_reference in sizes:
         c, model, state, field, samples = setup(samples)
-        flows = int(state.alive.sum())
+        flows = state.count
         batched_s, new = time_batched(c, model, state, field, samples, repeats=5)
         row = f"| {flows:,} | {batched_s * 1e3:.1f} | {flows / batched_s:,.0f} |"
         if with_reference:
             ref_s, ref = time_reference(c, model, state, field, samples)
-            torch.testing.assert_close(ref.pos[ref.alive], new.pos[new.alive], rtol=1e-4, atol=1e-5)
-            torch.testing.assert_close(ref.energy[ref.alive], new.energy[new.alive], rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(ref.pos, new.pos, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(ref.energy, new.energy, rtol=1e-4, atol=1e-6)
             row += f" {ref_s:.2f} | {flows / ref_s:,.0f} | {ref_s / batched_s:.0f}× |"
         else:
             row += " not run (≈ linear in flows) | | |"
@@ -103,7 +102,7 @@ def main() -> None:
             state = model.lattice.place(energy, parts, (c.carrier_num_layers, c.carrier_hidden_size), 0,
                                         sample_keys(x))
             times.append(time.perf_counter() - t0)
-    print(f"\nplacing {int(state.alive.sum()):,} initial flows: {statistics.median(times) * 1e3:.1f} ms "
+    print(f"\nplacing {state.count:,} initial flows: {statistics.median(times) * 1e3:.1f} ms "
           f"(input mapper for 250 samples: {statistics.median(mapper_times) * 1e3:.1f} ms)")
     tracing_cost()
 

@@ -2,7 +2,8 @@
 
 It walks the live flows one by one in Python — the way the original research code updated its
 flows — using the same modules and the same rules (termination precedence, spawn ranking
-against free slots, energy split, bilinear deposit). ``tests/test_reference_step.py`` checks the
+against the room left in the budget, energy split, bilinear deposit; survivors keep their order
+and children follow them). ``tests/test_reference_step.py`` checks the
 batched step against it at every step of whole batches; ``bench_step.py`` checks it reaches the
 same state as the batched step before it compares their speed.
 """
@@ -36,12 +37,9 @@ def reference_step(model: FlowProcessor, state: FlowState, field: torch.Tensor,
                    collector: OutputCollector, step: int) -> FlowState:
     c, lat = model.config, model.lattice
     cells = lat.width * lat.height
-    s = FlowState(**{k: v.clone() for k, v in vars(state).items()})
-    capacity = s.capacity
+    s = state
     results = []
-    for i in range(capacity):
-        if not bool(s.alive[i]):
-            continue
+    for i in range(s.count):
         pos = s.pos[i:i + 1]
         sample = int(s.sample[i])
         cell = int(lat.nearest_cell(pos[:, :2])[0])
@@ -72,41 +70,47 @@ def reference_step(model: FlowProcessor, state: FlowState, field: torch.Tensor,
                               torch.tensor([energy]), out.payload, torch.tensor([True]))
         results.append((i, new_pos[0], energy, out, reason))
 
-    for i, new_pos, energy, out, reason in results:
-        s.pos[i] = new_pos
-        s.energy[i] = energy
-        s.payload[i] = out.payload[0]
-        s.hidden[i] = out.hidden[0]
-        s.age[i] += 1
-        s.alive[i] = reason == REASON_ACTIVE
-    free = [j for j in range(capacity) if not bool(s.alive[j])]
+    rows: list[dict] = []       # the flows that go on, in their order
+    children: list[dict] = []   # then the children, in the order of their ranks
+    room = c.resolved_max_active_flows - sum(r[4] == REASON_ACTIVE for r in results)
     k = c.max_spawn_per_step
-    next_rank = created = 0
+    next_rank = 0
     for i, new_pos, energy, out, reason in results:
-        if reason != REASON_ACTIVE or energy <= c.spawn_threshold:
+        if reason != REASON_ACTIVE:
+            continue
+        row = dict(pos=new_pos, energy=energy, payload=out.payload[0], hidden=out.hidden[0],
+                   sample=int(s.sample[i]), flow_id=int(s.flow_id[i]), parent_id=int(s.parent_id[i]),
+                   age=int(s.age[i]) + 1, birth_step=int(s.birth_step[i]), traced=bool(s.traced[i]),
+                   lineage=int(s.lineage[i]))
+        rows.append(row)
+        if energy <= c.spawn_threshold:
             continue
         frac = float(out.spawn_fraction[0])
         key = int(s.lineage[i])
         want = min(k, math.floor(frac * k + dither(key, step)))
-        grant = max(0, min(want, len(free) - next_rank))
-        if grant == 0:
-            continue
-        s.energy[i] = energy * (1 - frac)
+        grant = max(0, min(want, room - next_rank))
+        if grant > 0:
+            row["energy"] = energy * (1 - frac)
         for kid in range(grant):
-            slot = free[next_rank + kid]
-            s.pos[slot] = (new_pos + model.child_offsets[kid]).clamp(-1.0, 1.0)
-            s.energy[slot] = energy * frac / grant
-            s.payload[slot] = field[int(s.sample[i]) * cells + int(lat.nearest_cell(s.pos[slot:slot + 1, :2]))]
-            s.hidden[slot] = out.hidden[0]
-            s.sample[slot] = s.sample[i]
-            s.parent_id[slot] = s.flow_id[i]
-            s.flow_id[slot] = int(s.next_id) + next_rank + kid
-            s.age[slot] = 0
-            s.birth_step[slot] = step
-            s.alive[slot] = True
-            s.traced[slot] = s.traced[i]
-            s.lineage[slot] = mix(mix(key, step), kid)
+            kid_pos = (new_pos + model.child_offsets[kid]).clamp(-1.0, 1.0)
+            children.append(dict(
+                pos=kid_pos, energy=energy * frac / grant,
+                payload=field[row["sample"] * cells + int(lat.nearest_cell(kid_pos[None, :2])[0])],
+                hidden=out.hidden[0], sample=row["sample"], flow_id=int(s.next_id) + next_rank + kid,
+                parent_id=row["flow_id"], age=0, birth_step=step, traced=row["traced"],
+                lineage=mix(mix(key, step), kid)))
         next_rank += want  # ranks count requests, granted or not, like the batched step
-        created += grant
-    s.next_id = s.next_id + created
-    return s
+    every = rows + children
+
+    def column(name: str, like: torch.Tensor) -> torch.Tensor:
+        if not every:
+            return like.new_zeros((0, *like.shape[1:]))
+        values = [r[name] for r in every]
+        if isinstance(values[0], torch.Tensor):
+            return torch.stack(values).to(like.dtype)
+        return torch.tensor(values, dtype=like.dtype)
+
+    return FlowState(**{name: column(name, getattr(s, name)) for name in
+                        ("pos", "energy", "payload", "hidden", "sample", "flow_id", "parent_id", "age",
+                         "birth_step", "traced", "lineage")},
+                     next_id=s.next_id + len(children))

@@ -61,13 +61,13 @@ class EnergyConfig:
     lattice_depth: int = 10
     start_mode: str = "center"
     # flows
-    #: Flow slots of one (micro-)batch: the spawn budget. 0 (every preset): it follows the
+    #: Flows one (micro-)batch may have alive at once: the spawn budget. 0 (every preset): it follows the
     #: lattice and the batch, ``flow_headroom`` × the flows placed on the start plane, rounded
     #: up to a whole hundred (``resolved_max_active_flows``), so changing the lattice's size or
     #: the batch never leaves a budget too small for the start plane. A positive value is used
     #: as given and must hold the start plane.
     max_active_flows: int = 0
-    #: Slots per placed flow when ``max_active_flows`` follows: room for the children.
+    #: Budget per placed flow when ``max_active_flows`` follows: room for the children.
     flow_headroom: float = 2.5
     energy_threshold: float = 0.05
     spawn_threshold: float = 0.5
@@ -170,7 +170,7 @@ class EnergyConfig:
 
     @property
     def resolved_max_active_flows(self) -> int:
-        """The flow slots of one forward pass (``max_active_flows``, or what it follows)."""
+        """The flow budget of one forward pass (``max_active_flows``, or what it follows)."""
         return resolve_max_active_flows(self.max_active_flows, self.flow_headroom,
                                         self.initial_flows_per_micro_batch)
 
@@ -381,7 +381,7 @@ def _validate(c: EnergyConfig) -> None:
         _fail("max_active_flows", c.max_active_flows,
               "must be an integer ≥ 0 (0 = follow the lattice and batch, × flow_headroom)")
     if not _finite(c.flow_headroom) or c.flow_headroom < 1:
-        _fail("flow_headroom", c.flow_headroom, "must be a number ≥ 1 (slots per placed flow)")
+        _fail("flow_headroom", c.flow_headroom, "must be a number ≥ 1 (budget per placed flow)")
     micro = c.initial_flows_per_micro_batch
     if 0 < c.max_active_flows < micro:
         _fail("max_active_flows", c.max_active_flows,

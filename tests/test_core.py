@@ -34,12 +34,12 @@ class Observed(FlowProcessor):
     def _keep_carrier_output(self, module, args, out):
         self._calls.append((out.retention.detach().clone(), out.spawn_fraction.detach().clone()))
 
-    def step(self, state, active, field, collector, tracer, step, *rest):
+    def step(self, state, field, collector, tracer, step, *rest):
         before = {k: v.detach().clone() for k, v in vars(state).items()}
         self._calls = []
-        new = super().step(state, active, field, collector, tracer, step, *rest)
+        new = super().step(state, field, collector, tracer, step, *rest)
         after = {k: v.detach().clone() for k, v in vars(new).items()}
-        self.steps.append((before, active.clone(), after))
+        self.steps.append((before, after))
         retention, spawn_fraction = (torch.cat(col) for col in zip(*self._calls))
         self.outputs.append({"retention": retention, "spawn_fraction": spawn_fraction})
         return new
@@ -57,20 +57,30 @@ def run(config, n=None, seed=0, spawn_bias=None):
     return model, result
 
 
+def matched(before, after) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which flows of ``before`` are still in ``after`` ([n] bool), and their rows there, found
+    by flow id (the state's rows are in ascending id)."""
+    ids = after["flow_id"]
+    at = torch.searchsorted(ids, before["flow_id"]).clamp(max=max(ids.shape[0] - 1, 0))
+    survived = (ids[at] == before["flow_id"]) if ids.numel() else torch.zeros_like(before["flow_id"], dtype=torch.bool)
+    return survived, at[survived]
+
+
 def spawn_ledger(model) -> dict[str, np.ndarray]:
     """Per step, recomputed from the observed states and carrier outputs only (not from the
-    processor's own counters): children requested by the surviving flows, free slots after
-    terminations, children actually born into the state, and flows that survived the step."""
+    processor's own counters): children requested by the surviving flows, the room the budget
+    leaves after terminations, children actually born into the state, and flows that survived
+    the step."""
     c = model.config
     k = c.max_spawn_per_step
     rows = []
-    for step, ((before, active, after), out) in enumerate(zip(model.steps, model.outputs), start=1):
-        faded = before["energy"][active] * out["retention"]
-        survived = after["alive"][active] & (after["flow_id"][active] == before["flow_id"][active])
-        want = (out["spawn_fraction"] * k + dithers(before["lineage"][active], step)).floor().clamp(max=k).long()
+    for step, ((before, after), out) in enumerate(zip(model.steps, model.outputs), start=1):
+        faded = before["energy"] * out["retention"]
+        survived, _ = matched(before, after)
+        want = (out["spawn_fraction"] * k + dithers(before["lineage"], step)).floor().clamp(max=k).long()
         requested = int((want * (survived & (faded > c.spawn_threshold))).sum())
         free = c.resolved_max_active_flows - int(survived.sum())
-        born = int((after["alive"] & (after["flow_id"] >= before["next_id"])).sum())
+        born = int((after["flow_id"] >= before["next_id"]).sum())
         rows.append((requested, free, born, int(survived.sum())))
     requested, free, born, survivors = (np.array(col) for col in zip(*rows))
     return {"requested": requested, "free": free, "born": born, "survivors": survivors}
@@ -89,8 +99,8 @@ def observed(request):
 
 def test_positions_stay_in_the_unit_cube_after_every_step(observed):
     model, _ = observed
-    for _, _, after in model.steps:
-        pos = after["pos"][after["alive"]]
+    for _, after in model.steps:
+        pos = after["pos"]
         assert pos.numel() == 0 or (pos.min() >= -1.0 and pos.max() <= 1.0)
 
 
@@ -102,9 +112,9 @@ def test_displacements_are_bounded_by_the_scale(observed):
     model, _ = observed
     scale = model.config.displacement_scale
     largest = 0.0
-    for before, active, after in model.steps:
-        same = after["flow_id"][active] == before["flow_id"][active]
-        move = (after["pos"][active][same] - before["pos"][active][same]).abs()
+    for before, after in model.steps:
+        survived, at = matched(before, after)
+        move = (after["pos"][at] - before["pos"][survived]).abs()
         assert move.numel() == 0 or move.max() <= scale * (1 + 1e-6)
         if move.numel():
             largest = max(largest, float(move.max()))
@@ -112,23 +122,28 @@ def test_displacements_are_bounded_by_the_scale(observed):
 
 
 def test_every_active_flow_is_updated_exactly_once_per_step(observed):
+    """The state holds the live flows only: the carrier steps every row once, the flows that
+    go on keep their order and the children follow them, so the ids stay ascending."""
     model, _ = observed
-    for before, active, after in model.steps:
-        alive_before = torch.nonzero(before["alive"]).squeeze(1)
-        assert torch.equal(active, alive_before)  # all live flows are stepped, no others
-        same = after["flow_id"][active] == before["flow_id"][active]
-        still = after["alive"][active] & same
-        assert torch.equal(after["age"][active][still], before["age"][active][still] + 1)
-        moved = (after["pos"][active][still] != before["pos"][active][still]).any(dim=1)
+    for (before, after), out in zip(model.steps, model.outputs):
+        assert out["retention"].shape[0] == before["flow_id"].shape[0]  # every live flow stepped, once
+        survived, at = matched(before, after)
+        born = after["flow_id"] >= before["next_id"]
+        assert after["flow_id"].shape[0] == int(survived.sum()) + int(born.sum())
+        assert torch.equal(at, torch.arange(int(survived.sum())))  # survivors first, in their order
+        assert (after["flow_id"].diff() > 0).all()
+        assert torch.equal(after["age"][at], before["age"][survived] + 1)
+        assert (after["age"][born] == 0).all()
+        moved = (after["pos"][at] != before["pos"][survived]).any(dim=1)
         if moved.numel():
             assert moved.float().mean() > 0.5  # flows move (a few may sit clamped at an edge)
 
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_budget_is_respected_and_spawn_counts_add_up(k):
-    """Children are granted up to the free slots and no further, and the telemetry's spawn
+    """Children are granted up to the budget's room and no further, and the telemetry's spawn
     counts are the children really born. Guards against granting past the budget (planted:
-    ``free_count + 10_000`` in the grant, which reports children that never got a slot) and
+    ``free_count + 10_000`` in the grant, which reports children that were never born) and
     against counters that do not match the state."""
     c = create_tiny_config(max_active_flows=200, max_spawn_per_step=k)  # 144 placed
     model, result = run(c)
@@ -145,16 +160,16 @@ def test_budget_is_respected_and_spawn_counts_add_up(k):
 
 
 def test_a_tight_budget_denies_spawns_and_counts_them():
-    """With room for only a few children, the free slots are all filled and the rest denied.
+    """With room for only a few children, the room is all filled and the rest denied.
     Guards against never granting a spawn (planted: ``granted`` forced to zero) and against
-    denying children while slots are free."""
+    denying children while the budget has room."""
     c = create_tiny_config(max_active_flows=150, batch_size=4)  # 144 placed, room for 6
     model, result = run(c)
     led = spawn_ledger(model)
     agg = result.telemetry.aggregates
     first = led["requested"][0]
     assert first > led["free"][0] > 0                        # step 1 asks for more than fits
-    assert led["born"][0] == led["free"][0]                  # ... and every free slot is used
+    assert led["born"][0] == led["free"][0]                  # ... and all the room is used
     assert agg.spawn_granted[1] == led["free"][0]
     assert agg.spawn_denied[1] == first - led["free"][0]
     assert agg.spawn_denied.sum() == (led["requested"] - np.minimum(led["requested"], led["free"])).sum() > 0
@@ -177,14 +192,14 @@ def test_energy_is_conserved_when_flows_split(k):
     ``new_energy · f`` instead of ``new_energy · f / granted``, invisible with one child)."""
     model, result = run(create_tiny_config(max_active_flows=600, max_spawn_per_step=k), spawn_bias=1.5)
     most_children = 0
-    for (before, active, after), out in zip(model.steps, model.outputs):
-        faded = before["energy"][active] * out["retention"]
+    for (before, after), out in zip(model.steps, model.outputs):
+        faded = before["energy"] * out["retention"]
         frac = out["spawn_fraction"]
-        survived = after["alive"][active] & (after["flow_id"][active] == before["flow_id"][active])
-        row_of = {fid: row for row, fid in enumerate(before["flow_id"][active][survived].tolist())}
+        survived, at = matched(before, after)
+        row_of = {fid: row for row, fid in enumerate(before["flow_id"][survived].tolist())}
         ids = list(row_of)
-        kept = after["energy"][active][survived]
-        kids = after["alive"] & (after["flow_id"] >= before["next_id"])
+        kept = after["energy"][at]
+        kids = after["flow_id"] >= before["next_id"]
         parent_row = torch.tensor([row_of[p] for p in after["parent_id"][kids].tolist()], dtype=torch.long)
         n_kids = torch.bincount(parent_row, minlength=len(ids))
         to_kids = torch.zeros(len(ids)).index_add(0, parent_row, after["energy"][kids])
@@ -196,7 +211,7 @@ def test_energy_is_conserved_when_flows_split(k):
         most_children = max(most_children, int(n_kids.max()) if len(ids) else 0)
         assert most_children <= k
         # live energy after the step is exactly what the survivors had after fading
-        torch.testing.assert_close(after["energy"][after["alive"]].sum(), faded[survived].sum())
+        torch.testing.assert_close(after["energy"].sum(), faded[survived].sum())
     assert result.flow_stats.spawned > 0
     assert most_children == k  # some parent used every child it may have
 
@@ -239,8 +254,8 @@ def test_carrier_depth_follows_the_config():
     survived, as the tiny preset has one layer)."""
     model, _ = run(create_tiny_config(carrier_num_layers=2))
     assert model.carrier.gru.num_layers == 2
-    before, active, after = model.steps[0]
-    hidden = after["hidden"][active]
+    _, after = model.steps[0]
+    hidden = after["hidden"]
     assert hidden.shape[1:] == (2, model.config.carrier_hidden_size)
     assert (hidden.abs().sum(dim=(0, 2)) > 0).all()  # both layers moved away from the zero state
 

@@ -41,9 +41,10 @@ def test_nearest_cell_rounds_and_clamps_to_the_last_row_and_column():
     assert lat.nearest_cell(xy).tolist() == [19, 19, 0, 15, 1 * 5 + 2, 1 * 5 + 3]
 
 
-def test_placement_fills_the_first_slots_and_leaves_the_rest_free():
-    """Free slots carry the documented sentinels (flow id and parent −1, not alive, zero state);
-    placed flows sit on their cells at the start plane; ``traced`` marks the first samples."""
+def test_placement_holds_one_row_per_placed_flow_and_nothing_else():
+    """The state holds the placed flows only, sample-major (flow ``i`` is row ``i``), not the
+    budget's worth of rows: placed flows sit on their cells at the start plane with a zero GRU
+    state and no parent; ``traced`` marks the first samples."""
     lat = lattice(max_active_flows=100)
     batch, cells, e = 2, 20, 3
     energy = torch.rand(batch, cells)
@@ -51,19 +52,22 @@ def test_placement_fills_the_first_slots_and_leaves_the_rest_free():
     keys = torch.tensor([7, 7])  # two samples with equal inputs: equal lineage keys
     st = lat.place(energy, payload, (2, 7), traced_samples=1, sample_keys=keys)
     n0 = batch * cells
-    assert st.capacity == 100 and st.hidden.shape == (100, 2, 7) and st.hidden.abs().max() == 0
-    assert st.alive[:n0].all() and not st.alive[n0:].any()
-    assert st.flow_id[:n0].tolist() == list(range(n0)) and (st.flow_id[n0:] == -1).all()
-    assert (st.parent_id == -1).all()
+    assert st.count == n0 and st.hidden.shape == (n0, 2, 7) and st.hidden.abs().max() == 0
+    assert all(getattr(st, f).shape[0] == n0 for f in ("pos", "energy", "payload", "sample", "flow_id",
+                                                        "parent_id", "age", "birth_step", "traced", "lineage"))
+    assert st.flow_id.tolist() == list(range(n0))
+    assert (st.parent_id == -1).all() and (st.age == 0).all() and (st.birth_step == 0).all()
     assert st.traced[:cells].all() and not st.traced[cells:].any()
-    assert st.sample[:n0].tolist() == [0] * cells + [1] * cells
-    assert torch.equal(st.lineage[:cells], st.lineage[cells:n0]) and st.lineage[:cells].unique().numel() == cells
-    torch.testing.assert_close(st.pos[:n0, :2], lat.cell_xy().repeat(batch, 1))
-    assert (st.pos[:n0, 2] == lat.start_z).all() and st.pos[n0:].abs().max() == 0
-    torch.testing.assert_close(st.energy[:n0], energy.reshape(-1))
-    torch.testing.assert_close(st.payload[:n0], payload.reshape(n0, e))
-    assert st.energy[n0:].abs().max() == 0 and st.payload[n0:].abs().max() == 0
+    assert st.sample.tolist() == [0] * cells + [1] * cells
+    assert torch.equal(st.lineage[:cells], st.lineage[cells:]) and st.lineage[:cells].unique().numel() == cells
+    torch.testing.assert_close(st.pos[:, :2], lat.cell_xy().repeat(batch, 1))
+    assert (st.pos[:, 2] == lat.start_z).all()
+    torch.testing.assert_close(st.energy, energy.reshape(-1))
+    torch.testing.assert_close(st.payload, payload.reshape(n0, e))
     assert int(st.next_id) == n0
+    with pytest.raises(ValueError, match="batch of 6 needs 120 initial flows but max_active_flows = 100"):
+        lat.place(torch.rand(6, cells), torch.rand(6, cells, e), (2, 7), traced_samples=1,
+                  sample_keys=torch.arange(6))
 
 
 def test_energy_histogram_edges_are_the_unit_interval_in_equal_bins():

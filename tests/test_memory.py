@@ -122,7 +122,8 @@ def test_saved_bytes_per_flow_step_fit_the_optimized_preset_in_32_gb():
     Peak of one optimized-preset train step (capacity C = 120,000 flows, T = 40 steps, segments
     of k = 6 steps, chunks of R = 32,768 recomputed rows):
 
-        ⌈T/k⌉ · C · s      segment-start states kept for backward, s bytes per slot
+        ⌈T/k⌉ · C · s      segment-start states kept for backward, s bytes per live flow
+                           (at most C flows live)
       + k · C · b₁         one recomputed segment's kept step inputs, b₁ per flow-step
       + 2 · R · b₀         one recomputed carrier chunk's activations and their gradients,
                            b₀ per flow-step of the plain path (float32: generous)
@@ -140,21 +141,25 @@ def test_saved_bytes_per_flow_step_fit_the_optimized_preset_in_32_gb():
                 neuron_hidden_dim=64, neuron_output_dim=64, energy_dim=16, mapper_grid=3)
     x = unit_rows(2, seed=1)
     plain, fs0, r0, _ = measure(create_tiny_config(**base), x)
-    # "full capacity" is told by a tensor's first dimension: a step whose live flows filled the
-    # capacity exactly would have activations of that size too, so the batch must not fill it
+    # The flow state is sized to the live flows, never to the budget: a tensor the budget's size
+    # would be a copy of a budget-sized state creeping back (a batch that filled the budget
+    # exactly would have activations of that size too, so this one must not fill it)
     assert r0.flow_stats.active_per_step.max() < base["max_active_flows"]
     step, fs1, _, _ = measure(create_tiny_config(**base, checkpoint_steps=1), x)
-    seg, fs2, _, model = measure(create_tiny_config(**base, checkpoint_steps=2), x)
+    seg, fs2, r2, model = measure(create_tiny_config(**base, checkpoint_steps=2), x)
     assert fs0 == fs1 == fs2 > 0 and r0.flow_stats.steps == 4
+    assert plain.full_capacity == step.full_capacity == seg.full_capacity == 0
 
     b0 = plain.total / fs0
     hidden_16 = step.by_region[HIDDEN_REGION] / 2
     b1 = (step.total - hidden_16) / fs1
-    segments = 2  # 4 steps in segments of 2
-    s = (seg.by_region[HIDDEN_REGION] / 2 + seg.full_capacity - seg.by_region[HIDDEN_REGION]) \
-        / (segments * base["max_active_flows"])
-    s32 = seg.full_capacity / (segments * base["max_active_flows"])
-    assert plain.full_capacity == 0  # the plain path keeps no full-capacity copies either
+    # 4 steps in segments of 2: the states kept are those at placement and after step 2, each
+    # as many rows as flows were alive then (the start plane's input field has the placement's
+    # rows too and is counted with it: s errs high)
+    starts = [int(r2.flow_stats.active_per_step[t]) for t in (0, 2)]
+    state_bytes = sum(seg.by_rows[n] for n in set(starts))
+    s = (state_bytes - seg.by_region[HIDDEN_REGION] / 2) / sum(starts)
+    s32 = state_bytes / sum(starts)
     assert step.by_region[HIDDEN_REGION] > 0 and "carrier GRU" not in step.by_region
 
     hidden_bytes = 1024 * 3 * 2  # one flow's 3×1024 state in 16 bits
@@ -167,7 +172,7 @@ def test_saved_bytes_per_flow_step_fit_the_optimized_preset_in_32_gb():
     peak = (math.ceil(T / k) * C * s + k * C * b1 + 2 * processor_module.RECOMPUTE_CHUNK_ROWS * b0
             + 4 * C * s32 + 16 * P)
     assert peak <= 32 * GB, f"optimized preset peak estimate {peak / GB:.1f} GB"
-    before = 2 * C * T / 3 * b0 / 2  # the plain path at 16 bits, two thirds of the slots busy
+    before = 2 * C * T / 3 * b0 / 2  # the plain path at 16 bits, two thirds of the budget alive
     assert before > 100 * GB  # consistent with the out-of-memory measured on an 80 GB card
 
 

@@ -1,10 +1,10 @@
-"""The flow-state rewrite's own backward (``step_phases.write_rows``) against autograd's.
+"""The flow-state rewrite (``step_phases.rewrite_state``): survivors keep their rows in order, the
+children follow, and gradients reach the values each new row came from.
 
-The step's outputs and gradients as a whole are checked by the per-flow reference
-(tests/test_reference_step.py) and the recomputation tests; here the rewrite alone, where a
-wrong row would hide: a child written into the slot of a flow that ended this step (the later
-write wins, so the stepped value there must get no gradient), rows that are no child (the
-dropped row), and fields that do not need a gradient.
+The step as a whole is checked against the per-flow reference (tests/test_reference_step.py)
+and the invariants of tests/test_core.py; here the rewrite alone, on a hand-made step where a
+wrong row would hide: a flow that ended between two that go on, a parent with two children and
+one with none, a child of the last stepped flow.
 """
 
 from __future__ import annotations
@@ -13,86 +13,88 @@ import ast
 import inspect
 import textwrap
 
-import pytest
 import torch
 
-from energy_flow.config import create_tiny_config
 from energy_flow.core import step_phases
-from energy_flow.core.step_phases import write_rows
-from energy_flow.training import build_model
-from tests.conftest import unit_rows
+from energy_flow.core.carrier import CarrierOutput
+from energy_flow.core.lattice import FlowState
+from energy_flow.core.spawning import SpawnPlan
+from energy_flow.core.step_phases import Movement, Termination, rewrite_state
+from energy_flow.trace.telemetry import REASON_ACTIVE, REASON_FADED, REASON_LANDED
+
+N, L, H, E = 5, 2, 3, 2
 
 
-def composed(full, active, stepped, slots, children):
-    """The rewrite built from autograd's own ops, as it was before its custom backward."""
-    grown = torch.cat([full, full[:1]])
-    grown = grown.index_put((active,), stepped)
-    return grown.index_put((slots,), children)[:full.shape[0]]
+def stepped_state() -> FlowState:
+    ids = torch.tensor([3, 4, 7, 8, 9])
+    return FlowState(
+        pos=torch.zeros(N, 3), energy=torch.ones(N), payload=torch.zeros(N, E), hidden=torch.zeros(N, L, H),
+        sample=torch.tensor([0, 0, 1, 1, 1]), flow_id=ids, parent_id=torch.tensor([-1, -1, -1, 3, 3]),
+        age=torch.tensor([2, 2, 2, 1, 1]), birth_step=torch.tensor([0, 0, 0, 1, 1]),
+        traced=torch.tensor([True, True, False, False, False]), lineage=ids * 11, next_id=torch.tensor(10))
 
 
 def case(dtype=torch.float64):
+    """Flows 4 (landed) and 8 (faded) end; flow 3 gets two children, flow 9 one, 7 none."""
     g = torch.Generator().manual_seed(3)
-    capacity = 9
-    full = torch.randn(capacity, 2, 3, generator=g, dtype=dtype, requires_grad=True)
-    active = torch.tensor([0, 2, 3, 5, 8])
-    stepped = torch.randn(5, 2, 3, generator=g, dtype=dtype, requires_grad=True)
-    # slot 2 was stepped and ended: a child takes it; slot 9 (= capacity) means "no child"
-    slots = torch.tensor([2, 9, 6, 9, 1, 9])
-    children = torch.randn(6, 2, 3, generator=g, dtype=dtype, requires_grad=True)
-    return full, active, stepped, slots, children
+    state = stepped_state()
+    reason = torch.tensor([REASON_ACTIVE, REASON_LANDED, REASON_ACTIVE, REASON_FADED, REASON_ACTIVE])
+    ended = Termination(reason=reason, landed_plane=torch.full((N,), -1), deposits=reason == REASON_LANDED,
+                        deposit_plane=torch.zeros(N, dtype=torch.long))
+    leaf = {name: torch.randn(*shape, generator=g, dtype=dtype, requires_grad=True) for name, shape in
+            {"pos": (N, 3), "kept": (N,), "payload": (N, E), "hidden": (N, L, H),
+             "child_pos": (3, 3), "child_energy": (3,), "child_payload": (3, E)}.items()}
+    movement = Movement(pos=leaf["pos"], moved=leaf["pos"], clamped=torch.zeros(N, dtype=torch.bool),
+                        energy=leaf["kept"])
+    out = CarrierOutput(hidden=leaf["hidden"], retention=torch.ones(N, dtype=dtype), payload=leaf["payload"],
+                        displacement=leaf["pos"], displacement_unit=leaf["pos"],
+                        spawn_fraction=torch.full((N,), 0.5, dtype=dtype))
+    spawns = SpawnPlan(requested=torch.tensor([2, 0, 0, 0, 1]), granted=torch.tensor([2, 0, 0, 0, 1]),
+                       parent_energy=leaf["kept"], rank=torch.tensor([0, 1, 2]), parent=torch.tensor([0, 0, 4]),
+                       pos=leaf["child_pos"], energy=leaf["child_energy"], payload=leaf["child_payload"],
+                       lineage=torch.tensor([100, 101, 102]))
+    return state, movement, ended, out, spawns, leaf
 
 
-def test_values_and_gradients_equal_autograds_composition_bit_for_bit():
-    full, active, stepped, slots, children = case(torch.float32)
-    weight = torch.randn(9, 2, 3, generator=torch.Generator().manual_seed(4))
-    ours = write_rows(full, active, stepped, slots, children)
-    theirs = composed(full, active, stepped, slots, children)
-    assert torch.equal(ours, theirs)
-    g_ours = torch.autograd.grad((ours * weight).sum(), [full, stepped, children])
-    g_theirs = torch.autograd.grad((theirs * weight).sum(), [full, stepped, children])
-    for a, b in zip(g_ours, g_theirs):
-        assert torch.equal(a, b)
-    # the rows the rewrite replaced give the old values no gradient; the overwritten parent none
-    assert g_ours[0][[0, 1, 2, 3, 5, 6, 8]].abs().sum() == 0 and g_ours[0][4].abs().sum() > 0
-    assert g_ours[1][1].abs().sum() == 0 and g_ours[1][0].abs().sum() > 0
-    assert g_ours[2][[1, 3, 5]].abs().sum() == 0  # not children: their writes were dropped
+def test_survivors_keep_their_order_and_the_children_follow_them():
+    state, movement, ended, out, spawns, leaf = case()
+    new = rewrite_state(state, movement, ended, out, spawns, step=3)
+    survivors = torch.tensor([0, 2, 4])
+    assert new.flow_id.tolist() == [3, 7, 9, 10, 11, 12]          # ascending: survivors, then children
+    assert new.parent_id.tolist() == [-1, -1, 3, 3, 3, 9]
+    assert new.sample.tolist() == [0, 1, 1, 0, 0, 1]               # a child's sample is its parent's
+    assert new.age.tolist() == [3, 3, 2, 0, 0, 0]
+    assert new.birth_step.tolist() == [0, 0, 1, 3, 3, 3]
+    assert new.traced.tolist() == [True, False, False, True, True, False]
+    assert new.lineage.tolist() == [33, 77, 99, 100, 101, 102]
+    assert int(new.next_id) == 13 and new.count == 6
+    assert torch.equal(new.pos, torch.cat([leaf["pos"][survivors], leaf["child_pos"]]))
+    assert torch.equal(new.energy, torch.cat([leaf["kept"][survivors], leaf["child_energy"]]))
+    assert torch.equal(new.payload, torch.cat([leaf["payload"][survivors], leaf["child_payload"]]))
+    assert torch.equal(new.hidden, leaf["hidden"][torch.tensor([0, 2, 4, 0, 0, 4])])  # children inherit
 
 
-def test_gradcheck_in_double_precision():
-    full, active, stepped, slots, children = case()
-    assert torch.autograd.gradcheck(lambda f, s, c: write_rows(f, active, s, slots, c),
-                                    (full, stepped, children))
+def test_gradients_reach_the_rows_each_new_row_came_from():
+    """gradcheck in float64 of every float field of the new state against every value it was
+    made of: an ended flow's row gets no gradient, a parent's GRU state gets its children's."""
+    state, movement, ended, out, spawns, leaf = case()
+    names = list(leaf)
 
+    def fields(*values):
+        v = dict(zip(names, values))
+        mv = Movement(pos=v["pos"], moved=v["pos"], clamped=movement.clamped, energy=v["kept"])
+        o = CarrierOutput(hidden=v["hidden"], retention=out.retention, payload=v["payload"],
+                          displacement=v["pos"], displacement_unit=v["pos"], spawn_fraction=out.spawn_fraction)
+        sp = SpawnPlan(requested=spawns.requested, granted=spawns.granted, parent_energy=v["kept"],
+                       rank=spawns.rank, parent=spawns.parent, pos=v["child_pos"], energy=v["child_energy"],
+                       payload=v["child_payload"], lineage=spawns.lineage)
+        new = rewrite_state(state, mv, ended, o, sp, step=3)
+        return new.pos, new.energy, new.payload, new.hidden
 
-def test_only_the_inputs_that_need_a_gradient_get_one():
-    full, active, stepped, slots, children = case()
-    full = full.detach()  # the placed state's hidden: zeros that need no gradient
-    out = write_rows(full, active, stepped, slots, children.detach())
-    (g_stepped,) = torch.autograd.grad(out.sum(), [stepped])
-    assert torch.equal(g_stepped[1], torch.zeros(2, 3, dtype=g_stepped.dtype))
-    integers = write_rows(torch.arange(9), active, torch.full((5,), -1), slots, torch.full((6,), 7))
-    assert integers.tolist() == [-1, 7, 7, -1, 4, -1, 7, 7, -1]
-
-
-@pytest.mark.parametrize("checkpoint_steps", [0, 2])
-def test_a_whole_batch_trains_the_same_with_autograds_composition(monkeypatch, checkpoint_steps):
-    """The fast rewrite against the one it replaced, end to end: outputs and every parameter's
-    gradient equal bit for bit (tolerance 0), plain and with recomputed segments."""
-    c = create_tiny_config(max_spawn_per_step=2, checkpoint_steps=checkpoint_steps)
-    x = unit_rows(c.batch_size, c.teacher_dim, seed=5)
-
-    def outputs_and_grads():
-        model = build_model(c)
-        out = model(x).outputs
-        out.square().sum().backward()
-        return [out.detach()] + [p.grad for p in model.parameters() if p.grad is not None]
-
-    now = outputs_and_grads()
-    monkeypatch.setattr(step_phases, "write_rows", composed)
-    before = outputs_and_grads()
-    assert len(now) == len(before) > 5
-    for a, b in zip(now, before):
-        assert torch.equal(a, b)
+    assert torch.autograd.gradcheck(fields, tuple(leaf[n] for n in names))
+    new_hidden = fields(*(leaf[n] for n in names))[3]
+    (grad,) = torch.autograd.grad(new_hidden.sum(), [leaf["hidden"]])
+    assert grad[:, 0, 0].tolist() == [3.0, 0.0, 1.0, 0.0, 2.0]  # flow 3 + two children, 9 + one
 
 
 def test_the_step_phases_have_no_per_flow_loop_and_no_host_read():

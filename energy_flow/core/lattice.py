@@ -4,10 +4,12 @@ Coordinates are normalised to [-1, 1] here and nowhere else: cell (i, j) of a pl
 ``x = -1 + 2 i / (W - 1)``, ``y = -1 + 2 j / (H - 1)``; the depth axis is continuous in
 [-1, 1] with the start plane and output planes given by the config.
 
-The flow state is a fixed-capacity struct of arrays (``max_active_flows`` slots). A slot is
-either alive or free; spawning fills free slots. Floating-point fields take part in autograd
-and are replaced out of place every step (so the graph of every step survives until the
-backward pass); integer bookkeeping needs no gradient.
+The flow state is a struct of arrays holding the live flows only, one row each, in the order of
+their ids: each step keeps the rows of the flows that go on and appends the children after them
+(core/step_phases.py), so the state is as large as the flows alive, never the whole budget
+(``max_active_flows``), which only caps how many children a step may add. Floating-point fields
+take part in autograd and are replaced out of place every step (so the graph of every step
+survives until the backward pass); integer bookkeeping needs no gradient.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from energy_flow.core.spawning import placed_keys
 
 @dataclass
 class FlowState:
-    """All flows of one batch, ``capacity`` slots each. Free slots have ``alive == False``."""
+    """The live flows of one batch, one row each (``N`` rows), in ascending ``flow_id``."""
 
     pos: torch.Tensor         # [N, 3] float, in [-1, 1]
     energy: torch.Tensor      # [N] float, in (0, 1]
@@ -33,14 +35,14 @@ class FlowState:
     parent_id: torch.Tensor   # [N] int64: −1 for placed flows
     age: torch.Tensor         # [N] int64: propagation steps this flow has taken
     birth_step: torch.Tensor  # [N] int64
-    alive: torch.Tensor       # [N] bool
     traced: torch.Tensor      # [N] bool: part of the telemetry's trajectory sample
     lineage: torch.Tensor     # [N] int64: batch-independent key of the flow (core/spawning.py)
     next_id: torch.Tensor     # [] int64 on the device: the id the next child gets
 
     @property
-    def capacity(self) -> int:
-        return self.alive.shape[0]
+    def count(self) -> int:
+        """How many flows are alive: the rows (a shape, so reading it never waits for a device)."""
+        return self.pos.shape[0]
 
 
 class EnergyLattice:
@@ -99,7 +101,7 @@ class EnergyLattice:
     # ------------------------------------------------------------------ placement
     def place(self, energy: torch.Tensor, payload: torch.Tensor, hidden_shape: tuple[int, int],
               traced_samples: int, sample_keys: torch.Tensor) -> FlowState:
-        """One flow per (sample, start-plane cell), in slots ``0 … B·H·W − 1``.
+        """One flow per (sample, start-plane cell), sample-major: flow ``i`` is row ``i``.
 
         ``energy`` is [B, H·W], ``payload`` [B, H·W, E] (the input mapper's output);
         ``hidden_shape`` is the carrier's (layers, hidden size). Flows of the first
@@ -108,35 +110,27 @@ class EnergyLattice:
         """
         batch, cells = energy.shape
         n0 = batch * cells
-        capacity = self.config.resolved_max_active_flows
-        if n0 > capacity:
-            raise ValueError(f"batch of {batch} needs {n0} initial flows but max_active_flows = {capacity}")
+        budget = self.config.resolved_max_active_flows
+        if n0 > budget:
+            raise ValueError(f"batch of {batch} needs {n0} initial flows but max_active_flows = {budget}")
         device, dtype = energy.device, energy.dtype
         layers, hidden = hidden_shape
 
         xy = self.cell_xy(device).to(dtype).repeat(batch, 1)
         z = torch.full((n0, 1), self.start_z, device=device, dtype=dtype)
-        pad = capacity - n0
-        pos = torch.cat([torch.cat([xy, z], dim=1), torch.zeros(pad, 3, device=device, dtype=dtype)])
-        flat_energy = torch.cat([energy.reshape(-1), torch.zeros(pad, device=device, dtype=dtype)])
-        flat_payload = torch.cat([payload.reshape(n0, -1),
-                                  torch.zeros(pad, payload.shape[-1], device=device, dtype=dtype)])
-        slots = torch.arange(capacity, device=device)
-        placed = slots < n0
-        sample = torch.where(placed, slots // cells, torch.zeros_like(slots))
+        ids = torch.arange(n0, device=device)
+        sample = ids // cells
         return FlowState(
-            pos=pos,
-            energy=flat_energy,
-            payload=flat_payload,
-            hidden=torch.zeros(capacity, layers, hidden, device=device, dtype=dtype),
+            pos=torch.cat([xy, z], dim=1),
+            energy=energy.reshape(-1),
+            payload=payload.reshape(n0, -1),
+            hidden=torch.zeros(n0, layers, hidden, device=device, dtype=dtype),
             sample=sample,
-            flow_id=torch.where(placed, slots, torch.full_like(slots, -1)),
-            parent_id=torch.full_like(slots, -1),
-            age=torch.zeros_like(slots),
-            birth_step=torch.zeros_like(slots),
-            alive=placed,
-            traced=placed & (sample < traced_samples),
-            lineage=torch.cat([placed_keys(sample_keys.to(device), cells),
-                               torch.zeros(pad, device=device, dtype=torch.long)]),
+            flow_id=ids,
+            parent_id=torch.full_like(ids, -1),
+            age=torch.zeros_like(ids),
+            birth_step=torch.zeros_like(ids),
+            traced=sample < traced_samples,
+            lineage=placed_keys(sample_keys.to(device), cells),
             next_id=torch.tensor(n0, device=device, dtype=torch.long),
         )

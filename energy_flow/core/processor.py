@@ -11,8 +11,10 @@ A forward pass over a batch of input embeddings:
    step's outcome goes to the telemetry;
 4. the output mapper turns the collected output planes into an output embedding.
 
-The only host synchronisation per step is ``nonzero`` on the alive mask, which both compacts
-the work to the live flows and tells the loop when every flow has ended.
+The flow state holds the live flows only (core/lattice.py), so a step works on every row and the
+loop ends when none is left. The host waits for the device twice per step, on ``nonzero``: which
+flows go on and which children were granted (core/step_phases.py, core/spawning.py) — what
+sizes the next state.
 
 Memory (``config.checkpoint_steps``, measured in docs/BENCHMARKS.md): autograd would keep every
 step's carrier activations (≈100 KB per flow-step at a 3×1024 GRU in float32) until backward.
@@ -114,7 +116,7 @@ class FlowProcessor(nn.Module):
                                    traced_samples=0, sample_keys=sample_keys(embeddings))
         tracer = StepTracer(c, self.lattice, batch, detailed=self.trace_enabled, device=device,
                             keep_values=self.batch_parts > 1)
-        state.traced = state.alive & (state.sample < tracer.traced_samples)
+        state.traced = state.sample < tracer.traced_samples
         collector = OutputCollector(self.lattice, batch, c.energy_dim, device, energy0.dtype)
         field = cell_parts.reshape(-1, c.energy_dim)  # [B·H·W, E]: the cell's part, per sample
         with torch.no_grad():
@@ -146,11 +148,10 @@ class FlowProcessor(nn.Module):
                    hidden_dtype: torch.dtype | None) -> tuple[FlowState, bool]:
         """Steps ``first … last``; returns the state and whether any flow is still alive."""
         for step in range(first, last + 1):
-            active = torch.nonzero(state.alive).squeeze(1)
-            if active.numel() == 0:
+            if state.count == 0:
                 return state, False
-            state = self.step(state, active, field, collector, tracer, step, hidden_dtype)
-        return state, True
+            state = self.step(state, field, collector, tracer, step, hidden_dtype)
+        return state, state.count > 0
 
     def _segment(self, state: FlowState, field: torch.Tensor, collector: OutputCollector,
                  tracer: StepTracer, first: int, last: int,
@@ -199,51 +200,47 @@ class FlowProcessor(nn.Module):
                   for part in zip(*(t.split(RECOMPUTE_CHUNK_ROWS) for t in inputs))]
         return chunks[0] if len(chunks) == 1 else tuple(torch.cat(col) for col in zip(*chunks))
 
-    def step(self, state: FlowState, active: torch.Tensor, field: torch.Tensor,
-             collector: OutputCollector, tracer: StepTracer | None, step: int,
-             hidden_dtype: torch.dtype | None = None) -> FlowState:
-        """Advance the flows in slots ``active`` by one step; returns the new state.
+    def step(self, state: FlowState, field: torch.Tensor, collector: OutputCollector,
+             tracer: StepTracer | None, step: int, hidden_dtype: torch.dtype | None = None) -> FlowState:
+        """Advance every flow of ``state`` by one step; returns the new state.
 
         With ``hidden_dtype`` set (``checkpoint_steps ≥ 1``) the carrier part is recomputed in
         backward and only its inputs are kept, the hidden state cast to ``hidden_dtype`` (the
         GRU's compute dtype, in which the stored values are exact). ``tracer`` None records no
         telemetry (a recomputed segment)."""
-        outcome = self.advance(state, active, field, collector, step, hidden_dtype)
+        outcome = self.advance(state, field, collector, step, hidden_dtype)
         if tracer is not None:
             with torch.no_grad():  # telemetry keeps no tensors in the graph: a recomputation must match the first run
                 tracer.record_step(step, outcome)
         return outcome.state
 
-    def advance(self, state: FlowState, active: torch.Tensor, field: torch.Tensor,
-                collector: OutputCollector, step: int, hidden_dtype: torch.dtype | None) -> StepOutcome:
-        """The step's phases (core/step_phases.py) for the flows in slots ``active``."""
+    def advance(self, state: FlowState, field: torch.Tensor, collector: OutputCollector, step: int,
+                hidden_dtype: torch.dtype | None) -> StepOutcome:
+        """The step's phases (core/step_phases.py) for every flow of ``state``."""
         c, lat = self.config, self.lattice
         cells = lat.width * lat.height
-        pos = state.pos[active]
-        energy = state.energy[active]
-        payload = state.payload[active]
-        sample = state.sample[active]
+        pos, energy, payload, sample = state.pos, state.energy, state.payload, state.sample
 
         cell_part = field[sample * cells + lat.nearest_cell(pos[:, :2])]
         if hidden_dtype is None:
-            outs = self._carrier_step(pos, cell_part, payload, energy, state.hidden[active])
+            outs = self._carrier_step(pos, cell_part, payload, energy, state.hidden)
         else:
             outs = self._recomputed_carrier_step(pos, cell_part, payload, energy,
-                                                 state.hidden[active].to(hidden_dtype))
+                                                 state.hidden.to(hidden_dtype))
         out = CarrierOutput(*outs)
 
         movement = move(pos, energy, out)
         ended = terminate(lat, c, movement, step)
         deposit(collector, sample, movement, ended, out.payload)
-        alive = state.alive.index_put((active,), ended.still_active)
+        room = c.resolved_max_active_flows - ended.still_active.sum()
         spawns = plan_children(out.spawn_fraction, ended.still_active & (movement.energy > c.spawn_threshold),
-                               movement.pos, movement.energy, state.lineage[active], ~alive, step,
+                               movement.pos, movement.energy, state.lineage, room, step,
                                c.max_spawn_per_step, self.child_offsets,
                                lambda parent, xy: field[sample[parent] * cells + lat.nearest_cell(xy)])
         return StepOutcome(
-            state=rewrite_state(state, active, movement, ended, out, spawns, step),
-            stepped_ids=state.flow_id[active],
-            stepped_traced=state.traced[active],
+            state=rewrite_state(state, movement, ended, out, spawns, step),
+            stepped_ids=state.flow_id,
+            stepped_traced=state.traced,
             movement=movement,
             termination=ended,
             spawns=spawns,

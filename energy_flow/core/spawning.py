@@ -18,9 +18,10 @@ whatever batch, micro-batch or process it is in (gradient accumulation and torch
 full batch's gradient), recomputing a step in backward (``checkpoint_steps``) repeats its
 spawns exactly, and no random-number state is carried.
 
-**How many it gets.** Requests are ranked in the order of the stepped flows against the free
-slots left after this step's terminations; a flow gets what is left of its request, so the
-budget (``max_active_flows``) is never exceeded and a denied request is counted, not queued.
+**How many it gets.** Requests are ranked in the order of the stepped flows (ascending id: the
+flow state keeps that order) against the room the budget (``max_active_flows``) leaves after
+this step's terminations; a flow gets what is left of its request, so the budget is never
+exceeded and a denied request is counted, not queued.
 
 **Where, with what.** Child j of a parent starts half a step (``displacement_scale / 2``) away
 from it at angle π/4 + 2πj/k in the x/y plane, so siblings (which inherit the parent's GRU
@@ -98,20 +99,18 @@ def child_offsets(max_children: int, displacement_scale: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class SpawnPlan:
-    """The children of one step. Per stepped flow ``[n]``; per potential child ``[n·K]``
-    (K = max(k, 1) rows per parent, in parent order; a row that is not a child has
-    ``slot == capacity``, the row a state rewrite drops)."""
+    """The children of one step. Per stepped flow ``[n]``; per child ``[m]`` (the children
+    granted, in the order of their ranks: by parent, then child index)."""
 
     requested: torch.Tensor      # [n] long: children each stepped flow asked for
     granted: torch.Tensor        # [n] long: children it got within the budget
     parent_energy: torch.Tensor  # [n] the energy each stepped flow carries on with
-    slot: torch.Tensor           # [n·K] long: the free slot the child is written to
-    rank: torch.Tensor           # [n·K] long: its rank among this step's requests (its id offset)
-    parent: torch.Tensor         # [n·K] long: index of its parent among the stepped flows
-    pos: torch.Tensor            # [n·K, 3] where it starts
-    energy: torch.Tensor         # [n·K] its share of the parent's energy
-    payload: torch.Tensor        # [n·K, E] its birth cell's part of the input
-    lineage: torch.Tensor        # [n·K] long: its lineage key
+    rank: torch.Tensor           # [m] long: its rank among this step's requests (its id offset)
+    parent: torch.Tensor         # [m] long: index of its parent among the stepped flows
+    pos: torch.Tensor            # [m, 3] where it starts
+    energy: torch.Tensor         # [m] its share of the parent's energy
+    payload: torch.Tensor        # [m, E] its birth cell's part of the input
+    lineage: torch.Tensor        # [m] long: its lineage key
 
     @property
     def total_granted(self) -> torch.Tensor:
@@ -119,44 +118,36 @@ class SpawnPlan:
 
 
 def plan_children(share: torch.Tensor, eligible: torch.Tensor, pos: torch.Tensor,
-                  energy: torch.Tensor, lineage: torch.Tensor, free: torch.Tensor, step: int,
+                  energy: torch.Tensor, lineage: torch.Tensor, room: torch.Tensor, step: int,
                   max_children: int, offsets: torch.Tensor,
                   part_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> SpawnPlan:
     """All of one step's children, on the device, for ``n`` stepped flows.
 
     ``share`` [n] is the spawn head's energy share, ``eligible`` [n] the flows that may spawn
     (still active, energy above ``spawn_threshold``), ``pos``/``energy`` their new position and
-    faded energy, ``lineage`` their keys; ``free`` [capacity] marks the slots free after this
-    step's terminations. ``part_at(parent_index, xy)`` gives the input part at (x, y) of each
-    parent's sample."""
+    faded energy, ``lineage`` their keys; ``room`` [] how many flows the budget still allows
+    after this step's terminations. ``part_at(parent_index, xy)`` gives the input part at
+    (x, y) of each parent's sample. Which rows are children is read once (``nonzero``: the
+    step's one wait for the device besides the survivors'), so every per-child value is
+    computed for the children granted only."""
     k = max(max_children, 1)
-    n = share.shape[0]
-    device = free.device
-    capacity = free.shape[0]
     requested = requested_children(share, eligible, lineage, step, max_children)
     before = torch.cumsum(requested, 0) - requested
-    granted = (free.sum() - before).clamp(min=0).minimum(requested)
+    granted = (room - before).clamp(min=0).minimum(requested)
     parent_energy = torch.where(granted > 0, energy * (1 - share), energy)
 
-    dump = capacity
-    rank = torch.cumsum(free.long(), 0) - 1
-    slot_of_rank = torch.full((capacity + 1,), dump, device=device, dtype=torch.long)
-    slot_of_rank = slot_of_rank.scatter(0, torch.where(free, rank, dump), torch.arange(capacity, device=device))
-    child = torch.arange(k, device=device)
-    is_child = child.unsqueeze(0) < granted.unsqueeze(1)                   # [n, K]
-    child_rank = (before.unsqueeze(1) + child).clamp(max=capacity)
-    slot = torch.where(is_child, slot_of_rank[child_rank], dump).reshape(-1)
-    parent = torch.arange(n, device=device).repeat_interleave(k)
-    child_pos = (pos.repeat_interleave(k, 0) + offsets.to(pos.dtype).repeat(n, 1)).clamp(-1.0, 1.0)
+    child = torch.arange(k, device=share.device)
+    rows = torch.nonzero((child.unsqueeze(0) < granted.unsqueeze(1)).reshape(-1)).squeeze(1)  # [m]
+    parent, index = rows // k, rows % k
+    child_pos = (pos[parent] + offsets.to(pos.dtype)[index]).clamp(-1.0, 1.0)
     return SpawnPlan(
         requested=requested,
         granted=granted,
         parent_energy=parent_energy,
-        slot=slot,
-        rank=child_rank.reshape(-1),
+        rank=before[parent] + index,
         parent=parent,
         pos=child_pos,
-        energy=(energy * share / granted.clamp(min=1)).repeat_interleave(k),
+        energy=(energy * share / granted.clamp(min=1))[parent],
         payload=part_at(parent, child_pos[:, :2]),
-        lineage=child_keys(lineage[parent], step, child.repeat(n)),
+        lineage=child_keys(lineage[parent], step, index),
     )

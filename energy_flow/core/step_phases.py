@@ -9,7 +9,8 @@ one batched call each, no per-flow Python):
 3. **deposit** — landed flows (and timed-out ones under ``timeout_policy = "project"``) splat
    their energy and payload on the output plane (core/collection.py);
 4. **spawn** — children within the budget (the policy is core/spawning.py);
-5. **rewrite state** — stepped flows' new values at their slots, children's at theirs.
+5. **rewrite state** — the flows that go on keep their rows, in order, and the children follow:
+   the state holds the live flows only (core/lattice.py).
 
 The step hands a :class:`StepOutcome` to the tracer: every tensor the telemetry reads, named,
 instead of a long keyword list whose order two modules had to agree on.
@@ -55,11 +56,11 @@ class Termination:
 
 @dataclass(frozen=True)
 class StepOutcome:
-    """What one step did: the new state, and per stepped flow (slots ``active`` of the state
-    before the step) what happened to it. Read by the tracer under ``no_grad``."""
+    """What one step did: the new state, and per stepped flow (the rows of the state before the
+    step) what happened to it. Read by the tracer under ``no_grad``."""
 
-    state: FlowState               # after the step (children written)
-    stepped_ids: torch.Tensor      # [n] ids of the stepped flows (a child may reuse a slot)
+    state: FlowState               # after the step: the survivors, then the children (the last m rows)
+    stepped_ids: torch.Tensor      # [n] ids of the stepped flows
     stepped_traced: torch.Tensor   # [n] bool: part of the trajectory sample
     movement: Movement
     termination: Termination
@@ -100,80 +101,32 @@ def deposit(collector: OutputCollector, sample: torch.Tensor, movement: Movement
                       ended.deposits)
 
 
-def _with_spare_row(rows: torch.Tensor, spare: torch.Tensor | float) -> torch.Tensor:
-    """``rows`` with one more row (``spare``) at the end: the same values as ``torch.cat``, which
-    on the CPU took 20–30× a plain copy's time for a 3-d state such as the hidden [C, L, H]
-    with a row of itself appended (measured: 32 ms against 1.2 ms at 16,000 × 2 × 64;
-    docs/BENCHMARKS.md, "Issue 29 on the CPU")."""
-    grown = rows.new_empty((rows.shape[0] + 1, *rows.shape[1:]))
-    grown[:-1] = rows
-    grown[-1] = spare
-    return grown
+def rewrite_state(state: FlowState, movement: Movement, ended: Termination, out: CarrierOutput,
+                  spawns: SpawnPlan, step: int) -> FlowState:
+    """The state after the step: the flows that go on, in their order, then the children in the
+    order of their ranks — so the rows stay in ascending id and only live flows take memory.
 
+    Every field is one gather (``index_select`` of the survivors, or of the parents for what a
+    child inherits) and one ``cat``; their backward scatters into tensors of the stepped flows'
+    size, never the budget's. Which flows go on is read once (``nonzero``)."""
+    keep = torch.nonzero(ended.still_active).squeeze(1)
+    inherit = torch.cat([keep, spawns.parent])  # the stepped flow each new row takes after
 
-class _WriteRows(torch.autograd.Function):
-    """``full`` with ``stepped`` written at rows ``active``, then ``children`` at rows ``slots``
-    (a later write wins; row ``capacity`` absorbs the writes of non-children and is dropped).
+    def rows(stepped: torch.Tensor, children: torch.Tensor) -> torch.Tensor:
+        return torch.cat([stepped[keep], children])
 
-    Autograd's own composition (``cat``, two ``index_put_``, a slice) made three full-capacity
-    copies of the incoming gradient in backward — at the optimized preset's 120k slots × 3×1024
-    hidden state, ≈1.5 GB each in float32 (docs/BENCHMARKS.md, issue 18). This backward makes
-    one: the gradient of the children's rows is gathered, those rows zeroed, then the parents'
-    rows likewise; what is left is ``full``'s gradient. Copies and zeros only, so the gradients
-    are the same values as before, bit for bit."""
-
-    @staticmethod
-    def forward(ctx, full: torch.Tensor, active: torch.Tensor, stepped: torch.Tensor, slots: torch.Tensor,
-                children: torch.Tensor) -> torch.Tensor:
-        capacity = full.shape[0]
-        grown = _with_spare_row(full, full[0])
-        grown.index_put_((active,), stepped)
-        ctx.save_for_backward(active, slots)
-        return grown.index_put_((slots,), children)[:capacity]
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        active, slots = ctx.saved_tensors
-        grown = _with_spare_row(grad, 0)  # the one copy
-        grad_children = grown[slots] if ctx.needs_input_grad[4] else None
-        grown.index_fill_(0, slots, 0)
-        grad_stepped = grown[active] if ctx.needs_input_grad[2] else None
-        grown.index_fill_(0, active, 0)
-        return grown[:grad.shape[0]], None, grad_stepped, None, grad_children
-
-
-def write_rows(full: torch.Tensor, active: torch.Tensor, stepped: torch.Tensor, slots: torch.Tensor,
-               children: torch.Tensor) -> torch.Tensor:
-    """``full`` with the stepped flows' new values at ``active`` and the children's at
-    ``slots`` (``slots == capacity``: not a child, dropped). One full-capacity copy per field,
-    written in place, in forward and (for the float fields) in backward: see :class:`_WriteRows`."""
-    return _WriteRows.apply(full, active, stepped, slots, children)
-
-
-def rewrite_state(state: FlowState, active: torch.Tensor, movement: Movement, ended: Termination,
-                  out: CarrierOutput, spawns: SpawnPlan, step: int) -> FlowState:
-    """The state after the step: stepped flows at their slots, children at theirs."""
-    slots, parent = spawns.slot, spawns.parent
-    sample = state.sample[active]
-    ids = state.flow_id[active]
-    traced = state.traced[active]
-    lineage = state.lineage[active]
-
-    def write(full: torch.Tensor, stepped: torch.Tensor, children: torch.Tensor) -> torch.Tensor:
-        return write_rows(full, active, stepped, slots, children)
-
+    m = spawns.parent.shape[0]
     return FlowState(
-        pos=write(state.pos, movement.pos, spawns.pos),
-        energy=write(state.energy, spawns.parent_energy, spawns.energy),
-        payload=write(state.payload, out.payload, spawns.payload),
-        hidden=write(state.hidden, out.hidden, out.hidden[parent]),
-        sample=write(state.sample, sample, sample[parent]),
-        flow_id=write(state.flow_id, ids, state.next_id + spawns.rank),
-        parent_id=write(state.parent_id, state.parent_id[active], ids[parent]),
-        age=write(state.age, state.age[active] + 1, torch.zeros_like(slots)),
-        birth_step=write(state.birth_step, state.birth_step[active], torch.full_like(slots, step)),
-        alive=write(state.alive, ended.still_active, torch.ones_like(slots, dtype=torch.bool)),
-        traced=write(state.traced, traced, traced[parent]),
-        lineage=write(state.lineage, lineage, spawns.lineage),
+        pos=rows(movement.pos, spawns.pos),
+        energy=rows(spawns.parent_energy, spawns.energy),
+        payload=rows(out.payload, spawns.payload),
+        hidden=out.hidden[inherit],
+        sample=state.sample[inherit],
+        flow_id=rows(state.flow_id, state.next_id + spawns.rank),
+        parent_id=rows(state.parent_id, state.flow_id[spawns.parent]),
+        age=rows(state.age + 1, state.age.new_zeros(m)),
+        birth_step=rows(state.birth_step, state.birth_step.new_full((m,), step)),
+        traced=state.traced[inherit],
+        lineage=rows(state.lineage, spawns.lineage),
         next_id=state.next_id + spawns.total_granted,
     )

@@ -122,18 +122,20 @@ class StepTracer:
                   disp, tanh_pinned(out.payload.detach()), tanh_pinned(out.hidden.detach())]
         return torch.stack([s.float().mean() for s in shares])
 
+    def _count(self, state: FlowState) -> torch.Tensor:
+        """The live flows, as a device scalar like every other count: the rows, filled in on the
+        device (``torch.tensor`` of a host number would be a copy, which waits on a GPU)."""
+        return torch.full((), state.count, device=self.device, dtype=torch.long)
+
     def record_placement(self, state: FlowState, collector: OutputCollector) -> None:
-        n0 = state.alive.sum()
         zero = torch.zeros((), device=self.device, dtype=torch.long)
         energy = state.energy.detach()
-        # masked reductions, not ``energy[alive]``: a boolean index would wait for the device
-        self._input_energy = torch.stack([energy.masked_fill(~state.alive, float("inf")).min(),
-                                          energy.masked_fill(~state.alive, float("-inf")).max()])
-        values = self._counts(n0, zero, zero, torch.zeros(self.planes, device=self.device, dtype=torch.long),
-                              zero, zero, collector, (energy * state.alive).sum())
+        self._input_energy = torch.stack([energy.min(), energy.max()])
+        values = self._counts(self._count(state), zero, zero,
+                              torch.zeros(self.planes, device=self.device, dtype=torch.long),
+                              zero, zero, collector, energy.sum())
         if self.detailed:
-            e0 = energy[state.alive]
-            values.update(self._details(e0, None, None, None, None, collector))
+            values.update(self._details(energy, None, None, None, None, collector))
             traced = torch.nonzero(state.traced).squeeze(1)
             self._meta.append(torch.stack([state.flow_id[traced], state.parent_id[traced],
                                            state.sample[traced], state.birth_step[traced]], 1).double())
@@ -152,11 +154,11 @@ class StepTracer:
         """Called once per step, after the update, terminations and spawns are applied.
 
         The flows stepped this time are described by their ids (taken before the update, since
-        a child may reuse the slot of a flow that just ended), new position, the energy they
-        carry on with (after fading and after handing a share to children), displacement (the
-        model's, unclamped), ``moved`` (the change of the clamped position), clamp flag and
-        termination reason; the spawn plan's ``slot`` are the slots children were written to
-        (``state.capacity`` marks "no child"); ``carrier`` the heads' outputs (saturation).
+        the new state holds the survivors only), new position, the energy they carry on with
+        (after fading and after handing a share to children), displacement (the model's,
+        unclamped), ``moved`` (the change of the clamped position), clamp flag and termination
+        reason; the children are the new state's last rows, one per entry of the spawn plan;
+        ``carrier`` the heads' outputs (saturation).
         """
         state, ended, movement = outcome.state, outcome.termination, outcome.movement
         reason, collector = ended.reason, outcome.collector
@@ -164,18 +166,16 @@ class StepTracer:
         landed = landed.index_add(0, ended.landed_plane.clamp(min=0), (reason == REASON_LANDED).long())
         faded = (reason == REASON_FADED).sum()
         timed_out = (reason == REASON_TIMED_OUT).sum()
-        active = state.alive.sum()
-        active_energy = (state.energy.detach() * state.alive).sum()
-        values = self._counts(active, outcome.spawns.requested.sum(), outcome.spawns.granted.sum(), landed,
-                              faded, timed_out, collector, active_energy)
+        values = self._counts(self._count(state), outcome.spawns.requested.sum(), outcome.spawns.granted.sum(),
+                              landed, faded, timed_out, collector, state.energy.detach().sum())
         if self.detailed:
             values.update(self._details(outcome.kept_energy, outcome.carrier.displacement, movement.clamped,
                                         movement.moved, outcome.carrier, collector))
             sel = torch.nonzero(outcome.stepped_traced).squeeze(1)
             self._points.append(self._point_rows(outcome.stepped_ids[sel], step, movement.pos[sel],
                                                  outcome.kept_energy[sel], reason[sel]))
-            kids = outcome.spawns.slot[outcome.spawns.slot < state.capacity]
-            kids = kids[state.traced[kids]]
+            born = outcome.spawns.parent.shape[0]
+            kids = torch.nonzero(state.traced[state.count - born:]).squeeze(1) + (state.count - born)
             if kids.numel():
                 self._meta.append(torch.stack([state.flow_id[kids], state.parent_id[kids],
                                                state.sample[kids], state.birth_step[kids]], 1).double())

@@ -12,16 +12,17 @@ What is counted (float32 everywhere; bf16 autocast on a GPU only lowers the acti
 
 * parameters, their gradients and AdamW's two moments: 16 bytes per parameter, the parameter
   count computed exactly from the layer shapes (a test compares it with the built model);
-* the flow state: ``max_active_flows`` slots of position, energy, payload, GRU state and
-  bookkeeping, twice (the step builds the new state next to the old one);
+* the flow state: one row of position, energy, payload, GRU state and bookkeeping per live
+  flow, twice (the step builds the new state next to the old one) — at least the initial
+  flows, at most ``max_active_flows`` (the state holds the live flows only);
 * activations kept for backward, per flow-step: :func:`saved_bytes_per_flow_step`. At least
-  every initial flow takes one step; at worst every slot is alive for every step,
+  every initial flow takes one step; at worst the whole budget is alive for every step,
   ``max_active_flows × max_steps`` flow-steps per (micro-)batch. Real runs land most flows
   long before ``max_steps``, so the need lies between the two bounds.
 * with recomputation (``checkpoint_steps = k ≥ 1``, :func:`recomputed_activation_bytes`) no
   flow-step keeps that much: for k = 1 each keeps its inputs (:func:`kept_bytes_per_flow_step`,
   mostly the GRU state), for k ≥ 2 only the flow state at each segment's start is kept
-  (:func:`slot_bytes` per slot and segment, however many flows are alive). While backward
+  (:func:`slot_bytes` per live flow and segment, at most the budget). While backward
   recomputes a segment it holds that segment's k steps of inputs and one carrier chunk's
   activations, per flow of the busiest step: k · kept + saved bytes per flow-step, the chunk
   capped at :data:`RECOMPUTE_CHUNK_ROWS` rows. Measured on the CPU (docs/BENCHMARKS.md, issue 18,
@@ -92,24 +93,25 @@ LONG = 8
 class MemoryEstimate:
     parameters: int          # number of trainable parameters
     model_bytes: int         # parameters + gradients + AdamW moments
-    flow_state_bytes: int
+    flow_state_min_bytes: int  # the initial flows
+    flow_state_max_bytes: int  # the whole flow budget alive
     activation_min_bytes: int  # every initial flow takes one step
-    activation_max_bytes: int  # every slot alive for every step
+    activation_max_bytes: int  # the whole budget alive for every step
     lattice_bytes: int
 
     @property
     def minimum_bytes(self) -> int:
-        return self.model_bytes + self.flow_state_bytes + self.activation_min_bytes + self.lattice_bytes
+        return self.model_bytes + self.flow_state_min_bytes + self.activation_min_bytes + self.lattice_bytes
 
     @property
     def worst_case_bytes(self) -> int:
-        return self.model_bytes + self.flow_state_bytes + self.activation_max_bytes + self.lattice_bytes
+        return self.model_bytes + self.flow_state_max_bytes + self.activation_max_bytes + self.lattice_bytes
 
     def largest(self) -> tuple[str, str]:
         """(part, the config field that lowers it most directly) of the largest part."""
         parts = {
             "model parameters and optimiser state": (self.model_bytes, "carrier_hidden_size"),
-            "flow state": (self.flow_state_bytes, "max_active_flows"),
+            "flow state": (self.flow_state_min_bytes, "batch_size or the lattice size"),
             "activations kept for backward": (self.activation_min_bytes, "batch_size or the lattice size"),
             "lattice-sized tensors": (self.lattice_bytes, "lattice_width/lattice_height or batch_size"),
         }
@@ -120,7 +122,8 @@ class MemoryEstimate:
         part, field = self.largest()
         return (f"a training step needs at least {format_bytes(self.minimum_bytes)} and up to "
                 f"{format_bytes(self.worst_case_bytes)} ({format_bytes(self.model_bytes)} model and optimiser, "
-                f"{format_bytes(self.flow_state_bytes)} flow state, {format_bytes(self.activation_min_bytes)}–"
+                f"{format_bytes(self.flow_state_min_bytes)}–{format_bytes(self.flow_state_max_bytes)} flow state, "
+                f"{format_bytes(self.activation_min_bytes)}–"
                 f"{format_bytes(self.activation_max_bytes)} activations, {format_bytes(self.lattice_bytes)} "
                 f"lattice tensors); the largest part is the {part}: lower {field}")
 
@@ -163,18 +166,20 @@ def kept_bytes_per_flow_step(c: SizedConfig) -> int:
 
 
 def slot_bytes(c: SizedConfig) -> int:
-    """One flow-state slot: position, energy, payload, GRU state, five integers and two flags."""
-    return FLOAT * (4 + c.energy_dim + c.carrier_num_layers * c.carrier_hidden_size) + LONG * 5 + 2
+    """One flow's row of the state: position, energy, payload, GRU state, six integers (sample,
+    id, parent, age, birth step, lineage key) and a flag (traced)."""
+    return FLOAT * (4 + c.energy_dim + c.carrier_num_layers * c.carrier_hidden_size) + LONG * 6 + 1
 
 
 def recomputed_activation_bytes(c: SizedConfig, busiest: int, flow_steps: int, steps: int) -> int:
     """Activations a recomputing step (``checkpoint_steps ≥ 1``) holds at its peak, for ``busiest``
-    flows in its busiest step, ``flow_steps`` in all and ``steps`` propagation steps."""
+    flows in its busiest step (and at each segment's start), ``flow_steps`` in all and ``steps``
+    propagation steps."""
     k = c.checkpoint_steps
     chunk = min(busiest, RECOMPUTE_CHUNK_ROWS) * saved_bytes_per_flow_step(c)
     if k == 1:
         return flow_steps * kept_bytes_per_flow_step(c) + chunk
-    segment_states = math.ceil(steps / k) * c.resolved_max_active_flows * slot_bytes(c)
+    segment_states = math.ceil(steps / k) * busiest * slot_bytes(c)
     return segment_states + k * busiest * kept_bytes_per_flow_step(c) + chunk
 
 
@@ -197,7 +202,8 @@ def estimate_memory(c: SizedConfig) -> MemoryEstimate:
     return MemoryEstimate(
         parameters=params,
         model_bytes=16 * params,
-        flow_state_bytes=2 * capacity * slot_bytes(c),
+        flow_state_min_bytes=2 * initial * slot_bytes(c),
+        flow_state_max_bytes=2 * capacity * slot_bytes(c),
         activation_min_bytes=least,
         activation_max_bytes=most,
         lattice_bytes=lattice_bytes(c, micro_batch),

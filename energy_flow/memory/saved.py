@@ -40,7 +40,9 @@ class SavedBytes:
 
     by_region: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     by_dtype: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    full_capacity: int = 0   # bytes in tensors whose first dimension is the state's capacity
+    full_capacity: int = 0   # bytes in tensors whose first dimension is the flow budget
+    #: bytes by first dimension: the flow state at a step sits under its number of live flows
+    by_rows: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     count: int = 0           # unique storages
 
     @property
@@ -121,8 +123,10 @@ class SavedTensorLedger:
             r.by_region[region] += nbytes
             r.by_dtype[str(t.dtype).removeprefix("torch.")] += nbytes
             r.count += 1
-            if t.dim() > 0 and t.shape[0] in (self.capacity, self.capacity + 1):
-                r.full_capacity += nbytes
+            if t.dim() > 0:
+                r.by_rows[t.shape[0]] += nbytes
+                if t.shape[0] in (self.capacity, self.capacity + 1):
+                    r.full_capacity += nbytes
         return t
 
     @staticmethod

@@ -9,8 +9,8 @@ model, on the run's device, and divides the forward + backward time by the flow-
 config's flow-steps — every placed flow (``batch_size`` × the start plane's cells) for every one
 of ``max_steps`` steps — plus the optimiser step. Real batches differ from that count (children
 are spawned, flows land early), which is why the first real batch is compared with the estimate
-(:meth:`BatchCost.check_line`, with its own flow-steps) and why an upper bound (every slot of
-the flow budget alive for every step) is named too.
+(:meth:`BatchCost.check_line`, with its own flow-steps) and why an upper bound (the whole flow
+budget alive for every step) is named too.
 
 The probe leaves the run as it was: it works on a deep copy of the model with its own optimiser
 and restores the random number generators it may touch (``torch.random.fork_rng``), so a run
@@ -86,7 +86,7 @@ class BatchCost:
 
     @property
     def seconds_upper(self) -> float | None:
-        """Every slot of the flow budget alive for every step, in every micro-batch."""
+        """The whole flow budget alive for every step, in every micro-batch."""
         if self.probe is None:
             return None
         flow_steps = max(self.capacity * self.micro_batches, self.placed_flows) * self.max_steps
@@ -104,7 +104,7 @@ class BatchCost:
                 f"{format_seconds(p.seconds + p.optimizer_seconds)} probe of {_count(p.steps, 'step')} × "
                 f"{_count(p.samples, 'sample')}: {p.seconds_per_flow_step * 1e6:.1f} µs per flow-step × {self.placed_flows:,} "
                 f"placed flows × {self.max_steps} steps; up to {format_seconds(self.seconds_upper)} if all "
-                f"{self.capacity:,} flow slots stay alive)")
+                f"{self.capacity:,} flows of the budget stay alive)")
 
     def memory_text(self) -> str:
         m = self.memory
