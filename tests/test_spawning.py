@@ -108,8 +108,8 @@ def test_a_child_carries_the_part_of_the_input_of_the_cell_it_is_born_in():
     x = unit_rows(c.batch_size, c.teacher_dim, 0)  # what run() fed the model
     parts = model.input_mapper(x)[1].detach()      # [B, H·W, E]
     born = 0
-    for before, _, after in model.steps:
-        kids = after["alive"] & (after["flow_id"] >= before["next_id"])
+    for before, after in model.steps:
+        kids = after["flow_id"] >= before["next_id"]
         cell = model.lattice.nearest_cell(after["pos"][kids][:, :2])
         torch.testing.assert_close(after["payload"][kids], parts[after["sample"][kids], cell])
         born += int(kids.sum())

@@ -3,8 +3,8 @@ children follow, and gradients reach the values each new row came from.
 
 The step as a whole is checked against the per-flow reference (tests/test_reference_step.py)
 and the invariants of tests/test_core.py; here the rewrite alone, on a hand-made step where a
-wrong row would hide: a flow that ended between two that go on, a parent with two children and
-one with none, a child of the last stepped flow.
+wrong row would hide: a flow that ended between two that go on, a parent with two children, one
+denied, and one with none, a child of the last stepped flow.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from energy_flow.core import step_phases
 from energy_flow.core.carrier import CarrierOutput
 from energy_flow.core.lattice import FlowState
-from energy_flow.core.spawning import SpawnPlan
+from energy_flow.core.spawning import SpawnPlan, child_keys, child_offsets
 from energy_flow.core.step_phases import Movement, Termination, rewrite_state
 from energy_flow.trace.telemetry import REASON_ACTIVE, REASON_FADED, REASON_LANDED
 
@@ -42,58 +42,59 @@ def case(dtype=torch.float64):
     ended = Termination(reason=reason, landed_plane=torch.full((N,), -1), deposits=reason == REASON_LANDED,
                         deposit_plane=torch.zeros(N, dtype=torch.long))
     leaf = {name: torch.randn(*shape, generator=g, dtype=dtype, requires_grad=True) for name, shape in
-            {"pos": (N, 3), "kept": (N,), "payload": (N, E), "hidden": (N, L, H),
-             "child_pos": (3, 3), "child_energy": (3,), "child_payload": (3, E)}.items()}
-    movement = Movement(pos=leaf["pos"], moved=leaf["pos"], clamped=torch.zeros(N, dtype=torch.bool),
-                        energy=leaf["kept"])
-    out = CarrierOutput(hidden=leaf["hidden"], retention=torch.ones(N, dtype=dtype), payload=leaf["payload"],
-                        displacement=leaf["pos"], displacement_unit=leaf["pos"],
-                        spawn_fraction=torch.full((N,), 0.5, dtype=dtype))
-    spawns = SpawnPlan(requested=torch.tensor([2, 0, 0, 0, 1]), granted=torch.tensor([2, 0, 0, 0, 1]),
-                       parent_energy=leaf["kept"], rank=torch.tensor([0, 1, 2]), parent=torch.tensor([0, 0, 4]),
-                       pos=leaf["child_pos"], energy=leaf["child_energy"], payload=leaf["child_payload"],
-                       lineage=torch.tensor([100, 101, 102]))
-    return state, movement, ended, out, spawns, leaf
+            {"pos": (N, 3), "kept": (N,), "payload": (N, E), "hidden": (N, L, H), "child_energy": (N,),
+             "parts": (N, E)}.items()}
+    return state, ended, leaf
+
+
+def rewrite(state, ended, leaf, **values):
+    v = {**leaf, **values}
+    movement = Movement(pos=v["pos"], moved=v["pos"], clamped=torch.zeros(N, dtype=torch.bool), energy=v["kept"])
+    out = CarrierOutput(hidden=v["hidden"], retention=torch.ones_like(v["kept"]), payload=v["payload"],
+                        displacement=v["pos"], displacement_unit=v["pos"], spawn_fraction=torch.full_like(v["kept"], 0.5))
+    spawns = SpawnPlan(requested=torch.tensor([2, 0, 0, 1, 1]), granted=torch.tensor([2, 0, 0, 0, 1]),
+                       parent_energy=v["kept"], child_energy=v["child_energy"],
+                       first_rank=torch.tensor([0, 2, 2, 2, 3]), per_flow=K)
+    return rewrite_state(state, movement, ended, out, spawns, 3, OFFSETS, lambda parent, xy: v["parts"][parent])
+
+
+K = 2
+OFFSETS = child_offsets(K, 0.5).double()
 
 
 def test_survivors_keep_their_order_and_the_children_follow_them():
-    state, movement, ended, out, spawns, leaf = case()
-    new = rewrite_state(state, movement, ended, out, spawns, step=3)
-    survivors = torch.tensor([0, 2, 4])
-    assert new.flow_id.tolist() == [3, 7, 9, 10, 11, 12]          # ascending: survivors, then children
+    state, ended, leaf = case()
+    new, born = rewrite(state, ended, leaf)
+    survivors, parents, index = torch.tensor([0, 2, 4]), torch.tensor([0, 0, 4]), torch.tensor([0, 1, 0])
+    assert born.tolist() == [False, False, False, True, True, True]
+    assert new.flow_id.tolist() == [3, 7, 9, 10, 11, 13]    # ascending; a denied request keeps its rank
     assert new.parent_id.tolist() == [-1, -1, 3, 3, 3, 9]
-    assert new.sample.tolist() == [0, 1, 1, 0, 0, 1]               # a child's sample is its parent's
+    assert new.sample.tolist() == [0, 1, 1, 0, 0, 1]         # a child's sample is its parent's
     assert new.age.tolist() == [3, 3, 2, 0, 0, 0]
     assert new.birth_step.tolist() == [0, 0, 1, 3, 3, 3]
     assert new.traced.tolist() == [True, False, False, True, True, False]
-    assert new.lineage.tolist() == [33, 77, 99, 100, 101, 102]
+    assert new.lineage[:3].tolist() == [33, 77, 99]
+    assert torch.equal(new.lineage[3:], child_keys(state.lineage[parents], 3, index))
     assert int(new.next_id) == 13 and new.count == 6
-    assert torch.equal(new.pos, torch.cat([leaf["pos"][survivors], leaf["child_pos"]]))
-    assert torch.equal(new.energy, torch.cat([leaf["kept"][survivors], leaf["child_energy"]]))
-    assert torch.equal(new.payload, torch.cat([leaf["payload"][survivors], leaf["child_payload"]]))
-    assert torch.equal(new.hidden, leaf["hidden"][torch.tensor([0, 2, 4, 0, 0, 4])])  # children inherit
+    kid_pos = (leaf["pos"][parents] + OFFSETS[index]).clamp(-1.0, 1.0)
+    assert torch.equal(new.pos, torch.cat([leaf["pos"][survivors], kid_pos]))
+    assert torch.equal(new.energy, torch.cat([leaf["kept"][survivors], leaf["child_energy"][parents]]))
+    assert torch.equal(new.payload, torch.cat([leaf["payload"][survivors], leaf["parts"][parents]]))
+    assert torch.equal(new.hidden, leaf["hidden"][torch.cat([survivors, parents])])  # children inherit
 
 
 def test_gradients_reach_the_rows_each_new_row_came_from():
     """gradcheck in float64 of every float field of the new state against every value it was
     made of: an ended flow's row gets no gradient, a parent's GRU state gets its children's."""
-    state, movement, ended, out, spawns, leaf = case()
+    state, ended, leaf = case()
     names = list(leaf)
 
     def fields(*values):
-        v = dict(zip(names, values))
-        mv = Movement(pos=v["pos"], moved=v["pos"], clamped=movement.clamped, energy=v["kept"])
-        o = CarrierOutput(hidden=v["hidden"], retention=out.retention, payload=v["payload"],
-                          displacement=v["pos"], displacement_unit=v["pos"], spawn_fraction=out.spawn_fraction)
-        sp = SpawnPlan(requested=spawns.requested, granted=spawns.granted, parent_energy=v["kept"],
-                       rank=spawns.rank, parent=spawns.parent, pos=v["child_pos"], energy=v["child_energy"],
-                       payload=v["child_payload"], lineage=spawns.lineage)
-        new = rewrite_state(state, mv, ended, o, sp, step=3)
+        new, _ = rewrite(state, ended, leaf, **dict(zip(names, values)))
         return new.pos, new.energy, new.payload, new.hidden
 
     assert torch.autograd.gradcheck(fields, tuple(leaf[n] for n in names))
-    new_hidden = fields(*(leaf[n] for n in names))[3]
-    (grad,) = torch.autograd.grad(new_hidden.sum(), [leaf["hidden"]])
+    (grad,) = torch.autograd.grad(fields(*(leaf[n] for n in names))[3].sum(), [leaf["hidden"]])
     assert grad[:, 0, 0].tolist() == [3.0, 0.0, 1.0, 0.0, 2.0]  # flow 3 + two children, 9 + one
 
 

@@ -12,9 +12,8 @@ A forward pass over a batch of input embeddings:
 4. the output mapper turns the collected output planes into an output embedding.
 
 The flow state holds the live flows only (core/lattice.py), so a step works on every row and the
-loop ends when none is left. The host waits for the device twice per step, on ``nonzero``: which
-flows go on and which children were granted (core/step_phases.py, core/spawning.py) — what
-sizes the next state.
+loop ends when none is left. The only host synchronisation per step is one ``nonzero`` over the
+flows that go on and the children granted (core/step_phases.py): it sizes the next state.
 
 Memory (``config.checkpoint_steps``, measured in docs/BENCHMARKS.md): autograd would keep every
 step's carrier activations (≈100 KB per flow-step at a 3×1024 GRU in float32) until backward.
@@ -234,11 +233,12 @@ class FlowProcessor(nn.Module):
         deposit(collector, sample, movement, ended, out.payload)
         room = c.resolved_max_active_flows - ended.still_active.sum()
         spawns = plan_children(out.spawn_fraction, ended.still_active & (movement.energy > c.spawn_threshold),
-                               movement.pos, movement.energy, state.lineage, room, step,
-                               c.max_spawn_per_step, self.child_offsets,
-                               lambda parent, xy: field[sample[parent] * cells + lat.nearest_cell(xy)])
+                               movement.energy, state.lineage, room, step, c.max_spawn_per_step)
+        new_state, born = rewrite_state(state, movement, ended, out, spawns, step, self.child_offsets,
+                                        lambda parent, xy: field[sample[parent] * cells + lat.nearest_cell(xy)])
         return StepOutcome(
-            state=rewrite_state(state, movement, ended, out, spawns, step),
+            state=new_state,
+            born=born,
             stepped_ids=state.flow_id,
             stepped_traced=state.traced,
             movement=movement,

@@ -99,55 +99,60 @@ def child_offsets(max_children: int, displacement_scale: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class SpawnPlan:
-    """The children of one step. Per stepped flow ``[n]``; per child ``[m]`` (the children
-    granted, in the order of their ranks: by parent, then child index)."""
+    """How one step's ``n`` stepped flows split: what each asked for and got, and what its
+    children start with. The children become rows of the next state in
+    ``step_phases.rewrite_state``, which reads their values with :func:`child_values`."""
 
     requested: torch.Tensor      # [n] long: children each stepped flow asked for
     granted: torch.Tensor        # [n] long: children it got within the budget
     parent_energy: torch.Tensor  # [n] the energy each stepped flow carries on with
-    rank: torch.Tensor           # [m] long: its rank among this step's requests (its id offset)
-    parent: torch.Tensor         # [m] long: index of its parent among the stepped flows
-    pos: torch.Tensor            # [m, 3] where it starts
-    energy: torch.Tensor         # [m] its share of the parent's energy
-    payload: torch.Tensor        # [m, E] its birth cell's part of the input
-    lineage: torch.Tensor        # [m] long: its lineage key
+    child_energy: torch.Tensor   # [n] the energy each of its children starts with
+    first_rank: torch.Tensor     # [n] long: the rank of its first child (the requests before it)
+    per_flow: int                # K = max(max_spawn_per_step, 1): children a flow may have
 
     @property
     def total_granted(self) -> torch.Tensor:
         return self.granted.sum()
 
 
-def plan_children(share: torch.Tensor, eligible: torch.Tensor, pos: torch.Tensor,
-                  energy: torch.Tensor, lineage: torch.Tensor, room: torch.Tensor, step: int,
-                  max_children: int, offsets: torch.Tensor,
-                  part_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> SpawnPlan:
-    """All of one step's children, on the device, for ``n`` stepped flows.
+@dataclass(frozen=True)
+class ChildValues:
+    """What children start with, one row per (parent, child index) asked about."""
+
+    pos: torch.Tensor       # [m, 3] half a step from the parent, in its own direction
+    energy: torch.Tensor    # [m] its share of the parent's energy
+    payload: torch.Tensor   # [m, E] its birth cell's part of the input
+    lineage: torch.Tensor   # [m] long: its lineage key
+    rank: torch.Tensor      # [m] long: its rank among this step's requests (its id offset)
+
+
+def plan_children(share: torch.Tensor, eligible: torch.Tensor, energy: torch.Tensor, lineage: torch.Tensor,
+                  room: torch.Tensor, step: int, max_children: int) -> SpawnPlan:
+    """How many children each of ``n`` stepped flows gets, on the device, with no wait.
 
     ``share`` [n] is the spawn head's energy share, ``eligible`` [n] the flows that may spawn
-    (still active, energy above ``spawn_threshold``), ``pos``/``energy`` their new position and
-    faded energy, ``lineage`` their keys; ``room`` [] how many flows the budget still allows
-    after this step's terminations. ``part_at(parent_index, xy)`` gives the input part at
-    (x, y) of each parent's sample. Which rows are children is read once (``nonzero``: the
-    step's one wait for the device besides the survivors'), so every per-child value is
-    computed for the children granted only."""
-    k = max(max_children, 1)
+    (still active, energy above ``spawn_threshold``), ``energy`` their faded energy,
+    ``lineage`` their keys; ``room`` [] how many flows the budget still allows after this
+    step's terminations."""
     requested = requested_children(share, eligible, lineage, step, max_children)
     before = torch.cumsum(requested, 0) - requested
     granted = (room - before).clamp(min=0).minimum(requested)
-    parent_energy = torch.where(granted > 0, energy * (1 - share), energy)
-
-    child = torch.arange(k, device=share.device)
-    rows = torch.nonzero((child.unsqueeze(0) < granted.unsqueeze(1)).reshape(-1)).squeeze(1)  # [m]
-    parent, index = rows // k, rows % k
-    child_pos = (pos[parent] + offsets.to(pos.dtype)[index]).clamp(-1.0, 1.0)
     return SpawnPlan(
         requested=requested,
         granted=granted,
-        parent_energy=parent_energy,
-        rank=before[parent] + index,
-        parent=parent,
-        pos=child_pos,
-        energy=(energy * share / granted.clamp(min=1))[parent],
-        payload=part_at(parent, child_pos[:, :2]),
-        lineage=child_keys(lineage[parent], step, index),
+        parent_energy=torch.where(granted > 0, energy * (1 - share), energy),
+        child_energy=energy * share / granted.clamp(min=1),
+        first_rank=before,
+        per_flow=max(max_children, 1),
     )
+
+
+def child_values(plan: SpawnPlan, parent: torch.Tensor, index: torch.Tensor, parent_pos: torch.Tensor,
+                 parent_lineage: torch.Tensor, step: int, offsets: torch.Tensor,
+                 part_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> ChildValues:
+    """Child ``index`` of stepped flow ``parent``, per row: ``parent_pos`` and ``parent_lineage``
+    are the parents' new positions and keys, row for row; ``part_at(parent, xy)`` gives the
+    input part at (x, y) of each parent's sample."""
+    pos = (parent_pos + offsets.to(parent_pos.dtype)[index]).clamp(-1.0, 1.0)
+    return ChildValues(pos=pos, energy=plan.child_energy[parent], payload=part_at(parent, pos[:, :2]),
+                       lineage=child_keys(parent_lineage, step, index), rank=plan.first_rank[parent] + index)

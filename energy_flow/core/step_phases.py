@@ -18,6 +18,7 @@ instead of a long keyword list whose order two modules had to agree on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +27,7 @@ from energy_flow.config import EnergyConfig
 from energy_flow.core.carrier import CarrierOutput
 from energy_flow.core.collection import OutputCollector
 from energy_flow.core.lattice import EnergyLattice, FlowState
-from energy_flow.core.spawning import SpawnPlan
+from energy_flow.core.spawning import SpawnPlan, child_values
 from energy_flow.trace.telemetry import REASON_ACTIVE, REASON_FADED, REASON_LANDED, REASON_TIMED_OUT
 
 
@@ -59,7 +60,8 @@ class StepOutcome:
     """What one step did: the new state, and per stepped flow (the rows of the state before the
     step) what happened to it. Read by the tracer under ``no_grad``."""
 
-    state: FlowState               # after the step: the survivors, then the children (the last m rows)
+    state: FlowState               # after the step: the survivors, then the children
+    born: torch.Tensor             # [N'] bool: the rows of ``state`` that are children born this step
     stepped_ids: torch.Tensor      # [n] ids of the stepped flows
     stepped_traced: torch.Tensor   # [n] bool: part of the trajectory sample
     movement: Movement
@@ -102,31 +104,44 @@ def deposit(collector: OutputCollector, sample: torch.Tensor, movement: Movement
 
 
 def rewrite_state(state: FlowState, movement: Movement, ended: Termination, out: CarrierOutput,
-                  spawns: SpawnPlan, step: int) -> FlowState:
-    """The state after the step: the flows that go on, in their order, then the children in the
-    order of their ranks — so the rows stay in ascending id and only live flows take memory.
+                  spawns: SpawnPlan, step: int, offsets: torch.Tensor,
+                  part_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[FlowState, torch.Tensor]:
+    """The state after the step, and which of its rows are children ([N'] bool): the flows that
+    go on, in their order, then the children in the order of their ranks — so the rows stay in
+    ascending id and only live flows take memory.
 
-    Every field is one gather (``index_select`` of the survivors, or of the parents for what a
-    child inherits) and one ``cat``; their backward scatters into tensors of the stepped flows'
-    size, never the budget's. Which flows go on is read once (``nonzero``)."""
-    keep = torch.nonzero(ended.still_active).squeeze(1)
-    inherit = torch.cat([keep, spawns.parent])  # the stepped flow each new row takes after
+    The step's one wait for the device is here: one ``nonzero`` over the survivors and the
+    children granted ([n] then [n·K] flags) gives every row of the new state, with the stepped
+    flow it takes after (itself, or its parent). Every field is then one gather of that flow's
+    value and, for children, a ``where`` with the child's own (core/spawning.py); their
+    backward scatters into tensors of the stepped flows' size, never the budget's."""
+    n, k = state.count, spawns.per_flow
+    granted = torch.arange(k, device=spawns.granted.device) < spawns.granted.unsqueeze(1)   # [n, K]
+    rows = torch.nonzero(torch.cat([ended.still_active, granted.reshape(-1)])).squeeze(1)
+    born = rows >= n
+    child = (rows - n).clamp(min=0)
+    inherit = torch.where(born, child // k, rows)   # the stepped flow each new row takes after
+    index = child % k                               # a child's index among its parent's children
+    pos = movement.pos[inherit]
+    ids = state.flow_id[inherit]
+    lineage = state.lineage[inherit]
+    kid = child_values(spawns, inherit, index, pos, lineage, step, offsets, part_at)
 
-    def rows(stepped: torch.Tensor, children: torch.Tensor) -> torch.Tensor:
-        return torch.cat([stepped[keep], children])
+    def pick(child_value, own_value):
+        flag = born.view(-1, *([1] * (own_value.dim() - 1)))
+        return torch.where(flag, child_value, own_value)
 
-    m = spawns.parent.shape[0]
     return FlowState(
-        pos=rows(movement.pos, spawns.pos),
-        energy=rows(spawns.parent_energy, spawns.energy),
-        payload=rows(out.payload, spawns.payload),
+        pos=pick(kid.pos, pos),
+        energy=pick(kid.energy, spawns.parent_energy[inherit]),
+        payload=pick(kid.payload, out.payload[inherit]),
         hidden=out.hidden[inherit],
         sample=state.sample[inherit],
-        flow_id=rows(state.flow_id, state.next_id + spawns.rank),
-        parent_id=rows(state.parent_id, state.flow_id[spawns.parent]),
-        age=rows(state.age + 1, state.age.new_zeros(m)),
-        birth_step=rows(state.birth_step, state.birth_step.new_full((m,), step)),
+        flow_id=pick(state.next_id + kid.rank, ids),
+        parent_id=pick(ids, state.parent_id[inherit]),
+        age=pick(torch.zeros_like(ids), state.age[inherit] + 1),
+        birth_step=pick(torch.full_like(ids, step), state.birth_step[inherit]),
         traced=state.traced[inherit],
-        lineage=rows(state.lineage, spawns.lineage),
+        lineage=pick(kid.lineage, lineage),
         next_id=state.next_id + spawns.total_granted,
-    )
+    ), born

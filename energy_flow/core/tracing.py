@@ -157,8 +157,8 @@ class StepTracer:
         the new state holds the survivors only), new position, the energy they carry on with
         (after fading and after handing a share to children), displacement (the model's,
         unclamped), ``moved`` (the change of the clamped position), clamp flag and termination
-        reason; the children are the new state's last rows, one per entry of the spawn plan;
-        ``carrier`` the heads' outputs (saturation).
+        reason; ``born`` marks the new state's rows that are children; ``carrier`` the heads'
+        outputs (saturation).
         """
         state, ended, movement = outcome.state, outcome.termination, outcome.movement
         reason, collector = ended.reason, outcome.collector
@@ -174,8 +174,7 @@ class StepTracer:
             sel = torch.nonzero(outcome.stepped_traced).squeeze(1)
             self._points.append(self._point_rows(outcome.stepped_ids[sel], step, movement.pos[sel],
                                                  outcome.kept_energy[sel], reason[sel]))
-            born = outcome.spawns.parent.shape[0]
-            kids = torch.nonzero(state.traced[state.count - born:]).squeeze(1) + (state.count - born)
+            kids = torch.nonzero(outcome.born & state.traced).squeeze(1)
             if kids.numel():
                 self._meta.append(torch.stack([state.flow_id[kids], state.parent_id[kids],
                                                state.sample[kids], state.birth_step[kids]], 1).double())
