@@ -125,6 +125,8 @@ def rewrite_state(state: FlowState, movement: Movement, ended: Termination, out:
     pos = movement.pos[inherit]
     ids = state.flow_id[inherit]
     lineage = state.lineage[inherit]
+    # every row's child values, the survivors' dropped by pick: a few elementwise ops over the
+    # rows, where selecting the children first would take a second wait for the device
     kid = child_values(spawns, inherit, index, pos, lineage, step, offsets, part_at)
 
     def pick(child_value, own_value):
