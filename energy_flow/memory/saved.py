@@ -125,7 +125,7 @@ class SavedTensorLedger:
             r.count += 1
             if t.dim() > 0:
                 r.by_rows[t.shape[0]] += nbytes
-                if t.shape[0] in (self.capacity, self.capacity + 1):
+                if t.shape[0] == self.capacity:
                     r.full_capacity += nbytes
         return t
 
