@@ -7,7 +7,9 @@ Each round runs a fresh process per tree (A then B, then B then A the next round
 machine load falls on both) that trains ``--batches`` batches after a warm-up batch on the same
 fixed inputs, with telemetry on as the app runs it, and prints the median seconds per step. The
 figure is the ratio of the trees' medians over all rounds, with each round's ratio beside it so
-the noise is visible. Used for issue 27's "the step stays within noise" check.
+the noise is visible. Used for issue 27's "the step stays within noise" check. ``--phase``
+times one of the step's own phases instead of the whole step (the report's ``timings``:
+forward, backward, optimizer — the optimizer phase includes the step's norms and figures).
 """
 
 from __future__ import annotations
@@ -31,13 +33,13 @@ x = F.normalize(torch.randn(c.batch_size, c.teacher_dim, generator=g), dim=1)
 y = F.normalize(torch.randn(c.batch_size, c.teacher_dim, generator=g), dim=1)
 t = EnergyTrainer(build_model(c), c)
 t.train_step((x, y))
-times = [t.train_step((x, y)).timings["total"] for _ in range({batches})]
+times = [t.train_step((x, y)).timings["{phase}"] for _ in range({batches})]
 print(json.dumps(statistics.median(times)))
 """
 
 
-def run(tree: Path, python: str, batches: int, threads: int) -> float:
-    out = subprocess.run([python, "-c", CHILD.format(batches=batches, threads=threads)], cwd=tree,
+def run(tree: Path, python: str, batches: int, threads: int, phase: str) -> float:
+    out = subprocess.run([python, "-c", CHILD.format(batches=batches, threads=threads, phase=phase)], cwd=tree,
                          capture_output=True, text=True, check=True)
     return float(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -49,17 +51,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batches", type=int, default=6)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--phase", choices=("total", "forward", "backward", "optimizer"), default="total")
     args = ap.parse_args()
     times: dict[str, list[float]] = {"a": [], "b": []}
     for r in range(args.rounds):
         order = ("a", "b") if r % 2 == 0 else ("b", "a")
         for which in order:
-            times[which].append(run(getattr(args, which).resolve(), sys.executable, args.batches, args.threads))
+            times[which].append(run(getattr(args, which).resolve(), sys.executable, args.batches, args.threads,
+                                    args.phase))
         print(f"round {r + 1}: A {times['a'][-1] * 1e3:.0f} ms, B {times['b'][-1] * 1e3:.0f} ms, "
               f"B/A {times['b'][-1] / times['a'][-1]:.3f}", flush=True)
     a, b = statistics.median(times["a"]), statistics.median(times["b"])
-    print(f"median over {args.rounds} rounds: A {a * 1e3:.0f} ms, B {b * 1e3:.0f} ms per train step; "
-          f"B/A = {b / a:.3f} (round ratios {min(x / y for x, y in zip(times['b'], times['a'])):.3f}–"
+    print(f"median over {args.rounds} rounds: A {a * 1e3:.0f} ms, B {b * 1e3:.0f} ms per train step "
+          f"({args.phase}); B/A = {b / a:.3f} (round ratios {min(x / y for x, y in zip(times['b'], times['a'])):.3f}–"
           f"{max(x / y for x, y in zip(times['b'], times['a'])):.3f})")
 
 

@@ -110,6 +110,51 @@ def test_gradient_accumulation_matches_the_full_batch_gradient(pairs8):
     assert report.flow_stats.initial_flows == c.initial_flows_per_batch
 
 
+def test_the_step_reports_float64_norms_and_names_exactly_the_parameters_without_gradient(pairs8):
+    """The reported per-module gradient and weight norms are float64 norms of the real tensors,
+    computed here independently; a gradient of 1e-30 (zero in a float32 sum of squares) is not
+    called missing, an all-zero one is. Guards the one-pass float64 norms (energy_flow.training
+    .trainer.float64_norms) against a float32 accumulation and a "zero" flag taken from it."""
+    trainer = make(grad_clip=1e9)            # no clipping: .grad after the step is what was summed
+    model = trainer.processor
+    named = dict(model.named_parameters())
+    named["neuron.net.0.bias"].register_hook(lambda g: torch.full_like(g, 1e-30))
+    named["output_mapper.proj.bias"].register_hook(lambda g: torch.zeros_like(g))
+    before = {n: p.detach().clone() for n, p in named.items()}
+    report = trainer.train_step(pairs8)
+    assert report.params_without_grad == ("output_mapper.proj.bias",)
+
+    def norm64(tensors) -> float:
+        return math.sqrt(sum(t.double().pow(2).sum().item() for t in tensors))
+
+    for module, norm in report.grad_norms.items():
+        params = [(n, p) for n, p in named.items() if n.startswith(module + ".")]
+        assert norm == pytest.approx(norm64(p.grad for _n, p in params), rel=1e-12, abs=0), module
+        assert report.weight_norms[module] == pytest.approx(norm64(p.detach() for _n, p in params), rel=1e-12)
+        update = norm64(p.detach() - before[n] for n, p in params)
+        assert report.update_ratios[module] == pytest.approx(update / norm64(before[n] for n, _p in params),
+                                                             rel=1e-9), module
+
+
+def test_adamw_is_fused_on_the_cpu_and_an_unfused_checkpoint_resumes(tmp_path, pairs8):
+    """The trainer's AdamW runs fused (one kernel over every parameter) on the CPU, and a
+    checkpoint written by an unfused AdamW (every checkpoint from before 2026-12-08, or one from
+    another device) loads: how AdamW runs is not part of what was learnt."""
+    trainer = make()
+    assert all(group["fused"] for group in trainer.optimizer.param_groups)
+    trainer.train_step(pairs8)
+    for group in trainer.optimizer.param_groups:
+        group["fused"] = None                # as an unfused optimizer writes it
+    trainer.save_checkpoint(tmp_path / "ck.pt")
+    resumed = make()
+    resumed.load_checkpoint(tmp_path / "ck.pt")
+    assert all(group["fused"] for group in resumed.optimizer.param_groups)
+    for a, b in zip(trainer.processor.parameters(), resumed.processor.parameters()):
+        assert torch.equal(a, b)
+    assert resumed.train_step(pairs8).loss == trainer.train_step(pairs8).loss
+    assert resumed.optimizer.state_dict()["state"][0]["step"] == 2
+
+
 @pytest.mark.slow
 def test_no_graph_survives_a_step_and_memory_stays_flat(pairs8):
     trainer = make()

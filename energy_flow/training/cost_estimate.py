@@ -29,7 +29,7 @@ from torch import nn
 
 from energy_flow.config import EnergyConfig
 from energy_flow.memory.estimate import MemoryEstimate, estimate_memory, format_bytes, machine_memory_bytes
-from energy_flow.training.trainer import embedding_losses
+from energy_flow.training.trainer import embedding_losses, make_optimizer
 
 #: A batch estimated to take longer than this (s) is warned about as slow.
 SLOW_BATCH_S = 30.0
@@ -194,7 +194,7 @@ def probe_batch_time(processor: nn.Module, config: EnergyConfig, inputs: torch.T
         probe.lattice.config = short
         probe.batch_parts = 1
         probe.train()
-        optimizer = torch.optim.AdamW(probe.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        optimizer = make_optimizer(probe.parameters(), config)   # as the trainer makes it
         autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if cuda
                     else contextlib.nullcontext())
         _sync(cuda)

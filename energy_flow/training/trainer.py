@@ -104,13 +104,34 @@ class TrainHistory:
     skipped: int = 0
 
 
+#: AdamW's param-group keys that say how it runs, not what it has learnt (set per machine).
+OPTIMIZER_IMPLEMENTATION = ("fused", "foreach")
+
+
+def make_optimizer(parameters, config: EnergyConfig) -> torch.optim.Optimizer:
+    """AdamW at the config's rate and decay, fused (one kernel over every parameter) where PyTorch
+    has the fused kernel for these tensors: float32 on the CPU or CUDA, every parameter here.
+    Measured on the debug preset's parameters (2-core build machine, 2026-12-08): docs/BENCHMARKS.md,
+    "The optimizer phase"."""
+    params = [p for p in parameters]
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
+    return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused)
+
+
+def float64_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor's L2 norm as a float64 scalar on its device, accumulated in float64 (no float32 underflow or
+    rounding of the sum) without a float64 copy of any tensor: one fused kernel over the list
+    (``torch._foreach_norm``, what ``clip_grad_norm_`` uses), bit for bit what
+    ``torch.linalg.vector_norm(t, dtype=torch.float64)`` gives per tensor."""
+    return list(torch._foreach_norm(tensors, 2, dtype=torch.float64)) if tensors else []
+
+
 class EnergyTrainer:
     def __init__(self, processor: FlowProcessor, config: EnergyConfig | None = None):
         self.config = config or processor.config
         self.device = resolve_device(self.config.device)
         self.processor = processor.to(self.device)
-        self.optimizer = torch.optim.AdamW(self.processor.parameters(), lr=self.config.learning_rate,
-                                           weight_decay=self.config.weight_decay)
+        self.optimizer = make_optimizer(self.processor.parameters(), self.config)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=self.config.lr_factor, patience=self.config.lr_patience)
         self.step_count = 0
@@ -289,21 +310,24 @@ class EnergyTrainer:
     def _gradient_summary(self) -> dict:
         """Per-module and total gradient norms plus a per-parameter "no gradient" flag, all as
         device tensors (one host transfer in train_step)."""
-        names, zero, per_module = [], [], []
         dev = self.device
-        for module_name in MODULES:
-            sq = torch.zeros((), device=dev, dtype=torch.float64)
-            for name, p in getattr(self.processor, module_name).named_parameters():
-                if not p.requires_grad:
-                    continue
-                names.append(f"{module_name}.{name}")
+        groups = [[(f"{module_name}.{name}", p) for name, p in getattr(self.processor, module_name).named_parameters()
+                   if p.requires_grad] for module_name in MODULES]
+        norms = iter(float64_norms([p.grad.detach() for group in groups for _n, p in group if p.grad is not None]))
+        names, zero, per_module = [], [], []
+        for group in groups:
+            squares = []
+            for name, p in group:
+                names.append(name)
                 if p.grad is None:
                     zero.append(torch.ones((), device=dev, dtype=torch.bool))
                     continue
-                g = p.grad.detach().double()
-                zero.append((g == 0).all())
-                sq = sq + g.pow(2).sum()
-            per_module.append(sq)
+                norm = next(norms)
+                # a float64 norm is 0 exactly when every element is (no float32 square underflows
+                # in float64): the "no gradient" flag without a second pass over the gradient
+                zero.append(norm == 0)
+                squares.append(norm.square())
+            per_module.append(torch.stack(squares).sum() if squares else torch.zeros((), device=dev, dtype=torch.float64))
         sq = torch.stack(per_module)
         return {"names": names, "zero": torch.stack(zero), "norms": sq.sqrt(), "total": sq.sum().sqrt()}
 
@@ -314,10 +338,11 @@ class EnergyTrainer:
     @staticmethod
     def _module_norms(tensors: list[list[torch.Tensor]]) -> torch.Tensor:
         """[len(MODULES)] float64 L2 norm over each module's tensors, on the device."""
+        norms = iter(float64_norms([t for group in tensors for t in group]))
         out = []
         for group in tensors:
-            sq = [torch.linalg.vector_norm(t, dtype=torch.float64).square() for t in group]
-            out.append(torch.stack(sq).sum().sqrt() if sq else torch.zeros((), dtype=torch.float64))
+            squares = [next(norms).square() for _t in group]
+            out.append(torch.stack(squares).sum().sqrt() if squares else torch.zeros((), dtype=torch.float64))
         device = next((v.device for v in out if v.device.type != "cpu"), out[0].device)
         return torch.stack([v.to(device) for v in out])
 
@@ -406,8 +431,16 @@ class EnergyTrainer:
         bad = incompatible_fields(data["config"], self.config)
         if bad:
             raise ValueError(f"checkpoint {path} does not fit this model; mismatched fields: {'; '.join(bad)}")
-        check_like(data["optimizer"]["param_groups"], self.optimizer.state_dict()["param_groups"],
+        # How AdamW runs (fused or not: checkpoints from before 2026-12-08, or from another
+        # device) is this machine's choice, not part of what was learnt: not checked, and set to
+        # this optimizer's own.
+        check_like(data["optimizer"]["param_groups"],
+                   [{k: v for k, v in group.items() if k not in OPTIMIZER_IMPLEMENTATION}
+                    for group in self.optimizer.state_dict()["param_groups"]],
                    f"checkpoint {path}: optimizer param_groups")
+        data["optimizer"]["param_groups"] = [
+            {**group, **{k: self.optimizer.param_groups[0][k] for k in OPTIMIZER_IMPLEMENTATION}}
+            for group in data["optimizer"]["param_groups"]]
         check_like(data["scheduler"], self.scheduler.state_dict(), f"checkpoint {path}: scheduler")
         try:
             self.processor.load_state_dict(data["model"])
