@@ -137,7 +137,7 @@ def run_gui(config: EnergyConfig, data_source: str | None = None, teacher_path: 
         # handler of the 3D view. Closing from there destroys the window mid-paint (a segfault
         # in the next flush), so only schedule the close; it runs between events.
         interrupted.append(True)
-        window.confirm = lambda title, text: True   # Ctrl+C is the answer; the summary names what is lost
+        window.close_guard.discard_unsaved()   # Ctrl+C is the answer; the summary names what is lost
         QTimer.singleShot(0, window.close)  # stops the worker and joins its thread
 
     signal.signal(signal.SIGINT, on_sigint)

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from energy_flow.config import create_preset
 
     window = MainWindow(TrainingWorker(create_preset(args.preset)))
-    window.confirm = lambda title, text: True     # closing after the picture discards the model
+    window.close_guard.discard_unsaved()     # closing after the picture discards the model
     window.resize(width, height)
     window.show()
     outcome: dict[str, object] = {"code": 1}

@@ -4,8 +4,10 @@ Drawn in the Training panel: the model's held-out cosine and top-1 at every eval
 (``BATCH.held_out_cosine`` / ``BATCH.held_out_top1``, NaN between evaluations), and for each a
 dashed horizontal line at the best simple predictor's value on the same held-out sample (mean
 target, identity, ridge → 0, ridge → identity, fitted on the train split:
-``energy_flow.training.held_out``), named in the legend under the plot. The title says for each
-figure whether the model's latest point beats its line — plainly, "not beaten" where it does not.
+``energy_flow.training.held_out``). The title says for each figure whether the model's latest
+point beats its line — plainly, "not beaten" where it does not — with the line's value and
+predictor; the legend under the plot is one row (the two figures and "best simple", dashed), so
+the plot keeps its height for data.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from energy_flow.training.held_out import SHORT_NAMES, references_of
 
 #: Per held-out figure: legend word and colour.
 SERIES = ((BATCH.held_out_cosine, "cosine", (110, 200, 255)), (BATCH.held_out_top1, "top-1", (255, 120, 200)))
+#: The legend's name for the dashed reference lines, and the colour of its sample.
+REFERENCE_WORD = "best simple"
+REFERENCE_SAMPLE_COLOR = (200, 200, 200)
 
 
 def beats_text(name: str, value: float, reference: tuple[float, str] | None) -> str:
@@ -40,16 +45,17 @@ class HeldOutPlot:
         plot.setLabel("left", "held-out")
         plot.setYRange(0, 1, padding=0.02)
         plot.getAxis("left").setTicks([[(0.0, "0"), (0.5, "0.5"), (1.0, "1")], []])
-        legend_below(plot, columns=1)   # one entry a row: the predictors' names are long
+        legend_below(plot, columns=len(SERIES) + 1)   # one row; the values are in the title
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.reference_lines: dict[str, pg.PlotDataItem] = {}
         for figure, word, color in SERIES:
             curve = plot.plot(pen=pg.mkPen(color, width=1.5), symbol="o", symbolSize=4,
                               symbolPen=pg.mkPen(color), symbolBrush=pg.mkBrush(color), name=word)
             self.curves[figure.key] = curve
-            # named in the legend once its value is known (draw)
             self.reference_lines[figure.key] = plot.plot(pen=pg.mkPen(color, width=1, style=Qt.PenStyle.DashLine))
-        self._legend_labels: dict[str, str] = {}
+        # the legend's sample of a dashed line (no data): the lines take their figure's colour
+        self._dashed_sample = plot.plot(pen=pg.mkPen(REFERENCE_SAMPLE_COLOR, width=1, style=Qt.PenStyle.DashLine),
+                                        name=REFERENCE_WORD)
         #: What the title says, for tests and the status of the last draw.
         self.title = ""
 
@@ -57,22 +63,16 @@ class HeldOutPlot:
         refs = references_of(held_out)
         lines = []
         finite_x = x[np.isfinite(x)]
-        for figure, word, _color in SERIES:
+        for figure, _word, _color in SERIES:
             y = np.asarray(history.get(figure.key, np.zeros(0)), dtype=np.float64)
             keep = np.isfinite(y) & np.isfinite(x[: y.size]) if y.size == x.size else np.zeros(0, dtype=bool)
             set_series(self.curves[figure.key], x[keep], y[keep])
             ref = refs.get(figure.key)
-            line = self.reference_lines[figure.key]
-            label = f"best simple {word} {ref[0]:.3f} ({ref[1]})" if ref is not None and finite_x.size else ""
-            if label:
-                line.setData([float(finite_x.min()), float(max(finite_x.max(), finite_x.min() + 1))], [ref[0], ref[0]])
+            if ref is not None and finite_x.size:
+                self.reference_lines[figure.key].setData(
+                    [float(finite_x.min()), float(max(finite_x.max(), finite_x.min() + 1))], [ref[0], ref[0]])
             else:
-                line.setData([], [])
-            if label != self._legend_labels.get(figure.key, ""):
-                self.plot.legend.removeItem(line)
-                if label:
-                    self.plot.legend.addItem(line, label)
-                self._legend_labels[figure.key] = label
+                self.reference_lines[figure.key].setData([], [])
             if keep.any():
                 lines.append(beats_text(SHORT_NAMES[figure.key], float(y[keep][-1]), ref))
         if lines:
@@ -82,5 +82,7 @@ class HeldOutPlot:
         elif held_out.get("every", 0) == 0:
             self.title = f"held-out evaluation off: {held_out.get('off', 'unknown reason')}"
         else:
-            self.title = f"held-out: first evaluation at batch {held_out['every']} ({held_out.get('sample')} pairs)"
+            known = [f"{word} {refs[f.key][0]:.3f} ({refs[f.key][1]})" for f, word, _c in SERIES if f.key in refs]
+            self.title = (f"held-out: first evaluation at batch {held_out['every']} ({held_out.get('sample')} pairs)"
+                          + (f"<br>best simple (dashed): {', '.join(known)}" if known else ""))
         set_title(self.plot, self.title)

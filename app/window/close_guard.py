@@ -58,6 +58,13 @@ class CloseGuard(QObject):
         #: Where a "Save and close" is saving; the window closes when the worker confirms it.
         self.saving_to: str | None = None
 
+    def discard_unsaved(self) -> None:
+        """From now on closing asks nothing and discards what is unsaved: for Ctrl+C in the
+        terminal and for scripts done with the window, each of which says what it discards.
+        Both questions are answered (a batch in flight, and trained batches not saved)."""
+        self._confirm = lambda title, text: True
+        self.choose = lambda title, text: CLOSE
+
     def may_close(self, worker_running: bool, batch: int, phase: str) -> bool:
         """True when the window may close now; otherwise it stays (cancelled, or saving first)."""
         if self.saving_to is not None:

@@ -81,6 +81,21 @@ def test_closing_with_unsaved_batches_asks_and_cancel_keeps_the_window(qtbot, ma
     assert not window.isVisible() and not window.worker_thread.isRunning()
 
 
+def test_ctrl_c_and_scripts_close_with_unsaved_batches_without_a_question(qtbot, make_window):
+    """Ctrl+C in the terminal (app/main.py) and scripts done with the window (scripts/screenshot.py)
+    close through ``close_guard.discard_unsaved()``: with trained batches unsaved the window closes
+    and no dialog waits for an answer. Guards against answering only the yes/no question (the
+    three-way one then waited for a click: the screenshot script sat out its 540 s time-out)."""
+    window = make_window()
+    _step(qtbot, window)
+    asked: list[str] = []
+    window.close_guard.choose = lambda title, text: asked.append(text) or "cancel"   # a user who keeps it
+    window.confirm = lambda title, text: asked.append(text) is None and False
+    window.close_guard.discard_unsaved()
+    window.close()
+    assert asked == [] and not window.isVisible() and not window.worker_thread.isRunning()
+
+
 def test_save_and_close_saves_the_trained_weights_then_closes(qtbot, make_window, tmp_path):
     window = make_window()
     _step(qtbot, window)

@@ -43,6 +43,7 @@ def test_training_panel_draws_held_out_points_and_best_simple_lines(qtbot, make_
     assert plot.curves[BATCH.held_out_cosine.key].getData()[0] is None or \
         len(plot.curves[BATCH.held_out_cosine.key].getData()[0]) == 0
     assert "first evaluation at batch 2" in plot.title
+    assert "best simple (dashed): cosine " in plot.title     # the references before any point
     hist = _step(qtbot, window).history                     # batch 2: evaluated
     # the references, computed here independently on the same split and sample
     train_rows, held_rows = split_rows(related_pairs, config.seed)
@@ -53,13 +54,14 @@ def test_training_panel_draws_held_out_points_and_best_simple_lines(qtbot, make_
         assert list(x) == [2.0] and list(y) == [hist[key][1]] and np.isnan(hist[key][0])
         lx, ly = plot.reference_lines[key].getData()
         assert len(lx) == 2 and ly[0] == ly[1] == pytest.approx(expected[name][0])
-        assert f"{expected[name][0]:.3f} ({expected[name][1].split(' (')[0]})" in plot._legend_labels[key]
         word = "cosine" if name == "mean_cosine" else "top-1"
         verdict = "beaten" if y[-1] > expected[name][0] else "NOT beaten"
         assert (f"{verdict}: held-out {word} {y[-1]:.3f} vs best simple {expected[name][0]:.3f} "
                 f"({expected[name][1].split(' (')[0]})") in plot.title.split("<br>")
+    # one legend row: the two figures and the dashed reference (its values are in the title)
     labels = [label.text for _sample, label in plot.plot.legend.items]
-    assert any(t.startswith("best simple cosine") for t in labels) and any(t.startswith("best simple top-1") for t in labels)
+    assert labels == ["cosine", "top-1", "best simple"]
+    assert plot.plot.legend.layout.rowCount() == 1
 
 
 def test_a_replayed_recording_draws_its_held_out_curve_and_references(qtbot, tmp_path):
