@@ -113,7 +113,7 @@ def make_optimizer(parameters, config: EnergyConfig) -> torch.optim.Optimizer:
     has the fused kernel for these tensors: float32 on the CPU or CUDA, every parameter here.
     Measured on the debug preset's parameters (2-core build machine, 2026-12-08): docs/BENCHMARKS.md,
     "The optimizer phase"."""
-    params = [p for p in parameters]
+    params = list(parameters)
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
     return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=fused)
 
